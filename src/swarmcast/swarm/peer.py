@@ -1,0 +1,78 @@
+"""What a swarm knows about one connected peer."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from swarmcast.swarm.rates import RateMeter
+from swarmcast.wire.connection import Connection
+from swarmcast.wire.messages import Handshake, HandshakeFlags
+
+Address = tuple[str, int]
+
+
+class PeerLink(Protocol):
+    """The byte pipe under a connection: a TCP transport in the node, a simulated link in bench/."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def write_buffer_size(self) -> int: ...
+
+
+class PeerSession:
+    def __init__(
+        self,
+        *,
+        key: int,
+        connection: Connection,
+        link: PeerLink,
+        handshake: Handshake,
+        remote_ip: str,
+        outbound: bool,
+        may_download: bool,
+        now: float,
+    ) -> None:
+        self.key = key
+        self.connection = connection
+        self.link = link
+        self.handshake = handshake
+        self.remote_ip = remote_ip
+        # The address others can dial: the peer's IP and the listen port it announced.
+        self.address: Address = (remote_ip, handshake.listen_port)
+        self.outbound = outbound
+        self.may_download = may_download
+        self.connected_at = now
+        self.am_choking = True
+        self.peer_choking = True
+        self.peer_interested = False
+        self.sent_interested = False
+        self.have: set[int] = set()
+        self.random_access: set[int] = set()
+        self.newest_have: int | None = None
+        self.requests_out: dict[int, float] = {}
+        self.down = RateMeter()
+        self.up = RateMeter()
+        self.backlogged_since: float | None = None
+        self.unchoked_at = 0.0
+        self.metadata_requested = False
+
+    @property
+    def is_source(self) -> bool:
+        return bool(self.handshake.flags & HandshakeFlags.SOURCE)
+
+    @property
+    def is_seeder(self) -> bool:
+        return bool(self.handshake.flags & (HandshakeFlags.SEEDER | HandshakeFlags.SOURCE))
+
+    def flush(self) -> None:
+        data = self.connection.data_to_send()
+        if data:
+            self.link.write(data)
+
+    def forget_before(self, floor: int) -> None:
+        """Drop knowledge of pieces too old to matter, so the sets stay bounded by the live window."""
+        if self.have and min(self.have) < floor:
+            self.have = {i for i in self.have if i >= floor}
+            self.random_access = {i for i in self.random_access if i >= floor}

@@ -1,0 +1,133 @@
+"""The live cache: verified pieces of one broadcast, in memory or on disk, under a hard byte cap.
+
+The cap counts piece data and is never exceeded: adding a piece first evicts the oldest ones until it fits.
+Pieces also leave when they fall out of the live window (``window_pieces`` behind the newest index), because
+no player or peer will ask for them. The disk store keeps one file per piece in its own directory, which it
+empties at start and at close, so a crashed node never leaves a growing cache behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from swarmcast.wire.messages import PieceFlags
+
+
+@dataclass(frozen=True)
+class StoredPiece:
+    index: int
+    flags: PieceFlags
+    signature: bytes
+    data: bytes
+
+
+@dataclass(frozen=True)
+class _Entry:
+    flags: PieceFlags
+    signature: bytes
+    size: int
+
+
+class PieceStore:
+    """Pieces by index, oldest evicted first. ``directory`` None keeps the data in memory."""
+
+    def __init__(self, *, max_bytes: int, window_pieces: int, directory: Path | None = None) -> None:
+        if max_bytes <= 0 or window_pieces <= 0:
+            raise ValueError("max_bytes and window_pieces must be positive")
+        self.max_bytes = max_bytes
+        self.window_pieces = window_pieces
+        self._directory = directory
+        self._entries: dict[int, _Entry] = {}
+        self._memory: dict[int, bytes] = {}
+        self._bytes = 0
+        self._newest: int | None = None
+        if directory is not None:
+            if directory.exists():
+                shutil.rmtree(directory)
+            directory.mkdir(parents=True)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def newest(self) -> int | None:
+        return self._newest
+
+    @property
+    def oldest(self) -> int | None:
+        return min(self._entries) if self._entries else None
+
+    def __contains__(self, index: int) -> bool:
+        return index in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def indices(self) -> list[int]:
+        return sorted(self._entries)
+
+    def flags(self, index: int) -> PieceFlags | None:
+        entry = self._entries.get(index)
+        return entry.flags if entry else None
+
+    def add(self, piece: StoredPiece) -> list[int]:
+        """Store a piece; returns the indices evicted to make room (possibly the new one, if it is too old)."""
+        if piece.index in self._entries:
+            return []
+        size = len(piece.data)
+        if size > self.max_bytes:
+            raise ValueError(f"piece of {size} bytes cannot fit a cache of {self.max_bytes}")
+        if self._newest is None or piece.index > self._newest:
+            self._newest = piece.index
+        evicted = self._evict_outside_window()
+        if piece.index <= self._newest - self.window_pieces:
+            return [*evicted, piece.index]
+        while self._bytes + size > self.max_bytes:
+            oldest = min(self._entries)
+            self._remove(oldest)
+            evicted.append(oldest)
+        self._entries[piece.index] = _Entry(piece.flags, piece.signature, size)
+        self._bytes += size
+        if self._directory is None:
+            self._memory[piece.index] = piece.data
+        else:
+            (self._directory / str(piece.index)).write_bytes(piece.data)
+        return evicted
+
+    def get(self, index: int) -> StoredPiece | None:
+        entry = self._entries.get(index)
+        if entry is None:
+            return None
+        if self._directory is None:
+            data = self._memory[index]
+        else:
+            data = (self._directory / str(index)).read_bytes()
+        return StoredPiece(index, entry.flags, entry.signature, data)
+
+    def random_access_indices(self) -> list[int]:
+        return sorted(i for i, e in self._entries.items() if e.flags & PieceFlags.RANDOM_ACCESS)
+
+    def close(self) -> None:
+        for index in list(self._entries):
+            self._remove(index)
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+
+    def _evict_outside_window(self) -> list[int]:
+        assert self._newest is not None
+        floor = self._newest - self.window_pieces
+        stale = [i for i in self._entries if i <= floor]
+        for index in stale:
+            self._remove(index)
+        return stale
+
+    def _remove(self, index: int) -> None:
+        entry = self._entries.pop(index)
+        self._bytes -= entry.size
+        if self._directory is None:
+            del self._memory[index]
+        else:
+            (self._directory / str(index)).unlink(missing_ok=True)

@@ -1,0 +1,309 @@
+"""Encoding and decoding of handshakes and frames.
+
+A frame is ``u32 length`` (big-endian, counting the type byte and payload), ``u8 type``, payload. The decoder
+checks the length against ``MAX_FRAME_LENGTH`` as soon as the four length bytes are in, before buffering the
+body, and every count inside a payload against its own maximum. Anything wrong raises ``ProtocolError``; no
+other exception can escape ``FrameDecoder.feed`` or ``decode_handshake``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from swarmcast.wire.errors import ErrorCode, ProtocolError
+from swarmcast.wire.messages import (
+    CONTENT_ID_LENGTH,
+    HANDSHAKE_LENGTH,
+    MAX_FRAME_LENGTH,
+    MAX_INDEX,
+    MAX_METADATA_SIZE,
+    MAX_PEX_PEERS,
+    MAX_PIECE_SIZE,
+    MAX_WINDOW_PIECES,
+    PEER_ID_LENGTH,
+    PROTOCOL_MAGIC,
+    PROTOCOL_VERSION,
+    SIGNATURE_LENGTH,
+    Cancel,
+    Choke,
+    Goodbye,
+    GoodbyeReason,
+    Handshake,
+    HandshakeFlags,
+    Have,
+    Interested,
+    KeepAlive,
+    Message,
+    MessageType,
+    Metadata,
+    MetadataRequest,
+    NotInterested,
+    Pex,
+    Piece,
+    PieceFlags,
+    Reject,
+    Request,
+    Unchoke,
+    Window,
+)
+
+_HANDSHAKE = struct.Struct(">4sBBH20s20s")
+_FRAME_HEADER = struct.Struct(">IB")
+_INDEX = struct.Struct(">Q")
+_HAVE = struct.Struct(">QB")
+_PIECE_HEADER = struct.Struct(">QB64s")
+_WINDOW_HEADER = struct.Struct(">QI")
+_PORT = struct.Struct(">H")
+
+_EMPTY_TYPES: dict[MessageType, Message] = {
+    MessageType.KEEPALIVE: KeepAlive(),
+    MessageType.CHOKE: Choke(),
+    MessageType.UNCHOKE: Unchoke(),
+    MessageType.INTERESTED: Interested(),
+    MessageType.NOT_INTERESTED: NotInterested(),
+    MessageType.METADATA_REQUEST: MetadataRequest(),
+}
+_VALID_HANDSHAKE_FLAGS = HandshakeFlags.SOURCE | HandshakeFlags.SEEDER
+_VALID_PIECE_FLAGS = PieceFlags.RANDOM_ACCESS | PieceFlags.DISCONTINUITY
+
+
+def encode_handshake(handshake: Handshake) -> bytes:
+    if len(handshake.content_id) != CONTENT_ID_LENGTH or len(handshake.peer_id) != PEER_ID_LENGTH:
+        raise ValueError("content_id and peer_id must be 20 bytes")
+    return _HANDSHAKE.pack(
+        PROTOCOL_MAGIC,
+        handshake.version,
+        int(handshake.flags),
+        handshake.listen_port,
+        handshake.content_id,
+        handshake.peer_id,
+    )
+
+
+def decode_handshake(data: bytes) -> Handshake:
+    if len(data) != HANDSHAKE_LENGTH:
+        raise ProtocolError(ErrorCode.BAD_HANDSHAKE, f"handshake is {len(data)} bytes, not {HANDSHAKE_LENGTH}")
+    magic, version, flags, port, content_id, peer_id = _HANDSHAKE.unpack(data)
+    if magic != PROTOCOL_MAGIC:
+        raise ProtocolError(ErrorCode.BAD_HANDSHAKE, f"bad magic {magic!r}")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(ErrorCode.BAD_HANDSHAKE, f"unsupported version {version}")
+    if flags & ~int(_VALID_HANDSHAKE_FLAGS):
+        raise ProtocolError(ErrorCode.BAD_HANDSHAKE, f"unknown handshake flags {flags:#x}")
+    return Handshake(content_id, peer_id, port, HandshakeFlags(flags), version)
+
+
+def _pack_bits(bits: tuple[bool, ...]) -> bytes:
+    out = bytearray((len(bits) + 7) // 8)
+    for i, bit in enumerate(bits):
+        if bit:
+            out[i >> 3] |= 0x80 >> (i & 7)
+    return bytes(out)
+
+
+def _unpack_bits(data: bytes, count: int) -> tuple[bool, ...]:
+    return tuple(bool(data[i >> 3] & (0x80 >> (i & 7))) for i in range(count))
+
+
+def _encode_address(host: str, port: int) -> bytes:
+    address = ipaddress.ip_address(host)
+    family = 4 if address.version == 4 else 6
+    return bytes([family]) + address.packed + _PORT.pack(port)
+
+
+def _check_index(index: int) -> None:
+    if not 0 <= index <= MAX_INDEX:
+        raise ValueError(f"piece index {index} out of range")
+
+
+def encode_payload(message: Message) -> tuple[MessageType, bytes]:
+    match message:
+        case KeepAlive():
+            return MessageType.KEEPALIVE, b""
+        case Choke():
+            return MessageType.CHOKE, b""
+        case Unchoke():
+            return MessageType.UNCHOKE, b""
+        case Interested():
+            return MessageType.INTERESTED, b""
+        case NotInterested():
+            return MessageType.NOT_INTERESTED, b""
+        case MetadataRequest():
+            return MessageType.METADATA_REQUEST, b""
+        case Window(first, have, random_access):
+            if len(have) != len(random_access) or len(have) > MAX_WINDOW_PIECES:
+                raise ValueError("window bitfields must have equal length <= MAX_WINDOW_PIECES")
+            _check_index(first)
+            header = _WINDOW_HEADER.pack(first, len(have))
+            return MessageType.WINDOW, header + _pack_bits(have) + _pack_bits(random_access)
+        case Have(index, flags):
+            _check_index(index)
+            return MessageType.HAVE, _HAVE.pack(index, int(flags))
+        case Request(index):
+            _check_index(index)
+            return MessageType.REQUEST, _INDEX.pack(index)
+        case Cancel(index):
+            _check_index(index)
+            return MessageType.CANCEL, _INDEX.pack(index)
+        case Reject(index):
+            _check_index(index)
+            return MessageType.REJECT, _INDEX.pack(index)
+        case Piece(index, flags, signature, data):
+            _check_index(index)
+            if len(signature) != SIGNATURE_LENGTH or not 0 < len(data) <= MAX_PIECE_SIZE:
+                raise ValueError("bad piece signature or data length")
+            return MessageType.PIECE, _PIECE_HEADER.pack(index, int(flags), signature) + data
+        case Pex(peers):
+            if len(peers) > MAX_PEX_PEERS:
+                raise ValueError("too many PEX peers")
+            body = b"".join(_encode_address(host, port) for host, port in peers)
+            return MessageType.PEX, bytes([len(peers)]) + body
+        case Goodbye(reason):
+            return MessageType.GOODBYE, bytes([int(reason)])
+        case Metadata(descriptor):
+            if len(descriptor) > MAX_METADATA_SIZE:
+                raise ValueError("descriptor too large")
+            return MessageType.METADATA, descriptor
+    raise TypeError(f"not a message: {message!r}")
+
+
+def encode_message(message: Message) -> bytes:
+    kind, payload = encode_payload(message)
+    return _FRAME_HEADER.pack(len(payload) + 1, int(kind)) + payload
+
+
+def _expect_length(kind: MessageType, payload: bytes, length: int) -> None:
+    if len(payload) != length:
+        raise ProtocolError(
+            ErrorCode.MALFORMED_MESSAGE, f"{kind.name} payload is {len(payload)} bytes, expected {length}"
+        )
+
+
+def _decode_index(kind: MessageType, payload: bytes) -> int:
+    _expect_length(kind, payload, _INDEX.size)
+    (index,) = _INDEX.unpack(payload)
+    if index > MAX_INDEX:
+        raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"{kind.name} index {index} out of range")
+    return int(index)
+
+
+def _decode_piece_flags(value: int) -> PieceFlags:
+    if value & ~int(_VALID_PIECE_FLAGS):
+        raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"unknown piece flags {value:#x}")
+    return PieceFlags(value)
+
+
+def _decode_window(payload: bytes) -> Window:
+    if len(payload) < _WINDOW_HEADER.size:
+        raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, "WINDOW too short")
+    first, count = _WINDOW_HEADER.unpack_from(payload)
+    if count > MAX_WINDOW_PIECES or first > MAX_INDEX or first + count > MAX_INDEX + 1:
+        raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"WINDOW of {count} pieces from {first} out of bounds")
+    nbytes = (count + 7) // 8
+    _expect_length(MessageType.WINDOW, payload, _WINDOW_HEADER.size + 2 * nbytes)
+    start = _WINDOW_HEADER.size
+    have = _unpack_bits(payload[start : start + nbytes], count)
+    random_access = _unpack_bits(payload[start + nbytes :], count)
+    return Window(int(first), have, random_access)
+
+
+def _decode_pex(payload: bytes) -> Pex:
+    if not payload:
+        raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, "PEX without count")
+    count = payload[0]
+    if count > MAX_PEX_PEERS:
+        raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"PEX with {count} peers")
+    peers: list[tuple[str, int]] = []
+    pos = 1
+    for _ in range(count):
+        if pos >= len(payload):
+            raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, "PEX truncated")
+        family = payload[pos]
+        size = {4: 4, 6: 16}.get(family)
+        if size is None:
+            raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"PEX address family {family}")
+        end = pos + 1 + size + 2
+        if end > len(payload):
+            raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, "PEX truncated")
+        raw = payload[pos + 1 : pos + 1 + size]
+        host = str(ipaddress.IPv4Address(raw) if family == 4 else ipaddress.IPv6Address(raw))
+        (port,) = _PORT.unpack_from(payload, pos + 1 + size)
+        peers.append((host, int(port)))
+        pos = end
+    if pos != len(payload):
+        raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, "PEX has trailing bytes")
+    return Pex(tuple(peers))
+
+
+def decode_payload(type_byte: int, payload: bytes) -> Message:
+    try:
+        kind = MessageType(type_byte)
+    except ValueError:
+        raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE, f"unknown message type {type_byte}") from None
+    empty = _EMPTY_TYPES.get(kind)
+    if empty is not None:
+        _expect_length(kind, payload, 0)
+        return empty
+    match kind:
+        case MessageType.WINDOW:
+            return _decode_window(payload)
+        case MessageType.HAVE:
+            _expect_length(kind, payload, _HAVE.size)
+            index, flags = _HAVE.unpack(payload)
+            if index > MAX_INDEX:
+                raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"HAVE index {index} out of range")
+            return Have(int(index), _decode_piece_flags(flags))
+        case MessageType.REQUEST:
+            return Request(_decode_index(kind, payload))
+        case MessageType.CANCEL:
+            return Cancel(_decode_index(kind, payload))
+        case MessageType.REJECT:
+            return Reject(_decode_index(kind, payload))
+        case MessageType.PIECE:
+            if len(payload) <= _PIECE_HEADER.size or len(payload) > _PIECE_HEADER.size + MAX_PIECE_SIZE:
+                raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"PIECE payload of {len(payload)} bytes")
+            index, flags, signature = _PIECE_HEADER.unpack_from(payload)
+            if index > MAX_INDEX:
+                raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"PIECE index {index} out of range")
+            return Piece(int(index), _decode_piece_flags(flags), signature, payload[_PIECE_HEADER.size :])
+        case MessageType.PEX:
+            return _decode_pex(payload)
+        case MessageType.GOODBYE:
+            _expect_length(kind, payload, 1)
+            try:
+                reason = GoodbyeReason(payload[0])
+            except ValueError:
+                reason = GoodbyeReason.OTHER
+            return Goodbye(reason)
+        case MessageType.METADATA:
+            if len(payload) > MAX_METADATA_SIZE:
+                raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, "METADATA too large")
+            return Metadata(payload)
+    raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE, f"unhandled message type {kind.name}")  # pragma: no cover
+
+
+class FrameDecoder:
+    """Incremental frame decoder: feed it bytes as they arrive, get whole messages back."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Message]:
+        self._buffer += data
+        messages: list[Message] = []
+        while len(self._buffer) >= _FRAME_HEADER.size:
+            length, type_byte = _FRAME_HEADER.unpack_from(self._buffer)
+            if length < 1 or length > MAX_FRAME_LENGTH:
+                raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"frame length {length} (max {MAX_FRAME_LENGTH})")
+            total = 4 + length
+            if len(self._buffer) < total:
+                break
+            payload = bytes(self._buffer[_FRAME_HEADER.size : total])
+            del self._buffer[:total]
+            messages.append(decode_payload(type_byte, payload))
+        return messages

@@ -1,0 +1,110 @@
+"""Two or more swarms wired together in memory: no sockets, no sleeps, a virtual clock."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from swarmcast.swarm.core import Role, Swarm, SwarmConfig
+from swarmcast.swarm.peer import PeerSession
+from swarmcast.swarm.store import PieceStore, StoredPiece
+from swarmcast.transport import Descriptor, public_key_bytes, sign_piece
+from swarmcast.wire.connection import Connection, HandshakeReceived
+from swarmcast.wire.messages import Handshake, HandshakeFlags, PieceFlags
+
+_keys = itertools.count(1)
+
+
+class MemoryLink:
+    """Bytes written here are delivered to the other end when the network is pumped."""
+
+    def __init__(self) -> None:
+        self.outbox: list[bytes] = []
+        self.closed = False
+        self.stalled = False  # the far end stopped reading: bytes pile up here
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.outbox.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def write_buffer_size(self) -> int:
+        return sum(len(d) for d in self.outbox) if self.stalled else 0
+
+
+class MemoryNetwork:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.pairs: list[tuple[Swarm, PeerSession, MemoryLink, Swarm, PeerSession, MemoryLink]] = []
+
+    def connect(self, a: Swarm, b: Swarm, a_port: int, b_port: int) -> tuple[PeerSession, PeerSession]:
+        conn_a, conn_b = Connection(now=self.now), Connection(now=self.now)
+        flags_a = HandshakeFlags.SOURCE if a.config.role is Role.SOURCE else HandshakeFlags.NONE
+        flags_b = HandshakeFlags.SOURCE if b.config.role is Role.SOURCE else HandshakeFlags.NONE
+        conn_a.send_handshake(Handshake(a.content_id, a.peer_id, a_port, flags_a), self.now)
+        conn_b.send_handshake(Handshake(b.content_id, b.peer_id, b_port, flags_b), self.now)
+        ev_b = conn_b.receive_data(conn_a.data_to_send(), self.now)
+        ev_a = conn_a.receive_data(conn_b.data_to_send(), self.now)
+        assert isinstance(ev_a[0], HandshakeReceived) and isinstance(ev_b[0], HandshakeReceived)
+        link_a, link_b = MemoryLink(), MemoryLink()
+        sa = PeerSession(key=next(_keys), connection=conn_a, link=link_a, handshake=ev_a[0].handshake,
+                         remote_ip="127.0.0.1", outbound=True, may_download=True, now=self.now)
+        sb = PeerSession(key=next(_keys), connection=conn_b, link=link_b, handshake=ev_b[0].handshake,
+                         remote_ip="127.0.0.1", outbound=False, may_download=True, now=self.now)
+        a.attach(sa, self.now)
+        b.attach(sb, self.now)
+        self.pairs.append((a, sa, link_a, b, sb, link_b))
+        return sa, sb
+
+    def pump(self, rounds: int = 20) -> None:
+        for _ in range(rounds):
+            moved = False
+            for a, sa, link_a, b, sb, link_b in self.pairs:
+                for src_link, dst_swarm, dst_session in ((link_a, b, sb), (link_b, a, sa)):
+                    if src_link.stalled or not src_link.outbox:
+                        continue
+                    data = b"".join(src_link.outbox)
+                    src_link.outbox.clear()
+                    moved = True
+                    events = dst_session.connection.receive_data(data, self.now)
+                    dst_swarm.handle_events(dst_session, events, self.now)
+            if not moved:
+                return
+
+    def advance(self, seconds: float, swarms: list[Swarm]) -> None:
+        self.now += seconds
+        for swarm in swarms:
+            swarm.tick(self.now)
+        self.pump()
+
+
+class Broadcast:
+    """A descriptor, a key and a source swarm that can emit signed pieces."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.key = Ed25519PrivateKey.generate()
+        self.descriptor = Descriptor(name="t", title="Test", piece_size=188 * 100, bitrate=250_000,
+                                     public_key=public_key_bytes(self.key))
+        self.content_id = self.descriptor.content_id
+        self.next_index = 0
+        self.source = self.make_swarm(Role.SOURCE, now)
+
+    def make_swarm(self, role: Role, now: float = 0.0, *, with_descriptor: bool = True, **config: object) -> Swarm:
+        store = PieceStore(max_bytes=10_000_000, window_pieces=500)
+        return Swarm(content_id=self.content_id, peer_id=random.randbytes(20),
+                     config=SwarmConfig(role=role, **config),  # type: ignore[arg-type]
+                     store=store, descriptor=self.descriptor if with_descriptor else None, now=now)
+
+    def piece(self, index: int, data: bytes, flags: PieceFlags = PieceFlags.NONE) -> StoredPiece:
+        return StoredPiece(index, flags, sign_piece(self.key, self.content_id, index, flags, data), data)
+
+    def emit(self, now: float, *, random_access: bool = False) -> StoredPiece:
+        flags = PieceFlags.RANDOM_ACCESS if random_access else PieceFlags.NONE
+        piece = self.piece(self.next_index, random.randbytes(1000), flags)
+        self.next_index += 1
+        self.source.add_local_piece(piece, now)
+        return piece
