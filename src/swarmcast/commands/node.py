@@ -1,0 +1,93 @@
+"""``swarmcast node source|support``: the broadcaster's nodes, with the Ace Stream engine's flags."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+from swarmcast.commands.options import add_common, address, common_from_args, non_negative_int, positive_float
+from swarmcast.logsetup import setup_logging
+from swarmcast.node.config import SourceConfig, SupportConfig
+from swarmcast.node.joiner import JoinError
+from swarmcast.node.lifecycle import run_until_stopped
+from swarmcast.node.source import SourceNode
+from swarmcast.node.support import SupportNode
+from swarmcast.transport import CATEGORIES, QUALITIES
+
+log = logging.getLogger("swarmcast.node")
+
+
+def category(text: str) -> str:
+    if text not in CATEGORIES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a category; allowed: {', '.join(CATEGORIES)}")
+    return text
+
+
+def _name(text: str) -> str:
+    if not text or "/" in text or text.startswith("."):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a usable file name")
+    return text
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    node = subparsers.add_parser("node", help="run a broadcaster's node (source or support)")
+    roles = node.add_subparsers(dest="role", required=True)
+
+    source = roles.add_parser("source", help="ingest a stream, sign it into pieces and seed the swarm")
+    add_common(source, default_port=7764)
+    source.add_argument("--source", required=True, help="MPEG-TS over HTTP URL")
+    source.add_argument("--name", type=_name, help="file name of the broadcast (default: derived from --title)")
+    source.add_argument("--title", required=True)
+    source.add_argument("--bitrate", type=non_negative_int, default=0, help="bytes/s; 0 = detect (at most 2 s)")
+    source.add_argument("--quality", choices=QUALITIES, default="SD")
+    source.add_argument("--category", type=category, action="append", default=[])
+    source.add_argument("--skip-internal-tracker", action="store_true")
+    source.add_argument("--publish-dir", type=Path, default=Path())
+    source.add_argument("--metadata-dir", type=Path)
+    source.add_argument("--provider-key", default="")
+    source.add_argument("--source-reconnect-interval", type=positive_float, default=1.0)
+    source.set_defaults(func=run_source)
+
+    support = roles.add_parser("support", help="follow a broadcast and feed the swarm")
+    add_common(support, default_port=8621)
+    support.add_argument("--url", required=True, help="transport file: a path or an http(s) URL")
+    support.add_argument("--download-from", type=address, action="append", default=[], metavar="IP:PORT")
+    support.set_defaults(func=run_support)
+
+
+def _default_name(title: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in title.strip()).strip("_")
+    return cleaned or "broadcast"
+
+
+def run_source(args: argparse.Namespace) -> int:
+    setup_logging(args.log_file, verbose=args.debug)
+    config = SourceConfig(
+        common=common_from_args(args),
+        source_url=args.source,
+        name=args.name or _default_name(args.title),
+        title=args.title,
+        bitrate=args.bitrate,
+        quality=args.quality,
+        categories=tuple(args.category),
+        skip_internal_tracker=args.skip_internal_tracker,
+        publish_dir=args.publish_dir,
+        metadata_dir=args.metadata_dir or args.publish_dir,
+        provider_key=args.provider_key,
+        source_reconnect_interval=args.source_reconnect_interval,
+    )
+    asyncio.run(run_until_stopped(SourceNode(config).run))
+    return 0
+
+
+def run_support(args: argparse.Namespace) -> int:
+    setup_logging(args.log_file, verbose=args.debug)
+    config = SupportConfig(common=common_from_args(args), url=args.url, download_from=tuple(args.download_from))
+    try:
+        asyncio.run(run_until_stopped(SupportNode(config).run))
+    except JoinError as error:
+        log.error("cannot join: %s", error)
+        return 2
+    return 0

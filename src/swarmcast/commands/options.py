@@ -1,0 +1,90 @@
+"""Argument types and shared options; each type's error names the bad value (argparse adds the flag)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from swarmcast.node.config import DEFAULT_LIVE_CACHE_SIZE, CacheConfig, NodeCommon
+from swarmcast.swarm.peer import Address
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def address(text: str) -> Address:
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"{text!r} is not IP:PORT")
+    return host.strip("[]"), port(port_text)
+
+
+def tracker_url(text: str) -> str:
+    if not text.startswith(("http://", "https://", "udp://")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http://, https:// or udp:// tracker URL")
+    return text
+
+
+def add_common(parser: argparse.ArgumentParser, *, default_port: int) -> None:
+    parser.add_argument("--port", type=port, default=default_port, help="P2P and web interface port")
+    parser.add_argument("--bind", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--tracker", type=tracker_url, action="append", default=[], help="tracker URL (repeatable)")
+    parser.add_argument("--cache-dir", type=Path, help="directory of the disk cache")
+    parser.add_argument("--live-cache-type", choices=("memory", "disk"), default="memory")
+    parser.add_argument("--live-cache-size", type=positive_int, default=DEFAULT_LIVE_CACHE_SIZE,
+                        help="hard cap of the live cache, bytes")  # fmt: skip
+    parser.add_argument("--pid-file-dir", type=Path, default=Path("/tmp"))
+    parser.add_argument("--state-dir", type=Path, help="directory for node state")
+    parser.add_argument("--service-access-token", help="token in /app/<token>/... URLs")
+    parser.add_argument("--upload-slots", type=positive_int, default=8, help="peers served at once")
+    parser.add_argument("--max-peers", type=positive_int, default=60)
+    parser.add_argument("--log-file", type=Path)
+    parser.add_argument("--debug", action="store_true", help="verbose logging")
+
+
+def common_from_args(args: argparse.Namespace) -> NodeCommon:
+    cache = CacheConfig(cache_type=args.live_cache_type, max_bytes=args.live_cache_size, directory=args.cache_dir)
+    return NodeCommon(
+        port=args.port,
+        bind=args.bind,
+        trackers=tuple(args.tracker),
+        cache=cache,
+        pid_file_dir=args.pid_file_dir,
+        service_access_token=args.service_access_token,
+        upload_slots=args.upload_slots,
+        max_peers=args.max_peers,
+    )

@@ -1,0 +1,52 @@
+"""Typed configuration of the node roles, built once from the command line and validated there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swarmcast.swarm.peer import Address
+
+DEFAULT_LIVE_CACHE_SIZE = 209_715_200
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    cache_type: str = "memory"  # memory | disk
+    max_bytes: int = DEFAULT_LIVE_CACHE_SIZE
+    directory: Path | None = None  # for disk caches
+
+
+@dataclass(frozen=True)
+class NodeCommon:
+    port: int
+    bind: str = "0.0.0.0"
+    trackers: tuple[str, ...] = ()
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    pid_file_dir: Path = Path("/tmp")
+    service_access_token: str | None = None
+    upload_slots: int = 8
+    max_peers: int = 60
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    common: NodeCommon
+    source_url: str
+    name: str
+    title: str
+    bitrate: int  # bytes/s; 0 = detect
+    quality: str = "SD"
+    categories: tuple[str, ...] = ()
+    skip_internal_tracker: bool = False
+    publish_dir: Path = Path()
+    metadata_dir: Path = Path()
+    provider_key: str = ""
+    source_reconnect_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class SupportConfig:
+    common: NodeCommon
+    url: str  # transport file: a path or an http(s) URL
+    download_from: tuple[Address, ...] = ()

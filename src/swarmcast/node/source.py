@@ -1,0 +1,214 @@
+"""The source node: ingest a live MPEG-TS stream, cut and sign it into pieces, seed the swarm.
+
+Start-up order: load or create the key, connect to the source, settle the descriptor (from the flags; a bitrate
+of 0 is measured over the first 2 s of input, or taken from the saved metadata so the content id does not drift),
+publish the transport file, then listen and announce while pieces flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from swarmcast.discovery.announcer import Announcer
+from swarmcast.discovery.tracker_server import InternalTracker
+from swarmcast.ingest.http_ts import read_ts_source
+from swarmcast.media.ts import TsPacketizer
+from swarmcast.node.config import SourceConfig
+from swarmcast.node.host import PeerHost
+from swarmcast.node.lifecycle import pid_file
+from swarmcast.node.metadata import BroadcastMetadata
+from swarmcast.node.shared import make_store, new_peer_id, transport_file_routes
+from swarmcast.swarm.core import Role, Swarm, SwarmConfig
+from swarmcast.swarm.cutter import CutPiece, PieceCutter, choose_piece_size
+from swarmcast.swarm.store import StoredPiece
+from swarmcast.transport import Descriptor, public_key_bytes, sign_piece
+from swarmcast.wire.messages import HandshakeFlags
+
+log = logging.getLogger("swarmcast.source")
+
+BITRATE_DETECT_SECONDS = 2.0
+# The first half second is skipped when measuring: servers often send a burst (a GOP cache) on connect.
+BITRATE_DETECT_SKIP = 0.5
+
+
+async def detect_bitrate(chunks: AsyncIterator[bytes], buffered: list[bytes]) -> int:
+    """Bytes/s over at most BITRATE_DETECT_SECONDS of input; every chunk read is kept in ``buffered``."""
+    started: float | None = None
+    counted = 0
+    async for chunk in chunks:
+        now = time.monotonic()
+        buffered.append(chunk)
+        if started is None:
+            started = now
+            continue
+        if now - started >= BITRATE_DETECT_SKIP:
+            counted += len(chunk)
+        if now - started >= BITRATE_DETECT_SECONDS:
+            break
+    if started is None:
+        raise RuntimeError("source ended before its bitrate could be measured")
+    elapsed = max(time.monotonic() - started - BITRATE_DETECT_SKIP, 0.1)
+    return max(int(counted / elapsed), 1)
+
+
+class SourceNode:
+    def __init__(self, config: SourceConfig) -> None:
+        self.config = config
+        self.metadata = BroadcastMetadata(config.metadata_dir, config.name)
+        self.peer_id = new_peer_id()
+        self.descriptor: Descriptor | None = None
+        self.swarm: Swarm | None = None
+        self.host: PeerHost | None = None
+        self._cutter: PieceCutter | None = None
+        self._next_index = 0
+        self._key: Ed25519PrivateKey | None = None
+
+    def _descriptor_for(self, bitrate: int) -> Descriptor:
+        config = self.config
+        return Descriptor(
+            name=config.name,
+            title=config.title,
+            piece_size=choose_piece_size(bitrate),
+            bitrate=bitrate,
+            public_key=public_key_bytes(self.metadata.key()),
+            quality=config.quality,
+            categories=config.categories,
+            trackers=config.common.trackers,
+            provider_key=config.provider_key,
+        )
+
+    async def _settle_descriptor(self, chunks: AsyncIterator[bytes], buffered: list[bytes]) -> Descriptor:
+        bitrate = self.config.bitrate
+        if bitrate == 0:
+            saved = self.metadata.saved_descriptor()
+            if saved is not None and saved == self._descriptor_for(saved.bitrate):
+                log.info("using the bitrate kept with the metadata: %d bytes/s", saved.bitrate)
+                return saved
+            started = time.monotonic()
+            bitrate = await detect_bitrate(chunks, buffered)
+            log.info("detected bitrate %d bytes/s in %.1f s", bitrate, time.monotonic() - started)
+        return self._descriptor_for(bitrate)
+
+    def _publish(self, descriptor: Descriptor) -> Path:
+        self.metadata.save_descriptor(descriptor)
+        self.config.publish_dir.mkdir(parents=True, exist_ok=True)
+        path = self.config.publish_dir / f"{self.config.name}.acelive"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(descriptor.encode())
+        tmp.replace(path)
+        return path
+
+    def _emit(self, cut: CutPiece) -> None:
+        assert self.swarm is not None
+        assert self.descriptor is not None
+        index = self._next_index
+        self.metadata.note_index(index)
+        assert self._key is not None
+        signature = sign_piece(self._key, self.descriptor.content_id, index, cut.flags, cut.data)
+        self._next_index += 1
+        self.swarm.add_local_piece(StoredPiece(index, cut.flags, signature, cut.data), time.monotonic())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        config = self.config
+        self._key = self.metadata.key()
+        cutter_ref: list[PieceCutter] = []
+
+        def on_reconnect() -> None:
+            if cutter_ref:
+                cutter_ref[0].mark_discontinuity()
+
+        chunks = read_ts_source(
+            config.source_url, reconnect_interval=config.source_reconnect_interval, on_reconnect=on_reconnect
+        )
+        buffered: list[bytes] = []
+        stop_task = asyncio.create_task(stop.wait())
+        settle_task = asyncio.create_task(self._settle_descriptor(chunks, buffered))
+        try:
+            await asyncio.wait({stop_task, settle_task}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                settle_task.cancel()
+                await asyncio.gather(settle_task, return_exceptions=True)
+                return
+            descriptor = self.descriptor = settle_task.result()
+        finally:
+            stop_task.cancel()
+        content_id = descriptor.content_id
+        path = self._publish(descriptor)
+        log.info("broadcast %r content id %s, transport file %s", config.title, descriptor.infohash, path)
+        self._next_index = self.metadata.first_index()
+        log.info("piece numbering continues at %d", self._next_index)
+
+        app = web.Application()
+        transport_file_routes(app, descriptor.encode(), config.common.service_access_token)
+        if not config.skip_internal_tracker:
+            InternalTracker().add_routes(app)
+        host = self.host = PeerHost(
+            bind=config.common.bind, port=config.common.port, peer_id=self.peer_id, app=app,
+            flags=HandshakeFlags.SOURCE,
+        )  # fmt: skip
+        swarm = self.swarm = Swarm(
+            content_id=content_id,
+            peer_id=self.peer_id,
+            config=SwarmConfig(
+                role=Role.SOURCE, upload_slots=config.common.upload_slots, max_peers=config.common.max_peers
+            ),
+            store=make_store(config.common.cache, content_id, config.common.port),
+            descriptor=descriptor,
+            now=time.monotonic(),
+        )
+        host.add_swarm(swarm)
+        cutter = self._cutter = PieceCutter(piece_size=descriptor.piece_size)
+        cutter_ref.append(cutter)
+        packetizer = TsPacketizer()
+
+        def flush_on_tick(now: float) -> None:
+            for cut in cutter.poll(now):
+                self._emit(cut)
+
+        host.tick_hooks.append(flush_on_tick)
+        await host.start()
+        trackers = list(config.common.trackers)
+        announcer = Announcer(
+            trackers,
+            info_hash=content_id,
+            peer_id=self.peer_id,
+            port=host.port,
+            stats=lambda: (swarm.stats.uploaded, 0, 0),
+            on_peers=lambda peers: None,  # the source only seeds; peers come to it
+        )
+        announcer.start()
+        log.info("source node listening on %s:%d", config.common.bind, host.port)
+
+        async def pump() -> None:
+            for chunk in buffered:
+                for cut in cutter.feed(packetizer.feed(chunk), time.monotonic()):
+                    self._emit(cut)
+            buffered.clear()
+            async for chunk in chunks:
+                for cut in cutter.feed(packetizer.feed(chunk), time.monotonic()):
+                    self._emit(cut)
+
+        with pid_file(config.common.pid_file_dir, host.port):
+            pump_task = asyncio.create_task(pump(), name="source-pump")
+            stop_task = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait({pump_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+                if pump_task.done() and pump_task.exception() is not None:
+                    raise pump_task.exception()  # type: ignore[misc]
+            finally:
+                log.info("source node stopping")
+                for task in (pump_task, stop_task):
+                    task.cancel()
+                await asyncio.gather(pump_task, stop_task, return_exceptions=True)
+                await chunks.aclose()  # type: ignore[attr-defined]
+                await announcer.close()
+                await host.close()
+                swarm.store.close()
+

@@ -1,0 +1,67 @@
+"""The support node: an always-on peer that follows the broadcast, keeps its live window and uploads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiohttp import web
+
+from swarmcast.node.config import SupportConfig
+from swarmcast.node.host import PeerHost
+from swarmcast.node.joiner import Membership, load_transport
+from swarmcast.node.lifecycle import pid_file
+from swarmcast.node.shared import make_store, new_peer_id, transport_file_routes
+from swarmcast.swarm.core import Role, Swarm, SwarmConfig
+from swarmcast.wire.messages import HandshakeFlags
+
+log = logging.getLogger("swarmcast.support")
+
+
+class SupportNode:
+    def __init__(self, config: SupportConfig) -> None:
+        self.config = config
+        self.peer_id = new_peer_id()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        config = self.config
+        transport = await load_transport(config.url)
+        descriptor = transport.descriptor
+        content_id = descriptor.content_id
+        log.info("supporting %r, content id %s", descriptor.title, descriptor.infohash)
+        app = web.Application()
+        transport_file_routes(app, descriptor.encode(), config.common.service_access_token)
+        host = PeerHost(
+            bind=config.common.bind, port=config.common.port, peer_id=self.peer_id, app=app,
+            flags=HandshakeFlags.SEEDER,
+        )  # fmt: skip
+        download_from = frozenset(config.download_from) if config.download_from else None
+        swarm = Swarm(
+            content_id=content_id,
+            peer_id=self.peer_id,
+            config=SwarmConfig(
+                role=Role.SUPPORT,
+                upload_slots=config.common.upload_slots,
+                max_peers=config.common.max_peers,
+                download_from=download_from,
+            ),
+            store=make_store(config.common.cache, content_id, config.common.port),
+            descriptor=descriptor,
+            now=time.monotonic(),
+        )
+        pinned = list(config.download_from)
+        if transport.node is not None and download_from is None:
+            pinned.append(transport.node)
+        swarm.add_candidates(pinned, pinned=True)
+        await host.start()
+        membership = Membership(host, swarm, descriptor.trackers + transport.trackers + config.common.trackers)
+        membership.start()
+        log.info("support node listening on %s:%d", config.common.bind, host.port)
+        with pid_file(config.common.pid_file_dir, host.port):
+            try:
+                await stop.wait()
+            finally:
+                log.info("support node stopping")
+                await membership.close()
+                await host.close()
