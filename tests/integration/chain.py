@@ -14,7 +14,7 @@ import aiohttp
 import av
 
 from swarmcast.transport import Descriptor
-from swarmcast.wire.messages import Piece
+from swarmcast.wire.messages import Piece, PieceFlags
 from tests.peerclient import TestPeer
 from tests.procs import SwarmcastProcess, free_port, swarmcast_process
 
@@ -111,29 +111,43 @@ def decode_video(data: bytes) -> list[av.VideoFrame]:
 
 async def source_pieces(source: Source, *, timeout: float = 20.0) -> dict[int, Piece]:
     """Every piece in the source's window, fetched over the real protocol."""
-    descriptor = source.descriptor()
-    peer = await TestPeer.connect(HOST, source.port, descriptor.content_id)
+    return await node_pieces(source.port, source.descriptor().content_id, timeout=timeout)
+
+
+async def node_pieces(port: int, content_id: bytes, *, timeout: float = 20.0) -> dict[int, Piece]:
+    """Every piece in a node's window, fetched over the real protocol."""
+    peer = await TestPeer.connect(HOST, port, content_id)
     try:
         window = await peer.window()
-        assert window is not None, "source sent no WINDOW"
+        assert window is not None, "node sent no WINDOW"
         indices = [window.first + i for i, bit in enumerate(window.have) if bit]
         return await peer.fetch_pieces(indices, timeout)
     finally:
         peer.close()
 
 
-def match_pieces(stream: bytes, pieces: dict[int, Piece]) -> list[int]:
-    """The run of consecutive pieces ``stream`` is made of (the last may be cut short); fails if it is not."""
+def match_pieces(stream: bytes, pieces: dict[int, Piece], *, allow_jumps: bool = False) -> list[int]:
+    """The run of consecutive pieces ``stream`` is made of (the last may be cut short); fails if it is not.
+
+    With ``allow_jumps`` the run may skip ahead, but only to a random-access piece (what a player does when
+    pieces are lost, e.g. across a source restart).
+    """
     starts = [i for i, p in sorted(pieces.items()) if stream.startswith(p.data)]
     assert starts, "the stream does not begin with any piece the source produced"
     index = starts[0]
     offset = 0
-    used = []
+    used: list[int] = []
     while offset < len(stream):
         piece = pieces.get(index)
-        assert piece is not None, f"stream continues past the source's pieces at index {index}, offset {offset}"
+        if piece is None and allow_jumps:
+            later = [i for i in sorted(pieces) if i > index and pieces[i].flags & PieceFlags.RANDOM_ACCESS
+                     and stream.startswith(pieces[i].data[: len(stream) - offset], offset)]  # fmt: skip
+            if later:
+                index = later[0]
+                piece = pieces[index]
+        assert piece is not None, f"stream continues past the known pieces at index {index}, offset {offset}"
         chunk = stream[offset : offset + len(piece.data)]
-        assert piece.data.startswith(chunk), f"stream differs from source piece {index} at offset {offset}"
+        assert piece.data.startswith(chunk), f"stream differs from piece {index} at offset {offset}"
         used.append(index)
         offset += len(chunk)
         index += 1

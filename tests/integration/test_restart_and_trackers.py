@@ -1,0 +1,76 @@
+"""Source restarts (kill -9) and discovery by content id through a real opentracker."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import OpenTrackerFactory
+from tests.integration.chain import (
+    HOST,
+    decode_video,
+    engine,
+    match_pieces,
+    read_stream,
+    signal_source,
+    source_node,
+    node_pieces,
+    source_pieces,
+    support_node,
+)
+from tests.procs import free_port
+
+
+async def test_kill_9_and_restart_keeps_id_numbering_and_player(tmp_path: Path) -> None:
+    port = free_port()
+    with signal_source(tmp_path) as signal_url, engine(tmp_path) as api:
+        with source_node(tmp_path, signal_url, port=port) as source:
+            descriptor = source.descriptor()
+            with support_node(tmp_path, source.transport_url) as support_port:
+                url = f"{api}/ace/getstream?url=http://{HOST}:{support_port}/app/get_transport_file"
+                player = asyncio.create_task(read_stream(url, 16.0))
+                await asyncio.sleep(4.0)
+                source.process.signal(signal.SIGKILL)
+                source.process.kill()
+                killed_window = await node_pieces(support_port, descriptor.content_id)
+                await asyncio.sleep(1.0)
+                with source_node(tmp_path, signal_url, port=port, log_name="source2.log") as restarted:
+                    assert restarted.descriptor() == descriptor
+                    stream = await player
+                    after = await source_pieces(restarted)
+                    relayed = await node_pieces(support_port, descriptor.content_id)
+        assert min(after) > max(killed_window), "piece numbers must continue after the restart"
+        used = match_pieces(stream, relayed | after, allow_jumps=True)
+        # The player rode through: video from before the kill, then from the restarted source.
+        assert any(i <= max(killed_window) for i in used)
+        assert any(i >= min(after) for i in used)
+        rest = b"".join(after[i].data for i in used if i in after)
+        assert len(decode_video(rest)) >= 25
+        assert len(decode_video(stream)) >= 150
+
+
+async def test_join_by_content_id_through_opentracker(
+    tmp_path: Path, opentracker_factory: OpenTrackerFactory
+) -> None:
+    tracker = opentracker_factory([])
+    with signal_source(tmp_path) as signal_url:
+        # First start fixes the key and the descriptor (and so the content id) in the metadata directory.
+        with source_node(tmp_path, signal_url, "--tracker", tracker.http_url, "--bitrate", "150000") as source:
+            content_id = source.descriptor().content_id
+        tracker.allow([content_id])
+        with (
+            source_node(tmp_path, signal_url, "--tracker", tracker.http_url, "--bitrate", "150000") as source,
+            engine(tmp_path, "--tracker", tracker.udp_url) as api,
+        ):
+            assert source.descriptor().content_id == content_id
+            stream = await read_stream(f"{api}/ace/getstream?id={content_id.hex()}", 5.0)
+            assert len(decode_video(stream)) >= 80
+            match_pieces(stream, await source_pieces(source))
+            magnet = f"magnet:?xt=urn:btih:{content_id.hex()}&tr={tracker.http_url}"
+            async with aiohttp.ClientSession() as session:
+                params = {"magnet": magnet, "format": "json"}
+                async with session.get(f"{api}/ace/getstream", params=params) as response:
+                    assert (await response.json())["response"]["infohash"] == content_id.hex()
