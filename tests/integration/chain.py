@@ -96,12 +96,12 @@ async def read_stream(url: str, seconds: float, *, max_bytes: int = 64 * 1024 * 
 
 
 def decode_video(data: bytes) -> list[av.VideoFrame]:
-    container = av.open(io.BytesIO(data), format="mpegts")
+    container = av.open(io.BytesIO(data), format="mpegts", mode="r")
     try:
-        frames = []
+        frames: list[av.VideoFrame] = []
         for packet in container.demux(video=0):
             try:
-                frames.extend(packet.decode())
+                frames.extend(f for f in packet.decode() if isinstance(f, av.VideoFrame))
             except av.error.InvalidDataError:
                 continue
         return frames

@@ -12,10 +12,10 @@ from tests.integration.chain import (
     engine,
     match_pieces,
     read_stream,
+    signal_source,
     source_node,
     source_pieces,
     support_node,
-    signal_source,
 )
 
 
@@ -44,9 +44,8 @@ async def test_two_players_and_json_api(tmp_path: Path) -> None:
     ):
         content_id = source.descriptor().infohash
         get = f"{api}/ace/getstream?url={source.transport_url.replace('?format=raw', '')}"
-        async with aiohttp.ClientSession() as session:
-            async with session.get(get + "&format=json") as response:
-                body = await response.json()
+        async with aiohttp.ClientSession() as session, session.get(get + "&format=json") as response:
+            body = await response.json()
         assert body["error"] is None
         info = body["response"]
         assert info["infohash"] == content_id

@@ -14,10 +14,10 @@ from tests.integration.chain import (
     decode_video,
     engine,
     match_pieces,
+    node_pieces,
     read_stream,
     signal_source,
     source_node,
-    node_pieces,
     source_pieces,
     support_node,
 )

@@ -129,6 +129,7 @@ async def stat(request: web.Request) -> web.Response:
     broadcast = session.broadcast
     swarm = broadcast.swarm
     now = time.monotonic()
+    broadcast.last_active = now  # someone watching the status keeps the broadcast joined
     store = swarm.store
     response = {
         "status": "dl" if broadcast.delivered > 0 else "prebuf",
@@ -147,6 +148,7 @@ async def stat(request: web.Request) -> web.Response:
             "buffer_pieces": len(store),
         },
         "players": broadcast.players,
+        "source_delay": round(broadcast.source_clock.delay, 3) if broadcast.source_clock else None,
         "skipped_pieces": swarm.stats.skipped_pieces,
     }
     return web.json_response({"response": response, "error": None})

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from swarmcast.media.ts import latest_clock_us
 from swarmcast.node.config import CacheConfig
 from swarmcast.node.host import PeerHost
 from swarmcast.node.joiner import JoinError, Membership
@@ -53,6 +54,7 @@ class EngineBroadcast:
         self.players = 0
         self.delivered = 0
         self.last_active = time.monotonic()
+        self.source_clock: SourceClock | None = None
         self._new_piece = asyncio.Event()
         self.swarm.piece_listeners.append(lambda _index: self._new_piece.set())
 
@@ -74,6 +76,9 @@ class EngineBroadcast:
                             await self._new_piece.wait()
                     continue
                 self.delivered += len(piece.data)
+                stamp = latest_clock_us(piece.data)
+                if stamp is not None:
+                    self.source_clock = SourceClock(stamp / 1e6, time.time())
                 self.last_active = time.monotonic()
                 yield piece.data
         finally:
@@ -85,6 +90,18 @@ class EngineBroadcast:
         return any(c.position is not None and c.position in self.swarm.store for c in self.swarm.cursors) or (
             self.delivered > 0
         )
+
+
+@dataclass(frozen=True)
+class SourceClock:
+    """The newest wall-clock stamp the test signal (or any stamping source) put in the stream, and when we played it."""
+
+    stamped: float
+    played: float
+
+    @property
+    def delay(self) -> float:
+        return self.played - self.stamped
 
 
 @dataclass

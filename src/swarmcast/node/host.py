@@ -30,6 +30,7 @@ DIAL_TIMEOUT = 5.0
 FIRST_BYTES_TIMEOUT = 10.0
 MAX_CONNECTIONS = 1024
 MAX_CONCURRENT_DIALS = 32
+ABORT_BUFFER_SIZE = 256 * 1024
 _session_keys = itertools.count(1)
 
 
@@ -42,7 +43,11 @@ class TransportLink:
             self._transport.write(data)
 
     def close(self) -> None:
-        self._transport.close()
+        # A peer that stopped reading would keep a graceful close (which flushes first) open for ever.
+        if self._transport.get_write_buffer_size() > ABORT_BUFFER_SIZE:
+            self._transport.abort()
+        else:
+            self._transport.close()
 
     def write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size()

@@ -214,7 +214,8 @@ class Swarm:
         log.warning("banning peer %s:%d: %s", session.address[0], session.address[1], error)
         self.stats.banned += 1
         self._banned_ids.add(session.handshake.peer_id)
-        self._banned_addresses.add(session.address)
+        if session.address[1] > 0:  # port 0: the peer does not listen, so its address names nobody
+            self._banned_addresses.add(session.address)
         self._candidates.pop(session.address, None)
         session.connection.close(GoodbyeReason.BANNED, now)
         session.flush()

@@ -1,0 +1,118 @@
+"""``swarmcast testsrc``: serve the live test signal at http://HOST:PORT/stream.ts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from swarmcast.logsetup import setup_logging
+from swarmcast.media.testsignal import MAX_FPS, MIN_BITRATE, serve_testsrc
+from swarmcast.media.units import parse_bitrate, parse_size
+
+logger = logging.getLogger(__name__)
+
+
+def _bitrate_arg(text: str) -> int:
+    # ArgumentTypeError (not ValueError) so argparse prints our message after "argument --bitrate:".
+    try:
+        bits = parse_bitrate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if bits < MIN_BITRATE:
+        raise argparse.ArgumentTypeError(f"bitrate {text!r} is below the minimum of {MIN_BITRATE} bits/s")
+    return bits
+
+
+def _size_arg(text: str) -> tuple[int, int]:
+    try:
+        width, height = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    # yuv420p halves the chroma planes, so the encoder needs even dimensions.
+    if width < 32 or height < 32 or width % 2 or height % 2:
+        raise argparse.ArgumentTypeError(f"size {text!r}: width and height must be even and at least 32")
+    return width, height
+
+
+def _fps_arg(text: str) -> int:
+    try:
+        fps = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"fps {text!r} is not a whole number") from None
+    if not 1 <= fps <= MAX_FPS:
+        raise argparse.ArgumentTypeError(f"fps {text!r} not in 1..{MAX_FPS}")
+    return fps
+
+
+def _port_arg(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port {text!r} is not a whole number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {text!r} not in 1..65535")
+    return port
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "testsrc",
+        help="serve a live H.264/AAC MPEG-TS test signal over HTTP",
+        description="Generate a live test signal (colour bars, moving box, 440 Hz tone) with a keyframe every "
+        "second and serve it at http://HOST:PORT/stream.ts to any number of clients.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=_port_arg, default=8000, help="TCP port (default: %(default)s)")
+    parser.add_argument(
+        "--bitrate",
+        type=_bitrate_arg,
+        default="2M",
+        help="total stream bitrate in bits/s, with optional k/M/G suffix (default: %(default)s)",
+    )
+    parser.add_argument("--size", type=_size_arg, default="640x360", help="picture size WxH (default: %(default)s)")
+    parser.add_argument(
+        "--fps", type=_fps_arg, default=30, help=f"frames per second, 1..{MAX_FPS} (default: %(default)s)"
+    )
+    parser.add_argument("--log-file", type=Path, default=None, help="log here instead of stderr")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.log_file)
+    try:
+        return asyncio.run(_main(host=args.host, port=args.port, bitrate=args.bitrate, size=args.size, fps=args.fps))
+    except KeyboardInterrupt:  # a second Ctrl-C while shutting down
+        return 0
+
+
+async def _main(host: str, port: int, bitrate: int, size: tuple[int, int], fps: int) -> int:
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+
+    def ready() -> None:
+        logger.info("testsrc serving http://%s:%d/stream.ts", host, port)
+
+    serve = asyncio.create_task(serve_testsrc(host, port, bitrate, size, fps, ready=ready))
+    stop_wait = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait((serve, stop_wait), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop_wait.cancel()
+        serve.cancel()
+        # Let serve_testsrc run its cleanup; report how it ended if it ended by itself.
+        results = await asyncio.gather(serve, stop_wait, return_exceptions=True)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    error = results[0]
+    if isinstance(error, OSError):
+        logger.error("testsrc cannot listen on %s:%d: %s", host, port, error)
+        return 1
+    if isinstance(error, BaseException) and not isinstance(error, asyncio.CancelledError):
+        logger.error("testsrc failed", exc_info=error)
+        return 1
+    return 0
