@@ -178,6 +178,11 @@ async def announcers_find_each_other(urls: list[str]) -> tuple[Announcer, Announ
 async def test_announcers_find_each_other_via_opentracker(opentracker_factory: OpenTrackerFactory) -> None:
     tracker = opentracker_factory([INFO_HASH])
     a, b = await announcers_find_each_other([tracker.http_url, tracker.udp_url])
+    # Peers may arrive through one protocol before the other has answered: wait (bounded) for both.
+    for _ in range(100):
+        if all(s.started for s in a.status() + b.status()):
+            break
+        await asyncio.sleep(0.05)
     assert all(s.started and s.consecutive_failures == 0 for s in a.status() + b.status())
     await a.close()
     await b.close()

@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source.add_argument("--category", type=category, action="append", default=[])
     source.add_argument("--skip-internal-tracker", action="store_true")
     source.add_argument("--publish-dir", type=Path, default=Path())
-    source.add_argument("--metadata-dir", type=Path)
+    source.add_argument("--metadata-dir", type=Path,
+                        help="where .sauth and .restart live (default: --state-dir, else --publish-dir)")
     source.add_argument("--provider-key", default="")
     source.add_argument("--source-reconnect-interval", type=positive_float, default=1.0)
     source.set_defaults(func=run_source)
@@ -74,7 +75,7 @@ def run_source(args: argparse.Namespace) -> int:
         categories=tuple(args.category),
         skip_internal_tracker=args.skip_internal_tracker,
         publish_dir=args.publish_dir,
-        metadata_dir=args.metadata_dir or args.publish_dir,
+        metadata_dir=args.metadata_dir or args.state_dir or args.publish_dir,
         provider_key=args.provider_key,
         source_reconnect_interval=args.source_reconnect_interval,
     )
