@@ -1,19 +1,22 @@
 """Cuts an MPEG-TS packet stream into pieces, sans-IO.
 
-A piece is a run of whole 188-byte TS packets. A new piece starts at every video keyframe, opening with the
-latest PAT and PMT, and is flagged RANDOM_ACCESS: a player can start decoding there. Between keyframes a piece
-is closed when it reaches ``piece_size`` or when its first packet is ``flush_interval`` old, so that the delay a
-piece adds stays bounded whatever the bitrate (the source-to-player delay budget is about 2 s).
+A piece is a run of whole 188-byte TS packets. A new piece starts at every video keyframe and is flagged
+RANDOM_ACCESS: a player can start decoding there. The tables and clock stamp a muxer writes just before a keyframe
+(SDT, PAT, PMT, our wall-clock packet) are held back and open the new piece; when the muxer did not repeat PAT and
+PMT there, the latest ones are put in front, so every random-access piece is decodable on its own. Between keyframes
+a piece is closed when it reaches ``piece_size`` or when its first packet is ``flush_interval`` old, so that the
+delay a piece adds stays bounded whatever the bitrate (the source-to-player delay budget is about 2 s).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from swarmcast.media.ts import TS_PACKET_SIZE, TsAnalyzer
+from swarmcast.media.ts import SDT_PID, TS_PACKET_SIZE, TsAnalyzer
 from swarmcast.wire.messages import PieceFlags
 
 DEFAULT_FLUSH_INTERVAL = 0.1
+MAX_HELD_PACKETS = 16
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class PieceCutter:
         self._flags = PieceFlags.NONE
         self._opened_at = 0.0
         self._discontinuity = True  # the first piece after a (re)start
+        self._held: list[bytes] = []  # tables/clock packets waiting to see whether a keyframe follows
 
     def mark_discontinuity(self) -> None:
         """The input restarted (source reconnect): the next piece carries DISCONTINUITY."""
@@ -49,23 +53,41 @@ class PieceCutter:
         out: list[CutPiece] = []
         for packet in packets:
             info = self._analyzer.feed_packet(packet)
+            is_preamble = info.is_pat or info.is_pmt or info.pid == SDT_PID or info.clock_us is not None
+            if is_preamble and len(self._held) < MAX_HELD_PACKETS:
+                self._held.append(packet)
+                continue
             if info.is_video_keyframe_start:
                 self._close(out)
                 self._open(now, PieceFlags.RANDOM_ACCESS)
-                for table in (self._analyzer.latest_pat, self._analyzer.latest_pmt):
-                    if table is not None:
-                        self._append(table)
-            elif not self._packets:
-                self._open(now, PieceFlags.NONE)
+                if not self._holds_tables():
+                    for table in (self._analyzer.latest_pat, self._analyzer.latest_pmt):
+                        if table is not None:
+                            self._append(table)
+                self._release_held()
+            else:
+                if not self._packets:
+                    self._open(now, PieceFlags.NONE)
+                self._release_held()
             self._append(packet)
             if self._size + TS_PACKET_SIZE > self.piece_size:
                 self._close(out)
         out.extend(self.poll(now))
         return out
 
+    def _holds_tables(self) -> bool:
+        pat, pmt = self._analyzer.latest_pat, self._analyzer.latest_pmt
+        return pat in self._held and pmt in self._held
+
+    def _release_held(self) -> None:
+        for packet in self._held:
+            self._append(packet)
+        self._held = []
+
     def poll(self, now: float) -> list[CutPiece]:
         out: list[CutPiece] = []
         if self._packets and now - self._opened_at >= self.flush_interval:
+            self._release_held()
             self._close(out)
         return out
 
