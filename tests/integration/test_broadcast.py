@@ -34,6 +34,21 @@ async def test_chain_delivers_source_pieces_byte_identical(tmp_path: Path) -> No
         assert (frames[0].width, frames[0].height) == (320, 180)
         used = match_pieces(stream, await source_pieces(source))
         assert len(used) > 10
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{support_port}/app/stat") as response:
+                support = (await response.json())["result"]
+            async with session.get(f"{api}/app/stat") as response:
+                (viewer,) = (await response.json())["result"]
+            async with session.get(f"http://127.0.0.1:{source.port}/app/stat") as response:
+                seeded = (await response.json())["result"]
+        # The viewer's only peers are the broadcaster's (it learns the source from the support node by PEX);
+        # the support node, told --download-from the source, took everything from it.
+        assert viewer["downloaded"] >= len(stream)
+        assert viewer["downloaded_from_seeders"] == viewer["downloaded"]
+        assert support["downloaded_from_source"] == support["downloaded"] > 0
+        assert support["uploaded"] + viewer["downloaded_from_source"] >= viewer["downloaded"]
+        assert seeded["uploaded"] >= support["downloaded"]
+        assert 0 < seeded["payload_sent"] < seeded["bytes_sent"]
 
 
 async def test_two_players_and_json_api(tmp_path: Path) -> None:

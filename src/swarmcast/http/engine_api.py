@@ -174,6 +174,17 @@ async def service(request: web.Request) -> web.Response:
     return web.json_response({"result": None, "error": f"unknown method {method!r}"}, status=400)
 
 
+async def engine_stat(request: web.Request) -> web.Response:
+    """Every joined broadcast's swarm counters (for monitoring and benchmarks)."""
+    engine = request.app[ENGINE_KEY]
+    now = time.monotonic()
+    result = [
+        {**b.swarm.stats_snapshot(now), "players": b.players, "delivered": b.delivered}
+        for b in engine.broadcasts.values()
+    ]
+    return web.json_response({"result": result, "error": None})
+
+
 def make_app(engine: Engine) -> web.Application:
     app = web.Application()
     app[ENGINE_KEY] = engine
@@ -182,4 +193,5 @@ def make_app(engine: Engine) -> web.Application:
     app.router.add_get("/ace/stat/{infohash}/{session}", stat)
     app.router.add_get("/ace/cmd/{infohash}/{session}", command)
     app.router.add_get("/webui/api/service", service)
+    app.router.add_get("/app/stat", engine_stat)
     return app

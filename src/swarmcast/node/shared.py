@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from pathlib import Path
 
 from aiohttp import web
 
 from swarmcast.node.config import CacheConfig
+from swarmcast.swarm.core import Swarm
 from swarmcast.swarm.store import PieceStore
 from swarmcast.wire.messages import MAX_WINDOW_PIECES
 
@@ -40,3 +42,14 @@ def transport_file_routes(app: web.Application, transport_bytes: bytes, token: s
 
     path = "/app/{token}/get_transport_file" if token is not None else "/app/get_transport_file"
     app.router.add_get(path, get_transport_file)
+
+
+def status_routes(app: web.Application, swarm: Swarm, token: str | None) -> None:
+    """``/app/<token>/stat``: the node's swarm counters as JSON (for monitoring and benchmarks)."""
+
+    async def stat(request: web.Request) -> web.Response:
+        if token is not None and request.match_info.get("token") != token:
+            return web.json_response({"result": None, "error": "invalid access token"}, status=403)
+        return web.json_response({"result": swarm.stats_snapshot(time.monotonic()), "error": None})
+
+    app.router.add_get("/app/{token}/stat" if token is not None else "/app/stat", stat)

@@ -24,7 +24,7 @@ from swarmcast.node.config import SourceConfig
 from swarmcast.node.host import PeerHost
 from swarmcast.node.lifecycle import pid_file
 from swarmcast.node.metadata import BroadcastMetadata
-from swarmcast.node.shared import make_store, new_peer_id, transport_file_routes
+from swarmcast.node.shared import make_store, new_peer_id, status_routes, transport_file_routes
 from swarmcast.swarm.core import Role, Swarm, SwarmConfig
 from swarmcast.swarm.cutter import CutPiece, PieceCutter, choose_piece_size
 from swarmcast.swarm.store import StoredPiece
@@ -164,6 +164,7 @@ class SourceNode:
             now=time.monotonic(),
         )
         host.add_swarm(swarm)
+        status_routes(app, swarm, config.common.service_access_token)
         cutter = self._cutter = PieceCutter(piece_size=descriptor.piece_size)
         cutter_ref.append(cutter)
         packetizer = TsPacketizer()

@@ -12,7 +12,7 @@ from swarmcast.node.config import SupportConfig
 from swarmcast.node.host import PeerHost
 from swarmcast.node.joiner import Membership, load_transport
 from swarmcast.node.lifecycle import pid_file
-from swarmcast.node.shared import make_store, new_peer_id, transport_file_routes
+from swarmcast.node.shared import make_store, new_peer_id, status_routes, transport_file_routes
 from swarmcast.swarm.core import Role, Swarm, SwarmConfig
 from swarmcast.wire.messages import HandshakeFlags
 
@@ -50,6 +50,7 @@ class SupportNode:
             descriptor=descriptor,
             now=time.monotonic(),
         )
+        status_routes(app, swarm, config.common.service_access_token)
         pinned = list(config.download_from)
         if transport.node is not None and download_from is None:
             pinned.append(transport.node)

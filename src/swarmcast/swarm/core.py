@@ -102,6 +102,8 @@ class _Candidate:
 @dataclass
 class SwarmStats:
     downloaded: int = 0
+    downloaded_from_source: int = 0
+    downloaded_from_seeders: int = 0  # support nodes (and the source): the broadcaster's own upload
     uploaded: int = 0
     bytes_sent: int = 0
     payload_sent: int = 0
@@ -445,6 +447,10 @@ class Swarm:
         session.down.add(len(piece.data), now)
         self.stats.down.add(len(piece.data), now)
         self.stats.downloaded += len(piece.data)
+        if session.is_source:
+            self.stats.downloaded_from_source += len(piece.data)
+        if session.is_seeder:
+            self.stats.downloaded_from_seeders += len(piece.data)
         self._note_have(session, piece.index, piece.flags)
         self._store_and_announce(StoredPiece(piece.index, piece.flags, piece.signature, piece.data), session, now)
 
@@ -651,3 +657,25 @@ class Swarm:
             session.link.close()
         self.sessions.clear()
         self._pending.clear()
+
+    def stats_snapshot(self, now: float) -> dict[str, object]:
+        """Counters for status pages and benchmarks (bytes; rates in bytes/s)."""
+        stats = self.stats
+        return {
+            "content_id": self.content_id.hex(),
+            "peers": len(self.sessions),
+            "downloaded": stats.downloaded,
+            "downloaded_from_source": stats.downloaded_from_source,
+            "downloaded_from_seeders": stats.downloaded_from_seeders,
+            "uploaded": stats.uploaded,
+            "bytes_sent": stats.bytes_sent,
+            "payload_sent": stats.payload_sent,
+            "speed_down": round(stats.down.rate(now)),
+            "speed_up": round(stats.up.rate(now)),
+            "banned": stats.banned,
+            "bad_pieces": stats.bad_pieces,
+            "skipped_pieces": stats.skipped_pieces,
+            "cache_bytes": self.store.size_bytes,
+            "cache_pieces": len(self.store),
+            "newest_piece": self.store.newest,
+        }
