@@ -74,3 +74,48 @@ async def test_join_by_content_id_through_opentracker(
                 params = {"magnet": magnet, "format": "json"}
                 async with session.get(f"{api}/ace/getstream", params=params) as response:
                     assert (await response.json())["response"]["infohash"] == content_id.hex()
+
+
+async def test_sigterm_says_goodbye_and_removes_pid_file(tmp_path: Path) -> None:
+    from swarmcast.wire.messages import GoodbyeReason
+    from tests.peerclient import TestPeer
+
+    with signal_source(tmp_path) as signal_url, source_node(tmp_path, signal_url) as source:
+        pid_file = tmp_path / f"acestream-{source.port}.pid"
+        assert pid_file.read_text().strip() == str(source.process.pid)
+        peer = await TestPeer.connect(HOST, source.port, source.descriptor().content_id)
+        assert await peer.window() is not None
+        source.process.signal(signal.SIGTERM)
+        assert await peer.wait_closed(10.0)
+        assert peer.closed is not None
+        assert peer.closed.goodbye is GoodbyeReason.SHUTDOWN
+        peer.close()
+        assert source.process.popen.wait(10) == 0
+        assert not pid_file.exists()
+        log_line = (tmp_path / "source.log").read_text().splitlines()[0]
+        date, thread, module, message = log_line.split("|", 3)
+        assert len(date) == len("2026-11-20 11:03:08,162")
+        assert thread == "MainThread"
+        assert module.startswith("swarmcast")
+        assert message
+
+
+async def test_bad_flags_name_the_flag_and_value(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def run(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "swarmcast.cli", *args], capture_output=True, timeout=30,
+                              check=False, text=True)  # fmt: skip
+        assert done.returncode == 2
+        return done.stderr
+
+    base = ["node", "source", "--source", "http://127.0.0.1:1/x", "--title", "t"]
+    error = run(*base, "--category", "cooking")
+    assert "--category" in error
+    assert "'cooking'" in error
+    assert "sport" in error  # the allowed list is shown
+    assert "--live-cache-size" in run(*base, "--live-cache-size", "-5")
+    assert "--bitrate" in run(*base, "--bitrate", "fast")
+    assert "--download-from" in run("node", "support", "--url", "x", "--download-from", "nowhere")
+    assert "--tracker" in run("engine", "--tracker", "ftp://x")
