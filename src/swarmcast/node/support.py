@@ -8,6 +8,7 @@ import time
 
 from aiohttp import web
 
+from swarmcast.discovery.tracker_server import InternalTracker
 from swarmcast.node.config import SupportConfig
 from swarmcast.node.host import PeerHost
 from swarmcast.node.joiner import Membership, load_transport
@@ -32,6 +33,8 @@ class SupportNode:
         log.info("supporting %r, content id %s", descriptor.title, descriptor.infohash)
         app = web.Application()
         transport_file_routes(app, descriptor.encode(), config.common.service_access_token)
+        # Engines that fetch the transport file here also announce here, so they find each other.
+        InternalTracker().add_routes(app)
         host = PeerHost(
             bind=config.common.bind, port=config.common.port, peer_id=self.peer_id, app=app,
             flags=HandshakeFlags.SEEDER,
