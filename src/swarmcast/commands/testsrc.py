@@ -8,6 +8,7 @@ import logging
 import signal
 from pathlib import Path
 
+from swarmcast.commands.options import bounded_int
 from swarmcast.logsetup import setup_logging
 from swarmcast.media.testsignal import MAX_FPS, MIN_BITRATE, serve_testsrc
 from swarmcast.media.units import parse_bitrate, parse_size
@@ -37,26 +38,6 @@ def _size_arg(text: str) -> tuple[int, int]:
     return width, height
 
 
-def _fps_arg(text: str) -> int:
-    try:
-        fps = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"fps {text!r} is not a whole number") from None
-    if not 1 <= fps <= MAX_FPS:
-        raise argparse.ArgumentTypeError(f"fps {text!r} not in 1..{MAX_FPS}")
-    return fps
-
-
-def _port_arg(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port {text!r} is not a whole number") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {text!r} not in 1..65535")
-    return port
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "testsrc",
@@ -65,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "second and serve it at http://HOST:PORT/stream.ts to any number of clients.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=_port_arg, default=8000, help="TCP port (default: %(default)s)")
+    parser.add_argument("--port", type=bounded_int(1, 65535), default=8000, help="TCP port (default: %(default)s)")
     parser.add_argument(
         "--bitrate",
         type=_bitrate_arg,
@@ -74,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--size", type=_size_arg, default="640x360", help="picture size WxH (default: %(default)s)")
     parser.add_argument(
-        "--fps", type=_fps_arg, default=30, help=f"frames per second, 1..{MAX_FPS} (default: %(default)s)"
+        "--fps", type=bounded_int(1, MAX_FPS), default=30, help=f"frames per second, 1..{MAX_FPS} (default: 30)"
     )
     parser.add_argument("--log-file", type=Path, default=None, help="log here instead of stderr")
     parser.set_defaults(func=run)
