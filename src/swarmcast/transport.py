@@ -31,6 +31,11 @@ CATEGORIES = (
 QUALITIES = ("SD", "HD")
 _PIECE_SIGNING_CONTEXT = b"swarmcast piece v1\x00"
 _INDEX_FLAGS = struct.Struct(">QB")
+_KNOWN_KEYS = frozenset(
+    k.encode()
+    for k in ("swarmcast", "name", "title", "piece_size", "bitrate", "public_key", "signature", "quality",
+              "categories", "trackers", "content_type", "provider_key")
+)  # fmt: skip
 
 
 class TransportError(ValueError):
@@ -87,6 +92,9 @@ class Descriptor:
             raise TransportError(f"transport file: {error}") from None
         if not isinstance(fields, dict):
             raise TransportError("transport file is not a bencoded dictionary")
+        unknown = sorted(k.decode(errors="replace") for k in fields if k not in _KNOWN_KEYS)
+        if unknown:
+            raise TransportError(f"transport file has unknown key(s): {', '.join(repr(k) for k in unknown)}")
         version = _get_int(fields, "swarmcast")
         if version != FORMAT_VERSION:
             raise TransportError(f"transport file format 'swarmcast' = {version}, this engine reads {FORMAT_VERSION}")

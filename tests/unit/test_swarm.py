@@ -77,3 +77,50 @@ def test_forged_piece_bans_peer_and_is_not_stored() -> None:
     assert engine.stats.banned == 1
     assert engine.peer_count == 0
     assert 0 not in engine.store
+
+
+def test_a_lying_have_does_not_freeze_a_new_player() -> None:
+    from swarmcast.wire.connection import MessageReceived
+    from swarmcast.wire.messages import Have, PieceFlags
+
+    net = MemoryNetwork()
+    bc = Broadcast()
+    engine = bc.make_swarm(Role.ENGINE)
+    liar = bc.make_swarm(Role.SUPPORT)
+    net.connect(engine, bc.source, 7000, 7764)
+    liar_session, _ = net.connect(engine, liar, 7000, 7001)
+    bc.emit(net.now, random_access=True)
+    net.pump()
+    # A claim of a far-future random-access piece that nobody will ever deliver.
+    engine.handle_events(liar_session, [MessageReceived(Have(10**12, PieceFlags.RANDOM_ACCESS))], net.now)
+    cursor = engine.open_cursor()
+    got = []
+    for _ in range(80):
+        bc.emit(net.now, random_access=(bc.next_index % 10 == 0))
+        net.advance(0.1, [bc.source, engine])
+        while (piece := engine.next_piece(cursor, net.now)) is not None:
+            got.append(piece.index)
+    assert got, "the player never started"
+    assert max(got) < 10**12
+
+
+def test_idle_timeout_sends_goodbye() -> None:
+    from swarmcast.wire.connection import IDLE_TIMEOUT
+    from swarmcast.wire.messages import Goodbye, GoodbyeReason
+
+    net = MemoryNetwork()
+    bc = Broadcast()
+    engine = bc.make_swarm(Role.ENGINE)
+    _, source_side = net.connect(engine, bc.source, 7000, 7764)
+    net.pump()
+    link = net.pairs[0][2]  # the engine's outgoing link
+    link.stalled = True  # nothing the engine sends arrives, so the source hears nothing from it
+    net.now += IDLE_TIMEOUT + 1
+    bc.source.tick(net.now)
+    source_link = net.pairs[0][5]
+    from swarmcast.wire.codec import FrameDecoder
+
+    sent = FrameDecoder().feed(b"".join(source_link.outbox)[-6:])
+    assert sent == [Goodbye(GoodbyeReason.TIMEOUT)]
+    assert bc.source.peer_count == 0
+    assert source_side.connection.state.name == "CLOSED"

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from swarmcast.swarm.core import Swarm
 from swarmcast.swarm.peer import Address, PeerSession
-from swarmcast.wire.connection import Connection, ConnectionClosed, HandshakeReceived
+from swarmcast.wire.connection import HANDSHAKE_TIMEOUT, Connection, ConnectionClosed, HandshakeReceived
 from swarmcast.wire.messages import PROTOCOL_MAGIC, GoodbyeReason, Handshake, HandshakeFlags
 
 log = logging.getLogger("swarmcast.node")
@@ -65,12 +65,15 @@ class PeerProtocol(asyncio.Protocol):
         self._session: PeerSession | None = None
         self._swarm: Swarm | None = None
         self._remote_ip = ""
+        self._handshake_timer: asyncio.TimerHandle
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         peer = self._transport.get_extra_info("peername")
         self._remote_ip = str(peer[0]) if peer else ""
         self._host.connections.add(self)
+        # Until a swarm takes it, no one runs this connection's timers: give up on a silent handshake here.
+        self._handshake_timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._handshake_expired)
         if self._outbound_swarm is not None:
             self._connection.send_handshake(self._host.handshake_for(self._outbound_swarm), time.monotonic())
             self._transport.write(self._connection.data_to_send())
@@ -94,6 +97,11 @@ class PeerProtocol(asyncio.Protocol):
             if isinstance(event, ConnectionClosed):
                 self._abort()
                 return
+
+    def _handshake_expired(self) -> None:
+        if self._session is None:
+            log.debug("no handshake from %s in %.0f s", self._remote_ip, HANDSHAKE_TIMEOUT)
+            self._abort()
 
     def _attach(self, handshake: Handshake, now: float) -> bool:
         assert self._transport is not None
@@ -134,6 +142,7 @@ class PeerProtocol(asyncio.Protocol):
             self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._handshake_timer.cancel()
         self._host.connections.discard(self)
         if self._session is not None and self._swarm is not None:
             self._swarm.detach(self._session, time.monotonic(), "connection lost")

@@ -90,6 +90,7 @@ class Cursor:
     position: int | None = None
     waiting_since: float | None = None
     skipped: int = 0
+    started: bool = False  # has delivered a piece; until then a start point that does not come is re-chosen
 
 
 @dataclass
@@ -295,7 +296,16 @@ class Swarm:
         if piece is not None:
             cursor.position += 1
             cursor.waiting_since = None
+            cursor.started = True
             return piece
+        if not cursor.started:
+            # The start point was announced but has not come (a peer lied, or left): choose again.
+            if cursor.waiting_since is None:
+                cursor.waiting_since = now
+            elif now - cursor.waiting_since >= self.config.skip_after:
+                cursor.position = None
+                cursor.waiting_since = None
+            return None
         newest = self._newest_known()
         if newest is None or newest <= cursor.position:
             cursor.waiting_since = None
@@ -364,6 +374,7 @@ class Swarm:
                 if event.error is not None:
                     self.ban(session, event.error, now)
                 else:
+                    session.flush()  # e.g. our GOODBYE(TIMEOUT)
                     self.detach(session, now, event.reason)
                     session.link.close()
             elif isinstance(event, HandshakeReceived):  # pragma: no cover - the owner consumes it
@@ -387,6 +398,7 @@ class Swarm:
                 if session.requests_out.pop(index, None) is not None:
                     self._pending.pop(index, None)
                 session.have.discard(index)
+                session.random_access.discard(index)
             case Cancel():
                 pass  # pieces are sent whole at once, so there is nothing queued to cancel
             case Choke():
@@ -417,7 +429,8 @@ class Swarm:
         if session.newest_have is None or index > session.newest_have:
             session.newest_have = index
         if len(session.have) > 2 * MAX_WINDOW_PIECES:
-            session.forget_before(index - MAX_WINDOW_PIECES)
+            # Keep the newest window's worth; a peer cannot make us hold more whatever order it announces in.
+            session.forget_before(sorted(session.have)[-MAX_WINDOW_PIECES])
 
     def _serve_request(self, session: PeerSession, index: int, now: float) -> None:
         newest = self.store.newest
@@ -548,6 +561,7 @@ class Swarm:
                 self._pending.pop(index, None)
                 # It did not come in time: assume the peer lost it, so the next request goes elsewhere.
                 session.have.discard(index)
+                session.random_access.discard(index)
                 self._send(session, Cancel(index), now)
 
     def _advance_sweeper(self, now: float) -> None:

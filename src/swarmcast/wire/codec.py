@@ -71,6 +71,8 @@ _VALID_PIECE_FLAGS = PieceFlags.RANDOM_ACCESS | PieceFlags.DISCONTINUITY
 def encode_handshake(handshake: Handshake) -> bytes:
     if len(handshake.content_id) != CONTENT_ID_LENGTH or len(handshake.peer_id) != PEER_ID_LENGTH:
         raise ValueError("content_id and peer_id must be 20 bytes")
+    if int(handshake.flags) & ~int(_VALID_HANDSHAKE_FLAGS) or not 0 <= handshake.listen_port <= 0xFFFF:
+        raise ValueError(f"bad handshake flags {handshake.flags!r} or port {handshake.listen_port}")
     return _HANDSHAKE.pack(
         PROTOCOL_MAGIC,
         handshake.version,
@@ -117,6 +119,11 @@ def _check_index(index: int) -> None:
         raise ValueError(f"piece index {index} out of range")
 
 
+def _check_piece_flags(flags: PieceFlags) -> None:
+    if int(flags) & ~int(_VALID_PIECE_FLAGS):
+        raise ValueError(f"unknown piece flags {int(flags):#x}")
+
+
 def encode_payload(message: Message) -> tuple[MessageType, bytes]:
     match message:
         case KeepAlive():
@@ -135,10 +142,13 @@ def encode_payload(message: Message) -> tuple[MessageType, bytes]:
             if len(have) != len(random_access) or len(have) > MAX_WINDOW_PIECES:
                 raise ValueError("window bitfields must have equal length <= MAX_WINDOW_PIECES")
             _check_index(first)
+            if first + len(have) > MAX_INDEX + 1:
+                raise ValueError("window runs past the largest piece index")
             header = _WINDOW_HEADER.pack(first, len(have))
             return MessageType.WINDOW, header + _pack_bits(have) + _pack_bits(random_access)
         case Have(index, flags):
             _check_index(index)
+            _check_piece_flags(flags)
             return MessageType.HAVE, _HAVE.pack(index, int(flags))
         case Request(index):
             _check_index(index)
@@ -151,6 +161,7 @@ def encode_payload(message: Message) -> tuple[MessageType, bytes]:
             return MessageType.REJECT, _INDEX.pack(index)
         case Piece(index, flags, signature, data):
             _check_index(index)
+            _check_piece_flags(flags)
             if len(signature) != SIGNATURE_LENGTH or not 0 < len(data) <= MAX_PIECE_SIZE:
                 raise ValueError("bad piece signature or data length")
             return MessageType.PIECE, _PIECE_HEADER.pack(index, int(flags), signature) + data
