@@ -14,7 +14,7 @@ import aiohttp
 import av
 
 from swarmcast.transport import Descriptor
-from swarmcast.wire.messages import Piece, PieceFlags
+from swarmcast.wire.messages import HandshakeFlags, Piece, PieceFlags
 from tests.peerclient import TestPeer
 from tests.procs import SwarmcastProcess, free_port, swarmcast_process
 
@@ -116,7 +116,8 @@ async def source_pieces(source: Source, *, timeout: float = 20.0) -> dict[int, P
 
 async def node_pieces(port: int, content_id: bytes, *, timeout: float = 20.0) -> dict[int, Piece]:
     """Every piece in a node's window, fetched over the real protocol."""
-    peer = await TestPeer.connect(HOST, port, content_id)
+    # As a seeder: a source with support nodes serves only seeders.
+    peer = await TestPeer.connect(HOST, port, content_id, flags=HandshakeFlags.SEEDER)
     try:
         window = await peer.window()
         assert window is not None, "node sent no WINDOW"

@@ -15,6 +15,8 @@ from swarmcast.wire.connection import Connection, HandshakeReceived
 from swarmcast.wire.messages import Handshake, HandshakeFlags, PieceFlags
 
 _keys = itertools.count(1)
+# As the nodes announce themselves (node/source.py, node/support.py; engines send no flag).
+_FLAGS = {Role.SOURCE: HandshakeFlags.SOURCE, Role.SUPPORT: HandshakeFlags.SEEDER, Role.ENGINE: HandshakeFlags.NONE}
 
 
 class MemoryLink:
@@ -43,8 +45,7 @@ class MemoryNetwork:
 
     def connect(self, a: Swarm, b: Swarm, a_port: int, b_port: int) -> tuple[PeerSession, PeerSession]:
         conn_a, conn_b = Connection(now=self.now), Connection(now=self.now)
-        flags_a = HandshakeFlags.SOURCE if a.config.role is Role.SOURCE else HandshakeFlags.NONE
-        flags_b = HandshakeFlags.SOURCE if b.config.role is Role.SOURCE else HandshakeFlags.NONE
+        flags_a, flags_b = _FLAGS[a.config.role], _FLAGS[b.config.role]
         conn_a.send_handshake(Handshake(a.content_id, a.peer_id, a_port, flags_a), self.now)
         conn_b.send_handshake(Handshake(b.content_id, b.peer_id, b_port, flags_b), self.now)
         ev_b = conn_b.receive_data(conn_a.data_to_send(), self.now)

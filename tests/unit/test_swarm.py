@@ -124,3 +124,28 @@ def test_idle_timeout_sends_goodbye() -> None:
     assert sent == [Goodbye(GoodbyeReason.TIMEOUT)]
     assert bc.source.peer_count == 0
     assert source_side.connection.state.name == "CLOSED"
+
+
+def test_source_with_support_nodes_serves_only_them() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    viewer = bc.make_swarm(Role.ENGINE)
+    support = bc.make_swarm(Role.SUPPORT)
+    _, viewer_at_source = net.connect(viewer, bc.source, 7000, 7764)
+    net.pump()
+    assert not viewer_at_source.am_choking  # no support node yet: the source serves viewers itself
+    _, support_at_source = net.connect(support, bc.source, 8621, 7764)
+    net.pump()
+    assert viewer_at_source.am_choking
+    assert not support_at_source.am_choking
+    # The viewer still gets the stream, through the support node.
+    net.connect(viewer, support, 7000, 8621)
+    cursor = viewer.open_cursor()
+    got = []
+    for _ in range(30):
+        bc.emit(net.now, random_access=(bc.next_index % 10 == 0))
+        net.advance(0.1, [bc.source, support, viewer])
+        while (piece := viewer.next_piece(cursor, net.now)) is not None:
+            got.append(piece.index)
+    assert len(got) >= 15
+    assert viewer.stats.downloaded_from_source == 0

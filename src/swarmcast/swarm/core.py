@@ -410,6 +410,8 @@ class Swarm:
                 session.peer_choking = False
             case Interested():
                 session.peer_interested = True
+                if self.config.role is Role.SOURCE and session.is_seeder:
+                    self._rechoke(now)  # viewers served until now make way for the support node
                 self._unchoke_if_free(session, now)
             case NotInterested():
                 session.peer_interested = False
@@ -582,8 +584,15 @@ class Swarm:
             else:
                 session.backlogged_since = None
 
+    def _eligible(self, session: PeerSession) -> bool:
+        """Whom we may upload to. A source with support nodes serves only them: its upload is the broadcaster's bill,
+        and the support nodes (and viewers among themselves) fan the stream out."""
+        if self.config.role is not Role.SOURCE or session.is_seeder:
+            return True
+        return not any(s.is_seeder and s.peer_interested for s in self.sessions.values())
+
     def _unchoke_if_free(self, session: PeerSession, now: float) -> None:
-        if not session.am_choking:
+        if not session.am_choking or not self._eligible(session):
             return
         unchoked = sum(1 for s in self.sessions.values() if not s.am_choking)
         if unchoked < self.config.upload_slots:
@@ -591,7 +600,7 @@ class Swarm:
 
     def _rechoke(self, now: float) -> None:
         self._last_rechoke = now
-        interested = [s for s in self.sessions.values() if s.peer_interested]
+        interested = [s for s in self.sessions.values() if s.peer_interested and self._eligible(s)]
         slots = self.config.upload_slots
         if len(interested) <= slots:
             keep = {s.key for s in interested}
