@@ -1,0 +1,438 @@
+"""Swarm benchmark: testsrc -> source node -> S support nodes -> N viewer engines -> N players, on loopback.
+
+    python bench/swarm.py --viewers 10 --support 2 --bitrate 2M --duration 60 --out /tmp/bench10
+
+Every node is a real ``swarmcast`` process; the players are asyncio tasks in this process. See
+docs/benchmarks.md for what each figure means and how it is measured. Not implemented yet: ``--baseline nginx``
+(the option is accepted and reported as missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (
+    HOST,
+    Child,
+    Processes,
+    SocketLedger,
+    StreamStats,
+    StreamWatcher,
+    free_port,
+    percentile,
+    playout,
+)
+
+DEFAULT_MIX = "0:0.2,0.5:0.2,1:0.2,2:0.2,3:0.2"
+BUFFER_S = 2.0
+
+
+def parse_rate(text: str) -> int:
+    mult = {"k": 1_000, "M": 1_000_000, "G": 1_000_000_000}
+    return int(float(text[:-1]) * mult[text[-1]]) if text[-1] in mult else int(text)
+
+
+def parse_mix(text: str) -> list[tuple[float, float]]:
+    """``MULT:WEIGHT,...``: upload capacity as a multiple of the bitrate, and the share of viewers with it."""
+    out = []
+    for item in text.split(","):
+        mult, _, weight = item.partition(":")
+        out.append((float(mult), float(weight or 1)))
+    return out
+
+
+def slots_for(multiple: float) -> int:
+    """The engine has no bytes/s cap; one upload slot serves about one stream's worth, and 0 slots is not allowed."""
+    return max(1, round(multiple))
+
+
+class Viewer:
+    def __init__(self, vid: int, child: Child, http_port: int, url: str, upload_multiple: float, slots: int) -> None:
+        self.vid = vid
+        self.child = child
+        self.http_port = http_port
+        self.url = url
+        self.upload_multiple = upload_multiple
+        self.slots = slots
+        self.stats = StreamStats(requested_wall=0.0)
+        self.task: asyncio.Task[None] | None = None
+        self.engine_stat: dict[str, Any] = {}
+        self.stat_url: str | None = None
+
+
+async def play(viewer: Viewer, session: aiohttp.ClientSession, until: float) -> None:
+    st = viewer.stats
+    watcher = StreamWatcher(st)
+    st.requested_wall = time.time()
+    quoted = urllib.parse.quote(viewer.url, safe="")
+    api = f"http://{HOST}:{viewer.http_port}"
+    try:
+        async with session.get(f"{api}/ace/getstream?url={quoted}&format=json") as resp:
+            body = await resp.json()
+        info = body.get("response") or {}
+        if not info:
+            st.error = str(body.get("error"))
+            return
+        viewer.stat_url = info["stat_url"]
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=30)
+        async with session.get(info["playback_url"], timeout=timeout) as resp:
+            if resp.status != 200:
+                st.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
+                return
+            async for chunk in resp.content.iter_any():
+                watcher.feed(chunk, time.time())
+                if time.monotonic() >= until:
+                    break
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as error:
+        st.error = f"{type(error).__name__}: {error}"
+    finally:
+        st.ended_wall = time.time()
+
+
+async def reference_tap(url: str, stats: StreamStats, until: float) -> None:
+    watcher = StreamWatcher(stats)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=30)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as resp:
+        async for chunk in resp.content.iter_any():
+            watcher.feed(chunk, time.time())
+            if time.monotonic() >= until:
+                break
+    stats.ended_wall = time.time()
+
+
+async def poll_stat(viewer: Viewer, session: aiohttp.ClientSession) -> None:
+    if viewer.stat_url is None or viewer.child.process.poll() is not None:
+        return
+    try:
+        async with session.get(viewer.stat_url, timeout=aiohttp.ClientTimeout(total=3)) as resp:
+            body = await resp.json()
+        if isinstance(body.get("response"), dict):
+            viewer.engine_stat = body["response"]
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        pass
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.procs = Processes(workdir)
+        self.ledger = SocketLedger()
+        self.viewers: list[Viewer] = []
+        self.rng = random.Random(args.seed)
+        self.mix = parse_mix(args.viewer_upload)
+        self.transport_urls: list[str] = []
+        self.bitrate = parse_rate(args.bitrate)
+        self.cpu_samples: list[float] = []
+        self.churn_events = 0
+
+    def start_infra(self) -> None:
+        a, p = self.args, self.procs
+        port = free_port()
+        self.testsrc = p.spawn("testsrc", "testsrc", port, "testsrc", "--port", str(port), "--bitrate", a.bitrate,
+                               "--size", a.size, "--fps", str(a.fps))  # fmt: skip
+        p.wait_ports([self.testsrc], 30)
+        port = free_port()
+        self.source = p.spawn(
+            "source", "source", port, "node", "source", "--bind", HOST, "--port", str(port),
+            "--source", f"http://{HOST}:{self.testsrc.port}/stream.ts", "--title", "bench", "--name", "bench",
+            "--publish-dir", str(self.workdir / "publish"), "--metadata-dir", str(self.workdir / "meta"),
+            "--pid-file-dir", str(self.workdir),
+        )  # fmt: skip
+        p.wait_ports([self.source], 30)
+        transport = f"http://{HOST}:{self.source.port}/app/get_transport_file?format=raw"
+        self.supports = []
+        for i in range(a.support):
+            port = free_port()
+            self.supports.append(p.spawn(f"support{i}", "support", port, "node", "support", "--bind", HOST,
+                                         "--port", str(port), "--url", transport,
+                                         "--pid-file-dir", str(self.workdir)))  # fmt: skip
+        p.wait_ports(self.supports, 30)
+        self.transport_urls = [f"http://{HOST}:{s.port}/app/get_transport_file" for s in self.supports]
+        self.transport_urls.append(f"http://{HOST}:{self.source.port}/app/get_transport_file")
+
+    def spawn_viewer(self, vid: int) -> Viewer:
+        total = sum(w for _m, w in self.mix)
+        pick, acc, multiple = self.rng.random() * total, 0.0, self.mix[-1][0]
+        for m, w in self.mix:
+            acc += w
+            if pick < acc:
+                multiple = m
+                break
+        slots = slots_for(multiple)
+        http_port, p2p_port = free_port(), free_port()
+        child = self.procs.spawn(f"engine{vid}", "engine", http_port, "engine", "--http-port", str(http_port),
+                                 "--port", str(p2p_port), "--bind", HOST, "--pid-file-dir", str(self.workdir),
+                                 "--upload-slots", str(slots), "--startup-timeout", "30")  # fmt: skip
+        url = self.transport_urls[vid % len(self.transport_urls)]
+        viewer = Viewer(vid, child, http_port, url, multiple, slots)
+        self.viewers.append(viewer)
+        return viewer
+
+    def role_of(self) -> dict[int, str]:
+        roles = {c.process.pid: c.role for c in self.procs.children}
+        import os
+
+        roles[os.getpid()] = "player"
+        return roles
+
+    async def run(self) -> dict[str, Any]:
+        a = self.args
+        self.start_infra()
+        first = [self.spawn_viewer(i) for i in range(a.viewers)]
+        self.procs.wait_ports([v.child for v in first], 60 + a.viewers)
+        t0 = time.monotonic()
+        end = t0 + a.ramp + a.duration
+        wall0 = time.time()
+        self.reference = StreamStats(requested_wall=wall0)
+        ref_task = asyncio.create_task(
+            reference_tap(f"http://{HOST}:{self.testsrc.port}/stream.ts", self.reference, end)
+        )
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for i, viewer in enumerate(first):
+                start_at = t0 + (a.ramp * i / max(1, len(first)))
+                viewer.task = asyncio.create_task(self._delayed(viewer, session, start_at, end))
+            next_churn = t0 + a.ramp + 60.0 / a.churn if a.churn > 0 else float("inf")
+            next_vid = a.viewers
+            psutil.cpu_percent(None)
+            while time.monotonic() < end:
+                await asyncio.sleep(1.0)
+                self.ledger.sample()
+                self.cpu_samples.append(psutil.cpu_percent(None))
+                for child in self.procs.children:
+                    if child.stopped is None:
+                        child.sample()
+                await asyncio.gather(*(poll_stat(v, session) for v in self.viewers if v.child.stopped is None))
+                if time.monotonic() >= next_churn and time.monotonic() < end - 5:
+                    await self._churn(session, next_vid, end)
+                    next_vid += 1
+                    next_churn += 60.0 / a.churn
+                self._progress(t0)
+            self.ledger.sample()
+            for v in self.viewers:
+                if v.task is not None:
+                    v.task.cancel()
+            await asyncio.gather(*(v.task for v in self.viewers if v.task), return_exceptions=True)
+        ref_task.cancel()
+        await asyncio.gather(ref_task, return_exceptions=True)
+        for child in self.procs.children:
+            child.sample()
+        print()
+        return self.report(wall0, time.monotonic() - t0)
+
+    async def _delayed(self, viewer: Viewer, session: aiohttp.ClientSession, start_at: float, end: float) -> None:
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        await play(viewer, session, end)
+
+    async def _churn(self, session: aiohttp.ClientSession, vid: int, end: float) -> None:
+        live = [v for v in self.viewers if v.child.stopped is None and v.task is not None]
+        if not live:
+            return
+        leaving = self.rng.choice(live)
+        await poll_stat(leaving, session)
+        self.ledger.sample()
+        if leaving.task is not None:
+            leaving.task.cancel()
+            await asyncio.gather(leaving.task, return_exceptions=True)
+        await asyncio.to_thread(self.procs.stop, leaving.child)
+        new = self.spawn_viewer(vid)
+        await asyncio.to_thread(self.procs.wait_ports, [new.child], 60)
+        new.task = asyncio.create_task(play(new, session, end))
+        self.churn_events += 1
+
+    def _progress(self, t0: float) -> None:
+        playing = sum(1 for v in self.viewers if v.stats.first_keyframe_wall and v.child.stopped is None)
+        delays = [v.stats.stamps[-1][1] - v.stats.stamps[-1][0] for v in self.viewers
+                  if v.stats.stamps and v.child.stopped is None]  # fmt: skip
+        src = sum(s for (pid, _l, _r), (s, _x) in self.ledger.sockets.items() if pid == self.source.process.pid)
+        cpu = self.cpu_samples[-1] if self.cpu_samples else 0.0
+        p50 = percentile(delays, 50)
+        print(f"\r t={time.monotonic() - t0:5.0f}s playing {playing}/{len(delays) or 0}"
+              f"  delay p50 {p50 if p50 is None else round(p50, 2)} s  source up {src / 1e6:7.1f} MB"
+              f"  cpu {cpu:5.1f}%  churn {self.churn_events}   ", end="", flush=True)  # fmt: skip
+
+    def report(self, wall0: float, elapsed: float) -> dict[str, Any]:
+        a = self.args
+        ref_stamps = [s for s, _t in self.reference.stamps]
+        ref_bytes_per_s = self.reference.bytes / max(1e-6, (self.reference.ended_wall or time.time()) - wall0)
+        viewers_out: list[dict[str, Any]] = []
+        all_delays: list[float] = []
+        for v in self.viewers:
+            st = v.stats
+            end_wall = st.ended_wall or time.time()
+            delays = [t - s for s, t in st.stamps]
+            all_delays += delays
+            po = playout(st.stamps, ref_stamps, BUFFER_S, end_wall)
+            sent, recv = self.ledger.per_pid(v.child.process.pid, exclude_local_port=v.http_port)
+            payload = int(v.engine_stat.get("downloaded", 0)) + int(v.engine_stat.get("uploaded", 0))
+            viewers_out.append({
+                "id": v.vid, "upload_multiple": v.upload_multiple, "upload_slots": v.slots, "transport_url": v.url,
+                "error": st.error, "bytes": st.bytes,
+                "startup_s": None if st.first_keyframe_wall is None else st.first_keyframe_wall - st.requested_wall,
+                "first_byte_s": None if st.first_byte_wall is None else st.first_byte_wall - st.requested_wall,
+                "delay_p50": percentile(delays, 50), "delay_p95": percentile(delays, 95),
+                "delay_max": max(delays) if delays else None,
+                "delays": [[round(s - wall0, 3), round(d, 3)] for (s, _t), d in zip(st.stamps, delays, strict=True)],
+                **po,
+                "engine_downloaded": v.engine_stat.get("downloaded"), "engine_uploaded": v.engine_stat.get("uploaded"),
+                "engine_skipped_pieces": v.engine_stat.get("skipped_pieces"),
+                "p2p_wire_sent": sent, "p2p_wire_received": recv,
+                "control_overhead": None if sent + recv == 0 else max(0.0, 1 - payload / (sent + recv)),
+                "cpu_seconds": round(v.child.cpu_seconds, 2), "peak_rss": v.child.peak_rss,
+                "churned_out": v.child.stopped is not None and v.task is not None and v.task.cancelled(),
+            })  # fmt: skip
+        flows = self.ledger.flows(self.role_of())
+        source_up = sum(b for (src, dst), b in flows.items() if src == "source" and dst in {"support", "engine"})
+        stream_bytes = ref_bytes_per_s * a.duration
+        nominal_bytes = self.bitrate / 8 * elapsed
+        to_engines = {k[0]: b for k, b in flows.items() if k[1] == "engine"}
+        engine_in = sum(b for src, b in to_engines.items() if src in {"source", "support", "engine"})
+        roles: dict[str, dict[str, float]] = {}
+        for child in self.procs.children:
+            life = ((child.stopped or time.monotonic()) - child.started) or 1.0
+            r = roles.setdefault(child.role, {"count": 0, "cpu_pct_mean": 0.0, "peak_rss_max_mb": 0.0})
+            r["count"] += 1
+            r["cpu_pct_mean"] += 100 * child.cpu_seconds / life
+            r["peak_rss_max_mb"] = max(r["peak_rss_max_mb"], child.peak_rss / 1e6)
+        for r in roles.values():
+            r["cpu_pct_mean"] = round(r["cpu_pct_mean"] / r["count"], 1)
+        wire = sum(x["p2p_wire_sent"] + x["p2p_wire_received"] for x in viewers_out)
+        payload_all = sum(int(x["engine_downloaded"] or 0) + int(x["engine_uploaded"] or 0) for x in viewers_out)
+        startups = [x["startup_s"] for x in viewers_out if x["startup_s"] is not None]
+        cont_abs = [x["continuity_abs"] for x in viewers_out if x["continuity_abs"] is not None]
+        cont_rel = [x["continuity_rel"] for x in viewers_out if x["continuity_rel"] is not None]
+        overall = {
+            "viewers": a.viewers, "support": a.support, "bitrate": self.bitrate, "duration": a.duration,
+            "ramp": a.ramp, "churn_per_min": a.churn, "churn_events": self.churn_events,
+            "elapsed_s": round(elapsed, 1), "buffer_s": BUFFER_S,
+            "measured_stream_bytes_per_s": round(ref_bytes_per_s),
+            "players_started": len(startups), "players_total": len(viewers_out),
+            "startup_p50": percentile(startups, 50), "startup_p95": percentile(startups, 95),
+            "startup_max": max(startups, default=None),
+            "delay_p50": percentile(all_delays, 50), "delay_p95": percentile(all_delays, 95),
+            "delay_max": max(all_delays, default=None),
+            "continuity_abs_mean": sum(cont_abs) / len(cont_abs) if cont_abs else None,
+            "continuity_rel_mean": sum(cont_rel) / len(cont_rel) if cont_rel else None,
+            "stalls_total": sum(int(x["stalls"] or 0) for x in viewers_out),
+            "stall_seconds_total": round(sum(float(x["stall_seconds"] or 0) for x in viewers_out), 2),
+            "source_upload_bytes": source_up,
+            "source_upload_ratio": source_up / stream_bytes if stream_bytes else None,
+            "source_upload_ratio_nominal": source_up / nominal_bytes if nominal_bytes else None,
+            "engine_bytes_from_source": to_engines.get("source", 0),
+            "engine_bytes_from_support": to_engines.get("support", 0),
+            "engine_bytes_from_engines": to_engines.get("engine", 0),
+            "peer_share": to_engines.get("engine", 0) / engine_in if engine_in else None,
+            "control_overhead_engines": max(0.0, 1 - payload_all / wire) if wire else None,
+            "flows": {f"{s}->{d}": b for (s, d), b in sorted(flows.items())},
+            "roles": roles,
+            "cpu_machine_mean_pct": round(sum(self.cpu_samples) / max(1, len(self.cpu_samples)), 1),
+            "cpu_machine_max_pct": max(self.cpu_samples, default=None),
+            "upload_cap": "upload slots = max(1, round(multiple of bitrate)); no bytes/s cap exists in the engine",
+            "baseline": "not implemented" if a.baseline else None,
+        }  # fmt: skip
+        ref = [round(s - wall0, 3) for s in ref_stamps]
+        return {"overall": overall, "viewers": viewers_out, "reference_stamps": ref}
+
+
+def plots(result: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    viewers = result["viewers"]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), dpi=70)
+    for v in viewers:
+        if v["delays"]:
+            xs, ys = zip(*v["delays"], strict=True)
+            axes[0].plot(xs, ys, lw=0.8)
+    axes[0].set(title="source-to-player delay", xlabel="stamp time (s)", ylabel="delay (s)")
+    starts = [v["startup_s"] for v in viewers if v["startup_s"] is not None]
+    axes[1].hist(starts, bins=20)
+    axes[1].set(title="startup (request -> first keyframe)", xlabel="s", ylabel="players")
+    conts = [v["continuity_rel"] for v in viewers if v["continuity_rel"] is not None]
+    axes[2].hist(conts, bins=20, range=(0, 1))
+    axes[2].set(title=f"continuity (buffer {result['overall']['buffer_s']} s)", xlabel="share on time")
+    fig.tight_layout()
+    fig.savefig(out / "overview.png")
+    plt.close(fig)
+
+
+def table(o: dict[str, Any]) -> str:
+    def f(x: Any, nd: int = 2) -> str:
+        return "-" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+
+    rows = [
+        ("viewers / support / bitrate", f"{o['viewers']} / {o['support']} / {o['bitrate']} b/s"),
+        ("players started", f"{o['players_started']}/{o['players_total']}"),
+        ("startup p50 / p95 / max (s)", f"{f(o['startup_p50'])} / {f(o['startup_p95'])} / {f(o['startup_max'])}"),
+        ("delay p50 / p95 / max (s)", f"{f(o['delay_p50'])} / {f(o['delay_p95'])} / {f(o['delay_max'])}"),
+        ("continuity abs / rel (mean)", f"{f(o['continuity_abs_mean'])} / {f(o['continuity_rel_mean'])}"),
+        ("stalls (count, s)", f"{o['stalls_total']}, {o['stall_seconds_total']}"),
+        ("source upload / stream", f"{f(o['source_upload_ratio'])} (nominal {f(o['source_upload_ratio_nominal'])})"),
+        ("viewer bytes from peers", f(o["peer_share"])),
+        ("control overhead (engines)", f(o["control_overhead_engines"], 3)),
+        ("machine CPU mean / max %", f"{f(o['cpu_machine_mean_pct'], 0)} / {f(o['cpu_machine_max_pct'], 0)}"),
+    ]
+    rows += [(f"{k} x{int(r['count'])} cpu% / peak MB", f"{r['cpu_pct_mean']} / {r['peak_rss_max_mb']:.0f}")
+             for k, r in o["roles"].items()]  # fmt: skip
+    return "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--viewers", type=int, required=True)
+    parser.add_argument("--support", type=int, default=2)
+    parser.add_argument("--bitrate", default="2M")
+    parser.add_argument("--size", default="640x360")
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--ramp", type=float, default=5.0, help="players join spread over this many seconds")
+    parser.add_argument("--viewer-upload", default=DEFAULT_MIX, help="MULT:WEIGHT,... (multiples of the bitrate)")
+    parser.add_argument("--churn", type=float, default=0.0, help="viewers replaced per minute")
+    parser.add_argument("--baseline", choices=["nginx"], default=None)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="swarmcast-bench-"))
+    bench = Bench(args, workdir)
+    print(f"bench in {workdir}; upload caps are mapped to upload slots (the engine has no bytes/s cap)")
+    try:
+        result = asyncio.run(bench.run())
+    except KeyboardInterrupt:
+        print("\ninterrupted")
+        return 130
+    finally:
+        bench.procs.stop_all()
+        logs = args.out / "logs"
+        logs.mkdir(exist_ok=True)
+        for log in workdir.glob("*.log"):
+            shutil.copy(log, logs / log.name)
+        shutil.rmtree(workdir, ignore_errors=True)
+    (args.out / "result.json").write_text(json.dumps(result, indent=1))
+    plots(result, args.out)
+    if args.baseline:
+        print("--baseline nginx: NOT IMPLEMENTED in this version (see docs/benchmarks.md)")
+    print(table(result["overall"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
