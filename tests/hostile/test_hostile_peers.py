@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from swarmcast.wire.messages import (
-    Handshake,
     Interested,
     Piece,
     PieceFlags,
@@ -90,7 +89,6 @@ async def test_forged_signature_is_banned_and_never_played(chain: Chain) -> None
     assert b"EVIL" not in stream
     # Banned: the same peer id is refused on reconnection.
     again = await TestPeer.connect(HOST, chain.support_port, chain.content_id, listen_port=1)
-    again.connection.remote_handshake = None
     assert await again.wait_closed(10.0)
     again.close()
 
@@ -153,7 +151,3 @@ async def test_peer_that_never_reads_is_dropped(chain: Chain) -> None:
     log = (chain.tmp / "support.log").read_text()
     assert "TOO_SLOW" in log
     await honest_player_ok(chain, player)
-
-
-def _unused(_: Handshake) -> None:  # keeps the import list honest for type checkers
-    return None

@@ -35,10 +35,11 @@ async def test_chain_delivers_source_pieces_byte_identical(tmp_path: Path) -> No
         used = match_pieces(stream, await source_pieces(source))
         assert len(used) > 10
         async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{support_port}/app/stat") as response:
-                support = (await response.json())["result"]
+            # The stream is live: read the receiver's counters before the sender's, so the sender's are not older.
             async with session.get(f"{api}/app/stat") as response:
                 (viewer,) = (await response.json())["result"]
+            async with session.get(f"http://127.0.0.1:{support_port}/app/stat") as response:
+                support = (await response.json())["result"]
             async with session.get(f"http://127.0.0.1:{source.port}/app/stat") as response:
                 seeded = (await response.json())["result"]
         # The viewer's only peers are the broadcaster's (it learns the source from the support node by PEX);
