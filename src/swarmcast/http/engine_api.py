@@ -88,7 +88,7 @@ async def playback(request: web.Request) -> web.StreamResponse:
 
 async def _play(request: web.Request, engine: Engine, session: PlaybackSession) -> web.StreamResponse:
     broadcast = session.broadcast
-    pieces = broadcast.pieces(engine.config.player_write_timeout, session.stopped)
+    pieces = broadcast.pieces(session.stopped)
     try:
         async with asyncio.timeout(engine.config.startup_timeout):
             first = await anext(pieces)

@@ -62,7 +62,7 @@ class EngineBroadcast:
     def infohash(self) -> str:
         return self.swarm.content_id.hex()
 
-    async def pieces(self, write_timeout: float, stopped: asyncio.Event) -> AsyncGenerator[bytes, None]:
+    async def pieces(self, stopped: asyncio.Event) -> AsyncGenerator[bytes, None]:
         """Verified piece data in order, from a random-access point, for one player."""
         cursor: Cursor = self.swarm.open_cursor()
         self.players += 1
