@@ -10,8 +10,6 @@ from swarmcast.wire.codec import encode_message
 from swarmcast.wire.connection import Connection, ConnectionClosed, Event, HandshakeReceived, MessageReceived
 from swarmcast.wire.messages import Handshake, HandshakeFlags, Message, Piece, Request, Window
 
-MAX_PIECES = 20_000
-
 
 class TestPeer:
     __test__ = False  # not a pytest class
@@ -130,4 +128,4 @@ def frame(type_byte: int, payload: bytes) -> bytes:
     return (len(payload) + 1).to_bytes(4, "big") + bytes([type_byte]) + payload
 
 
-__all__ = ["MAX_PIECES", "TestPeer", "encode_message", "frame"]
+__all__ = ["TestPeer", "encode_message", "frame"]

@@ -65,10 +65,18 @@ def test_oversized_piece_is_refused(make_store: Callable[..., PieceStore]) -> No
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 300), st.integers(1, 2000)), max_size=200), st.integers(2000, 20_000))
-def test_cap_never_exceeded(adds: list[tuple[int, int]], cap: int) -> None:
+@given(
+    st.lists(st.tuples(st.integers(0, 300), st.integers(1, 2000), st.booleans()), max_size=200),
+    st.integers(2000, 20_000),
+)
+def test_cap_never_exceeded(adds: list[tuple[int, int, bool]], cap: int) -> None:
     store = PieceStore(max_bytes=cap, window_pieces=64)
-    for index, size in adds:
-        store.add(piece(index, size))
+    for index, size, random_access in adds:
+        store.add(piece(index, size, PieceFlags.RANDOM_ACCESS if random_access else PieceFlags.NONE))
         assert store.size_bytes <= cap
-        assert store.size_bytes == sum(len(p.data) for i in store.indices() if (p := store.get(i)))
+        held = [i for i in range(301) if i in store]
+        assert store.indices() == held
+        assert store.oldest == (held[0] if held else None)
+        flags = {i: store.flags(i) or PieceFlags.NONE for i in held}
+        assert store.random_access_indices() == [i for i in held if flags[i] & PieceFlags.RANDOM_ACCESS]
+        assert store.size_bytes == sum(len(p.data) for i in held if (p := store.get(i)))

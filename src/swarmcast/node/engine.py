@@ -24,6 +24,7 @@ from swarmcast.node.shared import make_store, new_peer_id
 from swarmcast.swarm.core import Cursor, Role, Swarm, SwarmConfig
 from swarmcast.swarm.peer import Address
 from swarmcast.transport import Descriptor
+from swarmcast.wire.messages import PieceFlags
 
 log = logging.getLogger("swarmcast.engine")
 
@@ -76,7 +77,8 @@ class EngineBroadcast:
                             await self._new_piece.wait()
                     continue
                 self.delivered += len(piece.data)
-                stamp = latest_clock_us(piece.data)
+                # The source's stamp travels in the random-access piece with its keyframe: scan only those.
+                stamp = latest_clock_us(piece.data) if piece.flags & PieceFlags.RANDOM_ACCESS else None
                 if stamp is not None:
                     self.source_clock = SourceClock(stamp / 1e6, time.time())
                 self.last_active = time.monotonic()
@@ -85,11 +87,6 @@ class EngineBroadcast:
             self.players -= 1
             self.last_active = time.monotonic()
             self.swarm.close_cursor(cursor)
-
-    def has_started(self) -> bool:
-        return any(c.position is not None and c.position in self.swarm.store for c in self.swarm.cursors) or (
-            self.delivered > 0
-        )
 
 
 @dataclass(frozen=True)

@@ -257,8 +257,8 @@ class PeerHost:
         if len(self._tasks) >= MAX_CONCURRENT_DIALS:
             return
         for address in swarm.addresses_to_dial(now, dialing):
-            if address == ("0.0.0.0", self.port) or len(self._tasks) >= MAX_CONCURRENT_DIALS:
-                continue
+            if len(self._tasks) >= MAX_CONCURRENT_DIALS:
+                break
             dialing.add(address)
             task = asyncio.create_task(self._dial_one(swarm, address), name=f"dial {address}")
             self._tasks.add(task)

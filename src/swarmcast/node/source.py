@@ -118,11 +118,9 @@ class SourceNode:
     async def run(self, stop: asyncio.Event) -> None:
         config = self.config
         self._key = self.metadata.key()
-        cutter_ref: list[PieceCutter] = []
-
         def on_reconnect() -> None:
-            if cutter_ref:
-                cutter_ref[0].mark_discontinuity()
+            if self._cutter is not None:
+                self._cutter.mark_discontinuity()
 
         chunks = read_ts_source(
             config.source_url, reconnect_interval=config.source_reconnect_interval, on_reconnect=on_reconnect
@@ -166,7 +164,6 @@ class SourceNode:
         host.add_swarm(swarm)
         status_routes(app, swarm, config.common.service_access_token)
         cutter = self._cutter = PieceCutter(piece_size=descriptor.piece_size)
-        cutter_ref.append(cutter)
         packetizer = TsPacketizer()
 
         def flush_on_tick(now: float) -> None:

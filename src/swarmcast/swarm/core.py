@@ -138,6 +138,7 @@ class Swarm:
         self.cursors: list[Cursor] = []
         self._sweeper: Cursor | None = None if config.role is Role.ENGINE else Cursor()
         self._pending: dict[int, int] = {}  # piece index -> session key it was requested from
+        self._dirty: set[PeerSession] = set()  # sessions with queued bytes not yet written to their link
         self._candidates: dict[Address, _Candidate] = {}
         self._banned_ids: set[bytes] = set()
         self._banned_addresses: set[Address] = set()
@@ -200,7 +201,7 @@ class Swarm:
         if self._sessions_for_pex():
             self._send(session, Pex(self._pex_list(exclude=session)), now)
         self._after_change(now)
-        self._flush_all()
+        self._flush_dirty()
         return True
 
     def detach(self, session: PeerSession, now: float, reason: str) -> None:
@@ -358,7 +359,7 @@ class Swarm:
     # -- local pieces (the source) -----------------------------------------------------------------------
     def add_local_piece(self, piece: StoredPiece, now: float) -> None:
         self._store_and_announce(piece, None, now)
-        self._flush_all()
+        self._flush_dirty()
 
     # -- events ------------------------------------------------------------------------------------------
     def handle_events(self, session: PeerSession, events: Iterable[Event], now: float) -> None:
@@ -380,7 +381,7 @@ class Swarm:
             elif isinstance(event, HandshakeReceived):  # pragma: no cover - the owner consumes it
                 continue
         self._fill_requests(now)
-        self._flush_all()
+        self._flush_dirty()
 
     def _handle_message(self, session: PeerSession, message: Message, now: float) -> None:
         match message:
@@ -653,11 +654,20 @@ class Swarm:
     def _send(self, session: PeerSession, message: Message, now: float) -> None:
         before = session.connection.bytes_sent
         session.connection.send(message, now)
+        self._dirty.add(session)
         self.stats.bytes_sent += session.connection.bytes_sent - before
         if isinstance(message, Piece):
             self.stats.payload_sent += len(message.data)
 
+    def _flush_dirty(self) -> None:
+        """Write out what was queued since the last flush; only the sessions we sent to, not every peer per event."""
+        dirty, self._dirty = self._dirty, set()
+        for session in dirty:
+            session.flush()
+
     def _flush_all(self) -> None:
+        # Timers queue keep-alives inside the connections themselves, so the periodic tick flushes everyone.
+        self._dirty.clear()
         for session in list(self.sessions.values()):
             session.flush()
 

@@ -8,6 +8,7 @@ empties at start and at close, so a crashed node never leaves a growing cache be
 
 from __future__ import annotations
 
+import bisect
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,10 @@ class PieceStore:
         self.window_pieces = window_pieces
         self._directory = directory
         self._entries: dict[int, _Entry] = {}
+        # Indices in ascending order, and the random-access ones: kept sorted as pieces arrive (almost always at the
+        # end), so the oldest piece and the start points are found without scanning the whole window per piece.
+        self._order: list[int] = []
+        self._random_access: list[int] = []
         self._memory: dict[int, bytes] = {}
         self._bytes = 0
         self._newest: int | None = None
@@ -58,7 +63,7 @@ class PieceStore:
 
     @property
     def oldest(self) -> int | None:
-        return min(self._entries) if self._entries else None
+        return self._order[0] if self._order else None
 
     def __contains__(self, index: int) -> bool:
         return index in self._entries
@@ -67,7 +72,7 @@ class PieceStore:
         return len(self._entries)
 
     def indices(self) -> list[int]:
-        return sorted(self._entries)
+        return list(self._order)
 
     def flags(self, index: int) -> PieceFlags | None:
         entry = self._entries.get(index)
@@ -86,10 +91,13 @@ class PieceStore:
         if piece.index <= self._newest - self.window_pieces:
             return [*evicted, piece.index]
         while self._bytes + size > self.max_bytes:
-            oldest = min(self._entries)
+            oldest = self._order[0]
             self._remove(oldest)
             evicted.append(oldest)
         self._entries[piece.index] = _Entry(piece.flags, piece.signature, size)
+        bisect.insort(self._order, piece.index)
+        if piece.flags & PieceFlags.RANDOM_ACCESS:
+            bisect.insort(self._random_access, piece.index)
         self._bytes += size
         if self._directory is None:
             self._memory[piece.index] = piece.data
@@ -108,7 +116,7 @@ class PieceStore:
         return StoredPiece(index, entry.flags, entry.signature, data)
 
     def random_access_indices(self) -> list[int]:
-        return sorted(i for i, e in self._entries.items() if e.flags & PieceFlags.RANDOM_ACCESS)
+        return list(self._random_access)
 
     def close(self) -> None:
         for index in list(self._entries):
@@ -119,13 +127,16 @@ class PieceStore:
     def _evict_outside_window(self) -> list[int]:
         assert self._newest is not None
         floor = self._newest - self.window_pieces
-        stale = [i for i in self._entries if i <= floor]
+        stale = self._order[: bisect.bisect_right(self._order, floor)]
         for index in stale:
             self._remove(index)
         return stale
 
     def _remove(self, index: int) -> None:
         entry = self._entries.pop(index)
+        del self._order[bisect.bisect_left(self._order, index)]
+        if entry.flags & PieceFlags.RANDOM_ACCESS:
+            del self._random_access[bisect.bisect_left(self._random_access, index)]
         self._bytes -= entry.size
         if self._directory is None:
             del self._memory[index]
