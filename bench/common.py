@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import psutil
 
-from swarmcast.media.ts import TsAnalyzer, TsPacketizer
+from swarmcast.media.ts import CLOCK_MAGIC, TsAnalyzer, TsPacketizer
 
 HOST = "127.0.0.1"
 
@@ -160,36 +163,96 @@ class SocketLedger:
 
 @dataclass
 class StreamStats:
-    """What one player saw: first byte, first keyframe, clock stamps and when they arrived (wall clock)."""
+    """What one player saw: first byte, first keyframe, first decoded frame, clock stamps and when they arrived."""
 
     requested_wall: float
     first_byte_wall: float | None = None
     first_keyframe_wall: float | None = None
+    first_frame_wall: float | None = None  # the first video frame PyAV could decode from the bytes so far
     bytes: int = 0
     stamps: list[tuple[float, float]] = field(default_factory=list)  # (stamp s, arrival s), wall clock
     error: str | None = None
     ended_wall: float | None = None
 
 
+_CLOCK_STAMP = struct.Struct(">Q")
+_CLOCK_TAIL = 4 + len(CLOCK_MAGIC) + _CLOCK_STAMP.size  # bytes of a clock packet's start that may straddle chunks
+_MAX_STARTUP_BYTES = 8 * 1024 * 1024
+
+
+def first_video_frame_decodes(data: bytes) -> bool:
+    """True when PyAV decodes at least one video frame from ``data`` (an MPEG-TS prefix)."""
+    try:
+        with av.open(io.BytesIO(data), mode="r", format="mpegts") as container:
+            if not container.streams.video:
+                return False
+            for _frame in container.decode(video=0):
+                return True
+    except (av.error.FFmpegError, ValueError, EOFError):
+        return False
+    return False
+
+
 class StreamWatcher:
-    """Feeds arriving bytes through the project's TS parser; notes keyframes and clock packets."""
+    """What a player sees, cheaply enough for a hundred players in one process.
+
+    Until the first frame decodes, bytes go through the project's TS parser (keyframe after PAT/PMT) and are kept
+    for a decode attempt with PyAV after each new chunk. After that only clock packets are looked for, with
+    ``bytes.find`` on their magic: parsing every TS packet in Python would not keep up with 100 players.
+    """
 
     def __init__(self, stats: StreamStats) -> None:
         self.stats = stats
         self.packetizer = TsPacketizer()
         self.analyzer = TsAnalyzer()
+        self.startup_bytes = bytearray()
+        self.tail = b""
+        self.last_attempt = 0.0
 
     def feed(self, data: bytes, now_wall: float) -> None:
         st = self.stats
         if st.first_byte_wall is None:
             st.first_byte_wall = now_wall
         st.bytes += len(data)
-        for packet in self.packetizer.feed(data):
-            info = self.analyzer.feed_packet(packet)
-            if info.is_video_keyframe_start and st.first_keyframe_wall is None and self.analyzer.latest_pmt:
-                st.first_keyframe_wall = now_wall
-            if info.clock_us is not None:
-                st.stamps.append((info.clock_us / 1e6, now_wall))
+        if st.first_frame_wall is None:
+            self._feed_startup(data, now_wall)
+        self._scan_clocks(data, now_wall)
+
+    def _feed_startup(self, data: bytes, now_wall: float) -> None:
+        st = self.stats
+        if st.first_keyframe_wall is None:
+            for packet in self.packetizer.feed(data):
+                info = self.analyzer.feed_packet(packet)
+                if info.is_video_keyframe_start and self.analyzer.latest_pmt:
+                    st.first_keyframe_wall = now_wall
+                    break
+        if len(self.startup_bytes) + len(data) > _MAX_STARTUP_BYTES:
+            self.startup_bytes.clear()  # never decoded within 8 MB: give up on a first frame, keep measuring
+            st.first_frame_wall = float("nan")
+            return
+        self.startup_bytes += data
+        # A decode attempt costs a few ms; at most one per 20 ms per player is plenty to time the first frame.
+        if st.first_keyframe_wall is not None and now_wall - self.last_attempt >= 0.02:
+            self.last_attempt = now_wall
+            if first_video_frame_decodes(bytes(self.startup_bytes)):
+                st.first_frame_wall = now_wall
+                self.startup_bytes = bytearray()
+
+    def _scan_clocks(self, data: bytes, now_wall: float) -> None:
+        buf = self.tail + data
+        start = 0
+        while True:
+            at = buf.find(CLOCK_MAGIC, start)
+            if at < 0 or at + len(CLOCK_MAGIC) + _CLOCK_STAMP.size > len(buf):
+                break
+            start = at + 1
+            # The magic sits right after a 4-byte header: sync byte, PUSI + PID 0x1FF0.
+            if at >= 4 and buf[at - 4] == 0x47 and buf[at - 3] & 0x5F == 0x5F and buf[at - 2] == 0xF0:
+                stamp_us = _CLOCK_STAMP.unpack_from(buf, at + len(CLOCK_MAGIC))[0]
+                self.stats.stamps.append((stamp_us / 1e6, now_wall))
+        # Keep enough to find a clock packet cut between two chunks, but never one already counted.
+        keep_from = max(len(buf) - _CLOCK_TAIL, start)
+        self.tail = buf[keep_from:]
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import shutil
 import sys
@@ -56,19 +57,29 @@ def parse_mix(text: str) -> list[tuple[float, float]]:
     return out
 
 
-def slots_for(multiple: float) -> int:
-    """The engine has no bytes/s cap; one upload slot serves about one stream's worth, and 0 slots is not allowed."""
-    return max(1, round(multiple))
+def upload_flags(multiple: float, bitrate: int) -> list[str]:
+    """A home uplink of ``multiple`` x the stream: the engine's byte-rate limit; 0 means it uploads nothing."""
+    if multiple <= 0:
+        return ["--upload-slots", "0"]
+    return ["--upload-limit", str(max(1, round(multiple * bitrate / 8 / 1000)))]
+
+
+def since_request(stats: StreamStats, wall: float | None) -> float | None:
+    """Seconds from the player's request to ``wall``; None if it never happened (NaN: gave up on decoding)."""
+    if wall is None or math.isnan(wall):
+        return None
+    return wall - stats.requested_wall
 
 
 class Viewer:
-    def __init__(self, vid: int, child: Child, http_port: int, url: str, upload_multiple: float, slots: int) -> None:
+    def __init__(self, vid: int, child: Child, http_port: int, url: str, upload_multiple: float,
+                 upload_flags: list[str]) -> None:  # fmt: skip
         self.vid = vid
         self.child = child
         self.http_port = http_port
         self.url = url
         self.upload_multiple = upload_multiple
-        self.slots = slots
+        self.upload_flags = upload_flags
         self.stats = StreamStats(requested_wall=0.0)
         self.task: asyncio.Task[None] | None = None
         self.engine_stat: dict[str, Any] = {}
@@ -174,13 +185,13 @@ class Bench:
             if pick < acc:
                 multiple = m
                 break
-        slots = slots_for(multiple)
+        flags = upload_flags(multiple, self.bitrate)
         http_port, p2p_port = free_port(), free_port()
         child = self.procs.spawn(f"engine{vid}", "engine", http_port, "engine", "--http-port", str(http_port),
                                  "--port", str(p2p_port), "--bind", HOST, "--pid-file-dir", str(self.workdir),
-                                 "--upload-slots", str(slots), "--startup-timeout", "30")  # fmt: skip
+                                 *flags, "--startup-timeout", "30")  # fmt: skip
         url = self.transport_urls[vid % len(self.transport_urls)]
-        viewer = Viewer(vid, child, http_port, url, multiple, slots)
+        viewer = Viewer(vid, child, http_port, url, multiple, flags)
         self.viewers.append(viewer)
         return viewer
 
@@ -257,7 +268,7 @@ class Bench:
         self.churn_events += 1
 
     def _progress(self, t0: float) -> None:
-        playing = sum(1 for v in self.viewers if v.stats.first_keyframe_wall and v.child.stopped is None)
+        playing = sum(1 for v in self.viewers if v.stats.first_frame_wall and v.child.stopped is None)
         delays = [v.stats.stamps[-1][1] - v.stats.stamps[-1][0] for v in self.viewers
                   if v.stats.stamps and v.child.stopped is None]  # fmt: skip
         src = sum(s for (pid, _l, _r), (s, _x) in self.ledger.sockets.items() if pid == self.source.process.pid)
@@ -282,10 +293,12 @@ class Bench:
             sent, recv = self.ledger.per_pid(v.child.process.pid, exclude_local_port=v.http_port)
             payload = int(v.engine_stat.get("downloaded", 0)) + int(v.engine_stat.get("uploaded", 0))
             viewers_out.append({
-                "id": v.vid, "upload_multiple": v.upload_multiple, "upload_slots": v.slots, "transport_url": v.url,
+                "id": v.vid, "upload_multiple": v.upload_multiple, "upload_flags": " ".join(v.upload_flags),
+                "transport_url": v.url,
                 "error": st.error, "bytes": st.bytes,
-                "startup_s": None if st.first_keyframe_wall is None else st.first_keyframe_wall - st.requested_wall,
-                "first_byte_s": None if st.first_byte_wall is None else st.first_byte_wall - st.requested_wall,
+                "startup_s": since_request(st, st.first_frame_wall),
+                "first_keyframe_s": since_request(st, st.first_keyframe_wall),
+                "first_byte_s": since_request(st, st.first_byte_wall),
                 "delay_p50": percentile(delays, 50), "delay_p95": percentile(delays, 95),
                 "delay_max": max(delays) if delays else None,
                 "delays": [[round(s - wall0, 3), round(d, 3)] for (s, _t), d in zip(st.stamps, delays, strict=True)],
@@ -343,7 +356,7 @@ class Bench:
             "roles": roles,
             "cpu_machine_mean_pct": round(sum(self.cpu_samples) / max(1, len(self.cpu_samples)), 1),
             "cpu_machine_max_pct": max(self.cpu_samples, default=None),
-            "upload_cap": "upload slots = max(1, round(multiple of bitrate)); no bytes/s cap exists in the engine",
+            "upload_cap": "engine --upload-limit = multiple x bitrate (KB/s); multiple 0 = --upload-slots 0",
             "baseline": "not implemented" if a.baseline else None,
         }  # fmt: skip
         ref = [round(s - wall0, 3) for s in ref_stamps]
@@ -413,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="swarmcast-bench-"))
     bench = Bench(args, workdir)
-    print(f"bench in {workdir}; upload caps are mapped to upload slots (the engine has no bytes/s cap)")
+    print(f"bench in {workdir}")
     try:
         result = asyncio.run(bench.run())
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from swarmcast.commands.options import port, positive_int, tracker_url
+from swarmcast.commands.options import add_upload_options, port, positive_int, tracker_url
 from swarmcast.http.engine_api import make_app
 from swarmcast.logsetup import setup_logging
 from swarmcast.node.config import DEFAULT_LIVE_CACHE_SIZE, CacheConfig
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--live-cache-type", choices=("memory", "disk"), default="memory")
     parser.add_argument("--live-cache-size", type=positive_int, default=DEFAULT_LIVE_CACHE_SIZE)
     parser.add_argument("--startup-timeout", type=positive_int, default=30, help="seconds before a dead stream errs")
-    parser.add_argument("--upload-slots", type=positive_int, default=8)
+    add_upload_options(parser, default_slots=16)
     parser.add_argument("--max-peers", type=positive_int, default=60)
     parser.add_argument("--pid-file-dir", type=Path, default=Path("/tmp"))
     parser.add_argument("--log-file", type=Path)
@@ -49,6 +49,7 @@ def run_engine(args: argparse.Namespace) -> int:
         cache=CacheConfig(args.live_cache_type, args.live_cache_size, args.cache_dir),
         startup_timeout=float(args.startup_timeout),
         upload_slots=args.upload_slots,
+        upload_limit=args.upload_limit,
         max_peers=args.max_peers,
     )
 

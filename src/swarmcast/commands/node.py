@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     roles = node.add_subparsers(dest="role", required=True)
 
     source = roles.add_parser("source", help="ingest a stream, sign it into pieces and seed the swarm")
-    add_common(source, default_port=7764)
+    add_common(source, default_port=7764, default_slots=8)
     source.add_argument("--source", required=True, help="MPEG-TS over HTTP URL")
     source.add_argument("--name", type=_name, help="file name of the broadcast (default: derived from --title)")
     source.add_argument("--title", required=True)
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source.set_defaults(func=run_source)
 
     support = roles.add_parser("support", help="follow a broadcast and feed the swarm")
-    add_common(support, default_port=8621)
+    add_common(support, default_port=8621, default_slots=50)
     support.add_argument("--url", required=True, help="transport file: a path or an http(s) URL")
     support.add_argument("--download-from", type=address, action="append", default=[], metavar="IP:PORT")
     support.set_defaults(func=run_support)

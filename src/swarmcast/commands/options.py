@@ -68,7 +68,19 @@ def tracker_url(text: str) -> str:
     return text
 
 
-def add_common(parser: argparse.ArgumentParser, *, default_port: int) -> None:
+def kilobytes_per_second(text: str) -> int:
+    """``--upload-limit`` in KB/s (1 KB = 1000 bytes), as the Ace Stream engine takes it; 0 = no limit. Bytes/s out."""
+    return non_negative_int(text) * 1000
+
+
+def add_upload_options(parser: argparse.ArgumentParser, *, default_slots: int) -> None:
+    parser.add_argument("--upload-slots", type=non_negative_int, default=default_slots,
+                        help=f"peers served at once; 0 = upload nothing (default {default_slots})")  # fmt: skip
+    parser.add_argument("--upload-limit", type=kilobytes_per_second, default=0,
+                        help="upload limit in KB/s (1 KB = 1000 bytes); 0 = no limit (default)")  # fmt: skip
+
+
+def add_common(parser: argparse.ArgumentParser, *, default_port: int, default_slots: int) -> None:
     parser.add_argument("--port", type=port, default=default_port, help="P2P and web interface port")
     parser.add_argument("--bind", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--tracker", type=tracker_url, action="append", default=[], help="tracker URL (repeatable)")
@@ -79,7 +91,7 @@ def add_common(parser: argparse.ArgumentParser, *, default_port: int) -> None:
     parser.add_argument("--pid-file-dir", type=Path, default=Path("/tmp"))
     parser.add_argument("--state-dir", type=Path, help="directory for node state")
     parser.add_argument("--service-access-token", help="token in /app/<token>/... URLs")
-    parser.add_argument("--upload-slots", type=positive_int, default=8, help="peers served at once")
+    add_upload_options(parser, default_slots=default_slots)
     parser.add_argument("--max-peers", type=positive_int, default=60)
     parser.add_argument("--log-file", type=Path)
     parser.add_argument("--debug", action="store_true", help="verbose logging")
@@ -95,5 +107,6 @@ def common_from_args(args: argparse.Namespace) -> NodeCommon:
         pid_file_dir=args.pid_file_dir,
         service_access_token=args.service_access_token,
         upload_slots=args.upload_slots,
+        upload_limit=args.upload_limit,
         max_peers=args.max_peers,
     )

@@ -26,6 +26,7 @@ class NodeCommon:
     pid_file_dir: Path = Path("/tmp")
     service_access_token: str | None = None
     upload_slots: int = 8
+    upload_limit: int = 0  # bytes/s; 0 = no limit
     max_peers: int = 60
 
 

@@ -44,7 +44,8 @@ class EngineConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     startup_timeout: float = 30.0
     player_write_timeout: float = 30.0
-    upload_slots: int = 8
+    upload_slots: int = 16
+    upload_limit: int = 0  # bytes/s; 0 = no limit
     max_peers: int = 60
 
 
@@ -145,7 +146,10 @@ class Engine:
                     content_id=content_id,
                     peer_id=self.peer_id,
                     config=SwarmConfig(
-                        role=Role.ENGINE, upload_slots=self.config.upload_slots, max_peers=self.config.max_peers
+                        role=Role.ENGINE,
+                        upload_slots=self.config.upload_slots,
+                        upload_limit=self.config.upload_limit,
+                        max_peers=self.config.max_peers,
                     ),
                     store=make_store(self.config.cache, content_id, self.host.port),
                     descriptor=descriptor,

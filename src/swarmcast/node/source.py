@@ -155,7 +155,10 @@ class SourceNode:
             content_id=content_id,
             peer_id=self.peer_id,
             config=SwarmConfig(
-                role=Role.SOURCE, upload_slots=config.common.upload_slots, max_peers=config.common.max_peers
+                role=Role.SOURCE,
+                upload_slots=config.common.upload_slots,
+                upload_limit=config.common.upload_limit,
+                max_peers=config.common.max_peers,
             ),
             store=make_store(config.common.cache, content_id, config.common.port),
             descriptor=descriptor,

@@ -46,6 +46,7 @@ class SupportNode:
             config=SwarmConfig(
                 role=Role.SUPPORT,
                 upload_slots=config.common.upload_slots,
+                upload_limit=config.common.upload_limit,
                 max_peers=config.common.max_peers,
                 download_from=download_from,
             ),

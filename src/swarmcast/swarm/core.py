@@ -11,8 +11,14 @@ the asyncio node and the simulator in bench/ drive the same code.
   that waits too long for a piece while later ones exist skips to the next random-access piece, so one lost piece
   never freezes a player and a player that stops reading never holds back the swarm.
 - Choking: up to ``upload_slots`` interested peers are unchoked, free slots at once (fast start); every rechoke
-  interval the peers that gave us most are kept, plus one optimistic unchoke. A source prefers seeders (support
-  nodes), so its upload stays near one copy of the stream.
+  interval the peers that gave us most are kept, plus a quarter of the slots as optimistic unchokes. A source
+  serves only seeders (support nodes) while any is interested, so its upload stays near one copy of the stream.
+- Capacity: ``upload_limit`` (bytes/s, a token bucket) is what a home uplink can give; a request beyond it gets a
+  REJECT and the requester asks someone else for a while. Slots say how many may ask, the limit how much we give.
+- Sparing the broadcaster: a fresh piece that only the broadcaster's nodes hold (the source, for a support node;
+  source and support nodes, for an engine) is fetched from them only after a random grace of up to
+  ``seeder_grace``, and only if some other peer could have fetched it first. The first viewers to ask take it from
+  a support node, the rest from them: the broadcaster's upload stays flat while the audience grows.
 - Misbehaviour (a bad signature, a request for a piece we never announced, a malformed frame) bans the peer from
   this broadcast by peer id and address; nothing it sent is stored or forwarded.
 """
@@ -69,12 +75,14 @@ class SwarmConfig:
     max_peers: int = 60
     target_peers: int = 12
     upload_slots: int = 8
+    upload_limit: int = 0  # bytes/s given to peers; 0 = no limit
+    seeder_grace: float = 0.3
     max_requests_per_peer: int = 16
     request_timeout: float = 2.0
     lookahead_pieces: int = 96
     skip_after: float = 2.5
     rechoke_interval: float = 5.0
-    optimistic_interval: float = 15.0
+    optimistic_interval: float = 10.0
     pex_interval: float = 20.0
     send_buffer_limit: int = 4 * 1024 * 1024
     stall_timeout: float = 10.0
@@ -111,6 +119,7 @@ class SwarmStats:
     banned: int = 0
     bad_pieces: int = 0
     skipped_pieces: int = 0
+    rejected_over_limit: int = 0
     down: RateMeter = field(default_factory=RateMeter)
     up: RateMeter = field(default_factory=RateMeter)
 
@@ -145,7 +154,11 @@ class Swarm:
         self._rng = rng or random.Random()
         self._last_rechoke = now
         self._last_optimistic = now
-        self._optimistic: int | None = None
+        self._optimistic: set[int] = set()
+        # Index -> when a piece only the broadcaster's nodes hold may be fetched from them (see seeder_grace).
+        self._spare_until: dict[int, float] = {}
+        self._upload_tokens = float(config.upload_limit)
+        self._upload_tokens_at = now
         self._last_pex = now
         self._closed = False
         self.stats = SwarmStats()
@@ -210,8 +223,7 @@ class Swarm:
         log.info("peer %s:%d left: %s", session.address[0], session.address[1], reason)
         for index in list(session.requests_out):
             self._pending.pop(index, None)
-        if self._optimistic == session.key:
-            self._optimistic = None
+        self._optimistic.discard(session.key)
         self._after_change(now)
 
     def ban(self, session: PeerSession, error: ProtocolError, now: float) -> None:
@@ -387,6 +399,9 @@ class Swarm:
         match message:
             case Have(index, flags):
                 self._note_have(session, index, flags)
+                if index not in self.store and index not in self._spare_until and len(self._spare_until) < 4096:
+                    # First news of a fresh piece: our moment to let others take it from the broadcaster first.
+                    self._spare_until[index] = now + self.config.seeder_grace * self._rng.random()
             case Window(first, have, random_access):
                 session.have = {first + i for i, bit in enumerate(have) if bit}
                 session.random_access = {first + i for i, bit in enumerate(random_access) if bit and have[i]}
@@ -398,6 +413,8 @@ class Swarm:
             case Reject(index):
                 if session.requests_out.pop(index, None) is not None:
                     self._pending.pop(index, None)
+                    # Busy (over its upload limit or slots) or lost it: ask others first for a while.
+                    session.busy_until = now + 1.0
                 session.have.discard(index)
                 session.random_access.discard(index)
             case Cancel():
@@ -443,13 +460,31 @@ class Swarm:
         if newest is None or index > newest or (oldest is not None and index < oldest - MAX_WINDOW_PIECES):
             raise ProtocolError(ErrorCode.REQUEST_OUTSIDE_WINDOW, f"request for piece {index} outside our window")
         piece = self.store.get(index)
-        if session.am_choking or piece is None or session.link.write_buffer_size() > self.config.send_buffer_limit:
+        if (
+            session.am_choking
+            or piece is None
+            or session.link.write_buffer_size() > self.config.send_buffer_limit
+            or not self._take_upload_tokens(len(piece.data), now)
+        ):
             self._send(session, Reject(index), now)
             return
         self._send(session, Piece(piece.index, piece.flags, piece.signature, piece.data), now)
         session.up.add(len(piece.data), now)
         self.stats.up.add(len(piece.data), now)
         self.stats.uploaded += len(piece.data)
+
+    def _take_upload_tokens(self, size: int, now: float) -> bool:
+        """Token bucket for ``upload_limit``: up to one second's worth may be sent in a burst."""
+        limit = self.config.upload_limit
+        if limit <= 0:
+            return True
+        self._upload_tokens = min(float(limit), self._upload_tokens + (now - self._upload_tokens_at) * limit)
+        self._upload_tokens_at = now
+        if self._upload_tokens <= 0:
+            self.stats.rejected_over_limit += 1
+            return False
+        self._upload_tokens -= size  # may go below zero: a piece is sent whole, the debt is paid back first
+        return True
 
     def _receive_piece(self, session: PeerSession, piece: Piece, now: float) -> None:
         if session.requests_out.pop(piece.index, None) is None:
@@ -474,11 +509,14 @@ class Swarm:
         if piece.index in self.store:
             return
         evicted = self.store.add(piece)
+        self._spare_until.pop(piece.index, None)
         if piece.index in evicted:
             return
         have = Have(piece.index, piece.flags)
         for session in self.sessions.values():
-            if session is not origin:
+            # No HAVE to a peer that told us it has the piece, nor to a source (it never downloads): in a live
+            # swarm most peers get a piece at about the same time, so this halves the control traffic.
+            if session is not origin and piece.index not in session.have and not session.is_source:
                 self._send(session, have, now)
         floor = piece.index - MAX_WINDOW_PIECES
         for session in self.sessions.values():
@@ -523,6 +561,8 @@ class Swarm:
         ]
         if not sources:
             return
+        spared = self._spared_predicate()
+        could_fetch_first = any(not spared(s) for s in sources)
         for index in wanted:
             if index in self.store or index in self._pending:
                 continue
@@ -531,13 +571,23 @@ class Swarm:
             ]
             if not holders:
                 continue
-            # Spare the source when someone else has the piece: its upload is the broadcaster's bill.
-            if len(holders) > 1:
-                holders = [s for s in holders if not s.is_source] or holders
-            best = min(holders, key=lambda s: (len(s.requests_out), -s.down.rate(now)))
+            # Spare the broadcaster's nodes when someone else has the piece: their upload is the broadcaster's bill.
+            others = [s for s in holders if not spared(s)]
+            if others:
+                holders = others
+            elif could_fetch_first and now < self._spare_until.get(index, 0.0):
+                continue  # fresh, held only by the broadcaster: another peer may fetch it first and pass it on
+            idle = [s for s in holders if s.busy_until <= now]
+            best = min(idle or holders, key=lambda s: (len(s.requests_out), -s.down.rate(now)))
             best.requests_out[index] = now
             self._pending[index] = best.key
             self._send(best, Request(index), now)
+
+    def _spared_predicate(self) -> Callable[[PeerSession], bool]:
+        """Whose upload we spare: a support node spares the source, an engine every broadcaster's node."""
+        if self.config.role is Role.ENGINE:
+            return lambda s: s.is_seeder
+        return lambda s: s.is_source
 
     # -- periodic work -----------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -593,7 +643,7 @@ class Swarm:
         return not any(s.is_seeder and s.peer_interested for s in self.sessions.values())
 
     def _unchoke_if_free(self, session: PeerSession, now: float) -> None:
-        if not session.am_choking or not self._eligible(session):
+        if not session.am_choking or not self._eligible(session) or self.config.upload_slots <= 0:
             return
         unchoked = sum(1 for s in self.sessions.values() if not s.am_choking)
         if unchoked < self.config.upload_slots:
@@ -612,14 +662,21 @@ class Swarm:
                 # Source: seeders first (they fan out); everyone: reciprocate the peers that give us most.
                 return (source and s.is_seeder, s.down.rate(now) + (s.up.rate(now) if source else 0.0))
 
+            # A quarter of the slots (at least one) go round at random, so a newcomer with nothing to give yet, or
+            # a viewer that cannot upload, is never starved for long by peers that all reciprocate.
+            n_optimistic = max(1, slots // 4) if slots > 0 else 0
             ranked = sorted(interested, key=score, reverse=True)
-            keep = {s.key for s in ranked[: max(slots - 1, 1)]}
-            if self._optimistic is None or now - self._last_optimistic >= self.config.optimistic_interval:
-                rest = [s.key for s in interested if s.key not in keep]
-                self._optimistic = self._rng.choice(rest) if rest else None
+            keep = {s.key for s in ranked[: slots - n_optimistic]}
+            rest = [s.key for s in interested if s.key not in keep]
+            self._optimistic &= set(rest)
+            if now - self._last_optimistic >= self.config.optimistic_interval:
+                self._optimistic = set()
                 self._last_optimistic = now
-            if self._optimistic is not None:
-                keep.add(self._optimistic)
+            missing = n_optimistic - len(self._optimistic)
+            if missing > 0:
+                pool = [k for k in rest if k not in self._optimistic]
+                self._optimistic |= set(self._rng.sample(pool, min(missing, len(pool))))
+            keep |= self._optimistic
         for session in self.sessions.values():
             self._set_choke(session, choke=session.key not in keep, now=now)
 

@@ -56,6 +56,7 @@ class PeerSession:
         self.up = RateMeter()
         self.backlogged_since: float | None = None
         self.unchoked_at = 0.0
+        self.busy_until = 0.0  # it rejected a request of ours: ask others first until then
         self.metadata_requested = False
 
     @property
