@@ -23,11 +23,32 @@ from swarmcast.media.ts import CLOCK_MAGIC, TsAnalyzer, TsPacketizer
 HOST = "127.0.0.1"
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_EPHEMERAL = _ephemeral_range()
+# Listening ports come from below the kernel's ephemeral range, each handed out once per process: with 200 ports
+# drawn from the ephemeral range (port 0), two draws, or a draw and some client socket, collide now and then.
+_next_port = 10000 + (os.getpid() * 37) % 10000
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    global _next_port
+    for _ in range(20000):
+        port = _next_port
+        _next_port = 10000 + (_next_port - 10000 + 1) % max(1, _EPHEMERAL[0] - 10000)
+        with socket.socket() as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port below the ephemeral range")
 
 
 @dataclass
@@ -38,6 +59,8 @@ class Child:
     port: int
     peak_rss: int = 0
     cpu_seconds: float = 0.0
+    cpu_seconds_at_start: float = 0.0  # when the measured window began (or 0 for a child started later)
+    window_start: float | None = None
     started: float = field(default_factory=time.monotonic)
     stopped: float | None = None
 
@@ -121,6 +144,17 @@ class SocketLedger:
     def __init__(self) -> None:
         self.sockets: dict[tuple[int, str, str], tuple[int, int]] = {}
         self.owner_of: dict[str, int] = {}  # "addr:port" -> pid, for finding the other end of a connection
+        self.at_start: dict[tuple[int, str, str], tuple[int, int]] = {}
+
+    def start_window(self) -> None:
+        """Count only bytes from now on: connections open now (source -> support nodes while the viewers'
+        engines start, say) are measured from their current counters."""
+        self.sample()
+        self.at_start = dict(self.sockets)
+
+    def _since_start(self, key: tuple[int, str, str], value: tuple[int, int]) -> tuple[int, int]:
+        sent0, recv0 = self.at_start.get(key, (0, 0))
+        return max(0, value[0] - sent0), max(0, value[1] - recv0)
 
     def sample(self) -> None:
         try:
@@ -145,7 +179,9 @@ class SocketLedger:
     def flows(self, role_of: dict[int, str]) -> dict[tuple[str, str], int]:
         """Bytes sent from role to role (sender side), e.g. ("source", "engine")."""
         totals: dict[tuple[str, str], int] = {}
-        for (pid, _local, remote), (sent, _recv) in self.sockets.items():
+        for key, value in self.sockets.items():
+            pid, _local, remote = key
+            sent, _recv = self._since_start(key, value)
             peer_pid = self.owner_of.get(remote)
             src = role_of.get(pid, "other")
             dst = role_of.get(peer_pid, "other") if peer_pid is not None else "other"
@@ -154,7 +190,9 @@ class SocketLedger:
 
     def per_pid(self, pid: int, exclude_local_port: int | None = None) -> tuple[int, int]:
         sent = recv = 0
-        for (owner, local, _remote), (s, r) in self.sockets.items():
+        for key, value in self.sockets.items():
+            owner, local, _remote = key
+            s, r = self._since_start(key, value)
             if owner == pid and (exclude_local_port is None or not local.endswith(f":{exclude_local_port}")):
                 sent += s
                 recv += r

@@ -3,8 +3,9 @@
     python bench/swarm.py --viewers 10 --support 2 --bitrate 2M --duration 60 --out /tmp/bench10
 
 Every node is a real ``swarmcast`` process; the players are asyncio tasks in this process. See
-docs/benchmarks.md for what each figure means and how it is measured. Not implemented yet: ``--baseline nginx``
-(the option is accepted and reported as missing).
+docs/benchmarks.md for what each figure means and how it is measured. With ``--baseline nginx``, after the swarm
+phase the nodes are stopped and bench/baseline_nginx.py runs an nginx RTMP -> HLS origin fed the same test signal,
+with the same number of players, for the same time; both are printed side by side.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import math
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -27,6 +29,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.baseline_nginx import run_hls_baseline
 from bench.common import (
     HOST,
     Child,
@@ -207,7 +210,12 @@ class Bench:
         self.start_infra()
         first = [self.spawn_viewer(i) for i in range(a.viewers)]
         self.procs.wait_ports([v.child for v in first], 60 + a.viewers)
+        self.ledger.start_window()
         t0 = time.monotonic()
+        for child in self.procs.children:
+            child.sample()
+            child.cpu_seconds_at_start, child.window_start = child.cpu_seconds, t0
+        self.own_cpu_at_start = sum(psutil.Process().cpu_times()[:2])
         end = t0 + a.ramp + a.duration
         wall0 = time.time()
         self.reference = StreamStats(requested_wall=wall0)
@@ -245,7 +253,18 @@ class Bench:
         for child in self.procs.children:
             child.sample()
         print()
-        return self.report(wall0, time.monotonic() - t0)
+        result = self.report(wall0, time.monotonic() - t0)
+        if a.baseline == "nginx":
+            # The client-server run gets the machine to itself, like the swarm had: stop every node but testsrc.
+            for child in reversed(self.procs.children):
+                if child is not self.testsrc:
+                    await asyncio.to_thread(self.procs.stop, child)
+            print(f"baseline: nginx RTMP -> HLS origin, {a.viewers} HLS players, {a.ramp + a.duration:.0f} s")
+            result["baseline"] = await run_hls_baseline(
+                f"http://{HOST}:{self.testsrc.port}/stream.ts", a.viewers, a.duration, a.ramp,
+                self.workdir / "baseline",
+            )  # fmt: skip
+        return result
 
     async def _delayed(self, viewer: Viewer, session: aiohttp.ClientSession, start_at: float, end: float) -> None:
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
@@ -301,6 +320,9 @@ class Bench:
                 "first_byte_s": since_request(st, st.first_byte_wall),
                 "delay_p50": percentile(delays, 50), "delay_p95": percentile(delays, 95),
                 "delay_max": max(delays) if delays else None,
+                # As in bench/baseline_nginx.py: the player model starts BUFFER_S after its first GOP arrived.
+                "playout_delay": (st.stamps[0][1] - st.stamps[0][0] + BUFFER_S + float(po["stall_seconds"] or 0.0))
+                if st.stamps else None,
                 "delays": [[round(s - wall0, 3), round(d, 3)] for (s, _t), d in zip(st.stamps, delays, strict=True)],
                 **po,
                 "engine_downloaded": v.engine_stat.get("downloaded"), "engine_uploaded": v.engine_stat.get("uploaded"),
@@ -312,22 +334,29 @@ class Bench:
             })  # fmt: skip
         flows = self.ledger.flows(self.role_of())
         source_up = sum(b for (src, dst), b in flows.items() if src == "source" and dst in {"support", "engine"})
-        stream_bytes = ref_bytes_per_s * a.duration
+        # Source and support nodes to viewers' engines: all the broadcaster's own machines send out.
+        broadcaster_up = source_up + sum(b for (src, dst), b in flows.items() if src == "support" and dst == "engine")
+        stream_bytes = ref_bytes_per_s * elapsed
         nominal_bytes = self.bitrate / 8 * elapsed
         to_engines = {k[0]: b for k, b in flows.items() if k[1] == "engine"}
         engine_in = sum(b for src, b in to_engines.items() if src in {"source", "support", "engine"})
         roles: dict[str, dict[str, float]] = {}
         for child in self.procs.children:
-            life = ((child.stopped or time.monotonic()) - child.started) or 1.0
+            # Over the measured window (or the part of it the child lived): start-up work is not steady state.
+            window = ((child.stopped or time.monotonic()) - (child.window_start or child.started)) or 1.0
             r = roles.setdefault(child.role, {"count": 0, "cpu_pct_mean": 0.0, "peak_rss_max_mb": 0.0})
             r["count"] += 1
-            r["cpu_pct_mean"] += 100 * child.cpu_seconds / life
+            r["cpu_pct_mean"] += 100 * (child.cpu_seconds - child.cpu_seconds_at_start) / window
             r["peak_rss_max_mb"] = max(r["peak_rss_max_mb"], child.peak_rss / 1e6)
         for r in roles.values():
             r["cpu_pct_mean"] = round(r["cpu_pct_mean"] / r["count"], 1)
+        own_cpu = sum(psutil.Process().cpu_times()[:2]) - self.own_cpu_at_start
+        roles["players (bench process)"] = {"count": 1, "cpu_pct_mean": round(100 * own_cpu / elapsed, 1),
+                                            "peak_rss_max_mb": psutil.Process().memory_info().rss / 1e6}  # fmt: skip
         wire = sum(x["p2p_wire_sent"] + x["p2p_wire_received"] for x in viewers_out)
         payload_all = sum(int(x["engine_downloaded"] or 0) + int(x["engine_uploaded"] or 0) for x in viewers_out)
         startups = [x["startup_s"] for x in viewers_out if x["startup_s"] is not None]
+        playouts = [x["playout_delay"] for x in viewers_out if x["playout_delay"] is not None]
         cont_abs = [x["continuity_abs"] for x in viewers_out if x["continuity_abs"] is not None]
         cont_rel = [x["continuity_rel"] for x in viewers_out if x["continuity_rel"] is not None]
         overall = {
@@ -340,6 +369,8 @@ class Bench:
             "startup_max": max(startups, default=None),
             "delay_p50": percentile(all_delays, 50), "delay_p95": percentile(all_delays, 95),
             "delay_max": max(all_delays, default=None),
+            "playout_delay_p50": percentile(playouts, 50), "playout_delay_p95": percentile(playouts, 95),
+            "playout_delay_max": max(playouts, default=None),
             "continuity_abs_mean": sum(cont_abs) / len(cont_abs) if cont_abs else None,
             "continuity_rel_mean": sum(cont_rel) / len(cont_rel) if cont_rel else None,
             "stalls_total": sum(int(x["stalls"] or 0) for x in viewers_out),
@@ -347,6 +378,7 @@ class Bench:
             "source_upload_bytes": source_up,
             "source_upload_ratio": source_up / stream_bytes if stream_bytes else None,
             "source_upload_ratio_nominal": source_up / nominal_bytes if nominal_bytes else None,
+            "broadcaster_upload_ratio": broadcaster_up / stream_bytes if stream_bytes else None,
             "engine_bytes_from_source": to_engines.get("source", 0),
             "engine_bytes_from_support": to_engines.get("support", 0),
             "engine_bytes_from_engines": to_engines.get("engine", 0),
@@ -357,7 +389,6 @@ class Bench:
             "cpu_machine_mean_pct": round(sum(self.cpu_samples) / max(1, len(self.cpu_samples)), 1),
             "cpu_machine_max_pct": max(self.cpu_samples, default=None),
             "upload_cap": "engine --upload-limit = multiple x bitrate (KB/s); multiple 0 = --upload-slots 0",
-            "baseline": "not implemented" if a.baseline else None,
         }  # fmt: skip
         ref = [round(s - wall0, 3) for s in ref_stamps]
         return {"overall": overall, "viewers": viewers_out, "reference_stamps": ref}
@@ -399,6 +430,7 @@ def table(o: dict[str, Any]) -> str:
         ("continuity abs / rel (mean)", f"{f(o['continuity_abs_mean'])} / {f(o['continuity_rel_mean'])}"),
         ("stalls (count, s)", f"{o['stalls_total']}, {o['stall_seconds_total']}"),
         ("source upload / stream", f"{f(o['source_upload_ratio'])} (nominal {f(o['source_upload_ratio_nominal'])})"),
+        ("source + support upload / stream", f(o["broadcaster_upload_ratio"])),
         ("viewer bytes from peers", f(o["peer_share"])),
         ("control overhead (engines)", f(o["control_overhead_engines"], 3)),
         ("machine CPU mean / max %", f"{f(o['cpu_machine_mean_pct'], 0)} / {f(o['cpu_machine_max_pct'], 0)}"),
@@ -406,6 +438,35 @@ def table(o: dict[str, Any]) -> str:
     rows += [(f"{k} x{int(r['count'])} cpu% / peak MB", f"{r['cpu_pct_mean']} / {r['peak_rss_max_mb']:.0f}")
              for k, r in o["roles"].items()]  # fmt: skip
     return "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def side_by_side(swarm: dict[str, Any], hls: dict[str, Any]) -> str:
+    """The swarm and the HLS origin, same signal, same number of players, same time; ratio = HLS / swarm."""
+
+    def f(x: Any, nd: int = 2) -> str:
+        return "-" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+
+    def ratio(a: Any, b: Any) -> str:
+        return f"{b / a:.1f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 else "-"
+
+    def trio(d: dict[str, Any]) -> str:
+        return f"{f(d['p50'])} / {f(d['p95'])} / {f(d['max'])}"
+
+    rows = [("figure", "swarm", "nginx HLS (2 s fragments)", "HLS / swarm"), ("---", "---", "---", "---")]
+    rows.append(("players with video", f"{swarm['players_started']}/{swarm['players_total']}",
+                 f"{hls['players_with_video']}/{hls['players']}", ""))  # fmt: skip
+    for label, key_s, key_h in (("startup", "startup", "startup_s"), ("delay at arrival", "delay", "delay_s"),
+                                ("playout delay", "playout_delay", "playout_delay_s")):  # fmt: skip
+        s = {"p50": swarm[f"{key_s}_p50"], "p95": swarm[f"{key_s}_p95"], "max": swarm[f"{key_s}_max"]}
+        rows.append((f"{label} p50 / p95 / max (s)", trio(s), trio(hls[key_h]), ratio(s["p95"], hls[key_h]["p95"])))
+    rows.append(("continuity abs / rel", f"{f(swarm['continuity_abs_mean'])} / {f(swarm['continuity_rel_mean'])}",
+                 f"{f(hls['continuity_abs'])} / {f(hls['continuity_rel'])}", ""))  # fmt: skip
+    rows.append(("stalls (count, s)", f"{swarm['stalls_total']}, {swarm['stall_seconds_total']}",
+                 f"{hls['stalls']}, {hls['stall_seconds']}", ""))  # fmt: skip
+    rows.append(("broadcaster upload / stream (source; origin)", f(swarm["source_upload_ratio"]),
+                 f(hls["origin_upload_ratio"]), ratio(swarm["source_upload_ratio"], hls["origin_upload_ratio"])))
+    rows.append(("  source + support nodes / stream", f(swarm["broadcaster_upload_ratio"]), "", ""))
+    return "\n".join(f"| {' | '.join(r)} |" for r in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -427,6 +488,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="swarmcast-bench-"))
     bench = Bench(args, workdir)
     print(f"bench in {workdir}")
+
+    def on_sigterm(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # so the children are stopped below, as on Ctrl-C
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         result = asyncio.run(bench.run())
     except KeyboardInterrupt:
@@ -441,9 +507,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     (args.out / "result.json").write_text(json.dumps(result, indent=1))
     plots(result, args.out)
-    if args.baseline:
-        print("--baseline nginx: NOT IMPLEMENTED in this version (see docs/benchmarks.md)")
     print(table(result["overall"]))
+    if result.get("baseline"):
+        print()
+        print(side_by_side(result["overall"], result["baseline"]))
     return 0
 
 

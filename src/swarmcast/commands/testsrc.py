@@ -10,8 +10,7 @@ from pathlib import Path
 
 from swarmcast.commands.options import bounded_int
 from swarmcast.logsetup import setup_logging
-from swarmcast.media.testsignal import MAX_FPS, MIN_BITRATE, serve_testsrc
-from swarmcast.media.units import parse_bitrate, parse_size
+from swarmcast.media.units import MAX_FPS, MIN_BITRATE, parse_bitrate, parse_size
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +76,9 @@ async def _main(host: str, port: int, bitrate: int, size: tuple[int, int], fps: 
 
     def ready() -> None:
         logger.info("testsrc serving http://%s:%d/stream.ts", host, port)
+
+    # Imported here: PyAV and numpy cost every other command (every viewer engine) 0.3 s and 50 MB at start.
+    from swarmcast.media.testsignal import serve_testsrc  # noqa: PLC0415
 
     serve = asyncio.create_task(serve_testsrc(host, port, bitrate, size, fps, ready=ready))
     stop_wait = asyncio.create_task(stopping.wait())

@@ -39,14 +39,13 @@ from av.packet import Packet
 from av.video.stream import VideoStream
 
 from swarmcast.media.ts import GopCache, TsAnalyzer, TsPacketizer, make_clock_packet
+from swarmcast.media.units import MAX_FPS, MIN_BITRATE
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE: Final = 48_000
 AUDIO_BITRATE: Final = 96_000
 TONE_HZ: Final = 440.0
-MIN_BITRATE: Final = 200_000
-MAX_FPS: Final = 120
 DEFAULT_MAX_QUEUE_BYTES: Final = 8 * 1024 * 1024
 
 # What the TS layer costs on top of the elementary streams, so that the *total* output lands near the requested

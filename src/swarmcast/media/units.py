@@ -16,6 +16,8 @@ _BITRATE_RE: Final = re.compile(
     r"(?P<number>\d+(?:\.\d+)?|\.\d+)\s*(?P<suffix>[kmg]?)(?:bps|b/s)?", re.IGNORECASE | re.ASCII
 )
 MAX_BITRATE: Final = 100_000_000_000
+MIN_BITRATE: Final = 200_000  # of the test signal: below this the encoder cannot keep a picture
+MAX_FPS: Final = 120
 MAX_DIMENSION: Final = 16384  # FFmpeg's own limit for most encoders
 _SIZE_RE: Final = re.compile(r"(\d+)\s*[xX×]\s*(\d+)", re.ASCII)
 

@@ -213,6 +213,7 @@ class PeerHost:
         self._tasks: set[asyncio.Task[None]] = set()
         self._dialing: dict[bytes, set[Address]] = {}
         self._tick_task: asyncio.Task[None] | None = None
+        self._last_dial_scan = 0.0
 
     def http_server(self) -> asyncio.Protocol:
         server = self._runner.server
@@ -232,6 +233,12 @@ class PeerHost:
 
     def add_swarm(self, swarm: Swarm) -> None:
         self.swarms[swarm.content_id] = swarm
+        loop = asyncio.get_running_loop()
+
+        def flush_soon() -> None:
+            loop.call_soon(swarm.flush)
+
+        swarm.flush_soon = flush_soon
         self._dialing[swarm.content_id] = set()
 
     def remove_swarm(self, swarm: Swarm) -> None:
@@ -246,9 +253,13 @@ class PeerHost:
             for swarm in list(self.swarms.values()):
                 try:
                     swarm.tick(now)
-                    self._dial(swarm, now)
+                    # Candidates are scanned on every tick only while peers are missing (startup, churn).
+                    if swarm.wants_peers() or now - self._last_dial_scan >= 1.0:
+                        self._dial(swarm, now)
                 except Exception:  # a bug in one swarm must not stop the others; it is logged loudly
                     log.exception("swarm tick failed")
+            if now - self._last_dial_scan >= 1.0:
+                self._last_dial_scan = now
             for hook in list(self.tick_hooks):
                 hook(now)
 
