@@ -24,12 +24,14 @@ class MemoryLink:
 
     def __init__(self) -> None:
         self.outbox: list[bytes] = []
+        self.history: list[bytes] = []  # everything ever written, for tests that check what was sent
         self.closed = False
         self.stalled = False  # the far end stopped reading: bytes pile up here
 
     def write(self, data: bytes) -> None:
         if not self.closed:
             self.outbox.append(data)
+            self.history.append(data)
 
     def close(self) -> None:
         self.closed = True
@@ -94,11 +96,12 @@ class Broadcast:
         self.next_index = 0
         self.source = self.make_swarm(Role.SOURCE, now)
 
-    def make_swarm(self, role: Role, now: float = 0.0, *, with_descriptor: bool = True, **config: object) -> Swarm:
+    def make_swarm(self, role: Role, now: float = 0.0, *, with_descriptor: bool = True,
+                   rng: random.Random | None = None, **config: object) -> Swarm:
         store = PieceStore(max_bytes=10_000_000, window_pieces=500)
         return Swarm(content_id=self.content_id, peer_id=random.randbytes(20),
                      config=SwarmConfig(role=role, **config),  # type: ignore[arg-type]
-                     store=store, descriptor=self.descriptor if with_descriptor else None, now=now)
+                     store=store, descriptor=self.descriptor if with_descriptor else None, now=now, rng=rng)
 
     def piece(self, index: int, data: bytes, flags: PieceFlags = PieceFlags.NONE) -> StoredPiece:
         return StoredPiece(index, flags, sign_piece(self.key, self.content_id, index, flags, data), data)

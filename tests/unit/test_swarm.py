@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from swarmcast.swarm.core import Role
-from tests.unit.memswarm import Broadcast, MemoryNetwork
+import random
+
+from swarmcast.swarm.core import Cursor, Role, Swarm
+from swarmcast.swarm.peer import PeerSession
+from swarmcast.wire.codec import FrameDecoder
+from swarmcast.wire.messages import Have, Message, Request
+from tests.unit.memswarm import Broadcast, MemoryLink, MemoryNetwork
 
 
 def test_engine_receives_pieces_in_order_from_source() -> None:
@@ -149,3 +154,142 @@ def test_source_with_support_nodes_serves_only_them() -> None:
             got.append(piece.index)
     assert len(got) >= 15
     assert viewer.stats.downloaded_from_source == 0
+
+
+
+def _sent(link: MemoryLink) -> list[Message]:
+    """Every message ever written to a link after the handshake."""
+    return FrameDecoder().feed(b"".join(link.history))
+
+
+def _link(net: MemoryNetwork, session: PeerSession) -> MemoryLink:
+    return next(link for _a, s, link, _b, _s, _l in net.pairs if s is session)
+
+
+def _start(swarm: Swarm, now: float) -> Cursor:
+    """A player that has asked for its first piece, so the swarm knows where it stands."""
+    cursor = swarm.open_cursor()
+    swarm.next_piece(cursor, now)
+    return cursor
+
+
+class _Midpoint(random.Random):
+    """random() is always 0.5: a grace of exactly half of seeder_grace."""
+
+    def random(self) -> float:
+        return 0.5
+
+
+def test_upload_limit_rejects_requests_beyond_it() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    capped = bc.make_swarm(Role.ENGINE, upload_limit=1500)  # 1.5 pieces of 1000 bytes a second
+    viewer = bc.make_swarm(Role.ENGINE)
+    net.connect(capped, bc.source, 7000, 7764)
+    bc.emit(net.now, random_access=True)
+    net.pump()
+    cursor = _start(capped, net.now)
+    for _ in range(5):
+        bc.emit(net.now)
+    for _ in range(3):
+        net.advance(0.1, [capped])
+        while capped.next_piece(cursor, net.now) is not None:
+            pass
+    assert len(capped.store) == 6
+    viewer_at_capped, _ = net.connect(viewer, capped, 7001, 7000)
+    net.pump()
+    _start(viewer, net.now)
+    net.advance(0.1, [viewer])
+    # The bucket (1500 B) pays for the first piece and, going below zero, the second; the rest get REJECT.
+    assert capped.stats.uploaded == 2000
+    assert capped.stats.rejected_over_limit >= 1
+    assert viewer_at_capped.busy_until > net.now  # after a REJECT the viewer asks others first
+    net.advance(1.5, [viewer, capped])
+    bc.emit(net.now)  # a new piece, once the bucket has refilled: served
+    for _ in range(5):
+        net.advance(0.1, [viewer, capped])
+        capped.next_piece(cursor, net.now)
+    assert capped.stats.uploaded == 3000
+
+
+def test_zero_upload_slots_never_unchoke() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    leech = bc.make_swarm(Role.ENGINE, upload_slots=0)
+    viewer = bc.make_swarm(Role.ENGINE)
+    _, at_leech = net.connect(viewer, leech, 7001, 7000)
+    net.advance(6.0, [leech, viewer])  # past a rechoke
+    assert at_leech.peer_interested and at_leech.am_choking
+
+
+def test_no_have_to_a_peer_that_announced_the_piece_nor_to_the_source() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    viewer = bc.make_swarm(Role.ENGINE)
+    leech = bc.make_swarm(Role.ENGINE, upload_slots=0)  # announces pieces, never serves them
+    viewer_at_source, _ = net.connect(viewer, bc.source, 7000, 7764)
+    net.connect(leech, bc.source, 7001, 7764)
+    viewer_at_leech, _ = net.connect(viewer, leech, 7000, 7001)
+    bc.emit(net.now, random_access=True)
+    net.pump()
+    leech_cursor = _start(leech, net.now)
+    net.advance(0.1, [leech])
+    assert leech.next_piece(leech_cursor, net.now) is not None  # the leech has piece 0 and said so
+    viewer_cursor = _start(viewer, net.now)
+    net.advance(0.1, [viewer])
+    assert viewer.next_piece(viewer_cursor, net.now) is not None  # from the source: the leech chokes us
+    assert not any(isinstance(m, Have) for m in _sent(_link(net, viewer_at_leech)))
+    assert not any(isinstance(m, Have) for m in _sent(_link(net, viewer_at_source)))
+
+
+def test_fresh_piece_held_only_by_a_support_node_is_left_to_other_viewers_first() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    support = bc.make_swarm(Role.SUPPORT)
+    viewer = bc.make_swarm(Role.ENGINE, seeder_grace=10.0, rng=_Midpoint())  # waits 5 s for others
+    other = bc.make_swarm(Role.ENGINE, seeder_grace=0.0)
+    net.connect(support, bc.source, 8621, 7764)
+    net.connect(viewer, support, 7000, 8621)
+    net.connect(viewer, other, 7000, 7001)
+    net.connect(other, support, 7001, 8621)
+    nodes = [bc.source, support, viewer, other]
+    bc.emit(net.now, random_access=True)
+    other_cursor = other.open_cursor()
+    for _ in range(10):
+        net.advance(0.1, nodes)
+        if other.next_piece(other_cursor, net.now) is not None:
+            break
+    assert 0 in other.store  # the other viewer took piece 0 from the support node and told ours
+    start = net.now
+    cursors = {viewer: _start(viewer, net.now), other: other_cursor}
+    for step in range(8):  # 0.8 s, well inside the viewer's 5 s grace; the other viewer has none
+        if step < 4:
+            bc.emit(net.now)
+        net.advance(0.1, nodes)
+        for swarm, cursor in cursors.items():
+            while swarm.next_piece(cursor, net.now) is not None:
+                pass
+    assert net.now - start < 5.0
+    assert {0, 1, 2} <= set(viewer.store.indices())
+    assert viewer.stats.downloaded > 0 and viewer.stats.downloaded_from_seeders == 0  # all via the other viewer
+    assert other.stats.downloaded_from_seeders == other.stats.downloaded
+
+
+def test_flush_soon_defers_writes_until_flush() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    engine = bc.make_swarm(Role.ENGINE)
+    engine_side, _ = net.connect(engine, bc.source, 7000, 7764)
+    bc.emit(net.now, random_access=True)
+    net.pump()
+    cursor = _start(engine, net.now)
+    net.advance(0.1, [engine])
+    assert engine.next_piece(cursor, net.now) is not None
+    asked: list[int] = []
+    engine.flush_soon = lambda: asked.append(1)
+    link = _link(net, engine_side)
+    bc.emit(net.now)
+    net.pump(rounds=1)  # the source's HAVE reaches the engine, which queues a REQUEST but does not write it
+    assert asked == [1] and not link.outbox
+    engine.flush()
+    assert any(isinstance(m, Request) for m in FrameDecoder().feed(b"".join(link.outbox)))
