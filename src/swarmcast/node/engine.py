@@ -49,6 +49,9 @@ class EngineConfig:
     max_peers: int = 60
 
 
+ENGINE_TARGET_PEERS = 8
+
+
 class EngineBroadcast:
     def __init__(self, membership: Membership) -> None:
         self.membership = membership
@@ -147,6 +150,9 @@ class Engine:
                     peer_id=self.peer_id,
                     config=SwarmConfig(
                         role=Role.ENGINE,
+                        # A viewer dials 8 peers and is dialled by about as many: enough paths for the stream,
+                        # and each connection costs a HAVE per piece (CPU and bytes) on both sides.
+                        target_peers=ENGINE_TARGET_PEERS,
                         upload_slots=self.config.upload_slots,
                         upload_limit=self.config.upload_limit,
                         max_peers=self.config.max_peers,

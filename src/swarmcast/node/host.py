@@ -263,6 +263,11 @@ class PeerHost:
             for hook in list(self.tick_hooks):
                 hook(now)
 
+    def dial_now(self, swarm: Swarm) -> None:
+        """Dial the swarm's candidates at once (new ones just arrived) rather than on the next tick."""
+        if swarm.content_id in self.swarms:
+            self._dial(swarm, time.monotonic())
+
     def _dial(self, swarm: Swarm, now: float) -> None:
         dialing = self._dialing.setdefault(swarm.content_id, set())
         if len(self._tasks) >= MAX_CONCURRENT_DIALS:

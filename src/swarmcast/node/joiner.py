@@ -109,9 +109,11 @@ class Membership:
     def _on_peers(self, peers: list[Address]) -> None:
         own = {("127.0.0.1", self.host.port), ("0.0.0.0", self.host.port)}
         self.swarm.add_candidates(p for p in peers if p not in own)
+        self.host.dial_now(self.swarm)  # a joining player waits for these: do not wait for the next tick
 
     def start(self) -> None:
         self.host.add_swarm(self.swarm)
+        self.host.dial_now(self.swarm)
         self.announcer.start()
 
     async def close(self) -> None:

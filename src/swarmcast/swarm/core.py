@@ -552,6 +552,10 @@ class Swarm:
             cursors.append(self._sweeper)
         ranges = []
         for cursor in cursors:
+            if cursor.position is None and cursor is not self._sweeper:
+                # A new player: choose its start as soon as a peer's WINDOW or HAVE names one, not when the player
+                # next polls, so the first requests go out in the same turn as the news.
+                cursor.position = self._start_index()
             if cursor.position is not None:
                 ranges.append((cursor.position, min(newest, cursor.position + self.config.lookahead_pieces)))
         return ranges
