@@ -1,35 +1,50 @@
 """Discrete-event swarm simulator driving the REAL ``Swarm`` and ``Connection`` code on a virtual clock.
 
-    python bench/sim.py --peers 1000 --duration 30 [--churn 0.2] [--latency 20-120] [--bandwidth 1:0.3,4:0.4,20:0.3]
-    python bench/sim.py --scale 100,300,1000 --duration 20 --out docs/img
+    python bench/sim.py --peers 10000 --churn 0.2/min [--duration 80] [--latency 20-120] [--bandwidth 1:.3,4:.4,20:.3]
+    python bench/sim.py --scale 100,1000,10000 --churn 0.2/min --out /tmp/sim-results   # + sim-scaling.png
 
 Model (what is simulated, what is approximate):
-- One source swarm (role SOURCE) emits a piece every 0.1 s at the stream bitrate (RANDOM_ACCESS every 10th, i.e.
-  a keyframe a second), signed once with the real Ed25519 key. A few support nodes (role SUPPORT, the source pinned)
-  and N engines (role ENGINE, one cursor = one player opened at join).
-- Links: every node has an upload cap; bytes written on any of its links queue FIFO on its uplink and drain at the
-  cap, then arrive after a one-way latency (pair latency = the sum of two per-node access latencies, so pairs span
-  the --latency range). Downloads are not capped. Loss on a TCP-like link is extra delay: a write is hit with
-  probability --loss and arrives an RTT + 200 ms (a retransmission timeout) later; later bytes on that link wait
-  behind it (in-order delivery). Writes arriving within 5 ms on one link are coalesced into one delivery.
+- One source swarm (role SOURCE, 8 upload slots) emits a piece every ``--piece-interval`` (0.2 s, as the real cutter)
+  at the stream bitrate, RANDOM_ACCESS every ``--keyframe`` (1 s, i.e. every 5th piece), signed once with the real
+  Ed25519 key. A few support nodes (role SUPPORT, 50 slots, the source pinned) and N engines (role ENGINE, 16 slots,
+  one cursor = one player opened at join). Slots are the commands' defaults (src/swarmcast/commands/).
+- Upload capacity: each engine draws an upload bandwidth from ``--bandwidth`` (Mbit/s:weight). It is both the cap of
+  its uplink (below) and its ``SwarmConfig.upload_limit`` (the real engine's ``--upload-limit``: token bucket, REJECT
+  over it). An engine drawn with 0 gets ``upload_slots=0`` (it never uploads pieces) and a 0.5 Mbit/s uplink for its
+  control messages. Source and support nodes have no upload_limit (as the node defaults), only a link cap.
+- Links: bytes written on any of a node's links queue FIFO on its uplink and drain at the cap, then arrive after a
+  one-way latency (pair latency = the sum of two per-node access latencies, so pairs span the --latency range).
+  Downloads are not capped. Loss on a TCP-like link is extra delay: a write is hit with probability --loss and
+  arrives an RTT + 200 ms (a retransmission timeout) later; later bytes on that link wait behind it (in order).
+- Time runs in steps of ``--grid`` (2 ms): an arrival is delivered at the end of its step (up to 2 ms late), bytes
+  arriving on one link in one step are read in one go (one ``receive_data``), and each swarm flushes once per step,
+  after all its events (``Swarm.flush_soon``, as the asyncio node flushes once per event-loop turn).
+- Ticks: each node's ``Swarm.tick`` every ``--tick`` (0.1 s, the node's TICK_INTERVAL) at a random phase; dial
+  scans as the node's host does them (every tick while short of peers, else once a second). The player reads when
+  a piece was stored (the engine's piece listener) and polls every 0.25 s (the engine's POLL_INTERVAL).
 - Payload scaling: piece data is ``--payload-scale`` times smaller in memory than the bitrate says (10,000 stores of
-  real 25 kB pieces would not fit); links charge the full virtual size of every PIECE frame, and the reported bytes
-  (source upload, peer share) are virtual. Control overhead counts the real control bytes against the virtual payload.
+  real 50 kB pieces would not fit); links charge the full virtual size of every PIECE frame, the upload limit is
+  scaled the same way, and reported bytes (source upload, peer share) are virtual. Control overhead counts the real
+  control bytes against the virtual payload.
 - Signatures: verification is replaced by a lookup of the real signature by index (the simulator ONLY), because
   10,000 peers x pieces of Ed25519 verification in Python is too slow.
 - Discovery: a simulated tracker returns a random subset (40) of live nodes (source and supports included) at join
   and every 30 s; PEX is the Swarm's own.
-- Churn: engines leave (``Swarm.close``: goodbyes) and new ones join at --churn x N per minute each way.
+- Churn: engines leave (``Swarm.close``: goodbyes) and new ones join at --churn x N per minute each way (Poisson).
+- Figures: delay, continuity, source upload, shares and control overhead are measured after ``--warmup`` (default:
+  the ramp); startup over every engine that joined, and separately over those that joined after the warmup.
 """
 
 from __future__ import annotations
 
 import argparse
-import heapq
+import functools
 import itertools
 import json
 import math
 import random
+import resource
+import sys
 import time
 from array import array
 from collections import deque
@@ -47,87 +62,117 @@ from swarmcast.swarm.store import PieceStore, StoredPiece
 from swarmcast.wire.connection import Connection, HandshakeReceived
 from swarmcast.wire.messages import MAX_WINDOW_PIECES, Handshake, HandshakeFlags, PieceFlags
 
-PIECE_TYPE = 9
-PIECE_HEADER = 1 + 8 + 1 + 64  # type, index, flags, signature
-COALESCE = 0.005
 TRACKER_SAMPLE = 40
 TRACKER_INTERVAL = 30.0
+RETRANSMIT = 0.2  # extra delay of a lost write, on top of an RTT
+POLL_INTERVAL = 0.25  # the engine's player polls this often while it waits (node/engine.py)
+DIAL_SCAN_INTERVAL = 1.0  # the host scans candidates once a second when not short of peers (node/host.py)
+ZERO_UPLINK = 0.5e6 / 8  # bytes/s of control traffic for an engine that uploads no pieces
+SLOTS = {Role.SOURCE: 8, Role.SUPPORT: 50, Role.ENGINE: 16}  # the commands' --upload-slots defaults
+KIND = {Role.SOURCE: 0, Role.SUPPORT: 1, Role.ENGINE: 2}  # index into per-role counters
 _session_keys = itertools.count(1)
 
+Event = tuple[Callable[[Any], None], Any]
 
-@dataclass
+
+@dataclass(slots=True, eq=False)
 class Node:
     name: str
     role: Role
+    kind: int
     address: Address
     swarm: Swarm
-    cap: float  # upload bytes/s
+    cap: float  # uplink bytes/s (virtual)
     access_latency: float
     joined: float
+    slot: int  # tick phase
     cursor: Cursor | None = None
     alive: bool = True
     uplink_free_at: float = 0.0
     uploaded_virtual: float = 0.0
-    payload_virtual: float = 0.0
     connecting: set[Address] = field(default_factory=set)
     first_delivery: float | None = None
-    delivered: int = 0
+    delivered: int = 0  # pieces handed to the player in the measured window
+    skip_mark: int = 0  # cursor.skipped when the measured window opened
+    woken: bool = False
+    next_poll: float = 0.0
+    last_dial_scan: float = -1e9
+    next_announce: float = 0.0
 
 
 class SimLink:
     """One direction of a simulated TCP connection (the ``PeerLink`` under a session)."""
 
-    def __init__(self, sim: Simulator, src: Node, dst: Node) -> None:
+    __slots__ = ("closed", "conn", "dst", "last_delivery", "latency", "payload_mark", "peer", "queue", "queued",
+                 "session", "sim", "src", "tail", "tail_step")  # fmt: skip
+
+    def __init__(self, sim: Simulator, src: Node, dst: Node, conn: Connection) -> None:
         self.sim, self.src, self.dst = sim, src, dst
+        self.conn = conn  # the sending connection: its payload counter says how much of a write is piece data
+        self.payload_mark = conn.payload_sent
         self.session: PeerSession | None = None  # the receiving session at dst
         self.peer: SimLink | None = None
         self.closed = False
-        self.queue: deque[tuple[float, int]] = deque()
+        self.latency = src.access_latency + dst.access_latency
+        self.queue: deque[tuple[float, int]] = deque()  # (leaves the uplink at, bytes) still on src's uplink
         self.queued = 0
         self.last_delivery = 0.0
-        self.tail: list[Any] | None = None  # [time, chunks, delivered]
+        self.tail: list[bytes] = []
+        self.tail_step = -1
 
     def write(self, data: bytes) -> None:
         if self.closed:
             return
-        sim = self.sim
-        size, payload = sim.virtual_size(data)
-        src = self.src
-        start = max(sim.now, src.uplink_free_at)
+        sim, src = self.sim, self.src
+        sent = self.conn.payload_sent
+        payload = sent - self.payload_mark  # real piece bytes in this write
+        self.payload_mark = sent
+        real = len(data)
+        size = real + payload * sim.scale_less_one
+        now = sim.now
+        start = src.uplink_free_at if src.uplink_free_at > now else now
         finish = start + size / src.cap
         src.uplink_free_at = finish
         src.uploaded_virtual += size
-        src.payload_virtual += payload
-        sim.payload_by_role[src.role] += payload
+        sim.control_bytes += real - payload
+        if payload:
+            sim.payload_by_kind[src.kind] += payload * sim.scale
         self.queue.append((finish, size))
         self.queued += size
-        latency = src.access_latency + self.dst.access_latency
-        deliver = finish + latency
-        if sim.rng.random() < sim.loss:
-            deliver += 2 * latency + 0.2
-        deliver = max(deliver, self.last_delivery)
+        deliver = finish + self.latency
+        if sim.loss and sim.rng.random() < sim.loss:
+            deliver += 2 * self.latency + RETRANSMIT
+        deliver = max(deliver, self.last_delivery)  # in order: behind a retransmission
         self.last_delivery = deliver
-        tail = self.tail
-        if tail is not None and not tail[2] and deliver - tail[0] <= COALESCE:
-            tail[1].append(data)
+        step = int(deliver * sim.inv_grid) + 1
+        if step == self.tail_step:
+            self.tail.append(data)  # read together with the bytes already arriving in that step
             return
-        self.tail = [deliver, [data], False]
-        sim.schedule(deliver, self._deliver, self.tail)
+        chunks = [data]
+        self.tail, self.tail_step = chunks, step
+        bucket = sim.buckets.get(step)
+        if bucket is None:
+            sim.buckets[step] = [(self._deliver, chunks)]
+        else:
+            bucket.append((self._deliver, chunks))
 
-    def _deliver(self, entry: list[Any]) -> None:
-        entry[2] = True
+    def _deliver(self, chunks: list[bytes]) -> None:
         session, dst = self.session, self.dst
-        if session is None or not dst.alive or session.key not in dst.swarm.sessions:
+        if session is None or not dst.alive:
+            return
+        swarm = dst.swarm
+        if session.key not in swarm.sessions:
             return
         now = self.sim.now
-        events = session.connection.receive_data(b"".join(entry[1]), now)
-        dst.swarm.handle_events(session, events, now)
-        self.sim.play(dst)
+        events = session.connection.receive_data(chunks[0] if len(chunks) == 1 else b"".join(chunks), now)
+        swarm.handle_events(session, events, now)
 
     def write_buffer_size(self) -> int:
-        now = self.sim.now
-        while self.queue and self.queue[0][0] <= now:
-            self.queued -= self.queue.popleft()[1]
+        queue = self.queue
+        if queue:
+            now = self.sim.now
+            while queue and queue[0][0] <= now:
+                self.queued -= queue.popleft()[1]
         return self.queued
 
     def close(self) -> None:
@@ -137,8 +182,31 @@ class SimLink:
         peer = self.peer
         if peer is not None:
             # The far end sees EOF once the bytes in flight have arrived.
-            when = max(self.last_delivery, self.sim.now + self.src.access_latency + self.dst.access_latency)
-            self.sim.schedule(when, self.sim.eof, peer)
+            self.sim.schedule(max(self.last_delivery, self.sim.now + self.latency), self.sim.eof, peer)
+
+
+class LiveSet:
+    """Nodes with O(1) add, remove and random choice (the tracker's and churn's view)."""
+
+    def __init__(self) -> None:
+        self.items: list[Node] = []
+        self._pos: dict[int, int] = {}
+
+    def add(self, node: Node) -> None:
+        self._pos[id(node)] = len(self.items)
+        self.items.append(node)
+
+    def remove(self, node: Node) -> None:
+        pos = self._pos.pop(id(node), None)
+        if pos is None:
+            return
+        last = self.items.pop()
+        if last is not node:
+            self.items[pos] = last
+            self._pos[id(last)] = pos
+
+    def __len__(self) -> int:
+        return len(self.items)
 
 
 class Simulator:
@@ -146,23 +214,38 @@ class Simulator:
         self.args = args
         self.rng = random.Random(seed)
         self.now = 0.0
-        self._heap: list[tuple[float, int, Callable[[Any], None], Any]] = []
-        self._seq = itertools.count()
+        self.step = -1
+        self.grid: float = args.grid
+        self.inv_grid = 1.0 / self.grid
+        self.buckets: dict[int, list[Event]] = {}
+        self.tick_slots: list[list[Node]] = [[] for _ in range(max(1, round(args.tick / self.grid)))]
+        self.dirty: list[Swarm] = []
+        self.woken: list[Node] = []
         self.loss: float = args.loss
         self.scale: int = args.payload_scale
-        self.bitrate: int = args.bitrate * 1_000_000 // 8  # bytes/s
-        self.piece_virtual = int(self.bitrate * 0.1)
+        self.scale_less_one = self.scale - 1
+        self.bitrate: int = round(args.bitrate * 1_000_000 / 8)  # bytes/s
+        self.piece_interval: float = args.piece_interval
+        self.random_access_every = max(1, round(args.keyframe / self.piece_interval))
+        self.piece_virtual = int(self.bitrate * self.piece_interval)
         self.piece_real = max(1, self.piece_virtual // self.scale)
-        self.payload_by_role: dict[Role, float] = dict.fromkeys(Role, 0.0)
         self.nodes: dict[Address, Node] = {}
+        self.live = LiveSet()
+        self.live_engines = LiveSet()
         self.engines_total = 0
-        self.connections: list[Connection] = []
-        self.emitted: dict[int, float] = {}
+        self.emitted = array("d")
         self.delays = array("d")
         self.startups: list[float] = []
+        self.startups_after_warmup: list[float] = []
         self.never_started = 0
+        self.never_started_10s = 0  # of the engines that were in the swarm for at least 10 s
         self.skipped = 0
         self.delivered = 0
+        self.control_bytes = 0
+        self.payload_by_kind = [0.0, 0.0, 0.0]
+        self.warmup: float = args.warmup if args.warmup is not None else args.ramp
+        self.measuring = False
+        self.marks: dict[str, Any] = {}
         self._ip = itertools.count(1)
         low, high = (float(x) / 1000 for x in args.latency.split("-"))
         self.latency = (low / 2, high / 2)
@@ -190,43 +273,52 @@ class Simulator:
 
     # -- plumbing ----------------------------------------------------------------------------------------
     def schedule(self, when: float, fn: Callable[[Any], None], arg: Any) -> None:
-        heapq.heappush(self._heap, (when, next(self._seq), fn, arg))
-
-    def virtual_size(self, data: bytes) -> tuple[int, int]:
-        """Bytes on the wire as the bitrate says: PIECE frames count ``scale`` times their in-memory data."""
-        extra = payload = 0
-        offset, end = 0, len(data)
-        while offset + 5 <= end:
-            length = int.from_bytes(data[offset : offset + 4], "big")
-            if data[offset + 4] == PIECE_TYPE:
-                real = length - PIECE_HEADER
-                extra += real * (self.scale - 1)
-                payload += real * self.scale
-            offset += 4 + length
-        return len(data) + extra, payload
+        step = math.ceil(when * self.inv_grid - 1e-9)
+        if step <= self.step:
+            step = self.step + 1
+        bucket = self.buckets.get(step)
+        if bucket is None:
+            self.buckets[step] = [(fn, arg)]
+        else:
+            bucket.append((fn, arg))
 
     def add_node(self, role: Role, cap: float, name: str) -> Node:
         n = next(self._ip)
         address = (f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", 7764)
-        if role is Role.ENGINE:
-            store = PieceStore(max_bytes=30 * 10 * self.piece_real + 1, window_pieces=MAX_WINDOW_PIECES)
-        else:
-            store = PieceStore(max_bytes=120 * 10 * self.piece_real + 1, window_pieces=MAX_WINDOW_PIECES)
-        swarm = Swarm(content_id=self.content_id, peer_id=self.rng.randbytes(20), config=SwarmConfig(role=role),
-                      store=store, descriptor=self.descriptor, now=self.now,
-                      rng=random.Random(self.rng.random()))  # fmt: skip
-        node = Node(name, role, address, swarm, cap, self.rng.uniform(*self.latency), self.now)
+        seconds = 30 if role is Role.ENGINE else 120
+        store = PieceStore(max_bytes=math.ceil(seconds / self.piece_interval) * self.piece_real + 1,
+                           window_pieces=MAX_WINDOW_PIECES)  # fmt: skip
+        slots = SLOTS[role] if cap > 0 else 0
+        # The engine's --upload-limit counts piece data; ours is ``scale`` times smaller than the bytes it stands for.
+        limit = max(1, round(cap / self.scale)) if role is Role.ENGINE and cap > 0 else 0
+        config = SwarmConfig(role=role, upload_slots=slots, upload_limit=limit)
+        swarm = Swarm(content_id=self.content_id, peer_id=self.rng.randbytes(20), config=config, store=store,
+                      descriptor=self.descriptor, now=self.now, rng=random.Random(self.rng.random()))  # fmt: skip
+        slot = self.rng.randrange(len(self.tick_slots))
+        node = Node(name, role, KIND[role], address, swarm, cap if cap > 0 else ZERO_UPLINK,
+                    self.rng.uniform(*self.latency), self.now, slot)  # fmt: skip
+        swarm.flush_soon = functools.partial(self.dirty.append, swarm)
         if role is Role.ENGINE:
             node.cursor = swarm.open_cursor()
+            swarm.piece_listeners.append(functools.partial(self._wake, node))
             self.engines_total += 1
-        self.nodes[address] = node
+            self.live_engines.add(node)
+            node.next_announce = self.now + TRACKER_INTERVAL
         self.announce(node)
-        self.schedule(self.now + self.rng.uniform(0, self.args.tick), self.tick, node)
+        self.nodes[address] = node
+        self.live.add(node)
+        self.tick_slots[slot].append(node)
         return node
 
+    def _wake(self, node: Node, _index: int) -> None:
+        if not node.woken:
+            node.woken = True
+            self.woken.append(node)
+
     def announce(self, node: Node) -> None:
-        live = [a for a in self.nodes if a != node.address]
-        node.swarm.add_candidates(self.rng.sample(live, min(TRACKER_SAMPLE, len(live))))
+        live = self.live.items
+        sample = self.rng.sample(live, min(TRACKER_SAMPLE + 1, len(live)))
+        node.swarm.add_candidates([n.address for n in sample if n is not node][:TRACKER_SAMPLE])
 
     def flags(self, node: Node) -> HandshakeFlags:
         if node.role is Role.SOURCE:
@@ -234,22 +326,22 @@ class Simulator:
         return HandshakeFlags.SEEDER if node.role is Role.SUPPORT else HandshakeFlags.NONE
 
     # -- events ------------------------------------------------------------------------------------------
-    def tick(self, node: Node) -> None:
-        if not node.alive:
-            return
-        now = self.now
-        node.swarm.tick(now)
-        self.play(node)
-        for address in node.swarm.addresses_to_dial(now, node.connecting):
-            target = self.nodes.get(address)
-            rtt = 2 * (node.access_latency + (target.access_latency if target else 0.05))
-            node.connecting.add(address)
-            self.schedule(now + 1.5 * rtt, self.connect, (node, address))
-        if node.role is Role.ENGINE and now - node.joined >= TRACKER_INTERVAL and self.rng.random() < (
-            self.args.tick / TRACKER_INTERVAL
-        ):
-            self.announce(node)
-        self.schedule(now + self.args.tick, self.tick, node)
+    def tick(self, node: Node, now: float) -> None:
+        swarm = node.swarm
+        swarm.tick(now)
+        if swarm.wants_peers() or now - node.last_dial_scan >= DIAL_SCAN_INTERVAL:
+            node.last_dial_scan = now
+            for address in swarm.addresses_to_dial(now, node.connecting):
+                target = self.nodes.get(address)
+                rtt = 2 * (node.access_latency + (target.access_latency if target else 0.05))
+                node.connecting.add(address)
+                self.schedule(now + 1.5 * rtt, self.connect, (node, address))  # TCP + our handshake
+        if node.cursor is not None:
+            if now >= node.next_announce:
+                node.next_announce = now + TRACKER_INTERVAL
+                self.announce(node)
+            if now >= node.next_poll:
+                self.play(node)
 
     def connect(self, arg: tuple[Node, Address]) -> None:
         dialer, address = arg
@@ -264,12 +356,13 @@ class Simulator:
         conn_a, conn_b = Connection(now=now), Connection(now=now)
         conn_a.send_handshake(Handshake(self.content_id, dialer.swarm.peer_id, 7764, self.flags(dialer)), now)
         conn_b.send_handshake(Handshake(self.content_id, target.swarm.peer_id, 7764, self.flags(target)), now)
-        ev_b = conn_b.receive_data(conn_a.data_to_send(), now)
-        ev_a = conn_a.receive_data(conn_b.data_to_send(), now)
+        hello_a, hello_b = conn_a.data_to_send(), conn_b.data_to_send()
+        self.control_bytes += len(hello_a) + len(hello_b)
+        ev_b = conn_b.receive_data(hello_a, now)
+        ev_a = conn_a.receive_data(hello_b, now)
         assert isinstance(ev_a[0], HandshakeReceived)
         assert isinstance(ev_b[0], HandshakeReceived)
-        self.connections += [conn_a, conn_b]
-        a_to_b, b_to_a = SimLink(self, dialer, target), SimLink(self, target, dialer)
+        a_to_b, b_to_a = SimLink(self, dialer, target, conn_a), SimLink(self, target, dialer, conn_b)
         a_to_b.peer, b_to_a.peer = b_to_a, a_to_b
         sa = PeerSession(key=next(_session_keys), connection=conn_a, link=a_to_b, handshake=ev_a[0].handshake,
                          remote_ip=address[0], outbound=True, may_download=True, now=now)  # fmt: skip
@@ -290,26 +383,28 @@ class Simulator:
     def emit(self, _: object) -> None:
         index = self.next_index
         self.next_index += 1
-        flags = PieceFlags.RANDOM_ACCESS if index % 10 == 0 else PieceFlags.NONE
+        flags = PieceFlags.RANDOM_ACCESS if index % self.random_access_every == 0 else PieceFlags.NONE
         data = self.rng.randbytes(self.piece_real)
         signature = transport.sign_piece(self.key, self.content_id, index, flags, data)
         self.signatures[index] = signature
-        self.emitted[index] = self.now
+        self.emitted.append(self.now)
         self.source.swarm.add_local_piece(StoredPiece(index, flags, signature, data), self.now)
-        self.schedule(self.now + 0.1, self.emit, None)
+        self.schedule((index + 1) * self.piece_interval, self.emit, None)
 
     def play(self, node: Node) -> None:
         cursor = node.cursor
-        if cursor is None:
-            return
+        assert cursor is not None
+        now, swarm = self.now, node.swarm
+        node.next_poll = now + POLL_INTERVAL
         while True:
-            piece = node.swarm.next_piece(cursor, self.now)
+            piece = swarm.next_piece(cursor, now)
             if piece is None:
                 return
             if node.first_delivery is None:
-                node.first_delivery = self.now
-            node.delivered += 1
-            self.delays.append(self.now - self.emitted[piece.index])
+                node.first_delivery = now
+            if self.measuring:
+                node.delivered += 1
+                self.delays.append(now - self.emitted[piece.index])
 
     def join(self, _: object) -> None:
         cap = self.rng.choices([c for c, _ in self.mix], weights=[w for _, w in self.mix])[0]
@@ -319,27 +414,47 @@ class Simulator:
         node.alive = False
         node.swarm.close(self.now)
         del self.nodes[node.address]
+        self.live.remove(node)
+        self.live_engines.remove(node)
+        self.tick_slots[node.slot].remove(node)
         self.retire(node)
 
     def retire(self, node: Node) -> None:
-        if node.cursor is None:
+        cursor = node.cursor
+        if cursor is None:
             return
-        self.delivered += node.delivered
-        self.skipped += node.cursor.skipped
+        now = self.now
+        if self.measuring:
+            self.delivered += node.delivered
+            self.skipped += cursor.skipped - node.skip_mark
         if node.first_delivery is None:
             self.never_started += 1
+            if now - node.joined >= 10.0:
+                self.never_started_10s += 1
         else:
-            self.startups.append(node.first_delivery - node.joined)
+            startup = node.first_delivery - node.joined
+            self.startups.append(startup)
+            if node.joined >= self.warmup:
+                self.startups_after_warmup.append(startup)
 
     def churn(self, _: object) -> None:
         rate = self.args.churn * self.target_peers / 60.0  # each way, per second
-        engines = [n for n in self.nodes.values() if n.role is Role.ENGINE]
+        engines = self.live_engines
         for _i in range(self._poisson(rate)):
-            if engines:
-                self.leave(engines.pop(self.rng.randrange(len(engines))))
+            if len(engines):
+                self.leave(engines.items[self.rng.randrange(len(engines))])
         for _i in range(self._poisson(rate)):
             self.join(None)
         self.schedule(self.now + 1.0, self.churn, None)
+
+    def mark(self, _: object) -> None:
+        """Open the measured window: counters from here on."""
+        self.measuring = True
+        for node in self.live_engines.items:
+            assert node.cursor is not None
+            node.skip_mark = node.cursor.skipped
+        self.marks = {"source": self.source.uploaded_virtual, "source_payload": self.payload_by_kind[0],
+                      "payload": list(self.payload_by_kind), "control": self.control_bytes}  # fmt: skip
 
     def _poisson(self, mean: float) -> int:
         limit, k, p = math.exp(-mean), 0, self.rng.random()
@@ -348,73 +463,124 @@ class Simulator:
             p *= self.rng.random()
         return k
 
+    def _progress(self, started: float, cpu: float) -> None:
+        print(f"[sim {self.target_peers}] t={self.now:6.1f} s  wall={time.perf_counter() - started:7.1f} s  "
+              f"cpu={time.process_time() - cpu:7.1f} s  nodes={len(self.live)}  pieces={self.next_index}  "
+              f"deliveries={len(self.delays)}", file=sys.stderr, flush=True)  # fmt: skip
+
     # -- run ---------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         args = self.args
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         self.schedule(0.0, self.emit, None)
         for i in range(self.target_peers):
             self.schedule(args.ramp * i / max(1, self.target_peers), self.join, None)
         if args.churn > 0:
             self.schedule(args.ramp + 1.0, self.churn, None)
-        heap = self._heap
-        while heap and heap[0][0] <= args.duration:
-            when, _, fn, arg = heapq.heappop(heap)
-            self.now = when
-            fn(arg)
+        self.schedule(self.warmup, self.mark, None)
+        buckets, slots, dirty, woken = self.buckets, self.tick_slots, self.dirty, self.woken
+        n_slots = len(slots)
+        progress_steps = round(args.progress * self.inv_grid) if args.progress > 0 else 0
+        last = math.floor(args.duration * self.inv_grid + 1e-9)
+        for step in range(last + 1):
+            self.step = step
+            now = self.now = step * self.grid
+            events = buckets.pop(step, None)
+            if events is not None:
+                for fn, arg in events:
+                    fn(arg)
+            for node in slots[step % n_slots]:
+                self.tick(node, now)
+            if dirty:
+                batch = dirty.copy()
+                dirty.clear()
+                for swarm in batch:
+                    swarm.flush()
+            if woken:
+                batch_nodes = woken.copy()
+                woken.clear()
+                for node in batch_nodes:
+                    node.woken = False
+                    if node.alive:
+                        self.play(node)
+            if progress_steps and step % progress_steps == 0 and step:
+                self._progress(started, cpu)
+        if not self.measuring:
+            self.mark(None)
         for node in self.nodes.values():
             self.retire(node)
-        return self.figures(time.perf_counter() - started)
+        return self.figures(time.perf_counter() - started, time.process_time() - cpu)
 
-    def figures(self, wall: float) -> dict[str, Any]:
+    def figures(self, wall: float, cpu: float) -> dict[str, Any]:
         delays = sorted(self.delays)
         startups = sorted(self.startups)
-        control = sum(c.bytes_sent - c.payload_sent for c in self.connections)
-        payload_virtual = sum(c.payload_sent for c in self.connections) * self.scale
-        total_payload = sum(self.payload_by_role.values()) or 1.0
+        later = sorted(self.startups_after_warmup)
+        marks = self.marks
+        window = max(1e-9, self.args.duration - self.warmup)
+        payload = [now - before for now, before in zip(self.payload_by_kind, marks["payload"], strict=True)]
+        total_payload = sum(payload) or 1.0
+        control = self.control_bytes - marks["control"]
 
         def q(values: list[float], p: float) -> float | None:
             return round(values[min(len(values) - 1, int(p * len(values)))], 3) if values else None
 
-        duration = self.args.duration
+        stream = self.bitrate * window
         return {
-            "peers": self.target_peers, "engines_seen": self.engines_total, "duration_s": duration,
-            "wall_s": round(wall, 1), "bitrate_mbit": self.args.bitrate, "pieces_emitted": self.next_index,
+            "peers": self.target_peers, "engines_seen": self.engines_total, "duration_s": self.args.duration,
+            "window_s": round(window, 3), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+            "bitrate_mbit": self.args.bitrate, "pieces_emitted": self.next_index,
             "startup_p50_s": q(startups, 0.5), "startup_p95_s": q(startups, 0.95),
-            "startup_max_s": round(startups[-1], 3) if startups else None, "never_started": self.never_started,
-            "delay_p50_s": q(delays, 0.5), "delay_p95_s": q(delays, 0.95),
+            "startup_max_s": round(startups[-1], 3) if startups else None,
+            "startup_after_warmup_p50_s": q(later, 0.5), "startup_after_warmup_p95_s": q(later, 0.95),
+            "never_started": self.never_started, "never_started_10s": self.never_started_10s,
+            "delay_p50_s": q(delays, 0.5), "delay_p95_s": q(delays, 0.95), "delay_p99_s": q(delays, 0.99),
             "delay_max_s": round(delays[-1], 3) if delays else None,
             "continuity": round(self.delivered / max(1, self.delivered + self.skipped), 4),
-            "source_upload_ratio": round(self.source.uploaded_virtual / (self.bitrate * duration), 3),
-            "source_payload_ratio": round(self.source.payload_virtual / (self.bitrate * duration), 3),
-            "share_from_engines": round(self.payload_by_role[Role.ENGINE] / total_payload, 4),
-            "share_from_supports": round(self.payload_by_role[Role.SUPPORT] / total_payload, 4),
-            "share_from_source": round(self.payload_by_role[Role.SOURCE] / total_payload, 4),
-            "control_overhead": round(control / max(1.0, control + payload_virtual), 4),
+            "source_upload_ratio": round((self.source.uploaded_virtual - marks["source"]) / stream, 3),
+            "source_payload_ratio": round(payload[0] / stream, 3),
+            "share_from_engines": round(payload[2] / total_payload, 4),
+            "share_from_supports": round(payload[1] / total_payload, 4),
+            "share_from_source": round(payload[0] / total_payload, 4),
+            "control_overhead": round(control / max(1.0, control + sum(payload)), 4),
             "source_peers_end": self.source.swarm.peer_count,
             "verifier": "STAND-IN (signature lookup by index; simulator only)",
+            "params": params(self.args),
         }  # fmt: skip
+
+
+def params(args: argparse.Namespace) -> dict[str, Any]:
+    """What a result depends on besides the swarm size (``--reuse`` matches on it)."""
+    skip = {"peers", "scale", "out", "reuse", "progress"}
+    return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peers", type=int, default=1000)
-    parser.add_argument("--duration", type=float, default=30.0, help="virtual seconds")
+    parser.add_argument("--duration", type=float, default=80.0, help="virtual seconds (default 80: ramp + 70)")
     parser.add_argument("--churn", type=lambda s: float(s.split("/")[0]), default=0.0,
                         help="share of peers leaving (and joining) per minute: 0.2 or 0.2/min")  # fmt: skip
     parser.add_argument("--latency", default="20-120", help="one-way pair latency range, ms (e.g. 20-120 or 20-120ms)")
-    parser.add_argument("--bandwidth", default="1:0.3,4:0.4,20:0.3", help="engine upload mix, Mbit/s:weight,...")
+    parser.add_argument("--bandwidth", default="1:0.3,4:0.4,20:0.3",
+                        help="engine upload mix, Mbit/s:weight,... (0 = uploads nothing: upload_slots 0)")  # fmt: skip
     parser.add_argument("--loss", type=float, default=0.01)
-    parser.add_argument("--bitrate", type=int, default=2, help="stream Mbit/s")
+    parser.add_argument("--bitrate", type=float, default=2, help="stream Mbit/s")
+    parser.add_argument("--piece-interval", type=float, default=0.2, help="seconds per piece (the cutter's 0.2)")
+    parser.add_argument("--keyframe", type=float, default=1.0, help="seconds between RANDOM_ACCESS pieces")
     parser.add_argument("--supports", type=int, default=3)
     parser.add_argument("--source-mbit", type=float, default=100.0)
     parser.add_argument("--support-mbit", type=float, default=100.0)
-    parser.add_argument("--tick", type=float, default=0.25, help="Swarm.tick interval per node (the node uses 0.1)")
+    parser.add_argument("--tick", type=float, default=0.1, help="Swarm.tick interval per node (the node's 0.1)")
+    parser.add_argument("--grid", type=float, default=0.002, help="time step, s: arrivals are rounded up to it")
     parser.add_argument("--ramp", type=float, default=10.0, help="initial peers join evenly over this many seconds")
+    parser.add_argument("--warmup", type=float, default=None, help="measure from this virtual second (default: ramp)")
     parser.add_argument("--payload-scale", type=int, default=100)
     parser.add_argument("--scale", default="", help="comma-separated swarm sizes: scaling mode with a plot")
+    parser.add_argument("--reuse", default="", help="JSON of earlier results: sizes run with the same params reused")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", default="")
+    parser.add_argument("--progress", type=float, default=10.0, help="progress line (stderr) every so many virtual s")
+    parser.add_argument("--out", default="", help="directory for sim-results.json (and sim-scaling.png)")
     args = parser.parse_args(argv)
     args.latency = args.latency.removesuffix("ms")
     return args
@@ -436,11 +602,14 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
     sizes = [r["peers"] for r in results]
     fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3), dpi=80)
-    left.plot(sizes, [r["source_upload_ratio"] for r in results], "o-")
+    left.plot(sizes, [r["source_upload_ratio"] for r in results], "o-", label="measured")
+    left.axhline(2.0, color="grey", linestyle="--", linewidth=1, label="target ≤ 2")
     left.set(xscale="log", xlabel="peers", ylabel="copies of the stream", title="source upload")
     left.set_ylim(bottom=0)
+    left.legend()
     right.plot(sizes, [r["delay_p50_s"] for r in results], "o-", label="p50")
     right.plot(sizes, [r["delay_p95_s"] for r in results], "s-", label="p95")
+    right.axhline(3.0, color="grey", linestyle="--", linewidth=1, label="p95 target ≤ 3 s")
     right.set(xscale="log", xlabel="peers", ylabel="seconds", title="emit-to-player delay")
     right.set_ylim(bottom=0)
     right.legend()
@@ -449,20 +618,54 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _earlier(path: str) -> list[dict[str, Any]]:
+    if not path:
+        return []
+    data = json.loads(Path(path).read_text())
+    return data if isinstance(data, list) else [data]
+
+
 def main() -> None:
     args = parse()
     sizes = [int(s) for s in args.scale.split(",")] if args.scale else [args.peers]
+    earlier = _earlier(args.reuse)
     results = []
     for size in sizes:
-        result = simulate(args, size)
+        args.peers = size
+        found = [r for r in earlier if r.get("peers") == size and r.get("params") == params(args)]
+        result = dict(found[0], reused=args.reuse) if found else simulate(args, size)
         results.append(result)
         print(json.dumps(result), flush=True)
+    print(table(results), flush=True)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "sim-results.json").write_text(json.dumps(results, indent=1))
         if len(results) > 1:
             plot(results, out / "sim-scaling.png")
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """The figures as a Markdown table (docs/benchmarks-sim.md)."""
+
+    def f(value: Any, fmt: str = "{}") -> str:
+        return "–" if value is None else fmt.format(value)
+
+    lines = ["| peers | wall / cpu | startup p50 / p95 (after warmup) | never started (≥10 s) | delay p50 / p95 / max "
+             "| continuity | source upload | from engines / supports / source | control |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in results:
+        lines.append(
+            f"| {r['peers']} | {r['wall_s']:.0f} / {r['cpu_s']:.0f} s "
+            f"| {f(r['startup_p50_s'])} / {f(r['startup_p95_s'])} s "
+            f"({f(r['startup_after_warmup_p50_s'])} / {f(r['startup_after_warmup_p95_s'])} s) "
+            f"| {r['never_started']} ({r['never_started_10s']}) / {r['engines_seen']} "
+            f"| {f(r['delay_p50_s'])} / {f(r['delay_p95_s'])} / {f(r['delay_max_s'])} s | {r['continuity']:.4f} "
+            f"| {r['source_upload_ratio']:.2f} × | {100 * r['share_from_engines']:.1f} / "
+            f"{100 * r['share_from_supports']:.1f} / {100 * r['share_from_source']:.1f} % "
+            f"| {100 * r['control_overhead']:.1f} % |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

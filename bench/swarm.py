@@ -409,12 +409,37 @@ def plots(result: dict[str, Any], out: Path) -> None:
     axes[0].set(title="source-to-player delay", xlabel="stamp time (s)", ylabel="delay (s)")
     starts = [v["startup_s"] for v in viewers if v["startup_s"] is not None]
     axes[1].hist(starts, bins=20)
-    axes[1].set(title="startup (request -> first keyframe)", xlabel="s", ylabel="players")
+    axes[1].set(title="startup (request -> first decoded frame)", xlabel="s", ylabel="players")
     conts = [v["continuity_rel"] for v in viewers if v["continuity_rel"] is not None]
     axes[2].hist(conts, bins=20, range=(0, 1))
     axes[2].set(title=f"continuity (buffer {result['overall']['buffer_s']} s)", xlabel="share on time")
     fig.tight_layout()
     fig.savefig(out / "overview.png")
+    plt.close(fig)
+    if result.get("baseline"):
+        plot_vs_hls(result, out)
+
+
+def plot_vs_hls(result: dict[str, Any], out: Path) -> None:
+    """Delay distributions and the broadcaster's upload, swarm next to the HLS origin."""
+    import matplotlib.pyplot as plt
+
+    hls, o = result["baseline"], result["overall"]
+    swarm_delays = sorted(d for v in result["viewers"] for _t, d in v["delays"])
+    hls_delays = sorted(d for p in hls["per_player"] for _t, d in p["delays"])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), dpi=70)
+    for label, values in (("swarm", swarm_delays), ("nginx HLS", hls_delays)):
+        if values:
+            axes[0].plot(values, [i / len(values) for i in range(len(values))], label=label)
+    axes[0].set(title="delay at arrival (all keyframes, all players)", xlabel="s", ylabel="share of keyframes")
+    axes[0].legend()
+    bars = {"swarm: source": o["source_upload_ratio"], "swarm: source +\nsupport nodes": o["broadcaster_upload_ratio"],
+            "HLS origin": hls["origin_upload_ratio"]}  # fmt: skip
+    names = [k for k, v in bars.items() if v is not None]
+    axes[1].bar(names, [bars[k] for k in names], color=["tab:blue", "tab:cyan", "tab:orange"][: len(names)])
+    axes[1].set(title=f"upload / stream, {o['viewers']} players", ylabel="copies of the stream")
+    fig.tight_layout()
+    fig.savefig(out / "vs-hls.png")
     plt.close(fig)
 
 
