@@ -293,3 +293,21 @@ def test_flush_soon_defers_writes_until_flush() -> None:
     assert asked == [1] and not link.outbox
     engine.flush()
     assert any(isinstance(m, Request) for m in FrameDecoder().feed(b"".join(link.outbox)))
+
+
+def test_support_node_keeps_serving_the_viewers_it_serves_most() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    support = bc.make_swarm(Role.SUPPORT, upload_slots=4)  # 3 kept by score + 1 optimistic
+    at_support = [net.connect(bc.make_swarm(Role.ENGINE), support, 7000 + i, 8621)[1] for i in range(8)]
+    net.pump()
+    assert all(s.peer_interested for s in at_support)
+    relied_on = at_support[5:]
+    for session in relied_on:
+        session.up.add(500_000, net.now)  # as if it had been fetching the stream from the support node
+    for _ in range(3):  # several rechokes: the optimistic slot moves, the served viewers stay
+        net.advance(5.0, [support])
+        for session in relied_on:
+            session.up.add(500_000, net.now)
+        assert not any(s.am_choking for s in relied_on)
+        assert sum(not s.am_choking for s in at_support) == 4

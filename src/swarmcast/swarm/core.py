@@ -679,11 +679,16 @@ class Swarm:
         if len(interested) <= slots:
             keep = {s.key for s in interested}
         else:
-            source = self.config.role is Role.SOURCE
+            role = self.config.role
 
             def score(s: PeerSession) -> tuple[bool, float]:
-                # Source: seeders first (they fan out); everyone: reciprocate the peers that give us most.
-                return (source and s.is_seeder, s.down.rate(now) + (s.up.rate(now) if source else 0.0))
+                if role is Role.SOURCE:  # seeders first (they fan out), then whoever we exchange most with
+                    return (s.is_seeder, s.down.rate(now) + s.up.rate(now))
+                if role is Role.SUPPORT:
+                    # Viewers give a support node nothing, so reciprocity would rank them at random and choke
+                    # at every rechoke the viewers that rely on it; keep serving those it serves most.
+                    return (False, s.up.rate(now))
+                return (False, s.down.rate(now))  # a viewer reciprocates the peers that give it most
 
             # A quarter of the slots (at least one) go round at random, so a newcomer with nothing to give yet, or
             # a viewer that cannot upload, is never starved for long by peers that all reciprocate.
