@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from swarmcast.swarm.core import Cursor, Role, Swarm
+from swarmcast.swarm.core import NEWCOMER_GRACE, Cursor, Role, Swarm
 from swarmcast.swarm.peer import PeerSession
 from swarmcast.wire.codec import FrameDecoder
 from swarmcast.wire.messages import Have, Message, Request
@@ -305,9 +305,25 @@ def test_support_node_keeps_serving_the_viewers_it_serves_most() -> None:
     relied_on = at_support[5:]
     for session in relied_on:
         session.up.add(500_000, net.now)  # as if it had been fetching the stream from the support node
-    for _ in range(3):  # several rechokes: the optimistic slot moves, the served viewers stay
+    for step in range(5):  # several rechokes: the optimistic slot moves, the served viewers stay
         net.advance(5.0, [support])
         for session in relied_on:
             session.up.add(500_000, net.now)
         assert not any(s.am_choking for s in relied_on)
-        assert sum(not s.am_choking for s in at_support) == 4
+        if net.now > NEWCOMER_GRACE:  # before that, one newcomer also held an extra slot
+            assert sum(not s.am_choking for s in at_support) == 4, step
+
+
+def test_a_newcomer_is_unchoked_at_once_when_the_slots_are_full() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    support = bc.make_swarm(Role.SUPPORT, upload_slots=4)
+    for i in range(6):
+        net.connect(bc.make_swarm(Role.ENGINE), support, 7000 + i, 8621)
+    net.advance(NEWCOMER_GRACE + 1.0, [support])  # the first comers' grace is over; all slots are taken
+    assert sum(not s.am_choking for s in support.sessions.values()) == 4
+    _, newcomer = net.connect(bc.make_swarm(Role.ENGINE), support, 7100, 8621)
+    net.pump()
+    assert not newcomer.am_choking  # an extra newcomer slot, not a wait for the next rechoke
+    net.advance(NEWCOMER_GRACE + 5.0, [support])
+    assert sum(not s.am_choking for s in support.sessions.values()) == 4  # back to the slot count after its grace

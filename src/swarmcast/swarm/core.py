@@ -62,6 +62,7 @@ from swarmcast.wire.messages import (
 
 log = logging.getLogger("swarmcast.swarm")
 
+NEWCOMER_GRACE = 10.0  # seconds a newly joined peer may hold an extra upload slot
 HOUSEKEEPING_INTERVAL = 1.0  # seconds between connection timers, back-pressure checks and rechoke checks
 
 
@@ -159,6 +160,7 @@ class Swarm:
         self._last_rechoke = now
         self._last_optimistic = now
         self._optimistic: set[int] = set()
+        self._newcomers: dict[int, float] = {}  # session key -> end of its newcomer grace
         # Index -> when a piece only the broadcaster's nodes hold may be fetched from them (see seeder_grace).
         self._spare_until: dict[int, float] = {}
         self._upload_tokens = float(config.upload_limit)
@@ -229,6 +231,7 @@ class Swarm:
         for index in list(session.requests_out):
             self._pending.pop(index, None)
         self._optimistic.discard(session.key)
+        self._newcomers.pop(session.key, None)
         self._after_change(now)
 
     def ban(self, session: PeerSession, error: ProtocolError, now: float) -> None:
@@ -671,6 +674,17 @@ class Swarm:
         unchoked = sum(1 for s in self.sessions.values() if not s.am_choking)
         if unchoked < self.config.upload_slots:
             self._set_choke(session, choke=False, now=now)
+            return
+        # Slots full: a peer that has just joined gets one of a few extra newcomer slots for NEWCOMER_GRACE
+        # seconds, so a new viewer starts at once instead of waiting for a rechoke or an optimistic draw;
+        # by the time the grace ends it competes like everyone else.
+        self._newcomers = {k: t for k, t in self._newcomers.items() if t > now and k in self.sessions}
+        if now - session.connected_at < NEWCOMER_GRACE and len(self._newcomers) < self._newcomer_slots():
+            self._newcomers[session.key] = session.connected_at + NEWCOMER_GRACE
+            self._set_choke(session, choke=False, now=now)
+
+    def _newcomer_slots(self) -> int:
+        return max(1, self.config.upload_slots // 4)
 
     def _rechoke(self, now: float) -> None:
         self._last_rechoke = now
@@ -705,6 +719,7 @@ class Swarm:
                 pool = [k for k in rest if k not in self._optimistic]
                 self._optimistic |= set(self._rng.sample(pool, min(missing, len(pool))))
             keep |= self._optimistic
+            keep |= {k for k, until in self._newcomers.items() if until > now and k in {s.key for s in interested}}
         for session in self.sessions.values():
             self._set_choke(session, choke=session.key not in keep, now=now)
 
