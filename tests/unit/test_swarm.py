@@ -7,7 +7,7 @@ import random
 from swarmcast.swarm.core import NEWCOMER_GRACE, Cursor, Role, Swarm
 from swarmcast.swarm.peer import PeerSession
 from swarmcast.wire.codec import FrameDecoder
-from swarmcast.wire.messages import Have, Message, Request
+from swarmcast.wire.messages import Have, Message, PieceFlags, Request
 from tests.unit.memswarm import Broadcast, MemoryLink, MemoryNetwork
 
 
@@ -327,3 +327,19 @@ def test_a_newcomer_is_unchoked_at_once_when_the_slots_are_full() -> None:
     assert not newcomer.am_choking  # an extra newcomer slot, not a wait for the next rechoke
     net.advance(NEWCOMER_GRACE + 5.0, [support])
     assert sum(not s.am_choking for s in support.sessions.values()) == 4  # back to the slot count after its grace
+
+
+def test_a_reader_far_behind_live_jumps_to_the_newest_random_access_piece() -> None:
+    bc = Broadcast()
+    engine = bc.make_swarm(Role.ENGINE, max_lag_pieces=20)
+    for i in range(5):
+        engine.add_local_piece(bc.piece(i, b"x" * 10, PieceFlags.RANDOM_ACCESS if i == 0 else PieceFlags.NONE), 0.0)
+    cursor = engine.open_cursor()
+    first = engine.next_piece(cursor, 0.0)
+    assert first is not None and first.index == 0
+    # The stream runs on while this reader is slow: 30 more pieces, a random-access one at 30.
+    for i in range(5, 35):
+        engine.add_local_piece(bc.piece(i, b"x" * 10, PieceFlags.RANDOM_ACCESS if i == 30 else PieceFlags.NONE), 1.0)
+    piece = engine.next_piece(cursor, 1.0)
+    assert piece is not None and piece.index == 30
+    assert cursor.skipped == 29

@@ -52,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source.set_defaults(func=run_source)
 
     support = roles.add_parser("support", help="follow a broadcast and feed the swarm")
-    add_common(support, default_port=8621, default_slots=50)
+    # A support node is the broadcaster's server: it serves every peer it accepts (--max-peers, default 60);
+    # its capacity is bounded by --upload-limit, not by choking viewers that have nowhere else to go.
+    add_common(support, default_port=8621, default_slots=60)
     support.add_argument("--url", required=True, help="transport file: a path or an http(s) URL")
     support.add_argument("--download-from", type=address, action="append", default=[], metavar="IP:PORT")
     support.set_defaults(func=run_support)

@@ -84,6 +84,7 @@ class SwarmConfig:
     request_timeout: float = 2.0
     lookahead_pieces: int = 96
     skip_after: float = 2.5
+    max_lag_pieces: int = 50  # a reader this far behind the newest piece known jumps to live (10 s of 0.2 s pieces)
     rechoke_interval: float = 5.0
     optimistic_interval: float = 10.0
     pex_interval: float = 20.0
@@ -313,6 +314,9 @@ class Swarm:
             # The reader fell out of the window (it read too slowly): rejoin at the newest random-access piece.
             self._skip(cursor, self._latest_random_access(), now)
             return None
+        if cursor.started and self._too_far_behind(cursor.position):
+            # Pieces still trickle in, but slower than the stream: jump to live rather than lag for ever.
+            self._skip(cursor, self._latest_random_access(), now)
         piece = self.store.get(cursor.position)
         if piece is not None:
             cursor.position += 1
@@ -336,6 +340,10 @@ class Swarm:
         elif now - cursor.waiting_since >= self.config.skip_after:
             self._skip(cursor, self._next_random_access_after(cursor.position), now)
         return None
+
+    def _too_far_behind(self, position: int) -> bool:
+        newest = self._newest_known()
+        return newest is not None and newest - position > self.config.max_lag_pieces
 
     def _skip(self, cursor: Cursor, target: int | None, now: float) -> None:
         if target is None or cursor.position is None or target <= cursor.position:
