@@ -27,16 +27,29 @@ sim = _load("sim")
 
 def test_sim_200_peers_few_seconds() -> None:
     original = transport.PieceVerifier.verify
-    args = sim.parse(["--peers", "200", "--duration", "6", "--ramp", "2", "--churn", "0.2/min"])
+    args = sim.parse(["--peers", "200", "--duration", "6", "--ramp", "2", "--churn", "0.2/min", "--progress", "0"])
     result = sim.simulate(args, 200)
     assert transport.PieceVerifier.verify is original  # the stand-in verifier does not leak out of the simulator
-    assert result["pieces_emitted"] > 0
+    assert result["pieces_emitted"] == 31  # one every 0.2 s, from t = 0 to t = 6 inclusive
+    assert result["window_s"] == 4.0  # measured after the ramp
     assert 0.0 <= result["continuity"] <= 1.0
     for key in ("delay_p50_s", "delay_p95_s", "delay_max_s", "startup_p50_s"):
         assert result[key] is not None
         assert math.isfinite(result[key])
         assert result[key] >= 0
+    assert result["delay_p50_s"] <= result["delay_p95_s"] <= result["delay_max_s"]
     assert result["source_upload_ratio"] > 0
     assert 0.0 <= result["control_overhead"] < 1.0
     shares = result["share_from_engines"] + result["share_from_supports"] + result["share_from_source"]
     assert abs(shares - 1.0) < 1e-3
+    assert result["engines_seen"] > 200  # churn brought newcomers
+    assert "| 200 |" in sim.table([result])
+
+
+def test_sim_engines_without_upload_serve_nothing() -> None:
+    # "--bandwidth 0:1": every viewer runs with upload_slots 0, so the bytes come from the broadcaster's nodes only.
+    args = sim.parse(["--peers", "30", "--duration", "4", "--ramp", "1", "--bandwidth", "0:1", "--progress", "0"])
+    result = sim.simulate(args, 30)
+    assert result["share_from_engines"] == 0.0
+    assert result["delay_p50_s"] is not None
+    assert result["share_from_supports"] + result["share_from_source"] > 0.99

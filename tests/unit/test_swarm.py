@@ -343,3 +343,22 @@ def test_a_reader_far_behind_live_jumps_to_the_newest_random_access_piece() -> N
     piece = engine.next_piece(cursor, 1.0)
     assert piece is not None and piece.index == 30
     assert cursor.skipped == 29
+
+
+def test_support_nodes_split_the_stream_from_the_source_between_them() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    a, b = bc.make_swarm(Role.SUPPORT), bc.make_swarm(Role.SUPPORT)
+    net.connect(a, bc.source, 8621, 7764)
+    net.connect(b, bc.source, 8622, 7764)
+    net.connect(a, b, 8621, 8622)
+    nodes = [bc.source, a, b]
+    for step in range(40):
+        if step < 20:
+            bc.emit(net.now, random_access=(step % 10 == 0))
+        net.advance(0.1, nodes)
+    assert set(range(20)) <= set(a.store.indices()) and set(range(20)) <= set(b.store.indices())
+    # Each piece left the source about once (not twice): the support node it belongs to passed it to the other.
+    # The first piece or two go to both, before either has anything and so counts as a place to wait for.
+    assert bc.source.stats.uploaded <= 22 * 1000
+    assert a.stats.uploaded > 0 and b.stats.uploaded > 0

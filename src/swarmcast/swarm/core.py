@@ -417,7 +417,7 @@ class Swarm:
                 self._note_have(session, index, flags)
                 if index not in self.store and index not in self._spare_until and len(self._spare_until) < 4096:
                     # First news of a fresh piece: our moment to let others take it from the broadcaster first.
-                    self._spare_until[index] = now + self.config.seeder_grace * self._rng.random()
+                    self._spare_until[index] = now + self._grace_for(index)
             case Window(first, have, random_access):
                 session.have = {first + i for i, bit in enumerate(have) if bit}
                 session.random_access = {first + i for i, bit in enumerate(random_access) if bit and have[i]}
@@ -603,6 +603,20 @@ class Swarm:
             best.requests_out[index] = now
             self._pending[index] = best.key
             self._send(best, Request(index), now)
+
+    def _grace_for(self, index: int) -> float:
+        """How long a fresh piece held only by nodes we spare may wait for someone else to fetch it first.
+
+        Viewers draw at random, so the first few to ask take it from a support node and the rest from them. Support
+        nodes split the stream: each piece belongs to one of the support nodes connected to each other (by index,
+        over their sorted peer ids), which fetches it from the source at once; the others wait twice the grace for
+        it to arrive through their fellow before asking the source themselves."""
+        if self.config.role is not Role.SUPPORT:
+            return self.config.seeder_grace * self._rng.random()
+        fellows = sorted(
+            [self.peer_id] + [s.handshake.peer_id for s in self.sessions.values() if s.is_seeder and not s.is_source]
+        )
+        return 0.0 if fellows[index % len(fellows)] == self.peer_id else 2 * self.config.seeder_grace
 
     def _spared_predicate(self) -> Callable[[PeerSession], bool]:
         """Whose upload we spare: a support node spares the source, an engine every broadcaster's node."""
