@@ -592,14 +592,18 @@ class Swarm:
             ]
             if not holders:
                 continue
+            # Peers that turned a request of ours away in the last second (over their upload limit) are not asked
+            # again until then: asking each capped holder in turn cost a REQUEST and a REJECT per piece per peer.
+            holders = [s for s in holders if s.busy_until <= now]
+            if not holders:
+                continue
             # Spare the broadcaster's nodes when someone else has the piece: their upload is the broadcaster's bill.
             others = [s for s in holders if not spared(s)]
             if others:
                 holders = others
             elif could_fetch_first and now < self._spare_until.get(index, 0.0):
                 continue  # fresh, held only by the broadcaster: another peer may fetch it first and pass it on
-            idle = [s for s in holders if s.busy_until <= now]
-            best = min(idle or holders, key=lambda s: (len(s.requests_out), -s.down.rate(now)))
+            best = min(holders, key=lambda s: (len(s.requests_out), -s.down.rate(now)))
             best.requests_out[index] = now
             self._pending[index] = best.key
             self._send(best, Request(index), now)
