@@ -385,3 +385,17 @@ def test_a_capped_viewer_unchokes_only_as_many_peers_as_its_limit_can_feed() -> 
             pass
     assert all(s.peer_interested for s in at_capped)
     assert sum(not s.am_choking for s in at_capped) == 2  # 1 + int(limit / stream rate)
+
+
+def test_a_source_points_viewers_to_its_support_nodes() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    support = bc.make_swarm(Role.SUPPORT)
+    other_viewer = bc.make_swarm(Role.ENGINE)
+    net.connect(support, bc.source, 8621, 7764)
+    net.connect(other_viewer, bc.source, 7001, 7764)
+    viewer = bc.make_swarm(Role.ENGINE, target_peers=1)
+    net.connect(viewer, bc.source, 7000, 7764)
+    net.pump()
+    # The source's PEX named only the support node, and the viewer dials it although its one peer slot is taken.
+    assert viewer.addresses_to_dial(net.now, set()) == [("127.0.0.1", 8621)]

@@ -62,6 +62,7 @@ from swarmcast.wire.messages import (
 
 log = logging.getLogger("swarmcast.swarm")
 
+PREFERRED_EXTRA_PEERS = 2  # support nodes named by a source may be dialled this far beyond target_peers
 NEWCOMER_GRACE = 10.0  # seconds a newly joined peer may hold an extra upload slot
 HOUSEKEEPING_INTERVAL = 1.0  # seconds between connection timers, back-pressure checks and rechoke checks
 
@@ -110,6 +111,7 @@ class _Candidate:
     failures: int = 0
     next_try: float = 0.0
     pinned: bool = False  # an address we were told to use (source, --download-from): never forgotten
+    preferred: bool = False  # a support node a source pointed us to: dialled first, even with the peer set full
 
 
 @dataclass
@@ -248,7 +250,7 @@ class Swarm:
         self.detach(session, now, f"banned ({error.code.name})")
 
     # -- candidates to dial ------------------------------------------------------------------------------
-    def add_candidates(self, addresses: Iterable[Address], *, pinned: bool = False) -> None:
+    def add_candidates(self, addresses: Iterable[Address], *, pinned: bool = False, preferred: bool = False) -> None:
         for address in addresses:
             if address in self._banned_addresses:
                 continue
@@ -260,6 +262,7 @@ class Swarm:
                     continue
                 candidate = self._candidates[address] = _Candidate()
             candidate.pinned = candidate.pinned or pinned
+            candidate.preferred = candidate.preferred or preferred
 
     def dial_failed(self, address: Address, now: float) -> None:
         candidate = self._candidates.get(address)
@@ -279,11 +282,20 @@ class Swarm:
             a for a, c in self._candidates.items() if c.pinned and a not in connected and a not in connecting
         ]
         chosen: list[Address] = [a for a in pinned_missing if self._candidates[a].next_try <= now]
+        # Support nodes a source named: a viewer the source will not serve needs one, whatever else it has.
+        preferred = [
+            a for a, c in self._candidates.items()
+            if c.preferred and not c.pinned and a not in connected and a not in connecting and c.next_try <= now
+        ]  # fmt: skip
+        self._rng.shuffle(preferred)
+        extra = preferred[: max(0, room + PREFERRED_EXTRA_PEERS)]
+        chosen.extend(extra)
+        room -= len(extra)
         if room > 0:
             others = [
                 a
                 for a, c in self._candidates.items()
-                if not c.pinned and a not in connected and a not in connecting and c.next_try <= now
+                if not c.pinned and not c.preferred and a not in connected and a not in connecting and c.next_try <= now
             ]
             self._rng.shuffle(others)
             chosen.extend(others[:room])
@@ -450,7 +462,7 @@ class Swarm:
             case NotInterested():
                 session.peer_interested = False
             case Pex(peers):
-                self.add_candidates(peers)
+                self.add_candidates(peers, preferred=session.is_source)
             case MetadataRequest():
                 self._send(session, Metadata(self._descriptor_bytes), now)
             case Metadata(data):
@@ -786,6 +798,11 @@ class Swarm:
         return [s for s in self.sessions.values() if s.address[1] > 0]
 
     def _pex_list(self, *, exclude: PeerSession) -> tuple[Address, ...]:
+        seeders = [s.address for s in self._sessions_for_pex() if s.is_seeder and s is not exclude]
+        if self.config.role is Role.SOURCE and not exclude.is_seeder and seeders:
+            # A source names only its support nodes to viewers (it serves only them when it has any): a viewer
+            # that found the source first must reach one, not only other viewers who may all be busy.
+            return tuple(seeders[:MAX_PEX_PEERS])
         peers = [s.address for s in self._sessions_for_pex() if s is not exclude]
         self._rng.shuffle(peers)
         return tuple(peers[:MAX_PEX_PEERS])
