@@ -371,22 +371,6 @@ def test_support_nodes_split_the_stream_from_the_source_between_them() -> None:
     assert a.stats.uploaded > 0 and b.stats.uploaded > 0
 
 
-def test_a_capped_viewer_unchokes_only_as_many_peers_as_its_limit_can_feed() -> None:
-    net = MemoryNetwork()
-    bc = Broadcast()
-    capped = bc.make_swarm(Role.ENGINE, upload_limit=15_000)  # 1.5 x a stream of 10 pieces of 1000 B a second
-    net.connect(capped, bc.source, 7000, 7764)
-    at_capped = [net.connect(bc.make_swarm(Role.ENGINE), capped, 7001 + i, 7000)[1] for i in range(5)]
-    cursor = capped.open_cursor()
-    for step in range(80):  # 8 s of stream, past a rechoke
-        bc.emit(net.now, random_access=(step % 10 == 0))
-        net.advance(0.1, [bc.source, capped])
-        while capped.next_piece(cursor, net.now) is not None:
-            pass
-    assert all(s.peer_interested for s in at_capped)
-    assert sum(not s.am_choking for s in at_capped) == 2  # 1 + int(limit / stream rate)
-
-
 def test_a_source_points_viewers_to_its_support_nodes() -> None:
     net = MemoryNetwork()
     bc = Broadcast()

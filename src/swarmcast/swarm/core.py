@@ -707,40 +707,27 @@ class Swarm:
         return not any(s.is_seeder and s.peer_interested for s in self.sessions.values())
 
     def _unchoke_if_free(self, session: PeerSession, now: float) -> None:
-        if not session.am_choking or not self._eligible(session) or self._slots(now) <= 0:
+        if not session.am_choking or not self._eligible(session) or self.config.upload_slots <= 0:
             return
         unchoked = sum(1 for s in self.sessions.values() if not s.am_choking)
-        if unchoked < self._slots(now):
+        if unchoked < self.config.upload_slots:
             self._set_choke(session, choke=False, now=now)
             return
         # Slots full: a peer that has just joined gets one of a few extra newcomer slots for NEWCOMER_GRACE
         # seconds, so a new viewer starts at once instead of waiting for a rechoke or an optimistic draw;
         # by the time the grace ends it competes like everyone else.
         self._newcomers = {k: t for k, t in self._newcomers.items() if t > now and k in self.sessions}
-        if now - session.connected_at < NEWCOMER_GRACE and len(self._newcomers) < self._newcomer_slots(now):
+        if now - session.connected_at < NEWCOMER_GRACE and len(self._newcomers) < self._newcomer_slots():
             self._newcomers[session.key] = session.connected_at + NEWCOMER_GRACE
             self._set_choke(session, choke=False, now=now)
 
-    def _newcomer_slots(self, now: float) -> int:
-        return max(1, self._slots(now) // 4)
-
-    def _slots(self, now: float) -> int:
-        """Upload slots, fitted to the upload limit: about as many peers as the limit can feed the stream, plus one.
-
-        A capped viewer that unchoked 16 peers answered most of their requests with REJECT (control bytes for
-        nothing, and a wait for the requester); unchoking only what it can serve sends the rest elsewhere at once.
-        The stream's rate is what we download (an engine takes the whole stream)."""
-        slots = self.config.upload_slots
-        limit = self.config.upload_limit
-        stream = self.stats.down.rate(now)
-        if limit <= 0 or slots <= 0 or stream <= 0:
-            return slots
-        return min(slots, 1 + int(limit / stream))
+    def _newcomer_slots(self) -> int:
+        return max(1, self.config.upload_slots // 4)
 
     def _rechoke(self, now: float) -> None:
         self._last_rechoke = now
         interested = [s for s in self.sessions.values() if s.peer_interested and self._eligible(s)]
-        slots = self._slots(now)
+        slots = self.config.upload_slots
         if len(interested) <= slots:
             keep = {s.key for s in interested}
         else:
