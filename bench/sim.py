@@ -1,6 +1,6 @@
 """Discrete-event swarm simulator driving the REAL ``Swarm`` and ``Connection`` code on a virtual clock.
 
-    python bench/sim.py --peers 10000 --churn 0.2/min [--duration 80] [--latency 20-120] [--bandwidth 1:.3,4:.4,20:.3]
+    python bench/sim.py --peers 10000 --churn 0.2/min [--duration 70] [--latency 20-120] [--bandwidth 1:.3,4:.4,20:.3]
     python bench/sim.py --scale 100,1000,10000 --churn 0.2/min --out /tmp/sim-results   # + sim-scaling.png
 
 Model (what is simulated, what is approximate):
@@ -39,11 +39,13 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import itertools
 import json
 import math
 import random
 import resource
+import subprocess
 import sys
 import time
 from array import array
@@ -56,6 +58,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarmcast import transport
+from swarmcast.commands import engine as engine_command
+from swarmcast.commands import node as node_command
+from swarmcast.node.engine import ENGINE_TARGET_PEERS
+from swarmcast.node.host import MAX_CONCURRENT_DIALS
 from swarmcast.swarm.core import Cursor, Role, Swarm, SwarmConfig
 from swarmcast.swarm.peer import Address, PeerSession
 from swarmcast.swarm.store import PieceStore, StoredPiece
@@ -68,11 +74,43 @@ RETRANSMIT = 0.2  # extra delay of a lost write, on top of an RTT
 POLL_INTERVAL = 0.25  # the engine's player polls this often while it waits (node/engine.py)
 DIAL_SCAN_INTERVAL = 1.0  # the host scans candidates once a second when not short of peers (node/host.py)
 ZERO_UPLINK = 0.5e6 / 8  # bytes/s of control traffic for an engine that uploads no pieces
-SLOTS = {Role.SOURCE: 8, Role.SUPPORT: 50, Role.ENGINE: 16}  # the commands' --upload-slots defaults
 KIND = {Role.SOURCE: 0, Role.SUPPORT: 1, Role.ENGINE: 2}  # index into per-role counters
 _session_keys = itertools.count(1)
 
 Event = tuple[Callable[[Any], None], Any]
+
+
+def command_defaults() -> dict[Role, tuple[int, int]]:
+    """(--upload-slots, --max-peers) as the real commands default them (src/swarmcast/commands), per role."""
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers()
+    engine_command.register(commands)
+    node_command.register(commands)
+    argv = {Role.SOURCE: ["node", "source", "--source", "-", "--title", "-"],
+            Role.SUPPORT: ["node", "support", "--url", "-"], Role.ENGINE: ["engine"]}  # fmt: skip
+    return {role: (args.upload_slots, args.max_peers) for role, args in
+            ((role, parser.parse_args(a)) for role, a in argv.items())}  # fmt: skip
+
+
+def code_version() -> str:
+    """Which swarm code a result came from: git HEAD (+ "dirty" when src/ differs from it) and a hash of core.py."""
+    from swarmcast.swarm import core
+
+    path = Path(core.__file__).resolve()
+    digest = hashlib.sha1(path.read_bytes(), usedforsecurity=False).hexdigest()[:10]
+    root = Path(__file__).resolve().parents[1]
+    if root not in path.parents:  # a swarmcast from elsewhere (PYTHONPATH)
+        return f"{path.parents[2]} core.py {digest}"
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "src"], cwd=root, check=False).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return f"core.py {digest}"
+    return f"{head}{' dirty' if dirty else ''} core.py {digest}"
+
+
+CODE_VERSION = code_version()  # at import: the code this process runs, even if the files change meanwhile
 
 
 @dataclass(slots=True, eq=False)
@@ -128,21 +166,24 @@ class SimLink:
         payload = sent - self.payload_mark  # real piece bytes in this write
         self.payload_mark = sent
         real = len(data)
-        size = real + payload * sim.scale_less_one
+        if payload:
+            size = real + payload * sim.scale_less_one
+            sim.payload_by_kind[src.kind] += payload * sim.scale
+        else:
+            size = real
+        sim.control_bytes += real - payload
         now = sim.now
-        start = src.uplink_free_at if src.uplink_free_at > now else now
+        start = src.uplink_free_at if src.uplink_free_at > now else now  # FIFO behind what is queued
         finish = start + size / src.cap
         src.uplink_free_at = finish
         src.uploaded_virtual += size
-        sim.control_bytes += real - payload
-        if payload:
-            sim.payload_by_kind[src.kind] += payload * sim.scale
         self.queue.append((finish, size))
         self.queued += size
         deliver = finish + self.latency
         if sim.loss and sim.rng.random() < sim.loss:
             deliver += 2 * self.latency + RETRANSMIT
-        deliver = max(deliver, self.last_delivery)  # in order: behind a retransmission
+        if deliver < self.last_delivery:  # noqa: PLR1730 - in order: behind a retransmission (builtin max is slower)
+            deliver = self.last_delivery
         self.last_delivery = deliver
         step = int(deliver * sim.inv_grid) + 1
         if step == self.tail_step:
@@ -161,18 +202,21 @@ class SimLink:
         if session is None or not dst.alive:
             return
         swarm = dst.swarm
-        if session.key not in swarm.sessions:
-            return
-        now = self.sim.now
-        events = session.connection.receive_data(chunks[0] if len(chunks) == 1 else b"".join(chunks), now)
-        swarm.handle_events(session, events, now)
+        if session.key in swarm.sessions:
+            now = self.sim.now
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            swarm.handle_events(session, session.connection.receive_data(data, now), now)
 
     def write_buffer_size(self) -> int:
         queue = self.queue
         if queue:
             now = self.sim.now
-            while queue and queue[0][0] <= now:
-                self.queued -= queue.popleft()[1]
+            if queue[-1][0] <= now:  # all of it has left the uplink
+                queue.clear()
+                self.queued = 0
+            else:
+                while queue[0][0] <= now:
+                    self.queued -= queue.popleft()[1]
         return self.queued
 
     def close(self) -> None:
@@ -183,6 +227,23 @@ class SimLink:
         if peer is not None:
             # The far end sees EOF once the bytes in flight have arrived.
             self.sim.schedule(max(self.last_delivery, self.sim.now + self.latency), self.sim.eof, peer)
+
+
+class SimSession(PeerSession):
+    """The swarm's ``PeerSession``, with the two flags read off the handshake computed once rather than per access.
+
+    Same values (a handshake never changes); the properties cost two IntFlag operations, microseconds, and the
+    request scan reads them for every peer on every message.
+    """
+
+    is_source = False
+    is_seeder = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        flags = int(self.handshake.flags)
+        self.is_source = bool(flags & HandshakeFlags.SOURCE.value)
+        self.is_seeder = bool(flags & (HandshakeFlags.SOURCE.value | HandshakeFlags.SEEDER.value))
 
 
 class LiveSet:
@@ -251,6 +312,7 @@ class Simulator:
         self.latency = (low / 2, high / 2)
         self.mix = [(float(m) * 1e6 / 8, float(w)) for m, w in (p.split(":") for p in args.bandwidth.split(","))]
         self.target_peers = peers
+        self.defaults = command_defaults()
         self.key = Ed25519PrivateKey.generate()
         public_key = transport.public_key_bytes(self.key)
         self.descriptor = transport.Descriptor(name="sim", title="sim", piece_size=self.piece_real,
@@ -288,10 +350,15 @@ class Simulator:
         seconds = 30 if role is Role.ENGINE else 120
         store = PieceStore(max_bytes=math.ceil(seconds / self.piece_interval) * self.piece_real + 1,
                            window_pieces=MAX_WINDOW_PIECES)  # fmt: skip
-        slots = SLOTS[role] if cap > 0 else 0
+        slots, max_peers = self.defaults[role]
+        slots = slots if cap > 0 else 0
         # The engine's --upload-limit counts piece data; ours is ``scale`` times smaller than the bytes it stands for.
         limit = max(1, round(cap / self.scale)) if role is Role.ENGINE and cap > 0 else 0
-        config = SwarmConfig(role=role, upload_slots=slots, upload_limit=limit)
+        if role is Role.ENGINE:  # as node/engine.py configures a viewer
+            config = SwarmConfig(role=role, target_peers=ENGINE_TARGET_PEERS, upload_slots=slots, upload_limit=limit,
+                                 max_peers=max_peers)  # fmt: skip
+        else:
+            config = SwarmConfig(role=role, upload_slots=slots, max_peers=max_peers)
         swarm = Swarm(content_id=self.content_id, peer_id=self.rng.randbytes(20), config=config, store=store,
                       descriptor=self.descriptor, now=self.now, rng=random.Random(self.rng.random()))  # fmt: skip
         slot = self.rng.randrange(len(self.tick_slots))
@@ -303,11 +370,11 @@ class Simulator:
             swarm.piece_listeners.append(functools.partial(self._wake, node))
             self.engines_total += 1
             self.live_engines.add(node)
-            node.next_announce = self.now + TRACKER_INTERVAL
-        self.announce(node)
+        node.next_announce = self.now + TRACKER_INTERVAL
         self.nodes[address] = node
-        self.live.add(node)
         self.tick_slots[slot].append(node)
+        self.announce(node)
+        self.live.add(node)
         return node
 
     def _wake(self, node: Node, _index: int) -> None:
@@ -316,9 +383,25 @@ class Simulator:
             self.woken.append(node)
 
     def announce(self, node: Node) -> None:
+        """The tracker's answer: candidates, dialled at once (``PeerHost.dial_now``)."""
         live = self.live.items
         sample = self.rng.sample(live, min(TRACKER_SAMPLE + 1, len(live)))
         node.swarm.add_candidates([n.address for n in sample if n is not node][:TRACKER_SAMPLE])
+        self.dial(node, self.now)
+
+    def dial(self, node: Node, now: float) -> None:
+        """``PeerHost._dial``: at most MAX_CONCURRENT_DIALS attempts in flight; each opens 1.5 RTT later."""
+        connecting = node.connecting
+        node.last_dial_scan = now
+        if len(connecting) >= MAX_CONCURRENT_DIALS:
+            return
+        for address in node.swarm.addresses_to_dial(now, connecting):
+            if len(connecting) >= MAX_CONCURRENT_DIALS:
+                break
+            target = self.nodes.get(address)
+            rtt = 2 * (node.access_latency + (target.access_latency if target else 0.05))
+            connecting.add(address)
+            self.schedule(now + 1.5 * rtt, self.connect, (node, address))  # TCP + our handshake
 
     def flags(self, node: Node) -> HandshakeFlags:
         if node.role is Role.SOURCE:
@@ -330,18 +413,12 @@ class Simulator:
         swarm = node.swarm
         swarm.tick(now)
         if swarm.wants_peers() or now - node.last_dial_scan >= DIAL_SCAN_INTERVAL:
-            node.last_dial_scan = now
-            for address in swarm.addresses_to_dial(now, node.connecting):
-                target = self.nodes.get(address)
-                rtt = 2 * (node.access_latency + (target.access_latency if target else 0.05))
-                node.connecting.add(address)
-                self.schedule(now + 1.5 * rtt, self.connect, (node, address))  # TCP + our handshake
-        if node.cursor is not None:
-            if now >= node.next_announce:
-                node.next_announce = now + TRACKER_INTERVAL
-                self.announce(node)
-            if now >= node.next_poll:
-                self.play(node)
+            self.dial(node, now)
+        if node.kind and now >= node.next_announce:  # everyone but the source re-announces (it only seeds)
+            node.next_announce = now + TRACKER_INTERVAL
+            self.announce(node)
+        if node.cursor is not None and now >= node.next_poll:
+            self.play(node)
 
     def connect(self, arg: tuple[Node, Address]) -> None:
         dialer, address = arg
@@ -364,10 +441,10 @@ class Simulator:
         assert isinstance(ev_b[0], HandshakeReceived)
         a_to_b, b_to_a = SimLink(self, dialer, target, conn_a), SimLink(self, target, dialer, conn_b)
         a_to_b.peer, b_to_a.peer = b_to_a, a_to_b
-        sa = PeerSession(key=next(_session_keys), connection=conn_a, link=a_to_b, handshake=ev_a[0].handshake,
-                         remote_ip=address[0], outbound=True, may_download=True, now=now)  # fmt: skip
-        sb = PeerSession(key=next(_session_keys), connection=conn_b, link=b_to_a, handshake=ev_b[0].handshake,
-                         remote_ip=dialer.address[0], outbound=False, may_download=True, now=now)  # fmt: skip
+        sa = SimSession(key=next(_session_keys), connection=conn_a, link=a_to_b, handshake=ev_a[0].handshake,
+                        remote_ip=address[0], outbound=True, may_download=True, now=now)  # fmt: skip
+        sb = SimSession(key=next(_session_keys), connection=conn_b, link=b_to_a, handshake=ev_b[0].handshake,
+                        remote_ip=dialer.address[0], outbound=False, may_download=True, now=now)  # fmt: skip
         b_to_a.session, a_to_b.session = sa, sb
         if target.swarm.attach(sb, now):
             dialer.swarm.attach(sa, now)
@@ -545,6 +622,8 @@ class Simulator:
             "control_overhead": round(control / max(1.0, control + sum(payload)), 4),
             "source_peers_end": self.source.swarm.peer_count,
             "verifier": "STAND-IN (signature lookup by index; simulator only)",
+            "upload_slots": {role.value: slots for role, (slots, _) in self.defaults.items()},
+            "code": CODE_VERSION,
             "params": params(self.args),
         }  # fmt: skip
 
@@ -558,7 +637,7 @@ def params(args: argparse.Namespace) -> dict[str, Any]:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peers", type=int, default=1000)
-    parser.add_argument("--duration", type=float, default=80.0, help="virtual seconds (default 80: ramp + 70)")
+    parser.add_argument("--duration", type=float, default=70.0, help="virtual seconds (default 70: the ramp + 60)")
     parser.add_argument("--churn", type=lambda s: float(s.split("/")[0]), default=0.0,
                         help="share of peers leaving (and joining) per minute: 0.2 or 0.2/min")  # fmt: skip
     parser.add_argument("--latency", default="20-120", help="one-way pair latency range, ms (e.g. 20-120 or 20-120ms)")
