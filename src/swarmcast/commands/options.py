@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from swarmcast.node.admission import AdmissionConfig
 from swarmcast.node.config import DEFAULT_LIVE_CACHE_SIZE, CacheConfig, NodeCommon
 from swarmcast.swarm.peer import Address
 
@@ -80,6 +81,55 @@ def add_upload_options(parser: argparse.ArgumentParser, *, default_slots: int) -
                         help="upload limit in KB/s (1 KB = 1000 bytes); 0 = no limit (default)")  # fmt: skip
 
 
+def add_admission_options(parser: argparse.ArgumentParser) -> None:
+    """Per-address and total connection limits of the shared port (docs/design.md, "Admission")."""
+    d = AdmissionConfig()
+    group = parser.add_argument_group("admission (limits per remote address and in total)")
+    group.add_argument("--max-connections", type=positive_int, default=d.max_connections,
+                       help=f"peer connections in total, inbound and outbound (default {d.max_connections})")
+    group.add_argument("--max-connections-per-ip", type=positive_int, default=d.max_connections_per_ip,
+                       help="inbound peer connections from one address (an IPv6 /64), every broadcast together "
+                            f"(default {d.max_connections_per_ip})")
+    group.add_argument("--max-peers-per-ip", type=positive_int, default=d.max_peers_per_ip,
+                       help="peers (peer ids) one address may have in one broadcast; a household NAT holds a few "
+                            f"viewers (default {d.max_peers_per_ip})")
+    group.add_argument("--max-pending-connections", type=positive_int, default=d.max_pending,
+                       help="connections still in their handshake, in total; when full the oldest is dropped "
+                            f"(default {d.max_pending})")
+    group.add_argument("--max-pending-per-ip", type=positive_int, default=d.max_pending_per_ip,
+                       help=f"connections still in their handshake from one address (default {d.max_pending_per_ip})")
+    group.add_argument("--max-connection-rate-per-ip", type=positive_float, default=d.connection_rate_per_ip,
+                       help="new connections per second from one address, bursts of 3 s allowed "
+                            f"(default {d.connection_rate_per_ip:g})")
+    group.add_argument("--max-http-connections", type=positive_int, default=d.max_http_connections,
+                       help=f"web-interface connections in total (default {d.max_http_connections})")
+    group.add_argument("--max-http-connections-per-ip", type=positive_int, default=d.max_http_connections_per_ip,
+                       help=f"web-interface connections from one address (default {d.max_http_connections_per_ip})")
+    group.add_argument("--handshake-timeout", type=positive_float, default=d.handshake_timeout,
+                       help="seconds a peer connection may take to handshake after its first bytes "
+                            f"(default {d.handshake_timeout:g})")
+    group.add_argument("--http-header-timeout", type=positive_float, default=d.http_header_timeout,
+                       help=f"seconds an HTTP client may take to send its request headers (default "
+                            f"{d.http_header_timeout:g})")  # fmt: skip
+
+
+def admission_from_args(args: argparse.Namespace) -> AdmissionConfig:
+    rate = args.max_connection_rate_per_ip
+    return AdmissionConfig(
+        max_connections=args.max_connections,
+        max_connections_per_ip=args.max_connections_per_ip,
+        max_peers_per_ip=args.max_peers_per_ip,
+        max_pending=args.max_pending_connections,
+        max_pending_per_ip=args.max_pending_per_ip,
+        connection_rate_per_ip=rate,
+        connection_burst_per_ip=max(1, round(rate * 3)),
+        max_http_connections=args.max_http_connections,
+        max_http_connections_per_ip=args.max_http_connections_per_ip,
+        handshake_timeout=args.handshake_timeout,
+        http_header_timeout=args.http_header_timeout,
+    )
+
+
 def add_common(parser: argparse.ArgumentParser, *, default_port: int, default_slots: int) -> None:
     parser.add_argument("--port", type=port, default=default_port, help="P2P and web interface port")
     parser.add_argument("--bind", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
@@ -93,6 +143,7 @@ def add_common(parser: argparse.ArgumentParser, *, default_port: int, default_sl
     parser.add_argument("--service-access-token", help="token in /app/<token>/... URLs")
     add_upload_options(parser, default_slots=default_slots)
     parser.add_argument("--max-peers", type=positive_int, default=60)
+    add_admission_options(parser)
     parser.add_argument("--log-file", type=Path)
     parser.add_argument("--debug", action="store_true", help="verbose logging")
 
@@ -109,4 +160,5 @@ def common_from_args(args: argparse.Namespace) -> NodeCommon:
         upload_slots=args.upload_slots,
         upload_limit=args.upload_limit,
         max_peers=args.max_peers,
+        admission=admission_from_args(args),
     )

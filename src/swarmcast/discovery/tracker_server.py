@@ -17,7 +17,7 @@ import ipaddress
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import unquote_to_bytes
@@ -295,8 +295,18 @@ class InternalTracker:
     # ---------------------------------------------------------------------------------------------------------------
     # aiohttp edge
 
-    def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/announce", self.handle_request)
+    def add_routes(
+        self, app: web.Application, *, path: str = "/announce",
+        authorize: Callable[[web.Request], bool] | None = None,
+    ) -> None:  # fmt: skip
+        """Serve announces at ``path``; with ``authorize``, only requests it accepts (a node's access token)."""
+
+        async def handle(request: web.Request) -> web.Response:
+            if authorize is not None and not authorize(request):
+                return web.Response(body=_failure("invalid access token"), status=403, content_type="text/plain")
+            return await self.handle_request(request)
+
+        app.router.add_get(path, handle)
 
     async def handle_request(self, request: web.Request) -> web.Response:
         # aiohttp's request.query decodes values as UTF-8 text, which corrupts a binary info_hash: decode ourselves.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swarmcast.node.admission import AdmissionConfig
 from swarmcast.swarm.peer import Address
 
 DEFAULT_LIVE_CACHE_SIZE = 209_715_200
@@ -28,6 +29,7 @@ class NodeCommon:
     upload_slots: int = 8
     upload_limit: int = 0  # bytes/s; 0 = no limit
     max_peers: int = 60
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
 
 @dataclass(frozen=True)

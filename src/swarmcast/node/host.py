@@ -12,24 +12,35 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
+import re
+import resource
 import time
 from collections.abc import Callable
 from typing import cast
 
 from aiohttp import web
 
+from swarmcast.node.admission import Admission, AdmissionConfig
 from swarmcast.swarm.core import Swarm
 from swarmcast.swarm.peer import Address, PeerSession
-from swarmcast.wire.connection import HANDSHAKE_TIMEOUT, Connection, ConnectionClosed, HandshakeReceived
+from swarmcast.wire.connection import Connection, ConnectionClosed, HandshakeReceived
 from swarmcast.wire.messages import PROTOCOL_MAGIC, GoodbyeReason, Handshake, HandshakeFlags
 
 log = logging.getLogger("swarmcast.node")
 
 TICK_INTERVAL = 0.1
 DIAL_TIMEOUT = 5.0
-FIRST_BYTES_TIMEOUT = 10.0
-MAX_CONNECTIONS = 1024
 MAX_CONCURRENT_DIALS = 32
+# Open files the connection budgets never use: dials in progress, the disk cache, tracker clients, logs, and the
+# sockets one accept batch takes before admission sees them (asyncio accepts up to its backlog, 100, at a time).
+DESCRIPTOR_RESERVE = 160
+# The node's web interface takes small GET requests only: a request head longer than this is not one of ours.
+MAX_REQUEST_HEAD = 16 * 1024
+REFUSAL_LOG_INTERVAL = 10.0
+_REQUEST_LINE = re.compile(rb"[A-Z]{1,16} [!-~]{1,8192} HTTP/1\.[01]\r?")
+HTTP_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+HTTP_HEAD_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 ABORT_BUFFER_SIZE = 256 * 1024
 _session_keys = itertools.count(1)
 
@@ -56,8 +67,11 @@ class TransportLink:
 class PeerProtocol(asyncio.Protocol):
     """One peer connection, inbound or outbound, until its swarm takes it."""
 
-    def __init__(self, host: PeerHost, *, outbound_swarm: Swarm | None = None, initial: bytes = b"") -> None:
+    def __init__(
+        self, host: PeerHost, *, key: int | None = None, outbound_swarm: Swarm | None = None, initial: bytes = b""
+    ) -> None:
         self._host = host
+        self._key = key  # the admission key; outbound connections get theirs in connection_made
         self._outbound_swarm = outbound_swarm
         self._initial = initial
         self._connection = Connection(now=time.monotonic())
@@ -65,17 +79,23 @@ class PeerProtocol(asyncio.Protocol):
         self._session: PeerSession | None = None
         self._swarm: Swarm | None = None
         self._remote_ip = ""
-        self._handshake_timer: asyncio.TimerHandle
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         peer = self._transport.get_extra_info("peername")
         self._remote_ip = str(peer[0]) if peer else ""
+        now = time.monotonic()
+        if self._key is None:
+            self._key = self._host.admission.outbound(self._remote_ip, now)
+            if self._key is None:
+                self._host.note_refusal("peer connections", self._remote_ip)
+                self._transport.abort()
+                return
         self._host.connections.add(self)
-        # Until a swarm takes it, no one runs this connection's timers: give up on a silent handshake here.
-        self._handshake_timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._handshake_expired)
+        # Until a swarm takes it, no one runs this connection's timers: admission's handshake deadline does.
+        self._host.on_expiry(self._key, self._handshake_expired)
         if self._outbound_swarm is not None:
-            self._connection.send_handshake(self._host.handshake_for(self._outbound_swarm), time.monotonic())
+            self._connection.send_handshake(self._host.handshake_for(self._outbound_swarm), now)
             self._transport.write(self._connection.data_to_send())
         if self._initial:
             self.data_received(self._initial)
@@ -95,28 +115,50 @@ class PeerProtocol(asyncio.Protocol):
                 self._swarm.handle_events(self._session, events[position + 1 :], now)
                 return
             if isinstance(event, ConnectionClosed):
+                self._handshake_failed(f"bad handshake: {event.reason}")
                 self._abort()
                 return
 
     def _handshake_expired(self) -> None:
         if self._session is None:
-            log.debug("no handshake from %s in %.0f s", self._remote_ip, HANDSHAKE_TIMEOUT)
+            log.debug("no handshake from %s in time", self._remote_ip)
+            self._handshake_failed("no handshake in time")
             self._abort()
+
+    def _handshake_failed(self, why: str) -> None:
+        if self._outbound_swarm is not None and self._transport is not None:
+            peer = self._transport.get_extra_info("peername")
+            log.debug("dialled %s: %s", peer, why)
+            # core: handshake_failed — a dialled address that does not answer our protocol (wrong bytes, wrong
+            # content id, or silence until the handshake deadline) is reported to the swarm here, e.g.
+            # self._outbound_swarm.handshake_failed((peer[0], peer[1]), time.monotonic())
 
     def _attach(self, handshake: Handshake, now: float) -> bool:
         assert self._transport is not None
+        assert self._key is not None
         swarm = self._host.swarms.get(handshake.content_id)
         if self._outbound_swarm is not None and handshake.content_id != self._outbound_swarm.content_id:
+            self._handshake_failed("answered for another content id")
             swarm = None
+        reason: GoodbyeReason | None = None
         if swarm is None:
+            reason = GoodbyeReason.UNKNOWN_CONTENT
+        else:
+            verdict = self._host.admission.attach(self._key, swarm.content_id, now)
+            if not verdict.admitted:
+                self._host.note_refusal(verdict.reason, self._remote_ip)
+                reason = GoodbyeReason.TOO_MANY_PEERS
+        if reason is not None:
             if self._outbound_swarm is None:
-                self._connection.send_handshake(
-                    Handshake(handshake.content_id, self._host.peer_id, self._host.port), now
+                ours = self._host.handshake_for(swarm) if swarm is not None else Handshake(
+                    handshake.content_id, self._host.peer_id, self._host.port
                 )
-            self._connection.close(GoodbyeReason.UNKNOWN_CONTENT, now)
+                self._connection.send_handshake(ours, now)
+            self._connection.close(reason, now)
             self._transport.write(self._connection.data_to_send())
             self._abort()
             return False
+        assert swarm is not None
         if self._outbound_swarm is None:
             self._connection.send_handshake(self._host.handshake_for(swarm), now)
         address: Address = (self._remote_ip, handshake.listen_port)
@@ -142,48 +184,139 @@ class PeerProtocol(asyncio.Protocol):
             self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._handshake_timer.cancel()
+        if self._key is not None:
+            self._host.forget(self._key)
         self._host.connections.discard(self)
         if self._session is not None and self._swarm is not None:
             self._swarm.detach(self._session, time.monotonic(), "connection lost")
 
 
+class HttpConnection(asyncio.Protocol):
+    """aiohttp's handler for one connection, wrapped so admission learns when it ends."""
+
+    def __init__(self, host: PeerHost, key: int, inner: asyncio.Protocol) -> None:
+        self._host = host
+        self._key = key
+        self._inner = inner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._host.on_expiry(self._key, cast(asyncio.Transport, transport).abort)
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._host.forget(self._key)
+        self._inner.connection_lost(exc)
+
+
 class DemuxProtocol(asyncio.Protocol):
-    """Looks at the first bytes of an accepted connection and hands it to the peer protocol or to aiohttp."""
+    """Admits an accepted connection, looks at its first bytes and hands it to the peer protocol or to aiohttp.
+
+    HTTP requests are read here up to the end of their headers (within ``http_header_timeout``), so a client that
+    drips its headers holds only an HTTP slot and only until that deadline, and aiohttp sees whole request heads.
+    A request line that is not HTTP/1.x (HTTP/0.9 has no version and no headers) is closed without an answer.
+    """
 
     def __init__(self, host: PeerHost) -> None:
         self._host = host
         self._buffer = b""
         self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._key: int | None = None
+        self._http = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        if len(self._host.connections) >= MAX_CONNECTIONS:
-            self._transport.close()
+        peer = self._transport.get_extra_info("peername")
+        ip = str(peer[0]) if peer else ""
+        key, verdict = self._host.admission.accept(ip, time.monotonic())
+        self._host.evict(verdict.evict)
+        if key is None:
+            self._host.note_refusal(verdict.reason, ip)
+            self._transport.abort()
             return
-        self._timer = asyncio.get_running_loop().call_later(FIRST_BYTES_TIMEOUT, self._transport.close)
+        self._key = key
+        self._host.on_expiry(key, self._transport.abort)
 
     def data_received(self, data: bytes) -> None:
         assert self._transport is not None
+        if self._key is None:
+            return
         self._buffer += data
-        prefix = self._buffer[: len(PROTOCOL_MAGIC)]
-        if PROTOCOL_MAGIC.startswith(prefix) and len(prefix) < len(PROTOCOL_MAGIC):
-            return  # could still be either
-        if self._timer is not None:
-            self._timer.cancel()
-        protocol: asyncio.Protocol
-        if prefix == PROTOCOL_MAGIC:
-            protocol = PeerProtocol(self._host)
-        else:
-            protocol = self._host.http_server()
+        if not self._http:
+            prefix = self._buffer[: len(PROTOCOL_MAGIC)]
+            if PROTOCOL_MAGIC.startswith(prefix) and len(prefix) < len(PROTOCOL_MAGIC):
+                return  # could still be either
+            if prefix == PROTOCOL_MAGIC:
+                self._to_peer()
+                return
+            verdict = self._host.admission.to_http(self._key, time.monotonic())
+            self._host.evict(verdict.evict)
+            if not verdict.admitted:
+                self._host.note_refusal(verdict.reason, self._peer_ip())
+                self._transport.write(HTTP_BUSY)
+                self._transport.close()
+                return
+            self._http = True
+        self._read_request_head()
+
+    def _peer_ip(self) -> str:
+        assert self._transport is not None
+        peer = self._transport.get_extra_info("peername")
+        return str(peer[0]) if peer else ""
+
+    def _to_peer(self) -> None:
+        assert self._transport is not None
+        assert self._key is not None
+        verdict = self._host.admission.to_peer(self._key, time.monotonic())
+        self._host.evict(verdict.evict)
+        if not verdict.admitted:
+            self._host.note_refusal(verdict.reason, self._peer_ip())
+            self._transport.abort()
+            return
+        self._hand_over(PeerProtocol(self._host, key=self._key))
+
+    def _read_request_head(self) -> None:
+        assert self._transport is not None
+        assert self._key is not None
+        line_end = self._buffer.find(b"\n")
+        if line_end < 0:
+            if len(self._buffer) > MAX_REQUEST_HEAD:
+                self._transport.close()
+            return
+        if not _REQUEST_LINE.match(self._buffer[:line_end]):
+            self._transport.close()  # HTTP/0.9 or not HTTP at all: nothing we could answer it would understand
+            return
+        if b"\r\n\r\n" not in self._buffer and b"\n\n" not in self._buffer:
+            if len(self._buffer) > MAX_REQUEST_HEAD:
+                self._transport.write(HTTP_HEAD_TOO_LARGE)
+                self._transport.close()
+            return
+        self._host.admission.http_ready(self._key, time.monotonic())
+        self._hand_over(HttpConnection(self._host, self._key, self._host.http_server()))
+
+    def _hand_over(self, protocol: asyncio.Protocol) -> None:
+        assert self._transport is not None
+        self._key = None  # the new protocol owns the admission key from now on
         self._transport.set_protocol(protocol)
         protocol.connection_made(self._transport)
-        protocol.data_received(self._buffer)
+        if not self._transport.is_closing():
+            protocol.data_received(self._buffer)
+        self._buffer = b""
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._key is not None:
+            self._host.forget(self._key)
 
 
 class PeerHost:
@@ -198,6 +331,7 @@ class PeerHost:
         app: web.Application,
         flags: HandshakeFlags = HandshakeFlags.NONE,
         advertise_port: int | None = None,
+        admission: AdmissionConfig | None = None,
     ) -> None:
         self.bind = bind
         self.port = port
@@ -208,7 +342,15 @@ class PeerHost:
         self.swarms: dict[bytes, Swarm] = {}
         self.connections: set[PeerProtocol] = set()
         self.tick_hooks: list[Callable[[float], None]] = []
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        self._admission_config = admission or AdmissionConfig()
+        self.admission = Admission(self._admission_config)
+        self._expiry: dict[int, Callable[[], None]] = {}  # admission key -> how to close that connection
+        self._refusals: dict[str, int] = {}
+        self._refusal_logged = 0.0
+        self._runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True,
+            keepalive_timeout=self._admission_config.http_idle_timeout,
+        )  # fmt: skip
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._dialing: dict[bytes, set[Address]] = {}
@@ -223,7 +365,59 @@ class PeerHost:
     def handshake_for(self, swarm: Swarm) -> Handshake:
         return Handshake(swarm.content_id, self.peer_id, self._advertise_port or self.port, self.flags)
 
+    # -- admission glue ---------------------------------------------------------------------------------------------
+
+    def on_expiry(self, key: int, close: Callable[[], None]) -> None:
+        """How to close connection ``key`` when admission expires or evicts it."""
+        self._expiry[key] = close
+
+    def forget(self, key: int) -> None:
+        """Connection ``key`` is gone."""
+        self._expiry.pop(key, None)
+        self.admission.release(key)
+
+    def evict(self, keys: tuple[int, ...]) -> None:
+        for key in keys:
+            close = self._expiry.pop(key, None)
+            if close is not None:
+                close()
+
+    def note_refusal(self, reason: str, ip: str) -> None:
+        """Count a refused connection; a summary is logged at most every REFUSAL_LOG_INTERVAL seconds."""
+        self._refusals[reason] = self._refusals.get(reason, 0) + 1
+        log.debug("refused a connection from %s: %s", ip, reason)
+
+    def _expire(self, now: float) -> None:
+        for key in self.admission.expired(now):
+            close = self._expiry.pop(key, None)
+            if close is not None:
+                close()
+        if self._refusals and now - self._refusal_logged >= REFUSAL_LOG_INTERVAL:
+            summary = ", ".join(f"{count} over {reason}" for reason, count in sorted(self._refusals.items()))
+            log.warning("refused connections in the last %.0f s: %s", REFUSAL_LOG_INTERVAL, summary)
+            self._refusals.clear()
+            self._refusal_logged = now
+
+    def _fit_to_descriptors(self) -> None:
+        """Shrink the connection budgets to what the open-file limit leaves after the reserve."""
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return
+        try:
+            in_use = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            in_use = 64
+        available = max(soft - in_use - DESCRIPTOR_RESERVE, 3)
+        fitted = self._admission_config.fitted(available)
+        if fitted is not self._admission_config:
+            log.warning(
+                "open-file limit %d: connection budgets cut to %d peer, %d pending, %d HTTP", soft,
+                fitted.max_connections, fitted.max_pending, fitted.max_http_connections,
+            )  # fmt: skip
+            self.admission.config = fitted
+
     async def start(self) -> None:
+        self._fit_to_descriptors()
         await self._runner.setup()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: DemuxProtocol(self), self.bind, self.port, reuse_address=True)
@@ -250,6 +444,7 @@ class PeerHost:
         while True:
             await asyncio.sleep(TICK_INTERVAL)
             now = time.monotonic()
+            self._expire(now)
             for swarm in list(self.swarms.values()):
                 try:
                     swarm.tick(now)
@@ -275,6 +470,8 @@ class PeerHost:
         for address in swarm.addresses_to_dial(now, dialing):
             if len(self._tasks) >= MAX_CONCURRENT_DIALS:
                 break
+            if not self.admission.may_dial(swarm.content_id, address[0]):
+                continue
             dialing.add(address)
             task = asyncio.create_task(self._dial_one(swarm, address), name=f"dial {address}")
             self._tasks.add(task)
@@ -285,8 +482,9 @@ class PeerHost:
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):
                 await loop.create_connection(
-                    lambda: PeerProtocol(self, outbound_swarm=swarm), address[0], address[1]
-                )
+                    lambda: PeerProtocol(self, outbound_swarm=swarm), address[0], address[1],
+                    local_addr=self._local_address(),
+                )  # fmt: skip
         except (OSError, TimeoutError) as error:
             log.debug("dial %s:%d failed: %s", address[0], address[1], error)
             swarm.dial_failed(address, time.monotonic())
@@ -294,6 +492,12 @@ class PeerHost:
             dialing = self._dialing.get(swarm.content_id)
             if dialing is not None:
                 dialing.discard(address)
+
+    def _local_address(self) -> tuple[str, int] | None:
+        """Dial from the address we listen on when it is a specific one: that is the address peers must see."""
+        if self.bind in ("", "0.0.0.0", "::"):
+            return None
+        return (self.bind, 0)
 
     async def close(self) -> None:
         """Goodbye to every peer, stop listening, wait for our tasks."""

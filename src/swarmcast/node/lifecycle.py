@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -25,8 +26,30 @@ def pid_file(directory: Path, port: int) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
+def raise_open_file_limit() -> int:
+    """Raise the soft open-file limit to the hard one (a node is a server: 1024 is a desktop default); returns it.
+
+    The connection budgets are then fitted to what the limit leaves (see PeerHost), so running out of descriptors
+    refuses connections instead of failing a disk write.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as error:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, error)
+    log.debug("open-file limit %d", soft)
+    return soft
+
+
 async def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run ``main(stop)`` where ``stop`` is set on SIGTERM or SIGINT; ``main`` shuts down cleanly when it is."""
+    """Run ``main(stop)`` where ``stop`` is set on SIGTERM or SIGINT; ``main`` shuts down cleanly when it is.
+
+    Every node role and the engine start here, so this is also where the open-file limit is raised.
+    """
+    raise_open_file_limit()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from swarmcast.discovery.tracker_server import InternalTracker
 from swarmcast.node.config import CacheConfig
 from swarmcast.swarm.core import Swarm
 from swarmcast.swarm.store import PieceStore
@@ -28,11 +30,28 @@ def make_store(cache: CacheConfig, content_id: bytes, port: int) -> PieceStore:
     return PieceStore(max_bytes=cache.max_bytes, window_pieces=MAX_WINDOW_PIECES, directory=directory)
 
 
+def token_matches(request: web.Request, token: str | None) -> bool:
+    """Whether the request's path carries ``token`` as ``/app/<token>/...``, compared on the raw path.
+
+    The router matches decoded paths, so ``/app/%74oken/stat`` would match the token ``token``: an access token is
+    a literal string, and only that literal string opens the door. The comparison takes constant time.
+    """
+    if token is None:
+        return True
+    parts = request.raw_path.split("?", 1)[0].split("/")
+    return len(parts) > 2 and parts[1] == "app" and hmac.compare_digest(parts[2].encode(), token.encode())
+
+
+def app_path(token: str | None, name: str) -> str:
+    """The route of ``/app/<token>/<name>`` (``/app/<name>`` on a node without a token)."""
+    return f"/app/{{token}}/{name}" if token is not None else f"/app/{name}"
+
+
 def transport_file_routes(app: web.Application, transport_bytes: bytes, token: str | None) -> None:
     """``/app/<token>/get_transport_file?format=raw`` (without ``<token>/`` when the node has no token)."""
 
     async def get_transport_file(request: web.Request) -> web.Response:
-        if token is not None and request.match_info.get("token") != token:
+        if not token_matches(request, token):
             return web.json_response({"result": None, "error": "invalid access token"}, status=403)
         if request.query.get("format", "raw") != "raw":
             return web.json_response(
@@ -40,16 +59,27 @@ def transport_file_routes(app: web.Application, transport_bytes: bytes, token: s
             )
         return web.Response(body=transport_bytes, content_type="application/x-bittorrent")
 
-    path = "/app/{token}/get_transport_file" if token is not None else "/app/get_transport_file"
-    app.router.add_get(path, get_transport_file)
+    app.router.add_get(app_path(token, "get_transport_file"), get_transport_file)
 
 
 def status_routes(app: web.Application, swarm: Swarm, token: str | None) -> None:
     """``/app/<token>/stat``: the node's swarm counters as JSON (for monitoring and benchmarks)."""
 
     async def stat(request: web.Request) -> web.Response:
-        if token is not None and request.match_info.get("token") != token:
+        if not token_matches(request, token):
             return web.json_response({"result": None, "error": "invalid access token"}, status=403)
         return web.json_response({"result": swarm.stats_snapshot(time.monotonic()), "error": None})
 
-    app.router.add_get("/app/{token}/stat" if token is not None else "/app/stat", stat)
+    app.router.add_get(app_path(token, "stat"), stat)
+
+
+def tracker_routes(app: web.Application, tracker: InternalTracker, token: str | None) -> None:
+    """The internal tracker: ``/announce`` on a node without a token, ``/app/<token>/announce`` with one.
+
+    A joiner derives the tracker from the transport file's URL (same prefix, ``announce`` for
+    ``get_transport_file``), so whoever may fetch the transport file may announce, and nobody else.
+    """
+    if token is None:
+        tracker.add_routes(app)
+    else:
+        tracker.add_routes(app, path=app_path(token, "announce"), authorize=lambda r: token_matches(r, token))

@@ -24,7 +24,7 @@ from swarmcast.node.config import SourceConfig
 from swarmcast.node.host import PeerHost
 from swarmcast.node.lifecycle import pid_file
 from swarmcast.node.metadata import BroadcastMetadata
-from swarmcast.node.shared import make_store, new_peer_id, status_routes, transport_file_routes
+from swarmcast.node.shared import make_store, new_peer_id, status_routes, tracker_routes, transport_file_routes
 from swarmcast.swarm.core import Role, Swarm, SwarmConfig
 from swarmcast.swarm.cutter import CutPiece, PieceCutter, choose_piece_size
 from swarmcast.swarm.store import StoredPiece
@@ -146,9 +146,10 @@ class SourceNode:
         app = web.Application()
         transport_file_routes(app, descriptor.encode(), config.common.service_access_token)
         if not config.skip_internal_tracker:
-            InternalTracker().add_routes(app)
+            tracker_routes(app, InternalTracker(), config.common.service_access_token)
         host = self.host = PeerHost(
             bind=config.common.bind, port=config.common.port, peer_id=self.peer_id, app=app,
+            admission=config.common.admission,
             flags=HandshakeFlags.SOURCE,
         )  # fmt: skip
         swarm = self.swarm = Swarm(

@@ -13,7 +13,7 @@ from swarmcast.node.config import SupportConfig
 from swarmcast.node.host import PeerHost
 from swarmcast.node.joiner import Membership, load_transport
 from swarmcast.node.lifecycle import pid_file
-from swarmcast.node.shared import make_store, new_peer_id, status_routes, transport_file_routes
+from swarmcast.node.shared import make_store, new_peer_id, status_routes, tracker_routes, transport_file_routes
 from swarmcast.swarm.core import Role, Swarm, SwarmConfig
 from swarmcast.wire.messages import HandshakeFlags
 
@@ -34,9 +34,10 @@ class SupportNode:
         app = web.Application()
         transport_file_routes(app, descriptor.encode(), config.common.service_access_token)
         # Engines that fetch the transport file here also announce here, so they find each other.
-        InternalTracker().add_routes(app)
+        tracker_routes(app, InternalTracker(), config.common.service_access_token)
         host = PeerHost(
             bind=config.common.bind, port=config.common.port, peer_id=self.peer_id, app=app,
+            admission=config.common.admission,
             flags=HandshakeFlags.SEEDER,
         )  # fmt: skip
         download_from = frozenset(config.download_from) if config.download_from else None

@@ -4,16 +4,25 @@ The cap counts piece data and is never exceeded: adding a piece first evicts the
 Pieces also leave when they fall out of the live window (``window_pieces`` behind the newest index), because
 no player or peer will ask for them. The disk store keeps one file per piece in its own directory, which it
 empties at start and at close, so a crashed node never leaves a growing cache behind.
+
+A full disk or an exhausted open-file table never stops the node: a piece whose file cannot be written is kept in
+memory instead (still counted against the same cap, so the cap holds), and a piece whose file cannot be read back
+is dropped from the cache (peers get a REJECT, players skip as for any missing piece). Each is logged once per
+store and counted in ``disk_errors``.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from swarmcast.wire.messages import PieceFlags
+
+log = logging.getLogger("swarmcast.store")
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ class PieceStore:
         self._memory: dict[int, bytes] = {}
         self._bytes = 0
         self._newest: int | None = None
+        self.disk_errors = 0
         if directory is not None:
             if directory.exists():
                 shutil.rmtree(directory)
@@ -102,17 +112,28 @@ class PieceStore:
         if self._directory is None:
             self._memory[piece.index] = piece.data
         else:
-            (self._directory / str(piece.index)).write_bytes(piece.data)
+            try:
+                (self._directory / str(piece.index)).write_bytes(piece.data)
+            except OSError as error:
+                self._disk_error("write", piece.index, error)
+                with contextlib.suppress(OSError):  # a partial file (ENOSPC) must not linger
+                    (self._directory / str(piece.index)).unlink(missing_ok=True)
+                self._memory[piece.index] = piece.data
         return evicted
 
     def get(self, index: int) -> StoredPiece | None:
         entry = self._entries.get(index)
         if entry is None:
             return None
-        if self._directory is None:
-            data = self._memory[index]
-        else:
-            data = (self._directory / str(index)).read_bytes()
+        data = self._memory.get(index)
+        if data is None:
+            assert self._directory is not None
+            try:
+                data = (self._directory / str(index)).read_bytes()
+            except OSError as error:
+                self._disk_error("read", index, error)
+                self._remove(index)
+                return None
         return StoredPiece(index, entry.flags, entry.signature, data)
 
     def random_access_indices(self) -> list[int]:
@@ -138,7 +159,14 @@ class PieceStore:
         if entry.flags & PieceFlags.RANDOM_ACCESS:
             del self._random_access[bisect.bisect_left(self._random_access, index)]
         self._bytes -= entry.size
-        if self._directory is None:
-            del self._memory[index]
-        else:
-            (self._directory / str(index)).unlink(missing_ok=True)
+        if self._memory.pop(index, None) is None and self._directory is not None:
+            try:
+                (self._directory / str(index)).unlink(missing_ok=True)
+            except OSError as error:
+                self._disk_error("remove", index, error)
+
+    def _disk_error(self, what: str, index: int, error: OSError) -> None:
+        if not self.disk_errors:
+            log.error("disk cache: cannot %s piece %d (%s); such pieces stay in memory or are dropped, the byte "
+                      "cap holds; logged once", what, index, error)  # fmt: skip
+        self.disk_errors += 1
