@@ -39,6 +39,7 @@ DESCRIPTOR_RESERVE = 160
 MAX_REQUEST_HEAD = 16 * 1024
 REFUSAL_LOG_INTERVAL = 10.0
 _REQUEST_LINE = re.compile(rb"[A-Z]{1,16} [!-~]{1,8192} HTTP/1\.[01]\r?")
+_REQUEST_LINE_START = re.compile(rb"[A-Z]{1,16}(?: [ -~]*)?\r?\Z")
 HTTP_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 HTTP_HEAD_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 ABORT_BUFFER_SIZE = 256 * 1024
@@ -291,10 +292,10 @@ class DemuxProtocol(asyncio.Protocol):
         assert self._key is not None
         line_end = self._buffer.find(b"\n")
         if line_end < 0:
-            if len(self._buffer) > MAX_REQUEST_HEAD:
-                self._transport.close()
+            if len(self._buffer) > MAX_REQUEST_HEAD or not _REQUEST_LINE_START.match(self._buffer):
+                self._transport.close()  # not the start of a request line: no need to wait for the rest
             return
-        if not _REQUEST_LINE.match(self._buffer[:line_end]):
+        if not _REQUEST_LINE.fullmatch(self._buffer[:line_end]):
             self._transport.close()  # HTTP/0.9 or not HTTP at all: nothing we could answer it would understand
             return
         if b"\r\n\r\n" not in self._buffer and b"\n\n" not in self._buffer:
