@@ -67,6 +67,13 @@ def upload_flags(multiple: float, bitrate: int) -> list[str]:
     return ["--upload-limit", str(max(1, round(multiple * bitrate / 8 / 1000)))]
 
 
+def engine_address(vid: int) -> str:
+    """Each engine its own loopback address, as each viewer has its own on the internet (127.0.0.1 is the
+    broadcaster's: testsrc, source and support nodes), so the nodes' per-address admission limits see what they
+    would in production."""
+    return f"127.0.{1 + vid // 250}.{2 + vid % 250}"
+
+
 def since_request(stats: StreamStats, wall: float | None) -> float | None:
     """Seconds from the player's request to ``wall``; None if it never happened (NaN: gave up on decoding)."""
     if wall is None or math.isnan(wall):
@@ -191,7 +198,8 @@ class Bench:
         flags = upload_flags(multiple, self.bitrate)
         http_port, p2p_port = free_port(), free_port()
         child = self.procs.spawn(f"engine{vid}", "engine", http_port, "engine", "--http-port", str(http_port),
-                                 "--port", str(p2p_port), "--bind", HOST, "--pid-file-dir", str(self.workdir),
+                                 "--port", str(p2p_port), "--bind", engine_address(vid),
+                                 "--pid-file-dir", str(self.workdir),
                                  *flags, "--startup-timeout", "30")  # fmt: skip
         url = self.transport_urls[vid % len(self.transport_urls)]
         viewer = Viewer(vid, child, http_port, url, multiple, flags)

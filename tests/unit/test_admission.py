@@ -39,6 +39,7 @@ def test_full_pending_budget_evicts_the_oldest_unfinished_connection() -> None:
     keys = [admission.accept(f"10.0.0.{i}", float(i))[0] for i in range(3)]
     newcomer, verdict = admission.accept("10.0.1.1", 5.0)
     assert newcomer is not None
+    assert keys[0] is not None
     assert verdict.evict == (keys[0],)
     assert admission.stage(keys[0]) is None
     assert admission.count(Stage.UNDECIDED) == 3
@@ -150,6 +151,24 @@ def test_budgets_fit_the_open_file_limit() -> None:
     assert fitted.max_connections + fitted.max_pending + fitted.max_http_connections <= 750
     assert fitted.max_http_connections >= 100  # HTTP keeps its own share
     assert config.fitted(10_000) is config
+
+
+def test_accept_errors_are_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from swarmcast.node.lifecycle import AcceptErrorLog
+
+    loop = asyncio.new_event_loop()
+    try:
+        handler = AcceptErrorLog(interval=3600)
+        context: dict[str, object] = {"message": "socket.accept() out of system resource", "exception": OSError(24)}
+        with caplog.at_level("ERROR"):
+            for _ in range(100):
+                handler(loop, context)
+        assert len([r for r in caplog.records if "cannot accept" in r.getMessage()]) == 1
+        assert handler.suppressed == 99
+    finally:
+        loop.close()
 
 
 def test_non_positive_limits_are_refused() -> None:

@@ -44,6 +44,33 @@ def raise_open_file_limit() -> int:
     return soft
 
 
+ACCEPT_ERROR_LOG_INTERVAL = 10.0
+
+
+class AcceptErrorLog:
+    """A loop exception handler that logs asyncio's accept failures (EMFILE, ENFILE, ENOBUFS, ENOMEM) once per
+    interval with a count, instead of a traceback per failed accept (asyncio tries a whole backlog of them, then
+    pauses accepting for a second: new connections wait or are refused meanwhile, the node carries on)."""
+
+    def __init__(self, interval: float = ACCEPT_ERROR_LOG_INTERVAL) -> None:
+        self.interval = interval
+        self.suppressed = 0
+        self._last = float("-inf")
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        message = str(context.get("message", ""))
+        if not message.startswith("socket.accept() out of system resource"):
+            loop.default_exception_handler(context)
+            return
+        now = loop.time()
+        if now - self._last < self.interval:
+            self.suppressed += 1
+            return
+        log.error("cannot accept connections: %s (%d more since the last report); refusing new connections for now",
+                  context.get("exception"), self.suppressed)  # fmt: skip
+        self._last, self.suppressed = now, 0
+
+
 async def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run ``main(stop)`` where ``stop`` is set on SIGTERM or SIGINT; ``main`` shuts down cleanly when it is.
 
@@ -52,6 +79,7 @@ async def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[None]]) ->
     raise_open_file_limit()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(AcceptErrorLog())
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
