@@ -4,6 +4,11 @@ The first bytes of an accepted connection decide what it is: the protocol magic 
 connection, anything else is handed to aiohttp as an HTTP connection (the Ace Stream tooling expects a node's web
 interface on the node's own port). Everything protocol-related happens in the sans-IO ``Connection`` and
 ``Swarm``; this module only moves bytes, reads the clock and owns the tasks.
+
+Admission (node/admission.py) is consulted at accept, when the first bytes decide the side, when an HTTP request's
+headers are complete and when a handshake names a swarm; it also names the connections whose deadline passed (the
+tick loop closes them) and those evicted for a newcomer. Each connection registers how to close it under its
+admission key (``on_expiry``) and releases the key in connection_lost (``forget``).
 """
 
 from __future__ import annotations
@@ -484,7 +489,7 @@ class PeerHost:
             async with asyncio.timeout(DIAL_TIMEOUT):
                 await loop.create_connection(
                     lambda: PeerProtocol(self, outbound_swarm=swarm), address[0], address[1],
-                    local_addr=self._local_address(),
+                    local_addr=self.local_address,
                 )  # fmt: skip
         except (OSError, TimeoutError) as error:
             log.debug("dial %s:%d failed: %s", address[0], address[1], error)
@@ -494,8 +499,10 @@ class PeerHost:
             if dialing is not None:
                 dialing.discard(address)
 
-    def _local_address(self) -> tuple[str, int] | None:
-        """Dial from the address we listen on when it is a specific one: that is the address peers must see."""
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        """Dial from the address we listen on when it is a specific one: that is the address peers must see (and
+        the one trackers should see: tracker clients of this host should connect from it too)."""
         if self.bind in ("", "0.0.0.0", "::"):
             return None
         return (self.bind, 0)
