@@ -174,3 +174,40 @@ def test_accept_errors_are_logged_once_per_interval(caplog: pytest.LogCaptureFix
 def test_non_positive_limits_are_refused() -> None:
     with pytest.raises(ValueError, match="max_peers_per_ip"):
         AdmissionConfig(max_peers_per_ip=0)
+
+
+def test_admission_flags_reach_the_node_config() -> None:
+    from swarmcast.cli import build_parser
+    from swarmcast.commands.options import common_from_args
+
+    base = ["node", "source", "--source", "http://x/", "--title", "t"]
+    args = build_parser().parse_args([*base, "--max-peers-per-ip", "2", "--max-connection-rate-per-ip", "0.5",
+                                      "--http-header-timeout", "3"])  # fmt: skip
+    admission = common_from_args(args).admission
+    assert admission.max_peers_per_ip == 2
+    assert admission.connection_rate_per_ip == 0.5
+    assert admission.connection_burst_per_ip == 2  # 3 s' worth, at least one
+    assert admission.http_header_timeout == 3.0
+    assert common_from_args(build_parser().parse_args(base)).admission == AdmissionConfig()
+
+
+@pytest.mark.parametrize("flag", ["--max-peers-per-ip", "--max-connections", "--handshake-timeout"])
+def test_bad_admission_flag_exits_2_naming_the_value(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from swarmcast.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["node", "support", "--url", "x", flag, "0"])
+    assert exit_info.value.code == 2
+    assert flag in capsys.readouterr().err
+
+
+def test_token_is_compared_on_the_raw_path() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from swarmcast.node.shared import token_matches
+
+    assert token_matches(make_mocked_request("GET", "/app/token/stat"), "token")
+    assert not token_matches(make_mocked_request("GET", "/app/%74oken/stat"), "token")
+    assert not token_matches(make_mocked_request("GET", "/app/tokens/stat"), "token")
+    assert not token_matches(make_mocked_request("GET", "/other/token/stat"), "token")
+    assert token_matches(make_mocked_request("GET", "/app/stat"), None)
