@@ -67,6 +67,13 @@ def upload_flags(multiple: float, bitrate: int) -> list[str]:
     return ["--upload-limit", str(max(1, round(multiple * bitrate / 8 / 1000)))]
 
 
+# The engines' HTTP clients (transport-file fetch, tracker announces) still connect from 127.0.0.1 whatever their
+# --bind, so to the broadcaster's nodes 100 engines look like one address on the HTTP side: lift the per-address
+# HTTP limits there (peer connections keep the defaults: they come from each engine's own address).
+BROADCASTER_ADMISSION = ["--max-connection-rate-per-ip", "1000", "--max-pending-per-ip", "256",
+                         "--max-http-connections-per-ip", "256"]  # fmt: skip
+
+
 def engine_address(vid: int) -> str:
     """Each engine its own loopback address, as each viewer has its own on the internet (127.0.0.1 is the
     broadcaster's: testsrc, source and support nodes), so the nodes' per-address admission limits see what they
@@ -173,7 +180,7 @@ class Bench:
             "source", "source", port, "node", "source", "--bind", HOST, "--port", str(port),
             "--source", f"http://{HOST}:{self.testsrc.port}/stream.ts", "--title", "bench", "--name", "bench",
             "--publish-dir", str(self.workdir / "publish"), "--metadata-dir", str(self.workdir / "meta"),
-            "--pid-file-dir", str(self.workdir),
+            "--pid-file-dir", str(self.workdir), *BROADCASTER_ADMISSION,
         )  # fmt: skip
         p.wait_ports([self.source], 30)
         transport = f"http://{HOST}:{self.source.port}/app/get_transport_file?format=raw"
@@ -182,7 +189,7 @@ class Bench:
             port = free_port()
             self.supports.append(p.spawn(f"support{i}", "support", port, "node", "support", "--bind", HOST,
                                          "--port", str(port), "--url", transport,
-                                         "--pid-file-dir", str(self.workdir)))  # fmt: skip
+                                         "--pid-file-dir", str(self.workdir), *BROADCASTER_ADMISSION))  # fmt: skip
         p.wait_ports(self.supports, 30)
         self.transport_urls = [f"http://{HOST}:{s.port}/app/get_transport_file" for s in self.supports]
         self.transport_urls.append(f"http://{HOST}:{self.source.port}/app/get_transport_file")
