@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiMapping
 
 from swarmcast import VERSION_CODE, __version__
@@ -169,30 +170,30 @@ def _client(request: web.Request) -> str:
 async def _play(request: web.Request, engine: Engine, broadcast: EngineBroadcast,
                 session: PlaybackSession | None) -> web.StreamResponse:  # fmt: skip
     pieces = broadcast.pieces(lambda: session is not None and session.stopped)
-    try:
-        async with asyncio.timeout(engine.config.startup_timeout):
-            first = await anext(pieces)
-    except (TimeoutError, StopAsyncIteration):
-        await pieces.aclose()
-        reason = "no peers found" if broadcast.swarm.peer_count == 0 else "no data from peers"
-        if broadcast.swarm.descriptor is None:
-            reason = "could not get the broadcast's descriptor from any peer"
-        return _error(f"broadcast {broadcast.infohash} did not start within "
-                      f"{engine.config.startup_timeout:.0f} s: {reason}", 504)  # fmt: skip
-    response = web.StreamResponse(headers=TS_HEADERS)
-    try:
-        await response.prepare(request)
-        async with asyncio.timeout(engine.config.player_write_timeout):
-            await response.write(first)
-        async for data in pieces:
-            # A player that stops reading is dropped after the timeout; the swarm never waits for it.
+    try:  # the generator holds a cursor and counts as a player: closed however we leave, cancellation included
+        try:
+            async with asyncio.timeout(engine.config.startup_timeout):
+                first = await anext(pieces)
+        except (TimeoutError, StopAsyncIteration):
+            reason = "no peers found" if broadcast.swarm.peer_count == 0 else "no data from peers"
+            if broadcast.swarm.descriptor is None:
+                reason = "could not get the broadcast's descriptor from any peer"
+            return _error(f"broadcast {broadcast.infohash} did not start within "
+                          f"{engine.config.startup_timeout:.0f} s: {reason}", 504)  # fmt: skip
+        response = web.StreamResponse(headers=TS_HEADERS)
+        try:
+            await response.prepare(request)
             async with asyncio.timeout(engine.config.player_write_timeout):
-                await response.write(data)
-    except (ConnectionError, TimeoutError) as error:
-        log.info("player of %s went away: %s", broadcast.infohash, type(error).__name__)
+                await response.write(first)
+            async for data in pieces:
+                # A player that stops reading is dropped after the timeout; the swarm never waits for it.
+                async with asyncio.timeout(engine.config.player_write_timeout):
+                    await response.write(data)
+        except (ConnectionError, TimeoutError) as error:
+            log.info("player of %s went away: %s", broadcast.infohash, type(error).__name__)
+        return response
     finally:
         await pieces.aclose()
-    return response
 
 
 def _lookup(request: web.Request) -> PlaybackSession | None:
@@ -297,9 +298,29 @@ def make_app(engine: Engine) -> web.Application:
     return app
 
 
+class _BadRequestsWithoutTraceback(logging.Filter):
+    """aiohttp logs a malformed request (a request line past the bound, a bad header) with a traceback at ERROR
+    once a connection has served a request; any client could fill the log that way. One INFO line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args, record.exc_info, record.exc_text = "bad HTTP request from %s: %s", (
+                remote, str(error.message)[:120]), None, None  # fmt: skip
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_BAD_REQUESTS_FILTER = _BadRequestsWithoutTraceback()
+
+
 def make_runner(engine: Engine) -> web.AppRunner:
     """The API's server: handlers are cancelled when their client goes (a lookup nobody waits for ends at once),
     idle keep-alive connections close, request lines and headers are bounded."""
+    server_log = logging.getLogger("aiohttp.server")
+    if _BAD_REQUESTS_FILTER not in server_log.filters:
+        server_log.addFilter(_BAD_REQUESTS_FILTER)
     return web.AppRunner(
         make_app(engine), access_log=None, handler_cancellation=True, keepalive_timeout=KEEPALIVE_TIMEOUT,
         max_line_size=MAX_REQUEST_LINE, max_field_size=MAX_REQUEST_LINE,
