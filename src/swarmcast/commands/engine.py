@@ -43,6 +43,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=directory,
         help="let url= name transport files under DIR (a relative name is taken inside it)",
     )
+    parser.add_argument(
+        "--http-allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name players use for the API besides IP addresses and localhost; * = any (DNS rebinding guard)",
+    )
     parser.add_argument("--pid-file-dir", type=Path, default=Path("/tmp"))
     parser.add_argument("--log-file", type=Path)
     parser.add_argument("--debug", action="store_true")
@@ -62,6 +69,7 @@ def run_engine(args: argparse.Namespace) -> int:
         upload_slots=args.upload_slots,
         upload_limit=args.upload_limit,
         max_peers=args.max_peers,
+        http_allowed_hosts=tuple(name.lower() for name in args.http_allowed_host),
         local_files=LocalFiles(allow_any=args.allow_local_transport_files, directory=args.transport_files_dir),
     )
 

@@ -17,11 +17,12 @@ A broadcast that produces nothing within ``startup_timeout`` gets a clear error 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-from aiohttp import web
+from aiohttp import HttpVersion10, web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiMapping
 
@@ -268,9 +269,35 @@ async def engine_stat(request: web.Request) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _host_name(header: str) -> str:
+    """The host of a Host header, without the port and brackets, lower case."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
+def _ip_or_localhost(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True  # RFC 6761: always loopback, never from DNS
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Errors in the API's JSON shape; an unexpected exception is logged and answered without a traceback."""
+    if request.version < HttpVersion10:
+        return _error("HTTP/0.9 is not supported", 505)
+    host = _host_name(request.headers.get("Host", ""))
+    allowed = request.app[ENGINE_KEY].config.http_allowed_hosts
+    if host and "*" not in allowed and host not in allowed and not _ip_or_localhost(host):
+        # DNS rebinding: a web page whose name now resolves to 127.0.0.1 could read our answers as its own.
+        return _error(f"Host {host[:100]!r} is not allowed: the engine answers requests for IP addresses and "
+                      "localhost, and names given with --http-allowed-host", 421)  # fmt: skip
     try:
         return await handler(request)
     except web.HTTPException as error:

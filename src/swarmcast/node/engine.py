@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -58,6 +59,8 @@ class EngineConfig:
     max_peers: int = 60
     # Which local paths url= may name: none unless --allow-local-transport-files or --transport-files-dir.
     local_files: LocalFiles = field(default_factory=LocalFiles)
+    # Host names the API answers besides IP addresses and localhost (DNS rebinding); "*" = any.
+    http_allowed_hosts: tuple[str, ...] = ()
 
 
 ENGINE_TARGET_PEERS = 8
@@ -137,9 +140,12 @@ def check_trackers(trackers: tuple[str, ...]) -> None:
     for url in trackers:
         try:
             check_tracker_url(url)
+            port = urlsplit(url).port  # ValueError past 65535, which the announcer would only meet in its task
         except ValueError as error:
             message = str(error)
             raise JoinError(message if repr(url) in message else f"bad tracker URL {url[:200]!r}: {message}") from None
+        if port == 0:
+            raise JoinError(f"tracker URL {url[:200]!r} has port 0")
 
 
 class Engine:
