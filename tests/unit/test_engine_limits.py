@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from swarmcast.http.engine_api import _host_name, _ip_or_localhost
 from swarmcast.node.engine_limits import (
     IDLE_SECONDS,
     LOOKUP_GRACE,
@@ -191,3 +192,25 @@ async def test_allowed_local_files_are_regular_and_capped(tmp_path: Path) -> Non
             await load_transport(device, allow)
     with pytest.raises(JoinError, match="No such file"):
         await load_transport(str(tmp_path / "missing"), allow)
+
+
+# -- the API's Host guard (DNS rebinding) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "allowed"),
+    [
+        ("127.0.0.1:6878", True),
+        ("127.0.0.1", True),
+        ("[::1]:6878", True),
+        ("LOCALHOST:6878", True),
+        ("player.localhost", True),
+        ("192.168.1.5:6878", True),
+        ("evil.example:6878", False),
+        ("evil.example", False),
+        ("127.0.0.1.evil.example", False),
+        ("localhost.evil.example", False),
+    ],
+)
+def test_host_header_guard(header: str, allowed: bool) -> None:
+    assert _ip_or_localhost(_host_name(header)) is allowed

@@ -90,8 +90,7 @@ def _which(query: MultiMapping[str]) -> str:
     raise JoinError("give one of id, content_id, infohash, url or magnet")
 
 
-async def _broadcast_for(engine: Engine, query: MultiMapping[str]) -> EngineBroadcast:
-    key = _which(query)
+async def _broadcast_for(engine: Engine, query: MultiMapping[str], key: str) -> EngineBroadcast:
     if key in ID_KEYS:
         return await engine.join(_content_id(query[key]))
     if key == "magnet":
@@ -120,16 +119,16 @@ async def getstream(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
     as_json = request.query.get("format") == "json"
     try:
-        _which(request.query)
+        key = _which(request.query)
         if request.method == "HEAD":
             return web.Response(content_type="application/json") if as_json else web.Response(headers=TS_HEADERS)
         if as_json:
-            broadcast = await _broadcast_for(engine, request.query)
+            broadcast = await _broadcast_for(engine, request.query, key)
             session = engine.new_session(broadcast)
         else:
             # The stream slot first: a request we would refuse must not start a lookup.
             with engine.streams.slot(_client(request)):
-                broadcast = await _broadcast_for(engine, request.query)
+                broadcast = await _broadcast_for(engine, request.query, key)
                 return await _play(request, engine, broadcast, None)
     except JoinError as error:
         return _error(str(error))
