@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from swarmcast.http.engine_api import KEEPALIVE_TIMEOUT, LISTEN_BACKLOG, MAX_HTTP_CONNECTIONS
 from swarmcast.node.engine_limits import MAX_LOOKUPS, MAX_SESSIONS, MAX_STREAMS_PER_CLIENT
 from swarmcast.wire.messages import MAX_METADATA_SIZE
 from tests.integration.chain import (
@@ -192,6 +193,44 @@ async def test_streams_per_client_are_capped_without_hurting_other_clients(chain
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as again:
                 await poll(lambda: _plays(again, url), 20, "127.0.0.2 may play again")
             await keeps_playing(player, task)
+    engine_log_clean(tmp_path, "engine")
+
+
+async def test_idle_connection_flood_is_capped_and_timed_out(chain: Chain, tmp_path: Path) -> None:
+    with engine(tmp_path) as api:
+        port = int(api.rsplit(":", 1)[1])
+        async with playing(f"{api}/ace/getstream?url={chain.transport_url}") as (player, task):
+            await keeps_playing(player, task, 1)
+            # The attack: more silent connections than the cap, from another local address.
+            flood = MAX_HTTP_CONNECTIONS + LISTEN_BACKLOG + 50
+            idle = [await asyncio.open_connection(HOST, port, local_addr=("127.0.0.3", 0)) for _ in range(flood)]
+            try:
+
+                async def closed_by_engine(reader: asyncio.StreamReader, wait: float) -> bool:
+                    try:
+                        return await asyncio.wait_for(reader.read(1), wait) == b""
+                    except TimeoutError:
+                        return False
+                    except ConnectionError:
+                        return True
+
+                # Past the cap a connection is closed at once; the honest player's stream goes on.
+                at_once = await asyncio.gather(*(closed_by_engine(r, 5.0) for r, _ in idle))
+                # (The cap holds to within one accept burst: asyncio accepts up to the backlog before counting.)
+                assert sum(at_once) >= flood - MAX_HTTP_CONNECTIONS - LISTEN_BACKLOG, sum(at_once)
+                assert not all(at_once)
+                await keeps_playing(player, task)
+                # The accepted ones send nothing either: they are closed after the keep-alive timeout.
+                later = await asyncio.gather(*(closed_by_engine(r, KEEPALIVE_TIMEOUT + 20) for r, _ in idle))
+                assert all(later)
+            finally:
+                for _, writer in idle:
+                    writer.close()
+            async with aiohttp.ClientSession() as http:
+                status, _, _ = await get(http, f"{api}/webui/api/service?method=get_version")
+                assert status == 200
+            await keeps_playing(player, task)
+    assert "connections open (the limit)" in (tmp_path / "engine.log").read_text()
     engine_log_clean(tmp_path, "engine")
 
 

@@ -7,10 +7,8 @@ import asyncio
 import logging
 from pathlib import Path
 
-from aiohttp import web
-
 from swarmcast.commands.options import add_upload_options, port, positive_int, tracker_url
-from swarmcast.http.engine_api import make_runner
+from swarmcast.http.engine_api import CappedSite, make_runner
 from swarmcast.logsetup import setup_logging
 from swarmcast.node.config import DEFAULT_LIVE_CACHE_SIZE, CacheConfig
 from swarmcast.node.engine import Engine, EngineConfig
@@ -78,7 +76,7 @@ def run_engine(args: argparse.Namespace) -> int:
         await engine.start()
         runner = make_runner(engine)
         await runner.setup()
-        site = web.TCPSite(runner, config.http_bind, config.http_port, reuse_address=True)
+        site = CappedSite(runner, config.http_bind, config.http_port)
         await site.start()
         log.info("engine: playback API on http://%s:%d/, P2P port %d", config.http_bind, config.http_port,
                  engine.host.port)  # fmt: skip

@@ -39,7 +39,9 @@ MAX_QUERY_PARAMS = 32  # parameters in one query string
 MAX_VALUE_LENGTH = MAX_LOCATION_LENGTH + 1024  # characters of one (decoded) parameter; a magnet carries trackers
 MAX_MAGNET_TRACKERS = 8  # tr= in one magnet link
 MAX_REQUEST_LINE = 8190  # bytes of the request line (aiohttp's own 400 beyond), also of each header
-KEEPALIVE_TIMEOUT = 15.0  # an idle keep-alive connection is closed after this
+KEEPALIVE_TIMEOUT = 15.0  # an idle connection (also one that sends nothing, or half a request) is closed after this
+MAX_HTTP_CONNECTIONS = 256  # open API connections; past it a new one is closed at once (within one accept burst)
+LISTEN_BACKLOG = 100
 ID_KEYS = ("id", "content_id", "infohash")
 TS_HEADERS = {"Content-Type": "video/mp2t", "Cache-Control": "no-cache"}
 
@@ -351,3 +353,44 @@ def make_runner(engine: Engine) -> web.AppRunner:
         make_app(engine), access_log=None, handler_cancellation=True, keepalive_timeout=KEEPALIVE_TIMEOUT,
         max_line_size=MAX_REQUEST_LINE, max_field_size=MAX_REQUEST_LINE,
     )  # fmt: skip
+
+
+class _Refused(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.abort()
+
+
+class CappedSite(web.BaseSite):
+    """A TCP site with a cap on open connections, so that idle clients cannot take every file descriptor the P2P
+    side and the disk cache need; past the cap a new connection is closed at once (logged once per minute)."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
+                 max_connections: int = MAX_HTTP_CONNECTIONS) -> None:  # fmt: skip
+        super().__init__(runner)
+        self._host, self._port, self._max = host, port, max_connections
+        self._last_refusal_log = -60.0
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+
+        def factory() -> asyncio.BaseProtocol:
+            # The server's list lags: asyncio accepts a burst (up to the listen backlog, 100) of connections before
+            # any reaches connection_made. So the cap holds to within one burst, which still bounds descriptors.
+            if len(server.connections) < self._max:
+                return server()
+            if loop.time() - self._last_refusal_log >= 60.0:
+                self._last_refusal_log = loop.time()
+                log.warning("playback API: %d connections open (the limit); refusing new ones", self._max)
+            return _Refused()
+
+        self._server = await loop.create_server(
+            factory, self._host, self._port, reuse_address=True, backlog=LISTEN_BACKLOG
+        )
