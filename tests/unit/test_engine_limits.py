@@ -138,7 +138,7 @@ NO_LOCAL = LocalFiles()
 @pytest.mark.parametrize(
     ("location", "message"),
     [
-        ("http://%5B".replace("%5B", "["), "bad transport file URL"),
+        ("http://[", "bad transport file URL"),
         ("http://host:99999/x", "Port out of range"),
         ("http:///x", "has no host"),
         ("ftp://host/x", "scheme must be http or https"),
