@@ -7,13 +7,12 @@ import asyncio
 import logging
 from pathlib import Path
 
-from aiohttp import web
-
 from swarmcast.commands.options import add_upload_options, port, positive_int, tracker_url
-from swarmcast.http.engine_api import make_app
+from swarmcast.http.engine_api import CappedSite, make_runner
 from swarmcast.logsetup import setup_logging
 from swarmcast.node.config import DEFAULT_LIVE_CACHE_SIZE, CacheConfig
 from swarmcast.node.engine import Engine, EngineConfig
+from swarmcast.node.joiner import LocalFiles
 from swarmcast.node.lifecycle import pid_file, run_until_stopped
 
 log = logging.getLogger("swarmcast.engine")
@@ -32,6 +31,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--startup-timeout", type=positive_int, default=30, help="seconds before a dead stream errs")
     add_upload_options(parser, default_slots=16)
     parser.add_argument("--max-peers", type=positive_int, default=60)
+    parser.add_argument(
+        "--allow-local-transport-files",
+        action="store_true",
+        help="let url= name any local file the engine can read (default: http(s) URLs only)",
+    )
+    parser.add_argument(
+        "--transport-files-dir",
+        type=directory,
+        help="let url= name transport files under DIR (a relative name is taken inside it)",
+    )
+    parser.add_argument(
+        "--http-allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name players use for the API besides IP addresses and localhost; * = any (DNS rebinding guard)",
+    )
     parser.add_argument("--pid-file-dir", type=Path, default=Path("/tmp"))
     parser.add_argument("--log-file", type=Path)
     parser.add_argument("--debug", action="store_true")
@@ -51,14 +67,16 @@ def run_engine(args: argparse.Namespace) -> int:
         upload_slots=args.upload_slots,
         upload_limit=args.upload_limit,
         max_peers=args.max_peers,
+        http_allowed_hosts=tuple(name.lower() for name in args.http_allowed_host),
+        local_files=LocalFiles(allow_any=args.allow_local_transport_files, directory=args.transport_files_dir),
     )
 
     async def main(stop: asyncio.Event) -> None:
         engine = Engine(config)
         await engine.start()
-        runner = web.AppRunner(make_app(engine), access_log=None)
+        runner = make_runner(engine)
         await runner.setup()
-        site = web.TCPSite(runner, config.http_bind, config.http_port, reuse_address=True)
+        site = CappedSite(runner, config.http_bind, config.http_port)
         await site.start()
         log.info("engine: playback API on http://%s:%d/, P2P port %d", config.http_bind, config.http_port,
                  engine.host.port)  # fmt: skip
@@ -72,6 +90,13 @@ def run_engine(args: argparse.Namespace) -> int:
 
     asyncio.run(run_until_stopped(main))
     return 0
+
+
+def directory(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
+    return path
 
 
 def config_dir(args: argparse.Namespace) -> Path:

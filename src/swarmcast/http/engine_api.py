@@ -6,47 +6,105 @@
 - ``GET /ace/stat/<infohash>/<session>`` status; ``GET /ace/cmd/<infohash>/<session>?method=stop``.
 - ``GET /webui/api/service?method=get_version``.
 
+Every client is untrusted (a web page can make a browser send any of these to localhost). What a client sends is
+checked here before it reaches the engine: a bad value is a 400 naming it, a limit reached (swarmcast.node.
+engine_limits) a 503 with Retry-After, an unknown path a 404, all in the API's JSON error shape; nothing a client
+sends produces a 500 (a middleware turns an unexpected exception into a logged, traceback-free JSON 500, and a
+test sends every parameter path malformed). HEAD answers the headers of GET without joining or streaming.
 A broadcast that produces nothing within ``startup_timeout`` gets a clear error instead of a hanging request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
 
-from aiohttp import web
+from aiohttp import HttpVersion10, web
+from aiohttp.http_exceptions import HttpProcessingError
+from multidict import MultiMapping
 
 from swarmcast import VERSION_CODE, __version__
 from swarmcast.node.engine import Engine, EngineBroadcast, PlaybackSession
-from swarmcast.node.joiner import JoinError, load_transport, parse_content_id, parse_magnet
+from swarmcast.node.engine_limits import RETRY_AFTER_SECONDS, EngineBusyError
+from swarmcast.node.joiner import MAX_LOCATION_LENGTH, JoinError, load_transport, parse_content_id, parse_magnet
 
 log = logging.getLogger("swarmcast.engine")
 
 ENGINE_KEY: web.AppKey[Engine] = web.AppKey("engine", Engine)
 
+MAX_QUERY_PARAMS = 32  # parameters in one query string
+MAX_VALUE_LENGTH = MAX_LOCATION_LENGTH + 1024  # characters of one (decoded) parameter; a magnet carries trackers
+MAX_MAGNET_TRACKERS = 8  # tr= in one magnet link
+MAX_REQUEST_LINE = 8190  # bytes of the request line (aiohttp's own 400 beyond), also of each header
+KEEPALIVE_TIMEOUT = 15.0  # an idle connection (also one that sends nothing, or half a request) is closed after this
+MAX_HTTP_CONNECTIONS = 256  # open API connections; past it a new one is closed at once (within one accept burst)
+LISTEN_BACKLOG = 100
+ID_KEYS = ("id", "content_id", "infohash")
+TS_HEADERS = {"Content-Type": "video/mp2t", "Cache-Control": "no-cache"}
 
-def _error(message: str, status: int = 400) -> web.Response:
-    return web.json_response({"response": None, "error": message}, status=status)
+
+def _error(message: str, status: int = 400, headers: Mapping[str, str] | None = None) -> web.Response:
+    if status == 503:
+        headers = {**(headers or {}), "Retry-After": str(RETRY_AFTER_SECONDS)}
+    return web.json_response({"response": None, "error": message}, status=status, headers=headers)
 
 
-async def _broadcast_for(engine: Engine, query: Any) -> EngineBroadcast:
-    for key in ("id", "content_id", "infohash"):
+def _check_query(query: MultiMapping[str]) -> None:
+    if len(query) > MAX_QUERY_PARAMS:
+        raise JoinError(f"the query has {len(query)} parameters, more than {MAX_QUERY_PARAMS}")
+    for key, value in query.items():
+        if len(value) > MAX_VALUE_LENGTH:
+            raise JoinError(f"query parameter {key[:40]!r} is {len(value)} characters, more than {MAX_VALUE_LENGTH}")
+
+
+def _magnet(text: str) -> tuple[bytes, tuple[str, ...]]:
+    try:
+        content_id, trackers = parse_magnet(text)
+    except ValueError as error:  # JoinError, or urlsplit's own on a malformed link
+        raise JoinError(f"bad magnet link: {error}" if type(error) is ValueError else str(error)) from None
+    if len(trackers) > MAX_MAGNET_TRACKERS:
+        raise JoinError(f"the magnet link has {len(trackers)} trackers (tr=), more than {MAX_MAGNET_TRACKERS}")
+    return content_id, trackers
+
+
+def _content_id(text: str) -> bytes:
+    try:
+        return parse_content_id(text)
+    except ValueError as error:
+        raise JoinError(str(error) if isinstance(error, JoinError) else f"bad content id: {error}") from None
+
+
+def _which(query: MultiMapping[str]) -> str:
+    """The parameter that names the broadcast (checked for syntax where that costs no I/O)."""
+    _check_query(query)
+    for key in ID_KEYS:
         if key in query:
-            return await engine.join(parse_content_id(query[key]))
+            _content_id(query[key])
+            return key
     if "magnet" in query:
-        content_id, trackers = parse_magnet(query["magnet"])
-        return await engine.join(content_id, trackers=trackers)
+        _magnet(query["magnet"])
+        return "magnet"
     if "url" in query:
-        transport = await load_transport(query["url"])
-        return await engine.join(
-            transport.descriptor.content_id,
-            descriptor=transport.descriptor,
-            trackers=transport.trackers,
-            node=transport.node,
-        )
+        return "url"
     raise JoinError("give one of id, content_id, infohash, url or magnet")
+
+
+async def _broadcast_for(engine: Engine, query: MultiMapping[str], key: str) -> EngineBroadcast:
+    if key in ID_KEYS:
+        return await engine.join(_content_id(query[key]))
+    if key == "magnet":
+        content_id, trackers = _magnet(query["magnet"])
+        return await engine.join(content_id, trackers=trackers)
+    transport = await load_transport(query["url"], engine.local_files)
+    return await engine.join(
+        transport.descriptor.content_id,
+        descriptor=transport.descriptor,
+        trackers=transport.trackers,
+        node=transport.node,
+    )
 
 
 def _urls(request: web.Request, session: PlaybackSession) -> dict[str, str]:
@@ -61,62 +119,87 @@ def _urls(request: web.Request, session: PlaybackSession) -> dict[str, str]:
 
 async def getstream(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
+    as_json = request.query.get("format") == "json"
     try:
-        broadcast = await _broadcast_for(engine, request.query)
+        key = _which(request.query)
+        if request.method == "HEAD":
+            return web.Response(content_type="application/json") if as_json else web.Response(headers=TS_HEADERS)
+        if as_json:
+            broadcast = await _broadcast_for(engine, request.query, key)
+            session = engine.new_session(broadcast)
+        else:
+            # The stream slot first: a request we would refuse must not start a lookup.
+            with engine.streams.slot(_client(request)):
+                broadcast = await _broadcast_for(engine, request.query, key)
+                return await _play(request, engine, broadcast, None)
     except JoinError as error:
         return _error(str(error))
-    session = engine.new_session(broadcast)
-    if request.query.get("format") == "json":
-        response = {
-            **_urls(request, session),
-            "infohash": broadcast.infohash,
-            "playback_session_id": session.session_id,
-            "is_live": 1,
-            "is_encrypted": 0,
-        }
-        return web.json_response({"response": response, "error": None})
-    return await _play(request, engine, session)
+    except EngineBusyError as error:
+        return _error(str(error), 503)
+    response = {
+        **_urls(request, session),
+        "infohash": broadcast.infohash,
+        "playback_session_id": session.session_id,
+        "is_live": 1,
+        "is_encrypted": 0,
+    }
+    return web.json_response({"response": response, "error": None})
 
 
 async def playback(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
-    session = engine.sessions.get(request.match_info["session"])
-    if session is None or session.broadcast.infohash != request.match_info["infohash"]:
+    session = _lookup(request)
+    if session is None:
         return _error("unknown playback session", 404)
-    return await _play(request, engine, session)
+    if request.method == "HEAD":
+        return web.Response(headers=TS_HEADERS)
+    try:
+        with engine.streams.slot(_client(request)):
+            session.players += 1
+            try:
+                return await _play(request, engine, session.broadcast, session)
+            finally:
+                session.players -= 1
+                session.last_used = time.monotonic()
+    except EngineBusyError as error:
+        return _error(str(error), 503)
 
 
-async def _play(request: web.Request, engine: Engine, session: PlaybackSession) -> web.StreamResponse:
-    broadcast = session.broadcast
-    pieces = broadcast.pieces(session.stopped)
-    try:
-        async with asyncio.timeout(engine.config.startup_timeout):
-            first = await anext(pieces)
-    except (TimeoutError, StopAsyncIteration):
-        await pieces.aclose()
-        reason = "no peers found" if broadcast.swarm.peer_count == 0 else "no data from peers"
-        if broadcast.swarm.descriptor is None:
-            reason = "could not get the broadcast's descriptor from any peer"
-        return _error(f"broadcast {broadcast.infohash} did not start within "
-                      f"{engine.config.startup_timeout:.0f} s: {reason}", 504)  # fmt: skip
-    response = web.StreamResponse(headers={"Content-Type": "video/mp2t", "Cache-Control": "no-cache"})
-    await response.prepare(request)
-    try:
-        async with asyncio.timeout(engine.config.player_write_timeout):
-            await response.write(first)
-        async for data in pieces:
-            # A player that stops reading is dropped after the timeout; the swarm never waits for it.
+def _client(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+async def _play(request: web.Request, engine: Engine, broadcast: EngineBroadcast,
+                session: PlaybackSession | None) -> web.StreamResponse:  # fmt: skip
+    pieces = broadcast.pieces(lambda: session is not None and session.stopped)
+    try:  # the generator holds a cursor and counts as a player: closed however we leave, cancellation included
+        try:
+            async with asyncio.timeout(engine.config.startup_timeout):
+                first = await anext(pieces)
+        except (TimeoutError, StopAsyncIteration):
+            reason = "no peers found" if broadcast.swarm.peer_count == 0 else "no data from peers"
+            if broadcast.swarm.descriptor is None:
+                reason = "could not get the broadcast's descriptor from any peer"
+            return _error(f"broadcast {broadcast.infohash} did not start within "
+                          f"{engine.config.startup_timeout:.0f} s: {reason}", 504)  # fmt: skip
+        response = web.StreamResponse(headers=TS_HEADERS)
+        try:
+            await response.prepare(request)
             async with asyncio.timeout(engine.config.player_write_timeout):
-                await response.write(data)
-    except (ConnectionError, TimeoutError) as error:
-        log.info("player of %s went away: %s", broadcast.infohash, type(error).__name__)
+                await response.write(first)
+            async for data in pieces:
+                # A player that stops reading is dropped after the timeout; the swarm never waits for it.
+                async with asyncio.timeout(engine.config.player_write_timeout):
+                    await response.write(data)
+        except (ConnectionError, TimeoutError) as error:
+            log.info("player of %s went away: %s", broadcast.infohash, type(error).__name__)
+        return response
     finally:
         await pieces.aclose()
-    return response
 
 
 def _lookup(request: web.Request) -> PlaybackSession | None:
-    session = request.app[ENGINE_KEY].sessions.get(request.match_info["session"])
+    session = request.app[ENGINE_KEY].sessions.get(request.match_info["session"], time.monotonic())
     if session is None or session.broadcast.infohash != request.match_info["infohash"]:
         return None
     return session
@@ -160,9 +243,8 @@ async def command(request: web.Request) -> web.Response:
         return _error("unknown playback session", 404)
     method = request.query.get("method")
     if method != "stop":
-        return _error(f"unknown method {method!r}; supported: stop")
-    session.stopped.set()
-    request.app[ENGINE_KEY].sessions.pop(session.session_id, None)
+        return _error(f"unknown method {method!r:.60}; supported: stop")
+    request.app[ENGINE_KEY].sessions.remove(session.session_id)
     return web.json_response({"response": "ok", "error": None})
 
 
@@ -171,7 +253,7 @@ async def service(request: web.Request) -> web.Response:
     if method == "get_version":
         version = {"version": __version__, "code": VERSION_CODE, "platform": "linux"}
         return web.json_response({"result": version, "error": None})
-    return web.json_response({"result": None, "error": f"unknown method {method!r}"}, status=400)
+    return web.json_response({"result": None, "error": f"unknown method {method!r:.60}"}, status=400)
 
 
 async def engine_stat(request: web.Request) -> web.Response:
@@ -179,14 +261,61 @@ async def engine_stat(request: web.Request) -> web.Response:
     engine = request.app[ENGINE_KEY]
     now = time.monotonic()
     result = [
-        {**b.swarm.stats_snapshot(now), "players": b.players, "delivered": b.delivered}
+        {**b.swarm.stats_snapshot(now), "players": b.players, "delivered": b.delivered, "state": b.state.value}
         for b in engine.broadcasts.values()
     ]
     return web.json_response({"result": result, "error": None})
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _host_name(header: str) -> str:
+    """The host of a Host header, without the port and brackets, lower case."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
+def _ip_or_localhost(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True  # RFC 6761: always loopback, never from DNS
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors in the API's JSON shape; an unexpected exception is logged and answered without a traceback."""
+    if request.version < HttpVersion10:
+        return _error("HTTP/0.9 is not supported", 505)
+    host = _host_name(request.headers.get("Host", ""))
+    allowed = request.app[ENGINE_KEY].config.http_allowed_hosts
+    if host and "*" not in allowed and host not in allowed and not _ip_or_localhost(host):
+        # DNS rebinding: a web page whose name now resolves to 127.0.0.1 could read our answers as its own.
+        return _error(f"Host {host[:100]!r} is not allowed: the engine answers requests for IP addresses and "
+                      "localhost, and names given with --http-allowed-host", 421)  # fmt: skip
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        message = {404: "no such path", 405: f"method {request.method} not allowed"}.get(error.status, error.reason)
+        allow = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
+        return _error(message, error.status, allow)
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path[:200])
+        return _error("internal error (logged by the engine)", 500)
+
+
 def make_app(engine: Engine) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[json_errors])
     app[ENGINE_KEY] = engine
     app.router.add_get("/ace/getstream", getstream)
     app.router.add_get("/ace/r/{infohash}/{session}", playback)
@@ -195,3 +324,73 @@ def make_app(engine: Engine) -> web.Application:
     app.router.add_get("/webui/api/service", service)
     app.router.add_get("/app/stat", engine_stat)
     return app
+
+
+class _BadRequestsWithoutTraceback(logging.Filter):
+    """aiohttp logs a malformed request (a request line past the bound, a bad header) with a traceback at ERROR
+    once a connection has served a request; any client could fill the log that way. One INFO line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args, record.exc_info, record.exc_text = "bad HTTP request from %s: %s", (
+                remote, str(error.message)[:120]), None, None  # fmt: skip
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_BAD_REQUESTS_FILTER = _BadRequestsWithoutTraceback()
+
+
+def make_runner(engine: Engine) -> web.AppRunner:
+    """The API's server: handlers are cancelled when their client goes (a lookup nobody waits for ends at once),
+    idle keep-alive connections close, request lines and headers are bounded."""
+    server_log = logging.getLogger("aiohttp.server")
+    if _BAD_REQUESTS_FILTER not in server_log.filters:
+        server_log.addFilter(_BAD_REQUESTS_FILTER)
+    return web.AppRunner(
+        make_app(engine), access_log=None, handler_cancellation=True, keepalive_timeout=KEEPALIVE_TIMEOUT,
+        max_line_size=MAX_REQUEST_LINE, max_field_size=MAX_REQUEST_LINE,
+    )  # fmt: skip
+
+
+class _Refused(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.abort()
+
+
+class CappedSite(web.BaseSite):
+    """A TCP site with a cap on open connections, so that idle clients cannot take every file descriptor the P2P
+    side and the disk cache need; past the cap a new connection is closed at once (logged once per minute)."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
+                 max_connections: int = MAX_HTTP_CONNECTIONS) -> None:  # fmt: skip
+        super().__init__(runner)
+        self._host, self._port, self._max = host, port, max_connections
+        self._last_refusal_log = -60.0
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+
+        def factory() -> asyncio.BaseProtocol:
+            # The server's list lags: asyncio accepts a burst (up to the listen backlog, 100) of connections before
+            # any reaches connection_made. So the cap holds to within one burst, which still bounds descriptors.
+            if len(server.connections) < self._max:
+                return server()
+            if loop.time() - self._last_refusal_log >= 60.0:
+                self._last_refusal_log = loop.time()
+                log.warning("playback API: %d connections open (the limit); refusing new ones", self._max)
+            return _Refused()
+
+        self._server = await loop.create_server(
+            factory, self._host, self._port, reuse_address=True, backlog=LISTEN_BACKLOG
+        )

@@ -1,7 +1,10 @@
 """The viewer engine: joins broadcasts on demand and plays them to any number of local players.
 
 One P2P host (``--port``) carries every broadcast the engine has joined; the playback API (``--http-port``)
-lives in swarmcast.http.engine_api. A broadcast is left when no player has read it for ``IDLE_SECONDS``.
+lives in swarmcast.http.engine_api. What a client can make the engine hold (broadcasts, lookups of unknown
+content ids, JSON sessions, streams) is bounded by the rules in swarmcast.node.engine_limits; a reaper applies
+them every ``REAP_INTERVAL``: broadcasts that never produced a piece are left as soon as nobody waits for them,
+playing ones ``IDLE_SECONDS`` after their last player, JSON sessions nobody uses expire.
 """
 
 from __future__ import annotations
@@ -9,17 +12,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from swarmcast.discovery.tracker_client import check_tracker_url
 from swarmcast.media.ts import latest_clock_us
 from swarmcast.node.config import CacheConfig
+from swarmcast.node.engine_limits import (
+    BroadcastState,
+    Session,
+    SessionTable,
+    StreamCounter,
+    check_join,
+    should_leave,
+)
 from swarmcast.node.host import PeerHost
-from swarmcast.node.joiner import JoinError, Membership
+from swarmcast.node.joiner import JoinError, LocalFiles, Membership
 from swarmcast.node.shared import make_store, new_peer_id
 from swarmcast.swarm.core import Cursor, Role, Swarm, SwarmConfig
 from swarmcast.swarm.peer import Address
@@ -28,10 +40,8 @@ from swarmcast.wire.messages import PieceFlags
 
 log = logging.getLogger("swarmcast.engine")
 
-IDLE_SECONDS = 30.0
-MAX_BROADCASTS = 16
-MAX_SESSIONS = 256
 POLL_INTERVAL = 0.25
+REAP_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -47,32 +57,49 @@ class EngineConfig:
     upload_slots: int = 16
     upload_limit: int = 0  # bytes/s; 0 = no limit
     max_peers: int = 60
+    # Which local paths url= may name: none unless --allow-local-transport-files or --transport-files-dir.
+    local_files: LocalFiles = field(default_factory=LocalFiles)
+    # Host names the API answers besides IP addresses and localhost (DNS rebinding); "*" = any.
+    http_allowed_hosts: tuple[str, ...] = ()
 
 
 ENGINE_TARGET_PEERS = 8
 
 
 class EngineBroadcast:
-    def __init__(self, membership: Membership) -> None:
+    def __init__(self, membership: Membership, *, now: float) -> None:
         self.membership = membership
         self.swarm: Swarm = membership.swarm
         self.players = 0
         self.delivered = 0
-        self.last_active = time.monotonic()
+        self.joined = now
+        self.last_active = now
         self.source_clock: SourceClock | None = None
+        self.closed = asyncio.Event()  # set when the engine leaves the broadcast: its players end
         self._new_piece = asyncio.Event()
-        self.swarm.piece_listeners.append(lambda _index: self._new_piece.set())
+        self._has_piece = False
+        self.swarm.piece_listeners.append(self._on_piece)
+
+    def _on_piece(self, _index: int) -> None:
+        self._has_piece = True
+        self._new_piece.set()
 
     @property
     def infohash(self) -> str:
         return self.swarm.content_id.hex()
 
-    async def pieces(self, stopped: asyncio.Event) -> AsyncGenerator[bytes, None]:
-        """Verified piece data in order, from a random-access point, for one player."""
+    @property
+    def state(self) -> BroadcastState:
+        if self._has_piece:
+            return BroadcastState.PLAYING
+        return BroadcastState.STARTING if self.swarm.descriptor is not None else BroadcastState.LOOKUP
+
+    async def pieces(self, stopped: Callable[[], bool]) -> AsyncGenerator[bytes, None]:
+        """Verified piece data in order, from a random-access point, for one player, until ``stopped()``."""
         cursor: Cursor = self.swarm.open_cursor()
         self.players += 1
         try:
-            while not stopped.is_set():
+            while not stopped() and not self.closed.is_set():
                 piece = self.swarm.next_piece(cursor, time.monotonic())
                 if piece is None:
                     self._new_piece.clear()
@@ -105,12 +132,20 @@ class SourceClock:
         return self.played - self.stamped
 
 
-@dataclass
-class PlaybackSession:
-    session_id: str
-    broadcast: EngineBroadcast
-    stopped: asyncio.Event = field(default_factory=asyncio.Event)
-    created: float = field(default_factory=time.monotonic)
+PlaybackSession = Session[EngineBroadcast]
+
+
+def check_trackers(trackers: tuple[str, ...]) -> None:
+    """JoinError naming the first tracker URL we could not announce to (they come from clients' magnet links)."""
+    for url in trackers:
+        try:
+            check_tracker_url(url)
+            port = urlsplit(url).port  # ValueError past 65535, which the announcer would only meet in its task
+        except ValueError as error:
+            message = str(error)
+            raise JoinError(message if repr(url) in message else f"bad tracker URL {url[:200]!r}: {message}") from None
+        if port == 0:
+            raise JoinError(f"tracker URL {url[:200]!r} has port 0")
 
 
 class Engine:
@@ -119,13 +154,18 @@ class Engine:
         self.peer_id = new_peer_id()
         self.host = PeerHost(bind=config.bind, port=config.port, peer_id=self.peer_id, app=web.Application())
         self.broadcasts: dict[bytes, EngineBroadcast] = {}
-        self.sessions: dict[str, PlaybackSession] = {}
+        self.sessions: SessionTable[EngineBroadcast] = SessionTable()
+        self.streams = StreamCounter()
         self._lock = asyncio.Lock()
         self._reaper: asyncio.Task[None] | None = None
 
+    @property
+    def local_files(self) -> LocalFiles:
+        return self.config.local_files
+
     async def start(self) -> None:
         await self.host.start()
-        self._reaper = asyncio.create_task(self._reap_idle(), name="engine-reaper")
+        self._reaper = asyncio.create_task(self._reap(), name="engine-reaper")
 
     async def join(
         self,
@@ -135,16 +175,24 @@ class Engine:
         trackers: tuple[str, ...] = (),
         node: Address | None = None,
     ) -> EngineBroadcast:
+        """The broadcast, joined if need be; JoinError (the client's fault) or EngineBusyError (a limit is reached)."""
+        check_trackers(trackers)
         async with self._lock:
+            now = time.monotonic()
             broadcast = self.broadcasts.get(content_id)
             if broadcast is None:
-                if len(self.broadcasts) >= MAX_BROADCASTS:
-                    raise JoinError(f"the engine already plays {MAX_BROADCASTS} broadcasts")
                 all_trackers = tuple(self.config.trackers) + trackers
                 if descriptor is not None:
+                    check_trackers(descriptor.trackers)
                     all_trackers += descriptor.trackers
                 if descriptor is None and not all_trackers and node is None:
                     raise JoinError("a content id alone needs a tracker (--tracker or tr= in a magnet link)")
+                states = [b.state for b in self.broadcasts.values()]
+                check_join(
+                    BroadcastState.LOOKUP if descriptor is None else BroadcastState.STARTING,
+                    lookups=states.count(BroadcastState.LOOKUP),
+                    broadcasts=len(states) - states.count(BroadcastState.LOOKUP),
+                )
                 swarm = Swarm(
                     content_id=content_id,
                     peer_id=self.peer_id,
@@ -159,52 +207,59 @@ class Engine:
                     ),
                     store=make_store(self.config.cache, content_id, self.host.port),
                     descriptor=descriptor,
-                    now=time.monotonic(),
+                    now=now,
                 )
                 if node is not None:
                     swarm.add_candidates([node], pinned=True)
                 membership = Membership(self.host, swarm, all_trackers)
                 membership.start()
-                broadcast = self.broadcasts[content_id] = EngineBroadcast(membership)
-                log.info("joined broadcast %s", content_id.hex())
+                broadcast = self.broadcasts[content_id] = EngineBroadcast(membership, now=now)
+                log.info("joined broadcast %s (%s)", content_id.hex(), broadcast.state.value)
             else:
                 if node is not None:
                     broadcast.swarm.add_candidates([node], pinned=True)
                 if trackers:
-                    broadcast.membership.add_trackers(trackers)
-            broadcast.last_active = time.monotonic()
+                    try:
+                        broadcast.membership.add_trackers(trackers)
+                    except ValueError as error:  # the announcer's tracker cap: the broadcast plays on without it
+                        log.info("not adding trackers to %s: %s", content_id.hex(), error)
+            broadcast.last_active = now
             return broadcast
 
     def new_session(self, broadcast: EngineBroadcast) -> PlaybackSession:
-        if len(self.sessions) >= MAX_SESSIONS:
-            oldest = min(self.sessions.values(), key=lambda s: s.created)
-            oldest.stopped.set()
-            del self.sessions[oldest.session_id]
-        session = PlaybackSession(secrets.token_hex(16), broadcast)
-        self.sessions[session.session_id] = session
-        return session
+        """A JSON session; EngineBusyError when the table is full of sessions in use (none is evicted)."""
+        return self.sessions.add(broadcast, time.monotonic())
 
-    async def _reap_idle(self) -> None:
+    async def _reap(self) -> None:
         while True:
-            await asyncio.sleep(5.0)
-            now = time.monotonic()
-            for content_id, broadcast in list(self.broadcasts.items()):
-                if broadcast.players == 0 and now - broadcast.last_active > IDLE_SECONDS:
-                    log.info("leaving idle broadcast %s", content_id.hex())
-                    del self.broadcasts[content_id]
-                    for sid, session in list(self.sessions.items()):
-                        if session.broadcast is broadcast:
-                            session.stopped.set()
-                            del self.sessions[sid]
-                    await broadcast.membership.close()
+            await asyncio.sleep(REAP_INTERVAL)
+            await self.reap(time.monotonic())
+
+    async def reap(self, now: float) -> None:
+        self.sessions.expire(now)
+        for content_id, broadcast in list(self.broadcasts.items()):
+            state = broadcast.state
+            leave = should_leave(
+                state, players=broadcast.players, sessions=self.sessions.count(broadcast), joined=broadcast.joined,
+                last_active=broadcast.last_active, now=now, startup_timeout=self.config.startup_timeout,
+            )  # fmt: skip
+            if leave:
+                log.info("leaving %s broadcast %s", "idle" if state is BroadcastState.PLAYING else
+                         f"unstarted ({state.value})", content_id.hex())  # fmt: skip
+                await self.leave(content_id)
+
+    async def leave(self, content_id: bytes) -> None:
+        broadcast = self.broadcasts.pop(content_id, None)
+        if broadcast is None:
+            return
+        broadcast.closed.set()
+        self.sessions.remove_broadcast(broadcast)
+        await broadcast.membership.close()
 
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
-        for session in self.sessions.values():
-            session.stopped.set()
-        for broadcast in list(self.broadcasts.values()):
-            await broadcast.membership.close()
-        self.broadcasts.clear()
+        for content_id in list(self.broadcasts):
+            await self.leave(content_id)
         await self.host.close()

@@ -6,11 +6,14 @@ that node's address (a peer to dial at once) and its internal tracker (``/announ
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -21,7 +24,9 @@ from swarmcast.swarm.peer import Address
 from swarmcast.transport import Descriptor, TransportError
 from swarmcast.wire.messages import MAX_METADATA_SIZE
 
-FETCH_TIMEOUT = 10.0
+FETCH_TIMEOUT = 10.0  # the whole HTTP fetch of a transport file, redirects included
+MAX_REDIRECTS = 3
+MAX_LOCATION_LENGTH = 2048  # characters of a transport file's URL or path
 
 
 class JoinError(ValueError):
@@ -35,35 +40,121 @@ class TransportSource:
     trackers: tuple[str, ...]  # that node's internal tracker
 
 
-async def load_transport(location: str) -> TransportSource:
-    """A transport file from a local path or an http(s) URL, checked and decoded."""
-    parts = urlsplit(location)
+@dataclass(frozen=True)
+class LocalFiles:
+    """Which local paths a transport file location may name.
+
+    The support node's ``--url`` is the operator's own: any path (``OPERATOR_FILES``). The engine's ``url=`` comes
+    from any local HTTP client, and a web page can make a browser send one: no path unless the operator allowed
+    all (``--allow-local-transport-files``) or named a directory (``--transport-files-dir``).
+    """
+
+    allow_any: bool = False
+    directory: Path | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.allow_any or self.directory is not None
+
+
+OPERATOR_FILES = LocalFiles(allow_any=True)
+
+
+async def load_transport(location: str, local: LocalFiles = OPERATOR_FILES) -> TransportSource:
+    """A transport file from an http(s) URL or (as ``local`` allows) a local path, checked and decoded.
+
+    Every failure is a JoinError with a message for the client; what a refused path names is never looked at, so
+    the message does not tell whether it exists.
+    """
+    if len(location) > MAX_LOCATION_LENGTH:
+        raise JoinError(f"transport file location is {len(location)} characters, more than {MAX_LOCATION_LENGTH}")
+    try:
+        parts = urlsplit(location)
+        port = parts.port  # raises ValueError when out of range
+    except ValueError as error:
+        raise JoinError(f"bad transport file URL {location!r}: {error}") from None
     if parts.scheme in ("http", "https"):
-        try:
-            timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT)
-            async with aiohttp.ClientSession(timeout=timeout) as session, session.get(location) as response:
-                if response.status != 200:
-                    raise JoinError(f"transport file {location} answered HTTP {response.status}")
-                data = await response.content.read(MAX_METADATA_SIZE + 1)
-        except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            raise JoinError(f"cannot fetch transport file {location}: {error}") from None
+        if not parts.hostname:
+            raise JoinError(f"transport file URL {location!r} has no host")
+        data = await _fetch(location)
         node: Address | None = None
         trackers: tuple[str, ...] = ()
-        if parts.hostname and parts.port:
-            node = (parts.hostname, parts.port)
+        if port:
+            node = (parts.hostname, port)
             trackers = (urlunsplit((parts.scheme, parts.netloc, "/announce", "", "")),)
-    else:
-        path = Path(parts.path if parts.scheme == "file" else location)
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            raise JoinError(f"cannot read transport file {path}: {error.strerror}") from None
+    elif parts.scheme == "file" or (not parts.scheme and not parts.netloc):
+        if not local.allowed:
+            raise JoinError("url= must be an http:// or https:// URL (this engine reads no local transport files: "
+                            "see --allow-local-transport-files and --transport-files-dir)")  # fmt: skip
+        if parts.scheme == "file" and parts.netloc not in ("", "localhost"):
+            raise JoinError(f"file URL {location!r} names another host")
+        data = await asyncio.to_thread(_read_local, unquote(parts.path) if parts.scheme else location, local)
         node, trackers = None, ()
+    else:
+        raise JoinError(f"transport file URL {location!r}: scheme must be http or https")
     try:
         descriptor = Descriptor.decode(data)
     except TransportError as error:
         raise JoinError(str(error)) from None
     return TransportSource(descriptor, node, trackers)
+
+
+async def _fetch(url: str) -> bytes:
+    try:
+        timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url, max_redirects=MAX_REDIRECTS) as response,
+        ):
+            if response.status != 200:
+                raise JoinError(f"transport file {url} answered HTTP {response.status}")
+            if (response.content_length or 0) > MAX_METADATA_SIZE:
+                raise JoinError(f"transport file {url} is {response.content_length} bytes, "
+                                f"more than {MAX_METADATA_SIZE}")  # fmt: skip
+            data = bytearray()
+            # read(n) returns what has arrived, up to n: loop to the end, never past the cap.
+            while chunk := await response.content.read(MAX_METADATA_SIZE + 1 - len(data)):
+                data += chunk
+                if len(data) > MAX_METADATA_SIZE:
+                    raise JoinError(f"transport file {url} is more than {MAX_METADATA_SIZE} bytes")
+            return bytes(data)
+    except aiohttp.TooManyRedirects:
+        raise JoinError(f"transport file {url} redirects more than {MAX_REDIRECTS} times") from None
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as error:
+        # ValueError: yarl and aiohttp reject some URLs (and redirect targets) only when they are used.
+        raise JoinError(f"cannot fetch transport file {url}: {type(error).__name__} {error}".rstrip()) from None
+
+
+def _read_local(name: str, local: LocalFiles) -> bytes:
+    """A regular file's bytes, at most MAX_METADATA_SIZE (runs in a thread: disks and NFS can block)."""
+    path = Path(name)
+    if local.directory is not None and not local.allow_any:
+        root = local.directory.resolve()
+        try:
+            path = (root / path).resolve()  # an absolute name replaces root; symlinks and .. are resolved
+        except (OSError, RuntimeError, ValueError):
+            path = Path("/")
+        if not path.is_relative_to(root):
+            raise JoinError(f"url= names no file under the transport files directory {local.directory}")
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses anything but a regular file.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as error:
+        raise JoinError(f"cannot read transport file {name}: {error.strerror or error}") from None
+    except ValueError as error:  # a NUL in the name
+        raise JoinError(f"cannot read transport file {name!r}: {error}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise JoinError(f"transport file {name} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read(MAX_METADATA_SIZE + 1)
+    except OSError as error:
+        raise JoinError(f"cannot read transport file {name}: {error.strerror or error}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_METADATA_SIZE:
+        raise JoinError(f"transport file {name} is more than {MAX_METADATA_SIZE} bytes")
+    return data
 
 
 def parse_content_id(text: str) -> bytes:
