@@ -21,7 +21,7 @@ from swarmcast.node.engine_limits import (
     check_join,
     should_leave,
 )
-from swarmcast.node.joiner import MAX_LOCATION_LENGTH, JoinError, LocalFiles, load_transport
+from swarmcast.node.joiner import MAX_LOCATION_LENGTH, JoinError, LocalFiles, internal_tracker_url, load_transport
 from swarmcast.transport import Descriptor
 from swarmcast.wire.messages import MAX_METADATA_SIZE
 
@@ -214,3 +214,15 @@ async def test_allowed_local_files_are_regular_and_capped(tmp_path: Path) -> Non
 )
 def test_host_header_guard(header: str, allowed: bool) -> None:
     assert _ip_or_localhost(_host_name(header)) is allowed
+
+
+@pytest.mark.parametrize(
+    ("location", "tracker"),
+    [
+        ("http://10.0.0.1:7764/app/get_transport_file?format=raw", "http://10.0.0.1:7764/announce"),
+        ("http://10.0.0.1:7764/app/s3cret/get_transport_file", "http://10.0.0.1:7764/app/s3cret/announce"),
+        ("https://node.example:443/channels/news.acelive", "https://node.example:443/announce"),
+    ],
+)
+def test_the_internal_tracker_of_a_transport_url_sits_under_its_token(location: str, tracker: str) -> None:
+    assert internal_tracker_url(location) == tracker

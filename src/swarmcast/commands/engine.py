@@ -7,7 +7,14 @@ import asyncio
 import logging
 from pathlib import Path
 
-from swarmcast.commands.options import add_upload_options, port, positive_int, tracker_url
+from swarmcast.commands.options import (
+    add_admission_options,
+    add_upload_options,
+    admission_from_args,
+    port,
+    positive_int,
+    tracker_url,
+)
 from swarmcast.http.engine_api import CappedSite, make_runner
 from swarmcast.logsetup import setup_logging
 from swarmcast.node.config import DEFAULT_LIVE_CACHE_SIZE, CacheConfig
@@ -51,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--pid-file-dir", type=Path, default=Path("/tmp"))
     parser.add_argument("--log-file", type=Path)
     parser.add_argument("--debug", action="store_true")
+    add_admission_options(parser)
     parser.set_defaults(func=run_engine)
 
 
@@ -69,6 +77,7 @@ def run_engine(args: argparse.Namespace) -> int:
         max_peers=args.max_peers,
         http_allowed_hosts=tuple(name.lower() for name in args.http_allowed_host),
         local_files=LocalFiles(allow_any=args.allow_local_transport_files, directory=args.transport_files_dir),
+        admission=admission_from_args(args),
     )
 
     async def main(stop: asyncio.Event) -> None:

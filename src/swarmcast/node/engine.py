@@ -21,6 +21,7 @@ from aiohttp import web
 
 from swarmcast.discovery.tracker_client import check_tracker_url
 from swarmcast.media.ts import latest_clock_us
+from swarmcast.node.admission import AdmissionConfig
 from swarmcast.node.config import CacheConfig
 from swarmcast.node.engine_limits import (
     BroadcastState,
@@ -61,6 +62,8 @@ class EngineConfig:
     local_files: LocalFiles = field(default_factory=LocalFiles)
     # Host names the API answers besides IP addresses and localhost (DNS rebinding); "*" = any.
     http_allowed_hosts: tuple[str, ...] = ()
+    # Connection limits of the P2P port, per remote address and in total (node/admission.py).
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
 
 ENGINE_TARGET_PEERS = 8
@@ -152,7 +155,9 @@ class Engine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.peer_id = new_peer_id()
-        self.host = PeerHost(bind=config.bind, port=config.port, peer_id=self.peer_id, app=web.Application())
+        self.host = PeerHost(
+            bind=config.bind, port=config.port, peer_id=self.peer_id, app=web.Application(), admission=config.admission
+        )
         self.broadcasts: dict[bytes, EngineBroadcast] = {}
         self.sessions: SessionTable[EngineBroadcast] = SessionTable()
         self.streams = StreamCounter()

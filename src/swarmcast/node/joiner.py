@@ -81,7 +81,7 @@ async def load_transport(location: str, local: LocalFiles = OPERATOR_FILES) -> T
         trackers: tuple[str, ...] = ()
         if port:
             node = (parts.hostname, port)
-            trackers = (urlunsplit((parts.scheme, parts.netloc, "/announce", "", "")),)
+            trackers = (internal_tracker_url(location),)
     elif parts.scheme == "file" or (not parts.scheme and not parts.netloc):
         if not local.allowed:
             raise JoinError("url= must be an http:// or https:// URL (this engine reads no local transport files: "
@@ -155,6 +155,17 @@ def _read_local(name: str, local: LocalFiles) -> bytes:
     if len(data) > MAX_METADATA_SIZE:
         raise JoinError(f"transport file {name} is more than {MAX_METADATA_SIZE} bytes")
     return data
+
+
+def internal_tracker_url(location: str) -> str:
+    """The internal tracker of the node that serves the transport file at ``location`` (an http(s) URL).
+
+    A token-protected node serves its tracker under the token too: ``/app/TOKEN/get_transport_file`` ->
+    ``/app/TOKEN/announce``; otherwise ``/announce`` on the same host and port."""
+    parts = urlsplit(location)
+    head, _, tail = parts.path.rpartition("/")
+    announce = f"{head}/announce" if tail == "get_transport_file" and head.startswith("/app/") else "/announce"
+    return urlunsplit((parts.scheme, parts.netloc, announce, "", ""))
 
 
 def parse_content_id(text: str) -> bytes:
