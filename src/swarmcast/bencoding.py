@@ -57,7 +57,7 @@ class _DictFrame:
         self.last: bytes | None = None
 
 
-def decode(data: bytes, *, max_size: int, sorted_keys: bool = True) -> object:
+def decode(data: bytes | bytearray | memoryview, *, max_size: int, sorted_keys: bool = True) -> object:
     """The value bencoded in ``data``: ``int``, ``bytes``, ``list`` or ``dict[bytes, ...]``; else BencodeError."""
     if not isinstance(data, bytes):
         if not isinstance(data, bytearray | memoryview):
@@ -94,7 +94,7 @@ def decode(data: bytes, *, max_size: int, sorted_keys: bool = True) -> object:
             if end < 0:
                 raise BencodeError(f"integer at offset {pos} without 'e' within {MAX_INT_DIGITS} digits")
             digits = data[pos + 1 : end]
-            if not _INT.fullmatch(digits):
+            if not _INT.fullmatch(digits) or len(digits) - (digits[0] == 0x2D) > MAX_INT_DIGITS:
                 raise BencodeError(f"bad integer {digits!r} at offset {pos}")
             value = int(digits)
             pos = end + 1
