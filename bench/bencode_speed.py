@@ -3,12 +3,15 @@
     PYTHONPATH=src python bench/bencode_speed.py [--repeat N]
 
 Payloads: a transport file as the source writes it, the internal tracker's answer with 50 compact peers, and
-the same answer in the dictionary form (compact=0). Prints microseconds per decode and per encode.
+the same answer in the dictionary form (compact=0). Prints microseconds per decode and per encode, and per
+decode for bencoder.pyx, fastbencode and bencode-py when installed (e.g. ``pip install --target /tmp/bx ...`` and
+``PYTHONPATH=src:/tmp/bx``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import random
 import timeit
 from collections.abc import Callable
@@ -41,26 +44,31 @@ def per_call_us(function: Callable[[], object], repeat: int) -> float:
     return best / repeat * 1e6
 
 
+def _others() -> dict[str, Callable[[bytes], object]]:
+    """Decoders of the libraries we compared with, those that are installed (none is a dependency)."""
+    found: dict[str, Callable[[bytes], object]] = {}
+    for label, module, function in (("bencoder.pyx", "bencoder", "bdecode"), ("fastbencode", "fastbencode", "bdecode"),
+                                    ("bencode-py", "bencodepy", "decode")):  # fmt: skip
+        try:
+            found[label] = getattr(importlib.import_module(module), function)
+        except ImportError:
+            continue
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2000)
     args = parser.parse_args()
-    try:
-        import bencoder  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        bencoder = None
-    print(f"{'payload':28} {'bytes':>6} {'decode us':>10} {'encode us':>10} {'pyx dec us':>10} {'pyx enc us':>10}")
+    others = _others()
+    print(f"{'payload':27} {'bytes':>6} {'decode us':>10} {'encode us':>10}" + "".join(f" {n:>13}" for n in others))
     for name, data in payloads().items():
         value = bencoding.decode(data, max_size=1 << 20)
         assert bencoding.encode(value) == data
         ours_dec = per_call_us(lambda d=data: bencoding.decode(d, max_size=1 << 20), args.repeat)  # type: ignore[misc]
         ours_enc = per_call_us(lambda v=value: bencoding.encode(v), args.repeat)  # type: ignore[misc]
-        if bencoder is not None:
-            pyx_dec = f"{per_call_us(lambda d=data: bencoder.bdecode(d), args.repeat):10.1f}"  # type: ignore[misc]
-            pyx_enc = f"{per_call_us(lambda v=value: bencoder.bencode(v), args.repeat):10.1f}"  # type: ignore[misc]
-        else:
-            pyx_dec = pyx_enc = f"{'-':>10}"
-        print(f"{name:28} {len(data):6} {ours_dec:10.1f} {ours_enc:10.1f} {pyx_dec} {pyx_enc}")
+        theirs = "".join(f" {per_call_us(lambda f=f, d=data: f(d), args.repeat):13.1f}" for f in others.values())  # type: ignore[misc]
+        print(f"{name:27} {len(data):6} {ours_dec:10.1f} {ours_enc:10.1f}{theirs}")
 
 
 if __name__ == "__main__":

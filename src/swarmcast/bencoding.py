@@ -24,7 +24,6 @@ and nesting deeper than ``MAX_DEPTH`` (our deepest real value, a tracker's dicti
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
 Bencodable = int | bytes | str | list["Bencodable"] | dict[bytes, "Bencodable"]
@@ -36,10 +35,7 @@ MAX_INT_DIGITS: Final = 20
 #: Longest byte-string length prefix, in digits; the length is also checked against the bytes left.
 MAX_LENGTH_DIGITS: Final = 10
 
-_INT = re.compile(rb"0|-?[1-9][0-9]*")
-_LENGTH = re.compile(rb"0|[1-9][0-9]*")
-_I, _L, _D, _E, _COLON = b"i"[0], b"l"[0], b"d"[0], b"e"[0], b":"[0]
-_DIGIT_BYTES: Final = frozenset(b"0123456789")
+_I, _L, _D, _E, _0, _9 = b"i"[0], b"l"[0], b"d"[0], b"e"[0], b"0"[0], b"9"[0]
 
 
 class BencodeError(ValueError):
@@ -67,21 +63,21 @@ def decode(data: bytes | bytearray | memoryview, *, max_size: int, sorted_keys: 
     if size > max_size:
         raise BencodeError(f"bencoded value of {size} bytes exceeds {max_size}")
     stack: list[list[object] | _DictFrame] = []
+    top: list[object] | _DictFrame | None = None  # stack[-1], kept in step with it
     pos = 0
     while True:
         if pos >= size:
             raise BencodeError("truncated" if size else "empty input")
         c = data[pos]
-        top = stack[-1] if stack else None
-        if isinstance(top, _DictFrame) and top.key is None and c != _E and c not in _DIGIT_BYTES:
+        if isinstance(top, _DictFrame) and top.key is None and c != _E and not _0 <= c <= _9:
             raise BencodeError(f"dictionary key at offset {pos} is not a byte string")
         value: object
-        if c in _DIGIT_BYTES:
+        if _0 <= c <= _9:
             colon = data.find(b":", pos, pos + MAX_LENGTH_DIGITS + 1)
             if colon < 0:
                 raise BencodeError(f"byte-string length at offset {pos} without ':' within {MAX_LENGTH_DIGITS} digits")
             digits = data[pos:colon]
-            if not _LENGTH.fullmatch(digits):
+            if not digits.isdigit() or (c == _0 and len(digits) > 1):  # no leading zeros
                 raise BencodeError(f"bad byte-string length {digits[:MAX_LENGTH_DIGITS]!r} at offset {pos}")
             start = colon + 1
             end = start + int(digits)
@@ -94,14 +90,20 @@ def decode(data: bytes | bytearray | memoryview, *, max_size: int, sorted_keys: 
             if end < 0:
                 raise BencodeError(f"integer at offset {pos} without 'e' within {MAX_INT_DIGITS} digits")
             digits = data[pos + 1 : end]
-            if not _INT.fullmatch(digits) or len(digits) - (digits[0] == 0x2D) > MAX_INT_DIGITS:
+            magnitude = digits[1:] if digits[:1] == b"-" else digits
+            if (
+                not magnitude.isdigit()
+                or len(magnitude) > MAX_INT_DIGITS
+                or (magnitude[0] == _0 and (len(magnitude) > 1 or magnitude is not digits))  # 00, 01, -0, -01
+            ):
                 raise BencodeError(f"bad integer {digits!r} at offset {pos}")
             value = int(digits)
             pos = end + 1
         elif c in (_L, _D):
             if len(stack) >= MAX_DEPTH:
                 raise BencodeError(f"nesting deeper than {MAX_DEPTH} at offset {pos}")
-            stack.append([] if c == _L else _DictFrame())
+            top = [] if c == _L else _DictFrame()
+            stack.append(top)
             pos += 1
             continue
         elif c == _E:
