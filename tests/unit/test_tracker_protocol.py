@@ -10,10 +10,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from bencoder import bdecode
 from hypothesis import given
 from hypothesis import strategies as st
 
+from swarmcast.bencoding import decode as bdecode
 from swarmcast.bencoding import encode as bencode
 from swarmcast.discovery.announcer import TrackerSchedule
 from swarmcast.discovery.tracker_protocol import (
@@ -284,7 +284,7 @@ def announce_params(req: AnnounceRequest, **extra: str) -> dict[str, bytes]:
 
 
 def decode(body: bytes) -> dict[bytes, Any]:
-    value = bdecode(body)
+    value = bdecode(body, max_size=MAX_HTTP_RESPONSE_BYTES)
     assert isinstance(value, dict)
     return value
 

@@ -7,7 +7,6 @@ import stat
 import struct
 from pathlib import Path
 
-import bencoder
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -15,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
+from swarmcast import bencoding
 from swarmcast.transport import (
     CATEGORIES,
     FORMAT_VERSION,
@@ -61,13 +61,13 @@ descriptors = st.builds(
 
 
 def fields_of(descriptor: Descriptor) -> dict[bytes, object]:
-    decoded = bencoder.bdecode(descriptor.encode())
+    decoded = bencoding.decode(descriptor.encode(), max_size=MAX_METADATA_SIZE)
     assert isinstance(decoded, dict)
     return decoded
 
 
 def encoded(fields: dict[bytes, object]) -> bytes:
-    return bytes(bencoder.bencode(fields))
+    return bencoding.encode(fields)
 
 
 def decode_error(data: bytes) -> str:
@@ -254,7 +254,7 @@ def test_unsorted_keys_are_not_canonical() -> None:
     body = b"".join(encoded({k: v})[1:-1] for k, v in reversed(list(fields.items())))
     unsorted = b"d" + body + b"e"
     assert unsorted != data
-    assert bencoder.bdecode(unsorted) == fields
+    assert bencoding.decode(unsorted, max_size=MAX_METADATA_SIZE, sorted_keys=False) == fields
     assert "canonical" in decode_error(unsorted)
 
 

@@ -16,7 +16,6 @@ from enum import IntEnum
 from typing import Any
 from urllib.parse import quote_from_bytes, urlsplit, urlunsplit
 
-# fastbencode re-exports its Rust functions without ``__all__``, which mypy --strict reads as private.
 from swarmcast import bencoding
 
 __all__ = [
@@ -219,7 +218,8 @@ def parse_announce_response(body: bytes) -> AnnounceResponse:
     if len(body) > MAX_HTTP_RESPONSE_BYTES:
         raise TrackerError(f"tracker response of {len(body)} bytes exceeds {MAX_HTTP_RESPONSE_BYTES}")
     try:
-        decoded = bencoding.decode(body, max_size=MAX_HTTP_RESPONSE_BYTES)
+        # Key order is not checked (libtorrent and Transmission do not either): it changes no meaning here.
+        decoded = bencoding.decode(body, max_size=MAX_HTTP_RESPONSE_BYTES, sorted_keys=False)
     except bencoding.BencodeError as exc:
         raise TrackerError(f"tracker response is not valid bencode: {exc}") from exc
     if not isinstance(decoded, dict):

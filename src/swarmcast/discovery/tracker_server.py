@@ -24,7 +24,6 @@ from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
-# See tracker_protocol.py: fastbencode's re-exports look private to mypy --strict.
 from swarmcast.bencoding import encode as bencode
 
 __all__ = ["InternalTracker", "parse_raw_query"]
@@ -50,7 +49,7 @@ class _BadRequestError(Exception):
 
 
 def _failure(reason: str) -> bytes:
-    return (bencode({b"failure reason": reason.encode()}))
+    return bencode({b"failure reason": reason.encode()})
 
 
 @dataclass(slots=True)
@@ -283,7 +282,7 @@ class InternalTracker:
                 body[b"peers6"] = bytes(v6)
         else:
             body[b"peers"] = [self._peer_dict(ip, port, peers[(ip, port)], request.no_peer_id) for ip, port in chosen]
-        return (bencode(body))
+        return bencode(body)
 
     @staticmethod
     def _peer_dict(ip: str, port: int, peer: _Peer, no_peer_id: bool) -> dict[bytes, object]:

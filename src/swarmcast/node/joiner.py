@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,14 @@ from swarmcast.wire.messages import MAX_METADATA_SIZE
 FETCH_TIMEOUT = 10.0  # the whole HTTP fetch of a transport file, redirects included
 MAX_REDIRECTS = 3
 MAX_LOCATION_LENGTH = 2048  # characters of a transport file's URL or path
+FETCH_TIMEOUT = 10.0
+# A magnet link is a content id and a few trackers; anything much longer is not one.
+MAX_MAGNET_CHARS = 8192
+MAX_MAGNET_FIELDS = 64
+MAX_MAGNET_TRACKERS = 16  # extra ``tr=`` are dropped: each one is a host we would announce to
+
+_HEX_ID = re.compile(r"[0-9a-fA-F]{40}")
+_BASE32_ID = re.compile(r"[A-Za-z2-7]{32}")
 
 
 class JoinError(ValueError):
@@ -169,26 +177,33 @@ def internal_tracker_url(location: str) -> str:
 
 
 def parse_content_id(text: str) -> bytes:
-    """A 40-hex content id (also accepts the 32-character base32 form magnets use)."""
+    """A 40-hex content id (also accepts the 32-character base32 form magnets use); JoinError otherwise.
+
+    The forms are matched exactly first: ``bytes.fromhex`` skips spaces and ``b32decode`` takes ``=`` padding,
+    so either would turn some 40- or 32-character texts into fewer than 20 bytes.
+    """
     text = text.strip()
-    try:
-        if len(text) == 40:
-            return bytes.fromhex(text)
-        if len(text) == 32:
-            return base64.b32decode(text.upper())
-    except (ValueError, binascii.Error):
-        pass
-    raise JoinError(f"content id {text!r} is not 40 hex digits")
+    if _HEX_ID.fullmatch(text):
+        return bytes.fromhex(text)
+    if _BASE32_ID.fullmatch(text):
+        return base64.b32decode(text.upper())
+    raise JoinError(f"content id {text[:80]!r} is not 40 hex digits")
 
 
 def parse_magnet(magnet: str) -> tuple[bytes, tuple[str, ...]]:
-    parts = urlsplit(magnet)
+    """Content id and trackers (at most ``MAX_MAGNET_TRACKERS``) of a magnet link; JoinError for anything else."""
+    if len(magnet) > MAX_MAGNET_CHARS:
+        raise JoinError(f"magnet link of {len(magnet)} characters, more than {MAX_MAGNET_CHARS}")
+    try:
+        parts = urlsplit(magnet)
+        query = parse_qs(parts.query, max_num_fields=MAX_MAGNET_FIELDS)
+    except ValueError as error:  # urlsplit: "Invalid IPv6 URL" on "//["; parse_qs: too many fields
+        raise JoinError(f"not a magnet link: {magnet[:80]!r} ({error})") from None
     if parts.scheme != "magnet":
-        raise JoinError(f"not a magnet link: {magnet!r}")
-    query = parse_qs(parts.query)
+        raise JoinError(f"not a magnet link: {magnet[:80]!r}")
     for topic in query.get("xt", []):
         if topic.lower().startswith("urn:btih:"):
-            return parse_content_id(topic[9:]), tuple(query.get("tr", []))
+            return parse_content_id(topic[9:]), tuple(query.get("tr", [])[:MAX_MAGNET_TRACKERS])
     raise JoinError("magnet link has no xt=urn:btih:<content id>")
 
 
