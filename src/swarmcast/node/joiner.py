@@ -27,7 +27,6 @@ from swarmcast.wire.messages import MAX_METADATA_SIZE
 FETCH_TIMEOUT = 10.0  # the whole HTTP fetch of a transport file, redirects included
 MAX_REDIRECTS = 3
 MAX_LOCATION_LENGTH = 2048  # characters of a transport file's URL or path
-FETCH_TIMEOUT = 10.0
 # A magnet link is a content id and a few trackers; anything much longer is not one.
 MAX_MAGNET_CHARS = 8192
 MAX_MAGNET_FIELDS = 64
