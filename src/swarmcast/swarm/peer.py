@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Protocol
 
+from swarmcast.swarm.budget import MessageBudget
 from swarmcast.swarm.rates import RateMeter
 from swarmcast.wire.connection import Connection
 from swarmcast.wire.messages import Handshake, HandshakeFlags
@@ -58,6 +60,13 @@ class PeerSession:
         self.unchoked_at = 0.0
         self.busy_until = 0.0  # it rejected a request of ours: ask others first until then
         self.metadata_requested = False
+        # Hostile-peer bookkeeping (docs/design.md, "Hostile peers").
+        self.budget = MessageBudget(now)  # control messages it may send us
+        self.strikes = 0.0  # requests it took and did not answer in time: its announcements count for less
+        self.last_useful = now  # a piece went either way
+        self.pex_addresses: set[Address] = set()  # distinct addresses it named, capped
+        # Pieces queued for it and not yet out of our buffers: (value of connection.bytes_sent once queued, index).
+        self.serving: deque[tuple[int, int]] = deque()
 
     @property
     def is_source(self) -> bool:
@@ -66,6 +75,23 @@ class PeerSession:
     @property
     def is_seeder(self) -> bool:
         return bool(self.handshake.flags & (HandshakeFlags.SEEDER | HandshakeFlags.SOURCE))
+
+    @property
+    def trusted(self) -> bool:
+        """Its claims count toward the live edge and it is asked first; lost after a withheld piece or two."""
+        return self.strikes < 1.0
+
+    def queued_bytes(self) -> int:
+        """What we hold for this peer right now: queued in the connection plus the transport's send buffer."""
+        return self.connection.buffered_bytes + self.link.write_buffer_size()
+
+    def pieces_in_flight(self) -> int:
+        """Pieces we queued for it that have not left our buffers yet; drops those that have."""
+        written = self.connection.bytes_sent - self.queued_bytes()
+        serving = self.serving
+        while serving and serving[0][0] <= written:
+            serving.popleft()
+        return len(serving)
 
     def flush(self) -> None:
         data = self.connection.data_to_send()
