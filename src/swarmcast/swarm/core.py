@@ -327,11 +327,10 @@ class Swarm:
 
     def next_piece(self, cursor: Cursor, now: float) -> StoredPiece | None:
         """The next piece for this reader, in order, or None when it must wait; skips holes that time out."""
+        if not cursor.started:
+            self._choose_start(cursor)
         if cursor.position is None:
-            start = self._start_index()
-            if start is None:
-                return None
-            cursor.position = start
+            return None
         oldest = self.store.oldest
         if oldest is not None and cursor.position < oldest and cursor.position not in self.store:
             # The reader fell out of the window (it read too slowly): rejoin at the newest random-access piece.
@@ -393,8 +392,15 @@ class Swarm:
         top = max((s.newest_have for s in voters if s.newest_have is not None), default=agreed)
         return max(agreed, min(top, agreed + EDGE_MARGIN))
 
-    def _start_index(self) -> int | None:
-        return self._latest_random_access()
+    def _choose_start(self, cursor: Cursor) -> None:
+        """Where a reader that has not started yet begins: re-chosen while the peers' majority says it lies past
+        the live edge (the first WINDOW to arrive may be a liar's, before the honest peers' come in)."""
+        if cursor.position is not None:
+            agreed = self._agreed_edge()
+            if agreed is None or cursor.position <= agreed:
+                return
+        cursor.position = self._latest_random_access()
+        cursor.waiting_since = None
 
     def _latest_random_access(self) -> int | None:
         agreed = self._agreed_edge()
@@ -602,10 +608,10 @@ class Swarm:
             return []
         ranges = []
         for cursor in self._all_cursors():
-            if cursor.position is None and cursor is not self._sweeper:
+            if not cursor.started and cursor is not self._sweeper:
                 # A new player: choose its start as soon as a peer's WINDOW or HAVE names one, not when the player
                 # next polls, so the first requests go out in the same turn as the news.
-                cursor.position = self._start_index()
+                self._choose_start(cursor)
             if cursor.position is not None:
                 ranges.append((cursor.position, min(newest, cursor.position + self.config.lookahead_pieces)))
         return ranges
@@ -692,14 +698,13 @@ class Swarm:
         """Drop peers that hold a slot and move no piece either way for ``useless_timeout``, keep-alives or not.
 
         A slot is an upload slot we gave it (unchoked: it could ask and does not), or, for a viewer engine with its
-        peer set full, a connection that could go to a peer that trades; an engine only counts the latter while
-        pieces reach it at all (in an outage nobody is useful, and nobody is dropped for it). Support nodes and the
-        source expect nothing from viewers, so an idle viewer they choke is kept: it costs a HAVE per piece."""
+        peer set full, a connection that could go to a peer that trades. Only while pieces flow (one came in or
+        was cut within the timeout): in an outage nobody is useful, and nobody is dropped for it. Support nodes and
+        the source expect nothing from viewers, so an idle viewer they choke is kept: it costs a HAVE per piece."""
         timeout = self.config.useless_timeout
-        if timeout <= 0:
+        if timeout <= 0 or self.edge.verified is None or now - self.edge.verified_at >= timeout:
             return
-        receiving = self.edge.verified is not None and now - self.edge.verified_at < timeout
-        crowded = self.config.role is Role.ENGINE and receiving and len(self.sessions) >= self.config.target_peers
+        crowded = self.config.role is Role.ENGINE and len(self.sessions) >= self.config.target_peers
         for session in list(self.sessions.values()):
             if now - session.last_useful < timeout:
                 continue

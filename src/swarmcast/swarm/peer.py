@@ -79,7 +79,7 @@ class PeerSession:
     @property
     def trusted(self) -> bool:
         """Its claims count toward the live edge and it is asked first; lost after a withheld piece or two."""
-        return self.strikes < 1.0
+        return self.strikes < 0.5
 
     def queued_bytes(self) -> int:
         """What we hold for this peer right now: queued in the connection plus the transport's send buffer."""

@@ -13,7 +13,7 @@ signals catch it, none of them a timing assertion about honest peers:
   asked of another holder if there is one;
 - time: a request unanswered after ``request_timeout`` (shorter for a distrusted peer).
 
-Each costs the peer a strike (half one for urgency: honest peers can be slow). A peer with a strike or more is
+Each costs the peer a strike; a delivered piece takes a quarter of one back. A peer with half a strike or more is
 distrusted: it is asked only when no trusted peer has the piece and a majority agrees the piece exists; its
 requests are moved as soon as a trusted peer announces the same piece; its claims do not count toward the live
 edge (edge.py). Strikes wear off with delivered pieces and with time (``STRIKE_HALF_LIFE``).
@@ -68,7 +68,7 @@ class Picker:
         sources = [s for s in self._sessions.values() if s.may_download and not s.peer_choking and s.have]
         if not sources:
             return
-        could_fetch_first = any(not spared(s) for s in sources)
+        could_fetch_first = any(not spared(s) and s.trusted for s in sources)
         for index in wanted:
             if index in self.pending or have_piece(index):
                 continue
@@ -160,7 +160,7 @@ class Picker:
                     # It did not come in time: assume the peer lost it, so the next request goes elsewhere.
                     self._give_up(session, index, now, strike=1.0)
                 elif age >= self._urgent_after and index in waiting and self._another_holder(session, index, now):
-                    self._give_up(session, index, now, strike=0.5)
+                    self._give_up(session, index, now, strike=1.0)
 
     def _another_holder(self, session: PeerSession, index: int, now: float) -> bool:
         return any(
