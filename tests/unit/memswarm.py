@@ -118,12 +118,12 @@ class ScriptedPeer:
     """A peer the test speaks for: a bare ``Connection`` wired to one swarm in memory, honest or not."""
 
     def __init__(self, net: MemoryNetwork, swarm: Swarm, *, ip: str = "127.0.0.9", port: int = 7999,
-                 flags: HandshakeFlags = HandshakeFlags.NONE) -> None:
+                 flags: HandshakeFlags = HandshakeFlags.NONE, peer_id: bytes | None = None) -> None:
         self.net = net
         self.swarm = swarm
         ours, theirs = Connection(now=net.now), Connection(now=net.now)
         ours.send_handshake(Handshake(swarm.content_id, swarm.peer_id, 7764, _FLAGS[swarm.config.role]), net.now)
-        theirs.send_handshake(Handshake(swarm.content_id, random.randbytes(20), port, flags), net.now)
+        theirs.send_handshake(Handshake(swarm.content_id, peer_id or random.randbytes(20), port, flags), net.now)
         events = ours.receive_data(theirs.data_to_send(), net.now)
         theirs.receive_data(ours.data_to_send(), net.now)
         assert isinstance(events[0], HandshakeReceived)
@@ -151,6 +151,13 @@ class ScriptedPeer:
         got = [e.message for e in self.connection.receive_data(data, self.net.now) if isinstance(e, MessageReceived)]
         self.inbox.extend(got)
         return got
+
+    def queued(self) -> int:
+        """Bytes the swarm has queued for us and we have not read (written to the link or still in its connection)."""
+        pending = self.session.connection.data_to_send()
+        if pending:
+            self.link.write(pending)
+        return sum(len(d) for d in self.link.outbox)
 
     @property
     def dropped(self) -> bool:
