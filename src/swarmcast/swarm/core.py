@@ -5,27 +5,18 @@ events to ``handle_events`` and calls ``tick(now)`` a few times a second; the sw
 on the connections and flushing them to each session's ``PeerLink``. It never reads a clock or opens a socket:
 the asyncio node and the simulator in bench/ drive the same code. Each policy is a module of its own:
 
+- reading.py: readers' cursors (in order, skipping holes that time out) and the live edge they follow;
 - edge.py: which indices a peer may name (a HAVE far past the newest verified piece is a ban) and the live edge a
   majority of peers agree on, which is where start points and skip targets are taken from;
-- picker.py: which piece to ask whom for, and withholding (a peer that announced and did not deliver is asked
-  less and its requests move elsewhere before the reader's deadline);
+- picker.py: which piece to ask whom for, sparing the broadcaster's nodes (``seeder_grace``), and withholding (a
+  peer that announced and did not deliver is asked less, its requests move elsewhere before the reader's deadline);
 - upload.py: serving requests under per-peer caps in pieces and bytes, and the upload limit;
 - choking.py: upload slots; dialer.py: candidates, backoff, addresses never dialled; budget.py: per-peer
-  message budgets.
+  message budgets; liveness.py: peers that stopped reading or move nothing; announce.py: our WINDOW and PEX.
 
-What stays here:
-
-- Live window: ``PieceStore`` holds the newest pieces under a byte cap. Every stored piece is announced with HAVE.
-- Cursors: each player (engine) or the keep-up sweeper (support node) owns a ``Cursor``: the next index it needs.
-  Requests go out for the pieces just ahead of every cursor, earliest first. A cursor that waits too long for a
-  piece while later ones exist skips to the next random-access piece, so one lost piece never freezes a player and
-  a player that stops reading never holds back the swarm.
-- Sparing the broadcaster: a fresh piece that only the broadcaster's nodes hold (the source, for a support node;
-  source and support nodes, for an engine) is fetched from them only after a random grace of up to
-  ``seeder_grace``, and only if some other peer could have fetched it first.
-- Misbehaviour (a bad signature, a request for a piece we never announced, an implausible index, a malformed
-  frame, a flood) bans the peer from this broadcast by peer id and address; nothing it sent is stored or forwarded.
-  A peer that is merely useless (no piece either way for ``useless_timeout`` while it holds a slot) is dropped.
+Misbehaviour (a bad signature, a request for a piece we never announced, an implausible index, a malformed frame,
+a flood) bans the peer from this broadcast by peer id and address; nothing it sent is stored or forwarded. A peer
+that is merely useless (no piece either way for ``useless_timeout`` while it holds a slot) is dropped.
 """
 
 from __future__ import annotations
@@ -34,22 +25,21 @@ import hashlib
 import logging
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from enum import Enum
 
+from swarmcast.swarm import announce, liveness
 from swarmcast.swarm.choking import NEWCOMER_GRACE, Choker
+from swarmcast.swarm.config import Role, SwarmConfig, SwarmStats
 from swarmcast.swarm.dialer import MAX_PEX_ADDRESSES_PER_PEER, PREFERRED_EXTRA_PEERS, Dialer
-from swarmcast.swarm.edge import EDGE_MARGIN, LiveEdge
+from swarmcast.swarm.edge import LiveEdge
 from swarmcast.swarm.peer import Address, PeerSession
-from swarmcast.swarm.picker import Picker
-from swarmcast.swarm.rates import RateMeter
+from swarmcast.swarm.picker import Picker, support_grace
+from swarmcast.swarm.reading import Cursor, Reading
 from swarmcast.swarm.store import PieceStore, StoredPiece
 from swarmcast.swarm.upload import Uploader
 from swarmcast.transport import Descriptor, PieceVerifier, TransportError
 from swarmcast.wire.connection import ConnectionClosed, Event, HandshakeReceived, MessageReceived
 from swarmcast.wire.errors import ErrorCode, ProtocolError
 from swarmcast.wire.messages import (
-    MAX_PEX_PEERS,
     MAX_WINDOW_PIECES,
     Choke,
     GoodbyeReason,
@@ -74,65 +64,6 @@ __all__ = ["NEWCOMER_GRACE", "PREFERRED_EXTRA_PEERS", "Cursor", "Role", "Swarm",
 
 HOUSEKEEPING_INTERVAL = 1.0  # seconds between connection timers, back-pressure checks and rechoke checks
 STABLE_SESSION = 10.0  # seconds a session must last for its address's failed attempts to be forgiven
-
-
-class Role(Enum):
-    SOURCE = "source"
-    SUPPORT = "support"
-    ENGINE = "engine"
-
-
-@dataclass(frozen=True)
-class SwarmConfig:
-    role: Role
-    max_peers: int = 60
-    target_peers: int = 12
-    upload_slots: int = 8
-    upload_limit: int = 0  # bytes/s given to peers; 0 = no limit
-    seeder_grace: float = 0.3
-    max_requests_per_peer: int = 16
-    request_timeout: float = 2.0
-    urgent_after: float = 0.75  # a piece a reader waits for is asked of another holder after this long
-    lookahead_pieces: int = 96
-    skip_after: float = 2.5
-    max_lag_pieces: int = 50  # a reader this far behind the newest piece known jumps to live (10 s of 0.2 s pieces)
-    rechoke_interval: float = 5.0
-    optimistic_interval: float = 10.0
-    pex_interval: float = 20.0
-    send_buffer_limit: int = 4 * 1024 * 1024  # bytes queued for one peer (ours and the transport's) before REJECT
-    max_serving: int = 32  # pieces queued for one peer and not yet out of our buffers before REJECT
-    stall_timeout: float = 10.0
-    useless_timeout: float = 60.0  # no piece either way this long, while holding a slot: dropped (0 = never)
-    max_candidates: int = 500
-    dial_backoff_max: float = 8.0  # for pinned candidates; others back off to dialer.PEX_BACKOFF_MAX
-    download_from: frozenset[Address] | None = None
-
-
-@dataclass
-class Cursor:
-    """A reader's place in the stream: ``position`` is the next index it needs (None until it has started)."""
-
-    position: int | None = None
-    waiting_since: float | None = None
-    skipped: int = 0
-    started: bool = False  # has delivered a piece; until then a start point that does not come is re-chosen
-
-
-@dataclass
-class SwarmStats:
-    downloaded: int = 0
-    downloaded_from_source: int = 0
-    downloaded_from_seeders: int = 0  # support nodes (and the source): the broadcaster's own upload
-    uploaded: int = 0
-    bytes_sent: int = 0
-    payload_sent: int = 0
-    banned: int = 0
-    dropped_useless: int = 0
-    bad_pieces: int = 0
-    skipped_pieces: int = 0
-    rejected_over_limit: int = 0
-    down: RateMeter = field(default_factory=RateMeter)
-    up: RateMeter = field(default_factory=RateMeter)
 
 
 class Swarm:
@@ -197,6 +128,13 @@ class Swarm:
             max_serving=config.max_serving,
             now=now,
         )
+        self.reading = Reading(
+            store=store,
+            sessions=self.sessions,
+            edge=self.edge,
+            skip_after=config.skip_after,
+            max_lag_pieces=config.max_lag_pieces,
+        )
         self._last_pex = now
         self._last_housekeeping = now
         self._closed = False
@@ -241,15 +179,15 @@ class Swarm:
             session.link.close()
             return False
         self.sessions[session.key] = session
-        self._send(session, self._window_message(), now)
+        self._send(session, announce.window_message(self.store), now)
         if self.descriptor is None:
             session.metadata_requested = True
             self._send(session, MetadataRequest(), now)
         if self.config.role is not Role.SOURCE and session.may_download:
             session.sent_interested = True
             self._send(session, Interested(), now)
-        if self._sessions_for_pex():
-            self._send(session, Pex(self._pex_list(exclude=session)), now)
+        if announce.listening(self.sessions):
+            self._send(session, self._pex_list(session), now)
         self.choker.after_change(now)
         self._flush_dirty()
         return True
@@ -315,7 +253,7 @@ class Swarm:
             taken.append(address)
         self.dialer.add(taken, now=now, preferred=session.is_source)
 
-    # -- cursors -----------------------------------------------------------------------------------------
+    # -- cursors (reading.py) ----------------------------------------------------------------------------
     def open_cursor(self) -> Cursor:
         cursor = Cursor()
         self.cursors.append(cursor)
@@ -327,105 +265,9 @@ class Swarm:
 
     def next_piece(self, cursor: Cursor, now: float) -> StoredPiece | None:
         """The next piece for this reader, in order, or None when it must wait; skips holes that time out."""
-        if not cursor.started:
-            self._choose_start(cursor)
-        if cursor.position is None:
-            return None
-        oldest = self.store.oldest
-        if oldest is not None and cursor.position < oldest and cursor.position not in self.store:
-            # The reader fell out of the window (it read too slowly): rejoin at the newest random-access piece.
-            self._skip(cursor, self._latest_random_access(), now)
-            return None
-        if cursor.started and self._too_far_behind(cursor.position):
-            # Pieces still trickle in, but slower than the stream: jump to live rather than lag for ever.
-            self._skip(cursor, self._latest_random_access(), now)
-        piece = self.store.get(cursor.position)
-        if piece is not None:
-            cursor.position += 1
-            cursor.waiting_since = None
-            cursor.started = True
-            return piece
-        if not cursor.started:
-            # The start point was announced but has not come (a peer lied, or left): choose again.
-            if cursor.waiting_since is None:
-                cursor.waiting_since = now
-            elif now - cursor.waiting_since >= self.config.skip_after:
-                cursor.position = None
-                cursor.waiting_since = None
-            return None
-        newest = self._newest_known()
-        if newest is None or newest <= cursor.position:
-            cursor.waiting_since = None
-            return None
-        if cursor.waiting_since is None:
-            cursor.waiting_since = now
-        elif now - cursor.waiting_since >= self.config.skip_after:
-            self._skip(cursor, self._next_random_access_after(cursor.position), now)
-        return None
-
-    def _too_far_behind(self, position: int) -> bool:
-        newest = self._newest_known()
-        return newest is not None and newest - position > self.config.max_lag_pieces
-
-    def _skip(self, cursor: Cursor, target: int | None, now: float) -> None:
-        if target is None or cursor.position is None or target <= cursor.position:
-            return
-        log.info("skipping pieces %d..%d (not received in time)", cursor.position, target - 1)
-        cursor.skipped += target - cursor.position
-        self.stats.skipped_pieces += target - cursor.position
-        cursor.position = target
-        cursor.waiting_since = now
-
-    # -- the live edge (edge.py): one peer's claims never move a cursor ---------------------------------------
-    def _voters(self) -> list[PeerSession]:
-        return [s for s in self.sessions.values() if s.may_download and s.trusted and s.newest_have is not None]
-
-    def _agreed_edge(self) -> int | None:
-        return self.edge.agreed(s.newest_have for s in self._voters() if s.newest_have is not None)
-
-    def _newest_known(self) -> int | None:
-        """The newest piece worth asking for: a little past what a majority of peers agree on, never past a claim."""
-        voters = self._voters()
-        agreed = self.edge.agreed(s.newest_have for s in voters if s.newest_have is not None)
-        if agreed is None:
-            return None
-        top = max((s.newest_have for s in voters if s.newest_have is not None), default=agreed)
-        return max(agreed, min(top, agreed + EDGE_MARGIN))
-
-    def _choose_start(self, cursor: Cursor) -> None:
-        """Where a reader that has not started yet begins: re-chosen while the peers' majority says it lies past
-        the live edge (the first WINDOW to arrive may be a liar's, before the honest peers' come in)."""
-        if cursor.position is not None:
-            agreed = self._agreed_edge()
-            if agreed is None or cursor.position <= agreed:
-                return
-        cursor.position = self._latest_random_access()
-        cursor.waiting_since = None
-
-    def _latest_random_access(self) -> int | None:
-        agreed = self._agreed_edge()
-        known = self.store.random_access_indices()
-        if agreed is not None:
-            for session in self._voters():
-                claimed = [i for i in session.random_access if i <= agreed]
-                if claimed:
-                    known.append(max(claimed))
-        return max(known) if known else None
-
-    def _next_random_access_after(self, index: int) -> int | None:
-        best: int | None = None
-        for candidate in self.store.random_access_indices():
-            if candidate > index:
-                best = candidate
-                break
-        agreed = self._agreed_edge()
-        if agreed is None:
-            return best
-        for session in self._voters():
-            later = [i for i in session.random_access if index < i <= agreed]
-            if later and (best is None or min(later) < best):
-                best = min(later)
-        return best
+        piece = self.reading.next_piece(cursor, now)
+        self.stats.skipped_pieces = self.reading.skipped
+        return piece
 
     def _check_claims(self, now: float) -> None:
         """The first verified piece is in: claims made before it are checked as later ones are, on arrival."""
@@ -603,7 +445,7 @@ class Swarm:
         return cursors
 
     def _wanted_ranges(self) -> list[tuple[int, int]]:
-        newest = self._newest_known()
+        newest = self.reading.newest_known()
         if newest is None:
             return []
         ranges = []
@@ -611,7 +453,7 @@ class Swarm:
             if not cursor.started and cursor is not self._sweeper:
                 # A new player: choose its start as soon as a peer's WINDOW or HAVE names one, not when the player
                 # next polls, so the first requests go out in the same turn as the news.
-                self._choose_start(cursor)
+                self.reading.choose_start(cursor)
             if cursor.position is not None:
                 ranges.append((cursor.position, min(newest, cursor.position + self.config.lookahead_pieces)))
         return ranges
@@ -621,21 +463,13 @@ class Swarm:
             return
         wanted = sorted({i for low, high in self._wanted_ranges() for i in range(low, high + 1)})
         if wanted:
-            self.picker.fill(now, wanted, self.store.__contains__, self._spared_predicate(), self._agreed_edge())
+            self.picker.fill(now, wanted, self.store.__contains__, self._spared_predicate(), self.reading.agreed_edge())
 
     def _grace_for(self, index: int) -> float:
-        """How long a fresh piece held only by nodes we spare may wait for someone else to fetch it first.
-
-        Viewers draw at random, so the first few to ask take it from a support node and the rest from them. Support
-        nodes split the stream: each piece belongs to one of the support nodes connected to each other (by index,
-        over their sorted peer ids), which fetches it from the source at once; the others wait twice the grace for
-        it to arrive through their fellow before asking the source themselves."""
         if self.config.role is not Role.SUPPORT:
             return self.config.seeder_grace * self._rng.random()
-        fellows = sorted(
-            [self.peer_id] + [s.handshake.peer_id for s in self.sessions.values() if s.is_seeder and not s.is_source]
-        )
-        return 0.0 if fellows[index % len(fellows)] == self.peer_id else 2 * self.config.seeder_grace
+        fellows = [s.handshake.peer_id for s in self.sessions.values() if s.is_seeder and not s.is_source]
+        return support_grace(self.peer_id, fellows, index, self.config.seeder_grace)
 
     def _spared_predicate(self) -> Callable[[PeerSession], bool]:
         """Whose upload we spare: a support node spares the source, an engine every broadcaster's node."""
@@ -662,7 +496,7 @@ class Swarm:
             if now - self._last_pex >= self.config.pex_interval:
                 self._last_pex = now
                 for session in self.sessions.values():
-                    self._send(session, Pex(self._pex_list(exclude=session)), now)
+                    self._send(session, self._pex_list(session), now)
         waiting = {c.position for c in self._all_cursors() if c.position is not None and c.waiting_since is not None}
         self.picker.expire(now, waiting)
         self._advance_sweeper(now)
@@ -685,35 +519,15 @@ class Swarm:
                 break
 
     def _check_backlog(self, now: float) -> None:
-        for session in list(self.sessions.values()):
-            if session.queued_bytes() > self.config.send_buffer_limit:
-                if session.backlogged_since is None:
-                    session.backlogged_since = now
-                elif now - session.backlogged_since >= self.config.stall_timeout:
-                    self.ban(session, ProtocolError(ErrorCode.TOO_SLOW, "peer stopped reading"), now)
-            else:
-                session.backlogged_since = None
+        for session in liveness.stalled(self.sessions.values(), now, self.config):
+            self.ban(session, ProtocolError(ErrorCode.TOO_SLOW, "peer stopped reading"), now)
 
     def _drop_useless(self, now: float) -> None:
-        """Drop peers that hold a slot and move no piece either way for ``useless_timeout``, keep-alives or not.
-
-        A slot is an upload slot we gave it (unchoked: it could ask and does not), or, for a viewer engine with its
-        peer set full, a connection that could go to a peer that trades. Only while pieces flow (one came in or
-        was cut within the timeout): in an outage nobody is useful, and nobody is dropped for it. Support nodes and
-        the source expect nothing from viewers, so an idle viewer they choke is kept: it costs a HAVE per piece."""
-        timeout = self.config.useless_timeout
-        if timeout <= 0 or self.edge.verified is None or now - self.edge.verified_at >= timeout:
-            return
-        crowded = self.config.role is Role.ENGINE and len(self.sessions) >= self.config.target_peers
-        for session in list(self.sessions.values()):
-            if now - session.last_useful < timeout:
-                continue
-            candidate = self.dialer.candidates.get(session.address)
-            if candidate is not None and candidate.pinned:
-                continue  # the source or a node the operator named: never dropped for idling
-            if not session.am_choking or crowded:
-                self.stats.dropped_useless += 1
-                self._drop(session, GoodbyeReason.TIMEOUT, now, f"useless for {timeout:.0f} s")
+        pinned = {a for a, c in self.dialer.candidates.items() if c.pinned}
+        for session in liveness.useless(self.sessions, now, self.config, self.edge, pinned):
+            self.stats.dropped_useless += 1
+            why = f"useless for {self.config.useless_timeout:.0f} s"
+            self._drop(session, GoodbyeReason.TIMEOUT, now, why)
 
     def _score(self, session: PeerSession, now: float) -> tuple[bool, float]:
         role = self.config.role
@@ -726,30 +540,9 @@ class Swarm:
         return (False, session.down.rate(now))  # a viewer reciprocates the peers that give it most
 
     # -- helpers -----------------------------------------------------------------------------------------
-    def _window_message(self) -> Window:
-        indices = self.store.indices()
-        if not indices:
-            return Window(0, (), ())
-        first = max(indices[0], indices[-1] - MAX_WINDOW_PIECES + 1)
-        count = indices[-1] - first + 1
-        have = tuple((first + i) in self.store for i in range(count))
-        random_access = tuple(
-            bool((self.store.flags(first + i) or PieceFlags.NONE) & PieceFlags.RANDOM_ACCESS) for i in range(count)
-        )
-        return Window(first, have, random_access)
-
-    def _sessions_for_pex(self) -> list[PeerSession]:
-        return [s for s in self.sessions.values() if s.address[1] > 0]
-
-    def _pex_list(self, *, exclude: PeerSession) -> tuple[Address, ...]:
-        seeders = [s.address for s in self._sessions_for_pex() if s.is_seeder and s is not exclude]
-        if self.config.role is Role.SOURCE and not exclude.is_seeder and seeders:
-            # A source names only its support nodes to viewers (it serves only them when it has any): a viewer
-            # that found the source first must reach one, not only other viewers who may all be busy.
-            return tuple(seeders[:MAX_PEX_PEERS])
-        peers = [s.address for s in self._sessions_for_pex() if s is not exclude]
-        self._rng.shuffle(peers)
-        return tuple(peers[:MAX_PEX_PEERS])
+    def _pex_list(self, session: PeerSession) -> Pex:
+        return Pex(announce.pex_list(self.sessions, exclude=session, is_source=self.config.role is Role.SOURCE,
+                                     rng=self._rng))  # fmt: skip
 
     def _send(self, session: PeerSession, message: Message, now: float) -> None:
         before = session.connection.bytes_sent

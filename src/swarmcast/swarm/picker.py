@@ -180,3 +180,14 @@ class Picker:
         if strike:
             self.withheld += 1
         self._send(session, Cancel(index), now)
+
+
+def support_grace(own_id: bytes, fellows: list[bytes], index: int, seeder_grace: float) -> float:
+    """How long a support node lets a fresh piece wait before asking the source for it.
+
+    Support nodes split the stream: each piece belongs to one of the support nodes connected to each other (by
+    index, over their sorted peer ids), which fetches it from the source at once; the others wait twice the grace
+    for it to arrive through their fellow before asking the source themselves. (Viewers draw their grace at
+    random, so the first few to ask take a fresh piece from a support node and the rest from them.)"""
+    ids = sorted([own_id, *fellows])
+    return 0.0 if ids[index % len(ids)] == own_id else 2 * seeder_grace
