@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from swarmcast.swarm import announce, liveness
 from swarmcast.swarm.choking import NEWCOMER_GRACE, Choker
 from swarmcast.swarm.config import Role, SwarmConfig, SwarmStats
-from swarmcast.swarm.dialer import MAX_PEX_ADDRESSES_PER_PEER, PREFERRED_EXTRA_PEERS, Dialer
+from swarmcast.swarm.dialer import MAX_BANNED, MAX_PEX_ADDRESSES_PER_PEER, PREFERRED_EXTRA_PEERS, Dialer
 from swarmcast.swarm.edge import LiveEdge
 from swarmcast.swarm.peer import Address, PeerSession
 from swarmcast.swarm.picker import Picker, support_grace
@@ -91,7 +91,7 @@ class Swarm:
         self._dirty: set[PeerSession] = set()  # sessions with queued bytes not yet written to their link
         self.flush_soon: Callable[[], None] | None = None  # see _flush_dirty
         self._flush_scheduled = False
-        self._banned_ids: set[bytes] = set()
+        self._banned_ids: dict[bytes, None] = {}  # insertion-ordered, so the oldest ban is forgotten first
         self._rng = rng or random.Random()
         self._now = now  # the latest time the owner told us, for calls that do not pass one
         self.edge = LiveEdge()
@@ -205,7 +205,9 @@ class Swarm:
     def ban(self, session: PeerSession, error: ProtocolError, now: float) -> None:
         log.warning("banning peer %s:%d: %s", session.address[0], session.address[1], error)
         self.stats.banned += 1
-        self._banned_ids.add(session.handshake.peer_id)
+        self._banned_ids[session.handshake.peer_id] = None
+        if len(self._banned_ids) > MAX_BANNED:
+            del self._banned_ids[next(iter(self._banned_ids))]
         if session.address[1] > 0:  # port 0: the peer does not listen, so its address names nobody
             self.dialer.ban(session.address)
         self._drop(session, GoodbyeReason.BANNED, now, f"banned ({error.code.name})")

@@ -28,6 +28,7 @@ PEX_BACKOFF_MAX = 60.0  # seconds, for candidates that are not pinned
 DEAD_TTL = 300.0  # seconds a forgotten address is not taken back
 MAX_DEAD = 4096  # dead addresses remembered (oldest forgotten first)
 MAX_PEX_ADDRESSES_PER_PEER = 100  # distinct addresses one peer may name over its session
+MAX_BANNED = 65536  # banned addresses (and, in core.py, peer ids) remembered; the oldest ban is forgotten first
 
 
 def plausible_address(address: Address, own: set[Address] | None = None) -> bool:
@@ -63,7 +64,7 @@ class Dialer:
         self._rng = rng
         self._dead: OrderedDict[Address, float] = OrderedDict()  # address -> until
         self.own: set[Address] = set()  # addresses that turned out to be ourselves
-        self.banned: set[Address] = set()
+        self.banned: dict[Address, None] = {}  # insertion-ordered: the oldest ban is forgotten first
         self.attempts = 0  # dial attempts handed out, for tests and status
 
     def add(self, addresses: Iterable[Address], *, now: float, pinned: bool = False, preferred: bool = False) -> None:
@@ -129,7 +130,9 @@ class Dialer:
         self.own.add(address)
 
     def ban(self, address: Address) -> None:
-        self.banned.add(address)
+        self.banned[address] = None
+        if len(self.banned) > MAX_BANNED:
+            del self.banned[next(iter(self.banned))]
         self.candidates.pop(address, None)
 
     def to_dial(self, now: float, *, room: int, connected: set[Address], connecting: set[Address]) -> list[Address]:
