@@ -405,3 +405,17 @@ def test_answers_out_of_order_reveal_a_withheld_piece() -> None:
 
 def test_protocol_error_codes_are_named() -> None:
     assert str(ProtocolError(ErrorCode.FLOOD, "x")).startswith("FLOOD")
+
+
+def test_a_peer_that_asks_and_never_reads_is_dropped_although_its_queue_is_capped() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    _source_with_pieces(bc, 40, 100_000)
+    mallory = ScriptedPeer(net, bc.source)
+    mallory.send(Interested())
+    mallory.link.stalled = True  # it never reads: what we write stays in our transport buffer
+    mallory.send(*[Request(i) for i in range(40)])
+    for _ in range(15):
+        net.advance(1.0, [bc.source])
+        assert mallory.queued() <= 4 * 1024 * 1024 + 200_000
+    assert mallory.dropped  # TOO_SLOW: nothing left our buffers for stall_timeout (10 s)

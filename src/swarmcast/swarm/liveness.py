@@ -20,15 +20,20 @@ from swarmcast.swarm.peer import Address, PeerSession
 
 
 def stalled(sessions: Iterable[PeerSession], now: float, config: SwarmConfig) -> list[PeerSession]:
-    """Peers whose queued bytes stayed over ``send_buffer_limit`` for ``stall_timeout``: they stopped reading."""
+    """Peers that stopped reading: bytes wait in the transport's buffer and none left it for ``stall_timeout``.
+
+    (Not "more than send_buffer_limit queued": upload.py never queues that much, so a peer that asks and never
+    reads would otherwise hold its queue, and our memory, for ever.)"""
     found = []
     for session in list(sessions):
-        if session.queued_bytes() > config.send_buffer_limit:
+        written = session.connection.bytes_sent - session.queued_bytes()
+        if session.link.write_buffer_size() > 0 and written <= session.written_mark:
             if session.backlogged_since is None:
                 session.backlogged_since = now
             elif now - session.backlogged_since >= config.stall_timeout:
                 found.append(session)
         else:
+            session.written_mark = written
             session.backlogged_since = None
     return found
 

@@ -56,7 +56,8 @@ class PeerSession:
         self.requests_out: dict[int, float] = {}
         self.down = RateMeter()
         self.up = RateMeter()
-        self.backlogged_since: float | None = None
+        self.backlogged_since: float | None = None  # since when nothing left our buffers for it
+        self.written_mark = 0  # bytes that had left our buffers for it when last checked
         self.unchoked_at = 0.0
         self.busy_until = 0.0  # it rejected a request of ours: ask others first until then
         self.metadata_requested = False
