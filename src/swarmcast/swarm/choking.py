@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from swarmcast.swarm.config import Role, SwarmConfig
 from swarmcast.swarm.peer import PeerSession
 from swarmcast.wire.messages import Choke, Message, Unchoke
 
@@ -20,22 +21,19 @@ NEWCOMER_GRACE = 10.0  # seconds a newly joined peer may hold an extra upload sl
 class Choker:
     def __init__(
         self,
-        *,
+        config: SwarmConfig,
         sessions: dict[int, PeerSession],
-        slots: int,
-        rechoke_interval: float,
-        optimistic_interval: float,
-        is_source: bool,
+        *,
         score: Callable[[PeerSession, float], tuple[bool, float]],
         send: Callable[[PeerSession, Message, float], None],
         rng: random.Random,
         now: float,
     ) -> None:
         self._sessions = sessions
-        self._slots = slots
-        self.rechoke_interval = rechoke_interval
-        self._optimistic_interval = optimistic_interval
-        self._is_source = is_source
+        self._slots = config.upload_slots
+        self.rechoke_interval = config.rechoke_interval
+        self._optimistic_interval = config.optimistic_interval
+        self._is_source = config.role is Role.SOURCE
         self._score = score
         self._send = send
         self._rng = rng

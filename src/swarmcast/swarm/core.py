@@ -29,8 +29,9 @@ from collections.abc import Callable, Iterable
 from swarmcast.swarm import announce, liveness
 from swarmcast.swarm.choking import NEWCOMER_GRACE, Choker
 from swarmcast.swarm.config import Role, SwarmConfig, SwarmStats
-from swarmcast.swarm.dialer import MAX_BANNED, MAX_PEX_ADDRESSES_PER_PEER, PREFERRED_EXTRA_PEERS, Dialer
+from swarmcast.swarm.dialer import PREFERRED_EXTRA_PEERS, Dialer
 from swarmcast.swarm.edge import LiveEdge
+from swarmcast.swarm.outbox import Outbox
 from swarmcast.swarm.peer import Address, PeerSession
 from swarmcast.swarm.picker import Picker, support_grace
 from swarmcast.swarm.reading import Cursor, Reading
@@ -88,57 +89,20 @@ class Swarm:
         self.sessions: dict[int, PeerSession] = {}
         self.cursors: list[Cursor] = []
         self._sweeper: Cursor | None = None if config.role is Role.ENGINE else Cursor()
-        self._dirty: set[PeerSession] = set()  # sessions with queued bytes not yet written to their link
-        self.flush_soon: Callable[[], None] | None = None  # see _flush_dirty
-        self._flush_scheduled = False
-        self._banned_ids: dict[bytes, None] = {}  # insertion-ordered, so the oldest ban is forgotten first
+        self.stats = SwarmStats()
+        self._outbox = Outbox(self.stats)
+        self._send = self._outbox.send
         self._rng = rng or random.Random()
         self._now = now  # the latest time the owner told us, for calls that do not pass one
         self.edge = LiveEdge()
-        self.dialer = Dialer(
-            max_candidates=config.max_candidates,
-            backoff_max=config.dial_backoff_max,
-            allowed=config.download_from,
-            rng=self._rng,
-        )
-        self.choker = Choker(
-            sessions=self.sessions,
-            slots=config.upload_slots,
-            rechoke_interval=config.rechoke_interval,
-            optimistic_interval=config.optimistic_interval,
-            is_source=config.role is Role.SOURCE,
-            score=self._score,
-            send=self._send,
-            rng=self._rng,
-            now=now,
-        )
-        self.picker = Picker(
-            sessions=self.sessions,
-            max_requests_per_peer=config.max_requests_per_peer,
-            request_timeout=config.request_timeout,
-            urgent_after=config.urgent_after,
-            send=self._send,
-            rng=self._rng,
-            now=now,
-        )
-        self.uploader = Uploader(
-            store=store,
-            limit=config.upload_limit,
-            send_buffer_limit=config.send_buffer_limit,
-            max_serving=config.max_serving,
-            now=now,
-        )
-        self.reading = Reading(
-            store=store,
-            sessions=self.sessions,
-            edge=self.edge,
-            skip_after=config.skip_after,
-            max_lag_pieces=config.max_lag_pieces,
-        )
+        self.dialer = Dialer(config, self._rng)
+        self.choker = Choker(config, self.sessions, score=self._score, send=self._send, rng=self._rng, now=now)
+        self.picker = Picker(config, self.sessions, send=self._send, now=now)
+        self.uploader = Uploader(config, store, now)
+        self.reading = Reading(config, store, self.sessions, self.edge)
         self._last_pex = now
         self._last_housekeeping = now
         self._closed = False
-        self.stats = SwarmStats()
         self.piece_listeners: list[Callable[[int], None]] = []
         self.descriptor_listeners: list[Callable[[Descriptor], None]] = []
         if descriptor is not None:
@@ -154,7 +118,7 @@ class Swarm:
 
     # -- peers -------------------------------------------------------------------------------------------
     def is_banned(self, peer_id: bytes, address: Address) -> bool:
-        return peer_id in self._banned_ids or address in self.dialer.banned
+        return self.dialer.is_banned(peer_id, address)
 
     def can_accept(self) -> bool:
         return not self._closed and len(self.sessions) < self.config.max_peers
@@ -189,7 +153,7 @@ class Swarm:
         if announce.listening(self.sessions):
             self._send(session, self._pex_list(session), now)
         self.choker.after_change(now)
-        self._flush_dirty()
+        self._outbox.flush_dirty()
         return True
 
     def detach(self, session: PeerSession, now: float, reason: str) -> None:
@@ -205,11 +169,7 @@ class Swarm:
     def ban(self, session: PeerSession, error: ProtocolError, now: float) -> None:
         log.warning("banning peer %s:%d: %s", session.address[0], session.address[1], error)
         self.stats.banned += 1
-        self._banned_ids[session.handshake.peer_id] = None
-        if len(self._banned_ids) > MAX_BANNED:
-            del self._banned_ids[next(iter(self._banned_ids))]
-        if session.address[1] > 0:  # port 0: the peer does not listen, so its address names nobody
-            self.dialer.ban(session.address)
+        self.dialer.ban(session.handshake.peer_id, session.address)
         self._drop(session, GoodbyeReason.BANNED, now, f"banned ({error.code.name})")
 
     def _drop(self, session: PeerSession, reason: GoodbyeReason, now: float, why: str) -> None:
@@ -243,18 +203,6 @@ class Swarm:
         room = self.config.target_peers - len(self.sessions) - len(connecting)
         return self.dialer.to_dial(now, room=room, connected=connected, connecting=connecting)
 
-    def _learn_addresses(self, session: PeerSession, peers: Iterable[Address], now: float) -> None:
-        """Addresses a peer named in PEX: at most MAX_PEX_ADDRESSES_PER_PEER distinct ones per peer."""
-        named = session.pex_addresses
-        taken = []
-        for address in peers:
-            if address not in named:
-                if len(named) >= MAX_PEX_ADDRESSES_PER_PEER:
-                    continue
-                named.add(address)
-            taken.append(address)
-        self.dialer.add(taken, now=now, preferred=session.is_source)
-
     # -- cursors (reading.py) ----------------------------------------------------------------------------
     def open_cursor(self) -> Cursor:
         cursor = Cursor()
@@ -273,19 +221,14 @@ class Swarm:
 
     def _check_claims(self, now: float) -> None:
         """The first verified piece is in: claims made before it are checked as later ones are, on arrival."""
-        limit = self.edge.limit(now)
-        if limit is None:
-            return
-        for session in list(self.sessions.values()):
-            if session.newest_have is not None and session.newest_have > limit:
-                error = ProtocolError(ErrorCode.IMPLAUSIBLE_INDEX, f"claimed piece {session.newest_have}")
-                self.ban(session, error, now)
+        for session in self.edge.implausible(list(self.sessions.values()), now):
+            self.ban(session, ProtocolError(ErrorCode.IMPLAUSIBLE_INDEX, f"claimed piece {session.newest_have}"), now)
 
     # -- local pieces (the source) -----------------------------------------------------------------------
     def add_local_piece(self, piece: StoredPiece, now: float) -> None:
         self._now = now
         self._store_and_announce(piece, None, now)
-        self._flush_dirty()
+        self._outbox.flush_dirty()
 
     # -- events ------------------------------------------------------------------------------------------
     def handle_events(self, session: PeerSession, events: Iterable[Event], now: float) -> None:
@@ -311,7 +254,7 @@ class Swarm:
             elif isinstance(event, HandshakeReceived):  # pragma: no cover - the owner consumes it
                 continue
         self._fill_requests(now)
-        self._flush_dirty()
+        self._outbox.flush_dirty()
 
     def _handle_message(self, session: PeerSession, message: Message, now: float) -> None:
         match message:
@@ -351,7 +294,8 @@ class Swarm:
             case NotInterested():
                 session.peer_interested = False
             case Pex(peers):
-                self._learn_addresses(session, peers, now)
+                named = self.dialer.named_by(session.pex_addresses, peers)
+                self.dialer.add(named, now=now, preferred=session.is_source)
             case MetadataRequest():
                 self._send(session, Metadata(self._descriptor_bytes), now)
             case Metadata(data):
@@ -504,9 +448,9 @@ class Swarm:
         self._advance_sweeper(now)
         self._fill_requests(now)
         if housekeeping:
-            self._flush_all()
+            self._outbox.flush_all(self.sessions.values())
         else:
-            self._flush_dirty()
+            self._outbox.flush_dirty()
 
     def wants_peers(self) -> bool:
         """Fewer peers than the target: the owner should look for candidates to dial on every tick."""
@@ -546,38 +490,18 @@ class Swarm:
         return Pex(announce.pex_list(self.sessions, exclude=session, is_source=self.config.role is Role.SOURCE,
                                      rng=self._rng))  # fmt: skip
 
-    def _send(self, session: PeerSession, message: Message, now: float) -> None:
-        before = session.connection.bytes_sent
-        session.connection.send(message, now)
-        self._dirty.add(session)
-        self.stats.bytes_sent += session.connection.bytes_sent - before
-        if isinstance(message, Piece):
-            self.stats.payload_sent += len(message.data)
+    @property
+    def flush_soon(self) -> Callable[[], None] | None:
+        """Set by the owner to defer writes: called once when something is queued (outbox.py)."""
+        return self._outbox.flush_soon
 
-    def _flush_dirty(self) -> None:
-        """Write out what was queued since the last flush; only the sessions we sent to, not every peer per event.
-
-        With ``flush_soon`` set, the owner is asked once to call ``flush`` a little later (the node: after the
-        current event-loop turn), so the HAVEs for pieces that arrived from several peers in the same turn go out
-        in one write per peer rather than one each: fewer system calls, the bulk of a viewer's CPU time.
-        """
-        if self.flush_soon is None:
-            self.flush()
-        elif self._dirty and not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.flush_soon()
+    @flush_soon.setter
+    def flush_soon(self, callback: Callable[[], None] | None) -> None:
+        self._outbox.flush_soon = callback
 
     def flush(self) -> None:
-        self._flush_scheduled = False
-        dirty, self._dirty = self._dirty, set()
-        for session in dirty:
-            session.flush()
-
-    def _flush_all(self) -> None:
-        # Timers queue keep-alives inside the connections themselves, so the periodic tick flushes everyone.
-        self._dirty.clear()
-        for session in list(self.sessions.values()):
-            session.flush()
+        """Write out what was queued since the last flush (the owner calls it after ``flush_soon``)."""
+        self._outbox.flush()
 
     # -- status ------------------------------------------------------------------------------------------
     @property

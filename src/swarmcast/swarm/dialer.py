@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from swarmcast.swarm.config import SwarmConfig
 from swarmcast.swarm.peer import Address
 
 PREFERRED_EXTRA_PEERS = 2  # support nodes named by a source may be dialled this far beyond target_peers
@@ -54,17 +55,17 @@ class Candidate:
 
 
 class Dialer:
-    def __init__(
-        self, *, max_candidates: int, backoff_max: float, allowed: frozenset[Address] | None, rng: random.Random
-    ) -> None:
+    def __init__(self, config: SwarmConfig, rng: random.Random) -> None:
         self.candidates: dict[Address, Candidate] = {}
-        self._max_candidates = max_candidates
-        self._backoff_max = backoff_max
-        self._allowed = allowed
+        self._max_candidates = config.max_candidates
+        self._backoff_max = config.dial_backoff_max
+        self._allowed = config.download_from
         self._rng = rng
         self._dead: OrderedDict[Address, float] = OrderedDict()  # address -> until
         self.own: set[Address] = set()  # addresses that turned out to be ourselves
-        self.banned: dict[Address, None] = {}  # insertion-ordered: the oldest ban is forgotten first
+        # Insertion-ordered, so that past MAX_BANNED the oldest ban is forgotten first.
+        self.banned: dict[Address, None] = {}
+        self._banned_ids: dict[bytes, None] = {}
         self.attempts = 0  # dial attempts handed out, for tests and status
 
     def add(self, addresses: Iterable[Address], *, now: float, pinned: bool = False, preferred: bool = False) -> None:
@@ -129,11 +130,32 @@ class Dialer:
         self.candidates.pop(address, None)
         self.own.add(address)
 
-    def ban(self, address: Address) -> None:
-        self.banned[address] = None
-        if len(self.banned) > MAX_BANNED:
-            del self.banned[next(iter(self.banned))]
+    def ban(self, peer_id: bytes, address: Address) -> None:
+        """Banned by peer id, and by address when it listens (port 0 names nobody)."""
+        self._banned_ids[peer_id] = None
+        if len(self._banned_ids) > MAX_BANNED:
+            del self._banned_ids[next(iter(self._banned_ids))]
+        if address[1] > 0:
+            self.banned[address] = None
+            if len(self.banned) > MAX_BANNED:
+                del self.banned[next(iter(self.banned))]
         self.candidates.pop(address, None)
+
+    def is_banned(self, peer_id: bytes, address: Address) -> bool:
+        return peer_id in self._banned_ids or address in self.banned
+
+    @staticmethod
+    def named_by(named: set[Address], peers: Iterable[Address]) -> list[Address]:
+        """The addresses of a PEX a peer may still make us consider: ``named`` (its set so far) stays within
+        MAX_PEX_ADDRESSES_PER_PEER distinct addresses."""
+        taken = []
+        for address in peers:
+            if address not in named:
+                if len(named) >= MAX_PEX_ADDRESSES_PER_PEER:
+                    continue
+                named.add(address)
+            taken.append(address)
+        return taken
 
     def to_dial(self, now: float, *, room: int, connected: set[Address], connecting: set[Address]) -> list[Address]:
         """Candidates worth an attempt now; each one handed out counts as an attempt (see the module doc)."""

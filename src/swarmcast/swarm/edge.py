@@ -16,8 +16,9 @@ How this works. Peers' claims (HAVE, WINDOW) are only claims; signed pieces are 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
+from swarmcast.swarm.peer import PeerSession
 from swarmcast.wire.errors import ErrorCode, ProtocolError
 
 MAX_PIECE_RATE = 50.0  # pieces/s a source may cut: 5/s at 0.2 s pieces, more with very frequent keyframes
@@ -50,6 +51,13 @@ class LiveEdge:
             raise ProtocolError(
                 ErrorCode.IMPLAUSIBLE_INDEX, f"piece {index} is past any live edge (newest verified {self.verified})"
             )
+
+    def implausible(self, sessions: Sequence[PeerSession], now: float) -> list[PeerSession]:
+        """Peers whose newest claim is past ``limit`` (claims made before we had anything to check them against)."""
+        limit = self.limit(now)
+        if limit is None:
+            return []
+        return [s for s in sessions if s.newest_have is not None and s.newest_have > limit]
 
     def agreed(self, claims: Iterable[int]) -> int | None:
         """The edge a majority of peers reached (lower median of their newest claims), at least what we verified."""

@@ -21,9 +21,9 @@ edge (edge.py). Strikes wear off with delivered pieces and with time (``STRIKE_H
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 
+from swarmcast.swarm.config import SwarmConfig
 from swarmcast.swarm.peer import PeerSession
 from swarmcast.wire.messages import Cancel, Message, Request
 
@@ -35,21 +35,17 @@ MAX_SPARED = 4096  # fresh pieces we remember a grace for
 class Picker:
     def __init__(
         self,
-        *,
+        config: SwarmConfig,
         sessions: dict[int, PeerSession],
-        max_requests_per_peer: int,
-        request_timeout: float,
-        urgent_after: float,
+        *,
         send: Callable[[PeerSession, Message, float], None],
-        rng: random.Random,
         now: float,
     ) -> None:
         self._sessions = sessions
-        self._max_requests = max_requests_per_peer
-        self._timeout = request_timeout
-        self._urgent_after = urgent_after
+        self._max_requests = config.max_requests_per_peer
+        self._timeout = config.request_timeout
+        self._urgent_after = config.urgent_after
         self._send = send
-        self._rng = rng
         self.pending: dict[int, int] = {}  # piece index -> session key it was requested from
         # Index -> when a piece only the broadcaster's nodes hold may be fetched from them (see seeder_grace).
         self.spare_until: dict[int, float] = {}

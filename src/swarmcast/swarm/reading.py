@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from swarmcast.swarm.config import SwarmConfig
 from swarmcast.swarm.edge import EDGE_MARGIN, LiveEdge
 from swarmcast.swarm.peer import PeerSession
 from swarmcast.swarm.store import PieceStore, StoredPiece
@@ -37,19 +38,13 @@ class Cursor:
 
 class Reading:
     def __init__(
-        self,
-        *,
-        store: PieceStore,
-        sessions: dict[int, PeerSession],
-        edge: LiveEdge,
-        skip_after: float,
-        max_lag_pieces: int,
+        self, config: SwarmConfig, store: PieceStore, sessions: dict[int, PeerSession], edge: LiveEdge
     ) -> None:
         self._store = store
         self._sessions = sessions
         self._edge = edge
-        self._skip_after = skip_after
-        self._max_lag = max_lag_pieces
+        self._skip_after = config.skip_after
+        self._max_lag = config.max_lag_pieces
         self.skipped = 0  # pieces skipped by all readers
 
     def next_piece(self, cursor: Cursor, now: float) -> StoredPiece | None:

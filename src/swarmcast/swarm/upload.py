@@ -17,6 +17,7 @@ So one peer costs at most ``send_buffer_limit`` plus one piece of memory, whatev
 
 from __future__ import annotations
 
+from swarmcast.swarm.config import SwarmConfig
 from swarmcast.swarm.peer import PeerSession
 from swarmcast.swarm.store import PieceStore, StoredPiece
 from swarmcast.wire.errors import ErrorCode, ProtocolError
@@ -24,11 +25,11 @@ from swarmcast.wire.messages import MAX_WINDOW_PIECES
 
 
 class Uploader:
-    def __init__(self, *, store: PieceStore, limit: int, send_buffer_limit: int, max_serving: int, now: float) -> None:
+    def __init__(self, config: SwarmConfig, store: PieceStore, now: float) -> None:
         self._store = store
-        self._limit = limit
-        self._send_buffer_limit = send_buffer_limit
-        self._max_serving = max_serving
+        self._limit = limit = config.upload_limit
+        self._send_buffer_limit = config.send_buffer_limit
+        self._max_serving = config.max_serving
         self._tokens = float(limit)
         self._tokens_at = now
         self.rejected_over_limit = 0
