@@ -97,7 +97,7 @@ class Swarm:
         self.edge = LiveEdge()
         self.dialer = Dialer(config, self._rng)
         self.choker = Choker(config, self.sessions, score=self._score, send=self._send, rng=self._rng, now=now)
-        self.picker = Picker(config, self.sessions, send=self._send, now=now)
+        self.picker = Picker(config, self.sessions, send=self._send, trust_changed=self._claims_changed, now=now)
         self.uploader = Uploader(config, store, now)
         self.reading = Reading(config, store, self.sessions, self.edge)
         self._last_pex = now
@@ -107,6 +107,9 @@ class Swarm:
         self.descriptor_listeners: list[Callable[[Descriptor], None]] = []
         if descriptor is not None:
             self._set_descriptor(descriptor)
+
+    def _claims_changed(self) -> None:
+        self.reading.claims_changed()
 
     # -- descriptor --------------------------------------------------------------------------------------
     def _set_descriptor(self, descriptor: Descriptor) -> None:
@@ -143,6 +146,7 @@ class Swarm:
             session.link.close()
             return False
         self.sessions[session.key] = session
+        self.reading.claims_changed()
         self._send(session, announce.window_message(self.store), now)
         if self.descriptor is None:
             session.metadata_requested = True
@@ -160,6 +164,7 @@ class Swarm:
         if self.sessions.pop(session.key, None) is None:
             return
         log.info("peer %s:%d left: %s", session.address[0], session.address[1], reason)
+        self.reading.claims_changed()
         if now - session.connected_at >= STABLE_SESSION:
             self.dialer.connected(session.address)  # a real peer: its earlier failed attempts are forgiven
         self.picker.forget(session)
@@ -271,6 +276,7 @@ class Swarm:
                 session.have = {first + i for i, bit in enumerate(have) if bit}
                 session.random_access = {first + i for i, bit in enumerate(random_access) if bit and have[i]}
                 session.newest_have = max(session.have) if session.have else None
+                self.reading.claims_changed()
             case Request(index):
                 self._serve_request(session, index, now)
             case Piece():
@@ -313,6 +319,7 @@ class Swarm:
             session.random_access.add(index)
         if session.newest_have is None or index > session.newest_have:
             session.newest_have = index
+            self.reading.claims_changed()
         if len(session.have) > 2 * MAX_WINDOW_PIECES:
             # Keep the newest window's worth; a peer cannot make us hold more whatever order it announces in.
             session.forget_before(sorted(session.have)[-MAX_WINDOW_PIECES])
@@ -354,6 +361,7 @@ class Swarm:
             return
         evicted = self.store.add(piece)
         self.picker.spare_until.pop(piece.index, None)
+        self.reading.claims_changed()
         if self.edge.note_verified(piece.index, now):
             self._check_claims(now)
         if piece.index in evicted:

@@ -63,7 +63,8 @@ class PeerSession:
         self.metadata_requested = False
         # Hostile-peer bookkeeping (docs/design.md, "Hostile peers").
         self.budget = MessageBudget(now)  # control messages it may send us
-        self.strikes = 0.0  # requests it took and did not answer in time: its announcements count for less
+        self._strikes = 0.0  # requests it took and did not answer in time: its announcements count for less
+        self.trusted = True  # its claims count toward the live edge and it is asked first (strikes < 0.5)
         self.last_useful = now  # a piece went either way
         self.pex_addresses: set[Address] = set()  # distinct addresses it named, capped
         # Pieces queued for it and not yet out of our buffers: (value of connection.bytes_sent once queued, index).
@@ -78,9 +79,13 @@ class PeerSession:
         return bool(self.handshake.flags & (HandshakeFlags.SEEDER | HandshakeFlags.SOURCE))
 
     @property
-    def trusted(self) -> bool:
-        """Its claims count toward the live edge and it is asked first; lost after a withheld piece or two."""
-        return self.strikes < 0.5
+    def strikes(self) -> float:
+        return self._strikes
+
+    @strikes.setter
+    def strikes(self, value: float) -> None:
+        self._strikes = value
+        self.trusted = value < 0.5  # an attribute, not a property: it is read for every peer in every request pass
 
     def queued_bytes(self) -> int:
         """What we hold for this peer right now: queued in the connection plus the transport's send buffer."""

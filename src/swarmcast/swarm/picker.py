@@ -39,8 +39,10 @@ class Picker:
         sessions: dict[int, PeerSession],
         *,
         send: Callable[[PeerSession, Message, float], None],
+        trust_changed: Callable[[], None],
         now: float,
     ) -> None:
+        self._trust_changed = trust_changed
         self._sessions = sessions
         self._max_requests = config.max_requests_per_peer
         self._timeout = config.request_timeout
@@ -120,7 +122,7 @@ class Picker:
         if self.pending.get(index) == session.key:
             del self.pending[index]
         if delivered:
-            session.strikes = max(0.0, session.strikes - 0.25)
+            self._set_strikes(session, max(0.0, session.strikes - 0.25))
         for earlier in skipped:
             self._give_up(session, earlier, now, strike=1.0)
         return True
@@ -143,7 +145,7 @@ class Picker:
             self._decayed_at = now
             for session in self._sessions.values():
                 if session.strikes:
-                    session.strikes = session.strikes * factor if session.strikes > 0.01 else 0.0
+                    self._set_strikes(session, session.strikes * factor if session.strikes > 0.01 else 0.0)
         for session in list(self._sessions.values()):
             if not session.requests_out:
                 continue
@@ -157,6 +159,12 @@ class Picker:
                     self._give_up(session, index, now, strike=1.0)
                 elif age >= self._urgent_after and index in waiting and self._another_holder(session, index, now):
                     self._give_up(session, index, now, strike=1.0)
+
+    def _set_strikes(self, session: PeerSession, value: float) -> None:
+        trusted = session.trusted
+        session.strikes = value
+        if session.trusted != trusted:
+            self._trust_changed()  # its claims join or leave the live-edge vote
 
     def _another_holder(self, session: PeerSession, index: int, now: float) -> bool:
         return any(
@@ -172,7 +180,7 @@ class Picker:
             del self.pending[index]
         session.have.discard(index)
         session.random_access.discard(index)
-        session.strikes += strike
+        self._set_strikes(session, session.strikes + strike)
         if strike:
             self.withheld += 1
         self._send(session, Cancel(index), now)

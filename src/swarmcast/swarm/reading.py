@@ -46,6 +46,7 @@ class Reading:
         self._skip_after = config.skip_after
         self._max_lag = config.max_lag_pieces
         self.skipped = 0  # pieces skipped by all readers
+        self._view: tuple[int | None, int | None] | None = None
 
     def next_piece(self, cursor: Cursor, now: float) -> StoredPiece | None:
         """The next piece for this reader, in order, or None when it must wait; skips holes that time out."""
@@ -99,20 +100,29 @@ class Reading:
         cursor.waiting_since = now
 
     # -- the live edge (edge.py): one peer's claims never move a cursor ---------------------------------------
+    def claims_changed(self) -> None:
+        """A peer's newest claim, its trust, the set of peers or our newest verified piece changed."""
+        self._view = None
+
     def voters(self) -> list[PeerSession]:
         return [s for s in self._sessions.values() if s.may_download and s.trusted and s.newest_have is not None]
 
+    def _edge_view(self) -> tuple[int | None, int | None]:
+        """(agreed edge, newest worth asking for), computed once per change of the claims: asked on every event."""
+        view = self._view
+        if view is None:
+            claims = [s.newest_have for s in self.voters() if s.newest_have is not None]
+            agreed = self._edge.agreed(claims)
+            newest = None if agreed is None else max(agreed, min(max(claims, default=agreed), agreed + EDGE_MARGIN))
+            view = self._view = (agreed, newest)
+        return view
+
     def agreed_edge(self) -> int | None:
-        return self._edge.agreed(s.newest_have for s in self.voters() if s.newest_have is not None)
+        return self._edge_view()[0]
 
     def newest_known(self) -> int | None:
         """The newest piece worth asking for: a little past what a majority of peers agree on, never past a claim."""
-        voters = self.voters()
-        agreed = self._edge.agreed(s.newest_have for s in voters if s.newest_have is not None)
-        if agreed is None:
-            return None
-        top = max((s.newest_have for s in voters if s.newest_have is not None), default=agreed)
-        return max(agreed, min(top, agreed + EDGE_MARGIN))
+        return self._edge_view()[1]
 
     def choose_start(self, cursor: Cursor) -> None:
         """Where a reader that has not started yet begins: re-chosen while the peers' majority says it lies past
