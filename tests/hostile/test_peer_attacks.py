@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,17 +19,24 @@ from swarmcast.wire.messages import MAX_INDEX, HandshakeFlags, Have, Interested,
 from tests.hostile.test_hostile_peers import Chain, honest_player_ok
 from tests.integration.chain import HOST, engine, read_stream, signal_source, source_node, support_node
 from tests.peerclient import TestPeer, frame
+from tests.procs import free_port
+
+
+@dataclass
+class AttackChain(Chain):
+    engine_port: int = 0  # the engine's P2P port
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AttackChain]:
     tmp = tmp_path_factory.mktemp("peer-attacks")
+    engine_port = free_port()
     with contextlib.ExitStack() as stack:
         signal_url = stack.enter_context(signal_source(tmp))
         source = stack.enter_context(source_node(tmp, signal_url))
         support = stack.enter_context(support_node(tmp, source.transport_url))
-        api = stack.enter_context(engine(tmp))
-        yield Chain(source, support, api, source.descriptor().content_id, tmp)
+        api = stack.enter_context(engine(tmp, "--port", str(engine_port)))  # the last --port wins
+        yield AttackChain(source, support, api, source.descriptor().content_id, tmp, engine_port)
 
 
 def _rss(pid: int) -> int:
@@ -55,6 +63,25 @@ async def test_have_for_the_last_index_is_a_ban_not_a_new_live_edge(chain: Chain
     log = (chain.tmp / "support.log").read_text()
     assert "IMPLAUSIBLE_INDEX" in log
     assert str(MAX_INDEX - 1) not in log  # the old code logged "skipping pieces N..9223372036854775806"
+
+
+async def test_have_for_the_last_index_against_an_engine_p2p_port(chain: AttackChain) -> None:
+    player = asyncio.create_task(read_stream(chain.player_url, 6.0))
+    window = None
+    for _ in range(30):  # until the engine has joined the broadcast for its player (bounded: 15 s)
+        peer = await TestPeer.connect(HOST, chain.engine_port, chain.content_id, listen_port=1)
+        window = await peer.window(1.0)
+        if window is not None:
+            break
+        peer.close()
+        await asyncio.sleep(0.5)
+    assert window is not None, "the engine never served the broadcast on its P2P port"
+    peer.send(Unchoke())
+    peer.send(Have(MAX_INDEX, PieceFlags.RANDOM_ACCESS))
+    assert await peer.wait_closed(10.0), "the liar was not disconnected"
+    peer.close()
+    await honest_player_ok(chain, player)
+    assert "IMPLAUSIBLE_INDEX" in (chain.tmp / "engine.log").read_text()
 
 
 @pytest.mark.parametrize("target", ["support", "source-as-seeder"])

@@ -111,7 +111,10 @@ class Reading:
         """(agreed edge, newest worth asking for), computed once per change of the claims: asked on every event."""
         view = self._view
         if view is None:
-            claims = [s.newest_have for s in self.voters() if s.newest_have is not None]
+            claims = [
+                s.newest_have for s in self._sessions.values()
+                if s.newest_have is not None and s.trusted and s.may_download
+            ]  # fmt: skip
             agreed = self._edge.agreed(claims)
             newest = None if agreed is None else max(agreed, min(max(claims, default=agreed), agreed + EDGE_MARGIN))
             view = self._view = (agreed, newest)
