@@ -18,23 +18,32 @@ from swarmcast.swarm.config import Role, SwarmConfig
 from swarmcast.swarm.edge import LiveEdge
 from swarmcast.swarm.peer import Address, PeerSession
 
+STALL_FACTOR = 3  # no byte leaving our buffers for this many stall_timeouts: the peer stopped reading
+
 
 def stalled(sessions: Iterable[PeerSession], now: float, config: SwarmConfig) -> list[PeerSession]:
-    """Peers that stopped reading: bytes wait in the transport's buffer and none left it for ``stall_timeout``.
+    """Peers that stopped reading: more than ``send_buffer_limit`` queued for ``stall_timeout``, or bytes waiting
+    in the transport's buffer and none of them leaving it for ``STALL_FACTOR`` x ``stall_timeout``.
 
-    (Not "more than send_buffer_limit queued": upload.py never queues that much, so a peer that asks and never
-    reads would otherwise hold its queue, and our memory, for ever.)"""
+    The second test exists because upload.py never queues much more than the limit, so a peer that asks and never
+    reads would otherwise hold its queue, and our memory, until it is dropped as useless. It waits longer because
+    our own uplink, when saturated, also holds a connection's bytes back for a while (the simulator's FIFO uplink
+    did for 10 s under load); a kernel send buffer that takes nothing for 30 s means a peer with a closed window."""
     found = []
     for session in list(sessions):
         written = session.connection.bytes_sent - session.queued_bytes()
-        if session.link.write_buffer_size() > 0 and written <= session.written_mark:
-            if session.backlogged_since is None:
-                session.backlogged_since = now
-            elif now - session.backlogged_since >= config.stall_timeout:
-                found.append(session)
+        if session.queued_bytes() > config.send_buffer_limit:
+            stuck_for = config.stall_timeout
+        elif session.link.write_buffer_size() > 0 and written <= session.written_mark:
+            stuck_for = STALL_FACTOR * config.stall_timeout
         else:
             session.written_mark = written
             session.backlogged_since = None
+            continue
+        if session.backlogged_since is None:
+            session.backlogged_since = now
+        elif now - session.backlogged_since >= stuck_for:
+            found.append(session)
     return found
 
 
