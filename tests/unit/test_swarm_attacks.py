@@ -419,3 +419,26 @@ def test_a_peer_that_asks_and_never_reads_is_dropped_although_its_queue_is_cappe
         net.advance(1.0, [bc.source])
         assert mallory.queued() <= 4 * 1024 * 1024 + 200_000
     assert mallory.dropped  # TOO_SLOW: nothing left our buffers for 3 x stall_timeout (10 s)
+
+
+def test_a_lone_source_with_a_strike_is_still_asked_at_once_enough() -> None:
+    """Distrust delays what only a distrusted peer announced; it never stops a support node following its source."""
+    net = MemoryNetwork()
+    bc = Broadcast()
+    support = bc.make_swarm(Role.SUPPORT)
+    at_support, _ = net.connect(support, bc.source, 8621, 7764)
+    _emit(bc, net)
+    net.advance(0.2, [bc.source, support])
+    at_support.strikes = 1.0  # as after one request that timed out
+    emitted: dict[int, float] = {}
+    arrived: dict[int, float] = {}
+    for _ in range(20):
+        emitted[bc.next_index] = net.now
+        _emit(bc, net)
+        for _ in range(2):
+            net.advance(0.1, [bc.source, support])
+            for index in support.store.indices():
+                arrived.setdefault(index, net.now)
+    delays = [arrived[i] - t for i, t in emitted.items() if i in arrived]
+    assert len(delays) >= 18 and max(delays) <= 1.0
+    assert at_support.trusted  # the pieces it delivered earned its trust back

@@ -360,7 +360,7 @@ class Swarm:
         if piece.index in self.store:
             return
         evicted = self.store.add(piece)
-        self.picker.spare_until.pop(piece.index, None)
+        self.picker.stored(piece.index)
         self.reading.claims_changed()
         if self.edge.note_verified(piece.index, now):
             self._check_claims(now)

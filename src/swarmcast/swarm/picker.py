@@ -29,7 +29,8 @@ from swarmcast.wire.messages import Cancel, Message, Request
 
 STRIKE_HALF_LIFE = 30.0  # seconds
 MIN_REQUEST_TIMEOUT = 0.5  # seconds, for the most distrusted peers
-MAX_SPARED = 4096  # fresh pieces we remember a grace for
+MAX_SPARED = 4096  # fresh pieces we remember a grace and a first announcement for
+DISTRUST_DELAY = 0.5  # seconds a piece only distrusted peers announced waits for a trusted holder
 
 
 class Picker:
@@ -51,6 +52,7 @@ class Picker:
         self.pending: dict[int, int] = {}  # piece index -> session key it was requested from
         # Index -> when a piece only the broadcaster's nodes hold may be fetched from them (see seeder_grace).
         self.spare_until: dict[int, float] = {}
+        self.first_seen: dict[int, float] = {}  # index -> when a peer first announced it
         self._decayed_at = now
         self.withheld = 0  # requests given up on: for status and tests
 
@@ -81,8 +83,10 @@ class Picker:
             trusted = [s for s in holders if s.trusted]
             if trusted:
                 holders = trusted
-            elif agreed is None or index > agreed:
-                continue  # only peers that withheld before claim it, and no majority says it exists yet
+            elif (agreed is None or index > agreed) and now - self.first_seen.get(index, now) < DISTRUST_DELAY:
+                # Only peers that withheld before claim it, and no majority says it exists yet: give a trusted peer
+                # a moment to announce it. (Never longer: a lone source with a strike must still be asked.)
+                continue
             # Spare the broadcaster's nodes when someone else has the piece: their upload is the broadcaster's bill.
             others = [s for s in holders if not spared(s)]
             if others:
@@ -95,9 +99,13 @@ class Picker:
             self._send(best, Request(index), now)
 
     def note_have(self, session: PeerSession, index: int, now: float, grace: Callable[[int], float]) -> None:
-        if index not in self.spare_until and len(self.spare_until) < MAX_SPARED:
+        if index not in self.spare_until:
             # First news of a fresh piece: our moment to let others take it from the broadcaster first.
+            if len(self.spare_until) >= MAX_SPARED:
+                _forget_older_half(self.spare_until)
+                _forget_older_half(self.first_seen)
             self.spare_until[index] = now + grace(index)
+            self.first_seen[index] = now
         key = self.pending.get(index)
         if key is None or key == session.key or not session.trusted:
             return
@@ -105,6 +113,10 @@ class Picker:
         if holder is not None and not holder.trusted:
             # A distrusted peer has it on order and a trusted one now has it too: ask the trusted one.
             self._give_up(holder, index, now, strike=0.0)
+
+    def stored(self, index: int) -> None:
+        self.spare_until.pop(index, None)
+        self.first_seen.pop(index, None)
 
     # -- answers -----------------------------------------------------------------------------------------
     def answered(self, session: PeerSession, index: int, now: float, *, delivered: bool) -> bool:
@@ -195,3 +207,9 @@ def support_grace(own_id: bytes, fellows: list[bytes], index: int, seeder_grace:
     random, so the first few to ask take a fresh piece from a support node and the rest from them.)"""
     ids = sorted([own_id, *fellows])
     return 0.0 if ids[index % len(ids)] == own_id else 2 * seeder_grace
+
+
+def _forget_older_half(table: dict[int, float]) -> None:
+    """Bound a per-index table: pieces announced and never stored (lies, or lost) would otherwise pile up."""
+    for index in sorted(table)[: len(table) // 2 + 1]:
+        del table[index]

@@ -105,7 +105,9 @@ class Reading:
         self._view = None
 
     def voters(self) -> list[PeerSession]:
-        return [s for s in self._sessions.values() if s.may_download and s.trusted and s.newest_have is not None]
+        """The peers whose claims count: the trusted ones, or everyone we may download from if none is."""
+        voters = [s for s in self._sessions.values() if s.may_download and s.trusted and s.newest_have is not None]
+        return voters or [s for s in self._sessions.values() if s.may_download and s.newest_have is not None]
 
     def _edge_view(self) -> tuple[int | None, int | None]:
         """(agreed edge, newest worth asking for), computed once per change of the claims: asked on every event."""
@@ -115,6 +117,8 @@ class Reading:
                 s.newest_have for s in self._sessions.values()
                 if s.newest_have is not None and s.trusted and s.may_download
             ]  # fmt: skip
+            if not claims:  # nobody trusted (a lone source that was slow once): discounting leaves no one to follow
+                claims = [s.newest_have for s in self.voters() if s.newest_have is not None]
             agreed = self._edge.agreed(claims)
             newest = None if agreed is None else max(agreed, min(max(claims, default=agreed), agreed + EDGE_MARGIN))
             view = self._view = (agreed, newest)
