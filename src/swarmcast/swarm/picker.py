@@ -83,7 +83,7 @@ class Picker:
             trusted = [s for s in holders if s.trusted]
             if trusted:
                 holders = trusted
-            elif (agreed is None or index > agreed) and now - self.first_seen.get(index, now) < DISTRUST_DELAY:
+            elif (agreed is None or index > agreed) and now - self.first_seen.setdefault(index, now) < DISTRUST_DELAY:
                 # Only peers that withheld before claim it, and no majority says it exists yet: give a trusted peer
                 # a moment to announce it. (Never longer: a lone source with a strike must still be asked.)
                 continue
