@@ -14,9 +14,10 @@ signals catch it, none of them a timing assertion about honest peers:
 - time: a request unanswered after ``request_timeout`` (shorter for a distrusted peer).
 
 Each costs the peer a strike; a delivered piece takes a quarter of one back. A peer with half a strike or more is
-distrusted: it is asked only when no trusted peer has the piece and a majority agrees the piece exists; its
-requests are moved as soon as a trusted peer announces the same piece; its claims do not count toward the live
-edge (edge.py). Strikes wear off with delivered pieces and with time (``STRIKE_HALF_LIFE``).
+distrusted: it is asked only when no trusted peer has the piece, and for a piece past the agreed edge only
+``DISTRUST_DELAY`` after the piece was first announced; its requests are moved as soon as a trusted peer announces
+the same piece; its claims do not count toward the live edge while a trusted peer's do (reading.py). Strikes wear
+off with delivered pieces and with time (``STRIKE_HALF_LIFE``).
 """
 
 from __future__ import annotations
