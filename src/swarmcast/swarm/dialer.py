@@ -4,12 +4,14 @@ How this works. Candidates come from trackers, the operator (pinned: the source,
 address handed out by ``to_dial`` counts as a failed attempt until a session with that address attaches
 (``connected``): a refused connection, a timeout, an answer that is not our handshake, a goodbye right after it all
 look the same from here, so nothing that is not our protocol lets an address be dialled again before its backoff
-ends, whether or not the owner reports the failure. A candidate that is not pinned backs off fast (2 s, 8 s, 32 s,
+ends, whether or not the owner reports the failure. A candidate that is not pinned backs off fast (1 s, 4 s, 16 s,
 then ``PEX_BACKOFF_MAX``) and after ``MAX_FAILURES`` attempts in a row is forgotten and remembered as dead for
 ``DEAD_TTL``, so a peer repeating it in PEX cannot put it back. One peer may name at most
 ``MAX_PEX_ADDRESSES_PER_PEER`` distinct addresses over its session; an address that cannot be a peer (port 0,
 unspecified, multicast, broadcast or reserved IPs, our own) is never taken. Together: a PEX reflector makes us
-open at most a few connections per address per minute, to at most 100 addresses per hostile peer.
+open at most four connections per address in two minutes, to at most 100 addresses per hostile peer. (The
+simulator, where full peers look like failures too, chose the figures: a slower start or a longer memory of
+dead addresses left newcomers without peers.)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from swarmcast.swarm.peer import Address
 PREFERRED_EXTRA_PEERS = 2  # support nodes named by a source may be dialled this far beyond target_peers
 MAX_FAILURES = 4  # attempts in a row before a candidate that is not pinned is forgotten
 PEX_BACKOFF_MAX = 60.0  # seconds, for candidates that are not pinned
-DEAD_TTL = 300.0  # seconds a forgotten address is not taken back
+DEAD_TTL = 60.0  # seconds a forgotten address is not taken back (a full honest peer may have room by then)
 MAX_DEAD = 4096  # dead addresses remembered (oldest forgotten first)
 MAX_PEX_ADDRESSES_PER_PEER = 100  # distinct addresses one peer may name over its session
 MAX_BANNED = 65536  # banned addresses (and, in core.py, peer ids) remembered; the oldest ban is forgotten first
@@ -96,7 +98,7 @@ class Dialer:
     def _backoff(self, candidate: Candidate) -> float:
         if candidate.pinned:
             return min(self._backoff_max, 0.5 * 2.0 ** min(candidate.failures, 10))
-        return min(PEX_BACKOFF_MAX, 2.0 * 4.0 ** max(0, min(candidate.failures - 1, 5)))
+        return min(PEX_BACKOFF_MAX, 4.0 ** max(0, min(candidate.failures - 1, 5)))
 
     def _attempted(self, address: Address, now: float) -> None:
         candidate = self.candidates[address]
