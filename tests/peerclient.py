@@ -93,26 +93,38 @@ class TestPeer:
                 self.closed = ConnectionClosed("reset")
         return self.closed is not None
 
-    async def fetch_pieces(self, indices: list[int], timeout: float) -> dict[int, Piece]:
-        """Request pieces (once unchoked) and collect them."""
-        from swarmcast.wire.messages import Interested, Unchoke
+    async def fetch_pieces(self, indices: list[int], timeout: float, *, outstanding: int = 16) -> dict[int, Piece]:
+        """Request pieces (once unchoked) and collect them, as an honest peer does: at most ``outstanding`` requests
+        at a time (nodes REJECT beyond their per-peer cap), and a rejected piece asked again a few times."""
+        from swarmcast.wire.messages import Interested, Reject, Unchoke
 
         self.send(Interested())
         got: dict[int, Piece] = {}
+        todo = list(indices)
+        asked: set[int] = set()
+        retries: dict[int, int] = {}
         deadline = time.monotonic() + timeout
         unchoked = False
-        asked = False
         while time.monotonic() < deadline and len(got) < len(indices) and self.closed is None:
             if not unchoked and any(isinstance(m, Unchoke) for m in self.messages):
                 unchoked = True
-            if unchoked and not asked:
-                for index in indices:
-                    self.send(Request(index))
-                asked = True
+            while unchoked and todo and len(asked) < outstanding:
+                index = todo.pop(0)
+                asked.add(index)
+                self.send(Request(index))
             for message in list(self.messages):
                 if isinstance(message, Piece):
                     got[message.index] = message
+                    asked.discard(message.index)
                     self.messages.remove(message)
+                elif isinstance(message, Reject) and message.index in asked:
+                    asked.discard(message.index)
+                    self.messages.remove(message)
+                    retries[message.index] = retries.get(message.index, 0) + 1
+                    if retries[message.index] <= 5:
+                        todo.append(message.index)
+            if not todo and not asked:
+                break
             await self.read_events(0.2)
         return got
 

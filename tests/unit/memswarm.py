@@ -11,8 +11,8 @@ from swarmcast.swarm.core import Role, Swarm, SwarmConfig
 from swarmcast.swarm.peer import PeerSession
 from swarmcast.swarm.store import PieceStore, StoredPiece
 from swarmcast.transport import Descriptor, public_key_bytes, sign_piece
-from swarmcast.wire.connection import Connection, HandshakeReceived
-from swarmcast.wire.messages import Handshake, HandshakeFlags, PieceFlags
+from swarmcast.wire.connection import Connection, HandshakeReceived, MessageReceived
+from swarmcast.wire.messages import Handshake, HandshakeFlags, Message, PieceFlags
 
 _keys = itertools.count(1)
 # As the nodes announce themselves (node/source.py, node/support.py; engines send no flag).
@@ -112,3 +112,53 @@ class Broadcast:
         self.next_index += 1
         self.source.add_local_piece(piece, now)
         return piece
+
+
+class ScriptedPeer:
+    """A peer the test speaks for: a bare ``Connection`` wired to one swarm in memory, honest or not."""
+
+    def __init__(self, net: MemoryNetwork, swarm: Swarm, *, ip: str = "127.0.0.9", port: int = 7999,
+                 flags: HandshakeFlags = HandshakeFlags.NONE, peer_id: bytes | None = None) -> None:
+        self.net = net
+        self.swarm = swarm
+        ours, theirs = Connection(now=net.now), Connection(now=net.now)
+        ours.send_handshake(Handshake(swarm.content_id, swarm.peer_id, 7764, _FLAGS[swarm.config.role]), net.now)
+        theirs.send_handshake(Handshake(swarm.content_id, peer_id or random.randbytes(20), port, flags), net.now)
+        events = ours.receive_data(theirs.data_to_send(), net.now)
+        theirs.receive_data(ours.data_to_send(), net.now)
+        assert isinstance(events[0], HandshakeReceived)
+        self.connection = theirs
+        self.link = MemoryLink()
+        self.session = PeerSession(key=next(_keys), connection=ours, link=self.link, handshake=events[0].handshake,
+                                   remote_ip=ip, outbound=False, may_download=True, now=net.now)
+        self.attached = swarm.attach(self.session, net.now)
+        self.inbox: list[Message] = []
+
+    def send(self, *messages: Message) -> None:
+        """Deliver messages to the swarm as one read, the way a hostile peer's single write arrives."""
+        for message in messages:
+            self.connection.send(message, self.net.now)
+        self.send_raw(self.connection.data_to_send())
+
+    def send_raw(self, data: bytes) -> None:
+        events = self.session.connection.receive_data(data, self.net.now)
+        self.swarm.handle_events(self.session, events, self.net.now)
+
+    def receive(self) -> list[Message]:
+        """What the swarm wrote to us since the last call (also kept in ``inbox``)."""
+        data = b"".join(self.link.outbox)
+        self.link.outbox.clear()
+        got = [e.message for e in self.connection.receive_data(data, self.net.now) if isinstance(e, MessageReceived)]
+        self.inbox.extend(got)
+        return got
+
+    def queued(self) -> int:
+        """Bytes the swarm has queued for us and we have not read (written to the link or still in its connection)."""
+        pending = self.session.connection.data_to_send()
+        if pending:
+            self.link.write(pending)
+        return sum(len(d) for d in self.link.outbox)
+
+    @property
+    def dropped(self) -> bool:
+        return self.session.key not in self.swarm.sessions

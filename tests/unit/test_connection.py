@@ -401,3 +401,17 @@ def test_byte_and_payload_counters() -> None:
     assert a.payload_received == b.payload_sent == 0
     a.close(GoodbyeReason.SHUTDOWN, 2.0)
     assert a.bytes_sent == wire + len(encode_message(Goodbye(GoodbyeReason.SHUTDOWN)))
+
+
+def test_buffered_bytes_counts_what_is_queued_until_taken() -> None:
+    from swarmcast.wire.codec import encode_message as _encode
+    from swarmcast.wire.messages import Have as _Have
+    from swarmcast.wire.messages import PieceFlags as _PieceFlags
+
+    connection = Connection(now=0.0)
+    connection.send_handshake(Handshake(b"c" * 20, b"p" * 20, 7000), 0.0)
+    assert connection.buffered_bytes == 48
+    connection.send(_Have(5, _PieceFlags.NONE), 0.0)
+    assert connection.buffered_bytes == 48 + len(_encode(_Have(5, _PieceFlags.NONE)))
+    data = connection.data_to_send()
+    assert len(data) == 48 + 14 and connection.buffered_bytes == 0

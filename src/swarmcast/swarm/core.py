@@ -1,26 +1,22 @@
-"""One broadcast's swarm, as a sans-IO state machine: peers, live window, requests, choking, PEX.
+"""One broadcast's swarm, as a sans-IO state machine: peers, live window, cursors; the policies it composes.
 
 How this works. The owner attaches a ``PeerSession`` once both handshakes are exchanged, feeds each connection's
 events to ``handle_events`` and calls ``tick(now)`` a few times a second; the swarm answers by queueing messages
 on the connections and flushing them to each session's ``PeerLink``. It never reads a clock or opens a socket:
-the asyncio node and the simulator in bench/ drive the same code.
+the asyncio node and the simulator in bench/ drive the same code. Each policy is a module of its own:
 
-- Live window: ``PieceStore`` holds the newest pieces under a byte cap. Every stored piece is announced with HAVE.
-- Cursors: each player (engine) or the keep-up sweeper (support node) owns a ``Cursor``: the next index it needs.
-  Requests go out for the pieces just ahead of every cursor, earliest first (earliest deadline first). A cursor
-  that waits too long for a piece while later ones exist skips to the next random-access piece, so one lost piece
-  never freezes a player and a player that stops reading never holds back the swarm.
-- Choking: up to ``upload_slots`` interested peers are unchoked, free slots at once (fast start); every rechoke
-  interval the peers that gave us most are kept, plus a quarter of the slots as optimistic unchokes. A source
-  serves only seeders (support nodes) while any is interested, so its upload stays near one copy of the stream.
-- Capacity: ``upload_limit`` (bytes/s, a token bucket) is what a home uplink can give; a request beyond it gets a
-  REJECT and the requester asks someone else for a while. Slots say how many may ask, the limit how much we give.
-- Sparing the broadcaster: a fresh piece that only the broadcaster's nodes hold (the source, for a support node;
-  source and support nodes, for an engine) is fetched from them only after a random grace of up to
-  ``seeder_grace``, and only if some other peer could have fetched it first. The first viewers to ask take it from
-  a support node, the rest from them: the broadcaster's upload stays flat while the audience grows.
-- Misbehaviour (a bad signature, a request for a piece we never announced, a malformed frame) bans the peer from
-  this broadcast by peer id and address; nothing it sent is stored or forwarded.
+- reading.py: readers' cursors (in order, skipping holes that time out) and the live edge they follow;
+- edge.py: which indices a peer may name (a HAVE far past the newest verified piece is a ban) and the live edge a
+  majority of peers agree on, which is where start points and skip targets are taken from;
+- picker.py: which piece to ask whom for, sparing the broadcaster's nodes (``seeder_grace``), and withholding (a
+  peer that announced and did not deliver is asked less, its requests move elsewhere before the reader's deadline);
+- upload.py: serving requests under per-peer caps in pieces and bytes, and the upload limit;
+- choking.py: upload slots; dialer.py: candidates, backoff, addresses never dialled; budget.py: per-peer
+  message budgets; liveness.py: peers that stopped reading or move nothing; announce.py: our WINDOW and PEX.
+
+Misbehaviour (a bad signature, a request for a piece we never announced, an implausible index, a malformed frame,
+a flood) bans the peer from this broadcast by peer id and address; nothing it sent is stored or forwarded. A peer
+that is merely useless (no piece either way for ``useless_timeout`` while it holds a slot) is dropped.
 """
 
 from __future__ import annotations
@@ -29,24 +25,27 @@ import hashlib
 import logging
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from enum import Enum
 
+from swarmcast.swarm import announce, liveness
+from swarmcast.swarm.choking import NEWCOMER_GRACE, Choker
+from swarmcast.swarm.config import Role, SwarmConfig, SwarmStats
+from swarmcast.swarm.dialer import PREFERRED_EXTRA_PEERS, Dialer
+from swarmcast.swarm.edge import LiveEdge
+from swarmcast.swarm.outbox import Outbox
 from swarmcast.swarm.peer import Address, PeerSession
-from swarmcast.swarm.rates import RateMeter
+from swarmcast.swarm.picker import Picker, support_grace
+from swarmcast.swarm.reading import Cursor, Reading
 from swarmcast.swarm.store import PieceStore, StoredPiece
+from swarmcast.swarm.upload import Uploader
 from swarmcast.transport import Descriptor, PieceVerifier, TransportError
 from swarmcast.wire.connection import ConnectionClosed, Event, HandshakeReceived, MessageReceived
 from swarmcast.wire.errors import ErrorCode, ProtocolError
 from swarmcast.wire.messages import (
-    MAX_PEX_PEERS,
     MAX_WINDOW_PIECES,
-    Cancel,
     Choke,
     GoodbyeReason,
     Have,
     Interested,
-    KeepAlive,
     Message,
     Metadata,
     MetadataRequest,
@@ -62,72 +61,10 @@ from swarmcast.wire.messages import (
 
 log = logging.getLogger("swarmcast.swarm")
 
-PREFERRED_EXTRA_PEERS = 2  # support nodes named by a source may be dialled this far beyond target_peers
-NEWCOMER_GRACE = 10.0  # seconds a newly joined peer may hold an extra upload slot
+__all__ = ["NEWCOMER_GRACE", "PREFERRED_EXTRA_PEERS", "Cursor", "Role", "Swarm", "SwarmConfig", "SwarmStats"]
+
 HOUSEKEEPING_INTERVAL = 1.0  # seconds between connection timers, back-pressure checks and rechoke checks
-
-
-class Role(Enum):
-    SOURCE = "source"
-    SUPPORT = "support"
-    ENGINE = "engine"
-
-
-@dataclass(frozen=True)
-class SwarmConfig:
-    role: Role
-    max_peers: int = 60
-    target_peers: int = 12
-    upload_slots: int = 8
-    upload_limit: int = 0  # bytes/s given to peers; 0 = no limit
-    seeder_grace: float = 0.3
-    max_requests_per_peer: int = 16
-    request_timeout: float = 2.0
-    lookahead_pieces: int = 96
-    skip_after: float = 2.5
-    max_lag_pieces: int = 50  # a reader this far behind the newest piece known jumps to live (10 s of 0.2 s pieces)
-    rechoke_interval: float = 5.0
-    optimistic_interval: float = 10.0
-    pex_interval: float = 20.0
-    send_buffer_limit: int = 4 * 1024 * 1024
-    stall_timeout: float = 10.0
-    max_candidates: int = 500
-    dial_backoff_max: float = 8.0
-    download_from: frozenset[Address] | None = None
-
-
-@dataclass
-class Cursor:
-    """A reader's place in the stream: ``position`` is the next index it needs (None until it has started)."""
-
-    position: int | None = None
-    waiting_since: float | None = None
-    skipped: int = 0
-    started: bool = False  # has delivered a piece; until then a start point that does not come is re-chosen
-
-
-@dataclass
-class _Candidate:
-    failures: int = 0
-    next_try: float = 0.0
-    pinned: bool = False  # an address we were told to use (source, --download-from): never forgotten
-    preferred: bool = False  # a support node a source pointed us to: dialled first, even with the peer set full
-
-
-@dataclass
-class SwarmStats:
-    downloaded: int = 0
-    downloaded_from_source: int = 0
-    downloaded_from_seeders: int = 0  # support nodes (and the source): the broadcaster's own upload
-    uploaded: int = 0
-    bytes_sent: int = 0
-    payload_sent: int = 0
-    banned: int = 0
-    bad_pieces: int = 0
-    skipped_pieces: int = 0
-    rejected_over_limit: int = 0
-    down: RateMeter = field(default_factory=RateMeter)
-    up: RateMeter = field(default_factory=RateMeter)
+STABLE_SESSION = 10.0  # seconds a session must last for its address's failed attempts to be forgiven
 
 
 class Swarm:
@@ -152,30 +89,27 @@ class Swarm:
         self.sessions: dict[int, PeerSession] = {}
         self.cursors: list[Cursor] = []
         self._sweeper: Cursor | None = None if config.role is Role.ENGINE else Cursor()
-        self._pending: dict[int, int] = {}  # piece index -> session key it was requested from
-        self._dirty: set[PeerSession] = set()  # sessions with queued bytes not yet written to their link
-        self.flush_soon: Callable[[], None] | None = None  # see _flush_dirty
-        self._flush_scheduled = False
-        self._candidates: dict[Address, _Candidate] = {}
-        self._banned_ids: set[bytes] = set()
-        self._banned_addresses: set[Address] = set()
+        self.stats = SwarmStats()
+        self._outbox = Outbox(self.stats)
+        self._send = self._outbox.send
         self._rng = rng or random.Random()
-        self._last_rechoke = now
-        self._last_optimistic = now
-        self._optimistic: set[int] = set()
-        self._newcomers: dict[int, float] = {}  # session key -> end of its newcomer grace
-        # Index -> when a piece only the broadcaster's nodes hold may be fetched from them (see seeder_grace).
-        self._spare_until: dict[int, float] = {}
-        self._upload_tokens = float(config.upload_limit)
-        self._upload_tokens_at = now
+        self._now = now  # the latest time the owner told us, for calls that do not pass one
+        self.edge = LiveEdge()
+        self.dialer = Dialer(config, self._rng)
+        self.choker = Choker(config, self.sessions, score=self._score, send=self._send, rng=self._rng, now=now)
+        self.picker = Picker(config, self.sessions, send=self._send, trust_changed=self._claims_changed, now=now)
+        self.uploader = Uploader(config, store, now)
+        self.reading = Reading(config, store, self.sessions, self.edge)
         self._last_pex = now
         self._last_housekeeping = now
         self._closed = False
-        self.stats = SwarmStats()
         self.piece_listeners: list[Callable[[int], None]] = []
         self.descriptor_listeners: list[Callable[[Descriptor], None]] = []
         if descriptor is not None:
             self._set_descriptor(descriptor)
+
+    def _claims_changed(self) -> None:
+        self.reading.claims_changed()
 
     # -- descriptor --------------------------------------------------------------------------------------
     def _set_descriptor(self, descriptor: Descriptor) -> None:
@@ -187,18 +121,19 @@ class Swarm:
 
     # -- peers -------------------------------------------------------------------------------------------
     def is_banned(self, peer_id: bytes, address: Address) -> bool:
-        return peer_id in self._banned_ids or address in self._banned_addresses
+        return self.dialer.is_banned(peer_id, address)
 
     def can_accept(self) -> bool:
         return not self._closed and len(self.sessions) < self.config.max_peers
 
     def attach(self, session: PeerSession, now: float) -> bool:
         """Take a peer whose handshake matched; False (and a goodbye) when it may not join."""
+        self._now = now
         handshake = session.handshake
         reason: GoodbyeReason | None = None
         if handshake.peer_id == self.peer_id:
             reason = GoodbyeReason.DUPLICATE
-            self._candidates.pop(session.address, None)
+            self.dialer.is_self(session.address)
         elif self.is_banned(handshake.peer_id, session.address):
             reason = GoodbyeReason.BANNED
         elif any(s.handshake.peer_id == handshake.peer_id for s in self.sessions.values()):
@@ -211,100 +146,69 @@ class Swarm:
             session.link.close()
             return False
         self.sessions[session.key] = session
-        candidate = self._candidates.get(session.address)
-        if candidate is not None:
-            candidate.failures = 0
-        self._send(session, self._window_message(), now)
+        self.reading.claims_changed()
+        self._send(session, announce.window_message(self.store), now)
         if self.descriptor is None:
             session.metadata_requested = True
             self._send(session, MetadataRequest(), now)
         if self.config.role is not Role.SOURCE and session.may_download:
             session.sent_interested = True
             self._send(session, Interested(), now)
-        if self._sessions_for_pex():
-            self._send(session, Pex(self._pex_list(exclude=session)), now)
-        self._after_change(now)
-        self._flush_dirty()
+        if announce.listening(self.sessions):
+            self._send(session, self._pex_list(session), now)
+        self.choker.after_change(now)
+        self._outbox.flush_dirty()
         return True
 
     def detach(self, session: PeerSession, now: float, reason: str) -> None:
         if self.sessions.pop(session.key, None) is None:
             return
         log.info("peer %s:%d left: %s", session.address[0], session.address[1], reason)
-        for index in list(session.requests_out):
-            self._pending.pop(index, None)
-        self._optimistic.discard(session.key)
-        self._newcomers.pop(session.key, None)
-        self._after_change(now)
+        self.reading.claims_changed()
+        if now - session.connected_at >= STABLE_SESSION:
+            self.dialer.connected(session.address)  # a real peer: its earlier failed attempts are forgiven
+        self.picker.forget(session)
+        self.choker.forget(session)
+        self.choker.after_change(now)
 
     def ban(self, session: PeerSession, error: ProtocolError, now: float) -> None:
         log.warning("banning peer %s:%d: %s", session.address[0], session.address[1], error)
         self.stats.banned += 1
-        self._banned_ids.add(session.handshake.peer_id)
-        if session.address[1] > 0:  # port 0: the peer does not listen, so its address names nobody
-            self._banned_addresses.add(session.address)
-        self._candidates.pop(session.address, None)
-        session.connection.close(GoodbyeReason.BANNED, now)
+        self.dialer.ban(session.handshake.peer_id, session.address)
+        self._drop(session, GoodbyeReason.BANNED, now, f"banned ({error.code.name})")
+
+    def _drop(self, session: PeerSession, reason: GoodbyeReason, now: float, why: str) -> None:
+        session.connection.close(reason, now)
         session.flush()
         session.link.close()
-        self.detach(session, now, f"banned ({error.code.name})")
+        self.detach(session, now, why)
 
     # -- candidates to dial ------------------------------------------------------------------------------
     def add_candidates(self, addresses: Iterable[Address], *, pinned: bool = False, preferred: bool = False) -> None:
-        for address in addresses:
-            if address in self._banned_addresses:
-                continue
-            if self.config.download_from is not None and address not in self.config.download_from:
-                continue
-            candidate = self._candidates.get(address)
-            if candidate is None:
-                if len(self._candidates) >= self.config.max_candidates:
-                    continue
-                candidate = self._candidates[address] = _Candidate()
-            candidate.pinned = candidate.pinned or pinned
-            candidate.preferred = candidate.preferred or preferred
+        self.dialer.add(addresses, now=self._now, pinned=pinned, preferred=preferred)
+
+    def note_own_address(self, address: Address) -> None:
+        """An address that reaches this node (the owner knows its listen address): never dialled."""
+        self.dialer.is_self(address)
 
     def dial_failed(self, address: Address, now: float) -> None:
-        candidate = self._candidates.get(address)
-        if candidate is None:
-            return
-        candidate.failures += 1
-        if candidate.failures > 6 and not candidate.pinned:
-            del self._candidates[address]
-            return
-        candidate.next_try = now + min(self.config.dial_backoff_max, 0.5 * 2 ** min(candidate.failures, 10))
+        """The owner could not connect (refused, timed out)."""
+        self.dialer.failed(address, now)
+
+    def handshake_failed(self, address: Address, now: float) -> None:
+        """An outbound connection closed before its session attached: not our protocol, wrong content, or refused.
+
+        The attempt already counted when the address was handed out, so this only hastens forgetting it."""
+        self.dialer.failed(address, now)
 
     def addresses_to_dial(self, now: float, connecting: set[Address]) -> list[Address]:
         """Candidates worth a connection attempt now (the owner dials them and reports failures)."""
+        self._now = now
         connected = {s.address for s in self.sessions.values()}
         room = self.config.target_peers - len(self.sessions) - len(connecting)
-        pinned_missing = [
-            a for a, c in self._candidates.items() if c.pinned and a not in connected and a not in connecting
-        ]
-        chosen: list[Address] = [a for a in pinned_missing if self._candidates[a].next_try <= now]
-        # Support nodes a source named: a viewer the source will not serve needs one, whatever else it has.
-        preferred = [
-            a for a, c in self._candidates.items()
-            if c.preferred and not c.pinned and a not in connected and a not in connecting and c.next_try <= now
-        ]  # fmt: skip
-        self._rng.shuffle(preferred)
-        extra = preferred[: max(0, room + PREFERRED_EXTRA_PEERS)]
-        chosen.extend(extra)
-        room -= len(extra)
-        if room > 0:
-            others = [
-                a
-                for a, c in self._candidates.items()
-                if not c.pinned and not c.preferred and a not in connected and a not in connecting and c.next_try <= now
-            ]
-            self._rng.shuffle(others)
-            chosen.extend(others[:room])
-        for address in chosen:
-            # Until the attempt reports back, do not hand out the same address again.
-            self._candidates[address].next_try = now + 1.0
-        return chosen
+        return self.dialer.to_dial(now, room=room, connected=connected, connecting=connecting)
 
-    # -- cursors -----------------------------------------------------------------------------------------
+    # -- cursors (reading.py) ----------------------------------------------------------------------------
     def open_cursor(self) -> Cursor:
         cursor = Cursor()
         self.cursors.append(cursor)
@@ -316,98 +220,32 @@ class Swarm:
 
     def next_piece(self, cursor: Cursor, now: float) -> StoredPiece | None:
         """The next piece for this reader, in order, or None when it must wait; skips holes that time out."""
-        if cursor.position is None:
-            start = self._start_index()
-            if start is None:
-                return None
-            cursor.position = start
-        oldest = self.store.oldest
-        if oldest is not None and cursor.position < oldest and cursor.position not in self.store:
-            # The reader fell out of the window (it read too slowly): rejoin at the newest random-access piece.
-            self._skip(cursor, self._latest_random_access(), now)
-            return None
-        if cursor.started and self._too_far_behind(cursor.position):
-            # Pieces still trickle in, but slower than the stream: jump to live rather than lag for ever.
-            self._skip(cursor, self._latest_random_access(), now)
-        piece = self.store.get(cursor.position)
-        if piece is not None:
-            cursor.position += 1
-            cursor.waiting_since = None
-            cursor.started = True
-            return piece
-        if not cursor.started:
-            # The start point was announced but has not come (a peer lied, or left): choose again.
-            if cursor.waiting_since is None:
-                cursor.waiting_since = now
-            elif now - cursor.waiting_since >= self.config.skip_after:
-                cursor.position = None
-                cursor.waiting_since = None
-            return None
-        newest = self._newest_known()
-        if newest is None or newest <= cursor.position:
-            cursor.waiting_since = None
-            return None
-        if cursor.waiting_since is None:
-            cursor.waiting_since = now
-        elif now - cursor.waiting_since >= self.config.skip_after:
-            self._skip(cursor, self._next_random_access_after(cursor.position), now)
-        return None
+        piece = self.reading.next_piece(cursor, now)
+        self.stats.skipped_pieces = self.reading.skipped
+        return piece
 
-    def _too_far_behind(self, position: int) -> bool:
-        newest = self._newest_known()
-        return newest is not None and newest - position > self.config.max_lag_pieces
-
-    def _skip(self, cursor: Cursor, target: int | None, now: float) -> None:
-        if target is None or cursor.position is None or target <= cursor.position:
-            return
-        log.info("skipping pieces %d..%d (not received in time)", cursor.position, target - 1)
-        cursor.skipped += target - cursor.position
-        self.stats.skipped_pieces += target - cursor.position
-        cursor.position = target
-        cursor.waiting_since = now
-
-    def _start_index(self) -> int | None:
-        return self._latest_random_access()
-
-    def _latest_random_access(self) -> int | None:
-        known = self.store.random_access_indices()
-        for session in self.sessions.values():
-            if session.may_download and session.random_access:
-                known.append(max(session.random_access))
-        return max(known) if known else None
-
-    def _next_random_access_after(self, index: int) -> int | None:
-        best: int | None = None
-        for candidate in self.store.random_access_indices():
-            if candidate > index:
-                best = candidate
-                break
-        for session in self.sessions.values():
-            if not session.may_download:
-                continue
-            later = [i for i in session.random_access if i > index]
-            if later and (best is None or min(later) < best):
-                best = min(later)
-        return best
-
-    def _newest_known(self) -> int | None:
-        values = [s.newest_have for s in self.sessions.values() if s.newest_have is not None and s.may_download]
-        if self.store.newest is not None:
-            values.append(self.store.newest)
-        return max(values) if values else None
+    def _check_claims(self, now: float) -> None:
+        """The first verified piece is in: claims made before it are checked as later ones are, on arrival."""
+        for session in self.edge.implausible(list(self.sessions.values()), now):
+            self.ban(session, ProtocolError(ErrorCode.IMPLAUSIBLE_INDEX, f"claimed piece {session.newest_have}"), now)
 
     # -- local pieces (the source) -----------------------------------------------------------------------
     def add_local_piece(self, piece: StoredPiece, now: float) -> None:
+        self._now = now
         self._store_and_announce(piece, None, now)
-        self._flush_dirty()
+        self._outbox.flush_dirty()
 
     # -- events ------------------------------------------------------------------------------------------
     def handle_events(self, session: PeerSession, events: Iterable[Event], now: float) -> None:
+        self._now = now
         for event in events:
             if session.key not in self.sessions:
                 break
             if isinstance(event, MessageReceived):
                 try:
+                    if not session.budget.charge(event.message, now):
+                        kind = type(event.message).__name__.upper()
+                        raise ProtocolError(ErrorCode.FLOOD, f"too many {kind} messages")
                     self._handle_message(session, event.message, now)
                 except ProtocolError as error:
                     self.ban(session, error, now)
@@ -421,54 +259,59 @@ class Swarm:
             elif isinstance(event, HandshakeReceived):  # pragma: no cover - the owner consumes it
                 continue
         self._fill_requests(now)
-        self._flush_dirty()
+        self._outbox.flush_dirty()
 
     def _handle_message(self, session: PeerSession, message: Message, now: float) -> None:
         match message:
             case Have(index, flags):
+                self.edge.check(index, now)
+                if self._too_old(index):
+                    return
                 self._note_have(session, index, flags)
-                if index not in self.store and index not in self._spare_until and len(self._spare_until) < 4096:
-                    # First news of a fresh piece: our moment to let others take it from the broadcaster first.
-                    self._spare_until[index] = now + self._grace_for(index)
+                if index not in self.store:
+                    self.picker.note_have(session, index, now, self._grace_for)
             case Window(first, have, random_access):
+                if True in have:
+                    self.edge.check(first + len(have) - 1 - have[::-1].index(True), now)
                 session.have = {first + i for i, bit in enumerate(have) if bit}
                 session.random_access = {first + i for i, bit in enumerate(random_access) if bit and have[i]}
                 session.newest_have = max(session.have) if session.have else None
+                self.reading.claims_changed()
             case Request(index):
                 self._serve_request(session, index, now)
             case Piece():
                 self._receive_piece(session, message, now)
             case Reject(index):
-                if session.requests_out.pop(index, None) is not None:
-                    self._pending.pop(index, None)
+                if self.picker.answered(session, index, now, delivered=False):
                     # Busy (over its upload limit or slots) or lost it: ask others first for a while.
                     session.busy_until = now + 1.0
                 session.have.discard(index)
                 session.random_access.discard(index)
-            case Cancel():
-                pass  # pieces are sent whole at once, so there is nothing queued to cancel
             case Choke():
                 session.peer_choking = True
-                for index in session.requests_out:
-                    self._pending.pop(index, None)
-                session.requests_out.clear()
+                self.picker.choked(session)
             case Unchoke():
                 session.peer_choking = False
             case Interested():
                 session.peer_interested = True
                 if self.config.role is Role.SOURCE and session.is_seeder:
-                    self._rechoke(now)  # viewers served until now make way for the support node
-                self._unchoke_if_free(session, now)
+                    self.choker.rechoke(now)  # viewers served until now make way for the support node
+                self.choker.unchoke_if_free(session, now)
             case NotInterested():
                 session.peer_interested = False
             case Pex(peers):
-                self.add_candidates(peers, preferred=session.is_source)
+                named = self.dialer.named_by(session.pex_addresses, peers)
+                self.dialer.add(named, now=now, preferred=session.is_source)
             case MetadataRequest():
                 self._send(session, Metadata(self._descriptor_bytes), now)
             case Metadata(data):
                 self._receive_metadata(session, data)
-            case KeepAlive():
+            case _:  # KeepAlive, Cancel (pieces are sent whole at once: nothing queued to cancel)
                 pass
+
+    def _too_old(self, index: int) -> bool:
+        verified = self.edge.verified
+        return verified is not None and index < verified - MAX_WINDOW_PIECES
 
     def _note_have(self, session: PeerSession, index: int, flags: PieceFlags) -> None:
         session.have.add(index)
@@ -476,53 +319,33 @@ class Swarm:
             session.random_access.add(index)
         if session.newest_have is None or index > session.newest_have:
             session.newest_have = index
+            self.reading.claims_changed()
         if len(session.have) > 2 * MAX_WINDOW_PIECES:
             # Keep the newest window's worth; a peer cannot make us hold more whatever order it announces in.
             session.forget_before(sorted(session.have)[-MAX_WINDOW_PIECES])
 
     def _serve_request(self, session: PeerSession, index: int, now: float) -> None:
-        newest = self.store.newest
-        oldest = self.store.oldest
-        # A request for a piece we never announced is a protocol violation; one for a piece that has just left
-        # our window is an honest race and gets a REJECT.
-        if newest is None or index > newest or (oldest is not None and index < oldest - MAX_WINDOW_PIECES):
-            raise ProtocolError(ErrorCode.REQUEST_OUTSIDE_WINDOW, f"request for piece {index} outside our window")
-        piece = self.store.get(index)
-        if (
-            session.am_choking
-            or piece is None
-            or session.link.write_buffer_size() > self.config.send_buffer_limit
-            or not self._take_upload_tokens(len(piece.data), now)
-        ):
+        piece = self.uploader.choose(session, index, now)
+        self.stats.rejected_over_limit = self.uploader.rejected_over_limit
+        if piece is None:
             self._send(session, Reject(index), now)
             return
         self._send(session, Piece(piece.index, piece.flags, piece.signature, piece.data), now)
+        self.uploader.queued(session, index)
+        session.last_useful = now
         session.up.add(len(piece.data), now)
         self.stats.up.add(len(piece.data), now)
         self.stats.uploaded += len(piece.data)
 
-    def _take_upload_tokens(self, size: int, now: float) -> bool:
-        """Token bucket for ``upload_limit``: up to one second's worth may be sent in a burst."""
-        limit = self.config.upload_limit
-        if limit <= 0:
-            return True
-        self._upload_tokens = min(float(limit), self._upload_tokens + (now - self._upload_tokens_at) * limit)
-        self._upload_tokens_at = now
-        if self._upload_tokens <= 0:
-            self.stats.rejected_over_limit += 1
-            return False
-        self._upload_tokens -= size  # may go below zero: a piece is sent whole, the debt is paid back first
-        return True
-
     def _receive_piece(self, session: PeerSession, piece: Piece, now: float) -> None:
-        if session.requests_out.pop(piece.index, None) is None:
+        if not self.picker.answered(session, piece.index, now, delivered=True):
             return  # unsolicited (or after we gave up on it): ignored, never stored or forwarded
-        self._pending.pop(piece.index, None)
         if self._verifier is None:
             return
         if not self._verifier.verify(piece.index, piece.flags, piece.data, piece.signature):
             self.stats.bad_pieces += 1
             raise ProtocolError(ErrorCode.BAD_SIGNATURE, f"piece {piece.index} fails its signature")
+        session.last_useful = now
         session.down.add(len(piece.data), now)
         self.stats.down.add(len(piece.data), now)
         self.stats.downloaded += len(piece.data)
@@ -537,7 +360,10 @@ class Swarm:
         if piece.index in self.store:
             return
         evicted = self.store.add(piece)
-        self._spare_until.pop(piece.index, None)
+        self.picker.stored(piece.index)
+        self.reading.claims_changed()
+        if self.edge.note_verified(piece.index, now):
+            self._check_claims(now)
         if piece.index in evicted:
             return
         have = Have(piece.index, piece.flags)
@@ -565,20 +391,23 @@ class Swarm:
         log.info("received the descriptor of %s from %s:%d", self.content_id.hex(), *session.address)
         self._set_descriptor(descriptor)
 
-    # -- requests ----------------------------------------------------------------------------------------
-    def _wanted_ranges(self) -> list[tuple[int, int]]:
-        newest = self._newest_known()
-        if newest is None:
-            return []
+    # -- requests (picker.py) ----------------------------------------------------------------------------
+    def _all_cursors(self) -> list[Cursor]:
         cursors = list(self.cursors)
         if self._sweeper is not None and self.config.role is not Role.SOURCE:
             cursors.append(self._sweeper)
+        return cursors
+
+    def _wanted_ranges(self) -> list[tuple[int, int]]:
+        newest = self.reading.newest_known()
+        if newest is None:
+            return []
         ranges = []
-        for cursor in cursors:
-            if cursor.position is None and cursor is not self._sweeper:
+        for cursor in self._all_cursors():
+            if not cursor.started and cursor is not self._sweeper:
                 # A new player: choose its start as soon as a peer's WINDOW or HAVE names one, not when the player
                 # next polls, so the first requests go out in the same turn as the news.
-                cursor.position = self._start_index()
+                self.reading.choose_start(cursor)
             if cursor.position is not None:
                 ranges.append((cursor.position, min(newest, cursor.position + self.config.lookahead_pieces)))
         return ranges
@@ -587,52 +416,14 @@ class Swarm:
         if self.descriptor is None or self.config.role is Role.SOURCE:
             return
         wanted = sorted({i for low, high in self._wanted_ranges() for i in range(low, high + 1)})
-        if not wanted:
-            return
-        sources = [
-            s for s in self.sessions.values() if s.may_download and not s.peer_choking and s.have
-        ]
-        if not sources:
-            return
-        spared = self._spared_predicate()
-        could_fetch_first = any(not spared(s) for s in sources)
-        for index in wanted:
-            if index in self.store or index in self._pending:
-                continue
-            holders = [
-                s for s in sources if index in s.have and len(s.requests_out) < self.config.max_requests_per_peer
-            ]
-            if not holders:
-                continue
-            # Peers that turned a request of ours away in the last second (over their upload limit) are not asked
-            # again until then: asking each capped holder in turn cost a REQUEST and a REJECT per piece per peer.
-            holders = [s for s in holders if s.busy_until <= now]
-            if not holders:
-                continue
-            # Spare the broadcaster's nodes when someone else has the piece: their upload is the broadcaster's bill.
-            others = [s for s in holders if not spared(s)]
-            if others:
-                holders = others
-            elif could_fetch_first and now < self._spare_until.get(index, 0.0):
-                continue  # fresh, held only by the broadcaster: another peer may fetch it first and pass it on
-            best = min(holders, key=lambda s: (len(s.requests_out), -s.down.rate(now)))
-            best.requests_out[index] = now
-            self._pending[index] = best.key
-            self._send(best, Request(index), now)
+        if wanted:
+            self.picker.fill(now, wanted, self.store.__contains__, self._spared_predicate(), self.reading.agreed_edge())
 
     def _grace_for(self, index: int) -> float:
-        """How long a fresh piece held only by nodes we spare may wait for someone else to fetch it first.
-
-        Viewers draw at random, so the first few to ask take it from a support node and the rest from them. Support
-        nodes split the stream: each piece belongs to one of the support nodes connected to each other (by index,
-        over their sorted peer ids), which fetches it from the source at once; the others wait twice the grace for
-        it to arrive through their fellow before asking the source themselves."""
         if self.config.role is not Role.SUPPORT:
             return self.config.seeder_grace * self._rng.random()
-        fellows = sorted(
-            [self.peer_id] + [s.handshake.peer_id for s in self.sessions.values() if s.is_seeder and not s.is_source]
-        )
-        return 0.0 if fellows[index % len(fellows)] == self.peer_id else 2 * self.config.seeder_grace
+        fellows = [s.handshake.peer_id for s in self.sessions.values() if s.is_seeder and not s.is_source]
+        return support_grace(self.peer_id, fellows, index, self.config.seeder_grace)
 
     def _spared_predicate(self) -> Callable[[PeerSession], bool]:
         """Whose upload we spare: a support node spares the source, an engine every broadcaster's node."""
@@ -643,8 +434,9 @@ class Swarm:
     # -- periodic work -----------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
         """Called a few times a second. Requests (timeouts, graces ending) are handled on every call; timers,
-        back-pressure, choking and PEX once a second: with a hundred viewer engines on one machine, the per-peer
-        housekeeping ten times a second was a good part of each engine's CPU time."""
+        back-pressure, choking, useless peers and PEX once a second: with a hundred viewer engines on one machine,
+        the per-peer housekeeping ten times a second was a good part of each engine's CPU time."""
+        self._now = now
         housekeeping = now - self._last_housekeeping >= HOUSEKEEPING_INTERVAL
         if housekeeping:
             self._last_housekeeping = now
@@ -652,34 +444,25 @@ class Swarm:
                 for event in session.connection.handle_timer(now):
                     self.handle_events(session, [event], now)
             self._check_backlog(now)
-            if now - self._last_rechoke >= self.config.rechoke_interval:
-                self._rechoke(now)
+            self._drop_useless(now)
+            if now - self.choker.last_rechoke >= self.config.rechoke_interval:
+                self.choker.rechoke(now)
             if now - self._last_pex >= self.config.pex_interval:
                 self._last_pex = now
                 for session in self.sessions.values():
-                    self._send(session, Pex(self._pex_list(exclude=session)), now)
-        self._expire_requests(now)
+                    self._send(session, self._pex_list(session), now)
+        waiting = {c.position for c in self._all_cursors() if c.position is not None and c.waiting_since is not None}
+        self.picker.expire(now, waiting)
         self._advance_sweeper(now)
         self._fill_requests(now)
         if housekeeping:
-            self._flush_all()
+            self._outbox.flush_all(self.sessions.values())
         else:
-            self._flush_dirty()
+            self._outbox.flush_dirty()
 
     def wants_peers(self) -> bool:
         """Fewer peers than the target: the owner should look for candidates to dial on every tick."""
         return len(self.sessions) < self.config.target_peers
-
-    def _expire_requests(self, now: float) -> None:
-        for session in self.sessions.values():
-            expired = [i for i, sent in session.requests_out.items() if now - sent >= self.config.request_timeout]
-            for index in expired:
-                del session.requests_out[index]
-                self._pending.pop(index, None)
-                # It did not come in time: assume the peer lost it, so the next request goes elsewhere.
-                session.have.discard(index)
-                session.random_access.discard(index)
-                self._send(session, Cancel(index), now)
 
     def _advance_sweeper(self, now: float) -> None:
         sweeper = self._sweeper
@@ -690,147 +473,43 @@ class Swarm:
                 break
 
     def _check_backlog(self, now: float) -> None:
-        for session in list(self.sessions.values()):
-            if session.link.write_buffer_size() > self.config.send_buffer_limit:
-                if session.backlogged_since is None:
-                    session.backlogged_since = now
-                elif now - session.backlogged_since >= self.config.stall_timeout:
-                    self.ban(session, ProtocolError(ErrorCode.TOO_SLOW, "peer stopped reading"), now)
-            else:
-                session.backlogged_since = None
+        for session in liveness.stalled(self.sessions.values(), now, self.config):
+            self.ban(session, ProtocolError(ErrorCode.TOO_SLOW, "peer stopped reading"), now)
 
-    def _eligible(self, session: PeerSession) -> bool:
-        """Whom we may upload to. A source with support nodes serves only them: its upload is the broadcaster's bill,
-        and the support nodes (and viewers among themselves) fan the stream out."""
-        if self.config.role is not Role.SOURCE or session.is_seeder:
-            return True
-        return not any(s.is_seeder and s.peer_interested for s in self.sessions.values())
+    def _drop_useless(self, now: float) -> None:
+        pinned = {a for a, c in self.dialer.candidates.items() if c.pinned}
+        for session in liveness.useless(self.sessions, now, self.config, self.edge, pinned):
+            self.stats.dropped_useless += 1
+            why = f"useless for {self.config.useless_timeout:.0f} s"
+            self._drop(session, GoodbyeReason.TIMEOUT, now, why)
 
-    def _unchoke_if_free(self, session: PeerSession, now: float) -> None:
-        if not session.am_choking or not self._eligible(session) or self.config.upload_slots <= 0:
-            return
-        unchoked = sum(1 for s in self.sessions.values() if not s.am_choking)
-        if unchoked < self.config.upload_slots:
-            self._set_choke(session, choke=False, now=now)
-            return
-        # Slots full: a peer that has just joined gets one of a few extra newcomer slots for NEWCOMER_GRACE
-        # seconds, so a new viewer starts at once instead of waiting for a rechoke or an optimistic draw;
-        # by the time the grace ends it competes like everyone else.
-        self._newcomers = {k: t for k, t in self._newcomers.items() if t > now and k in self.sessions}
-        if now - session.connected_at < NEWCOMER_GRACE and len(self._newcomers) < self._newcomer_slots():
-            self._newcomers[session.key] = session.connected_at + NEWCOMER_GRACE
-            self._set_choke(session, choke=False, now=now)
-
-    def _newcomer_slots(self) -> int:
-        return max(1, self.config.upload_slots // 4)
-
-    def _rechoke(self, now: float) -> None:
-        self._last_rechoke = now
-        interested = [s for s in self.sessions.values() if s.peer_interested and self._eligible(s)]
-        slots = self.config.upload_slots
-        if len(interested) <= slots:
-            keep = {s.key for s in interested}
-        else:
-            role = self.config.role
-
-            def score(s: PeerSession) -> tuple[bool, float]:
-                if role is Role.SOURCE:  # seeders first (they fan out), then whoever we exchange most with
-                    return (s.is_seeder, s.down.rate(now) + s.up.rate(now))
-                if role is Role.SUPPORT:
-                    # Viewers give a support node nothing, so reciprocity would rank them at random and choke
-                    # at every rechoke the viewers that rely on it; keep serving those it serves most.
-                    return (False, s.up.rate(now))
-                return (False, s.down.rate(now))  # a viewer reciprocates the peers that give it most
-
-            # A quarter of the slots (at least one) go round at random, so a newcomer with nothing to give yet, or
-            # a viewer that cannot upload, is never starved for long by peers that all reciprocate.
-            n_optimistic = max(1, slots // 4) if slots > 0 else 0
-            ranked = sorted(interested, key=score, reverse=True)
-            keep = {s.key for s in ranked[: slots - n_optimistic]}
-            rest = [s.key for s in interested if s.key not in keep]
-            self._optimistic &= set(rest)
-            if now - self._last_optimistic >= self.config.optimistic_interval:
-                self._optimistic = set()
-                self._last_optimistic = now
-            missing = n_optimistic - len(self._optimistic)
-            if missing > 0:
-                pool = [k for k in rest if k not in self._optimistic]
-                self._optimistic |= set(self._rng.sample(pool, min(missing, len(pool))))
-            keep |= self._optimistic
-            keep |= {k for k, until in self._newcomers.items() if until > now and k in {s.key for s in interested}}
-        for session in self.sessions.values():
-            self._set_choke(session, choke=session.key not in keep, now=now)
-
-    def _set_choke(self, session: PeerSession, *, choke: bool, now: float) -> None:
-        if session.am_choking == choke:
-            return
-        session.am_choking = choke
-        session.unchoked_at = now
-        self._send(session, Choke() if choke else Unchoke(), now)
+    def _score(self, session: PeerSession, now: float) -> tuple[bool, float]:
+        role = self.config.role
+        if role is Role.SOURCE:  # seeders first (they fan out), then whoever we exchange most with
+            return (session.is_seeder, session.down.rate(now) + session.up.rate(now))
+        if role is Role.SUPPORT:
+            # Viewers give a support node nothing, so reciprocity would rank them at random and choke
+            # at every rechoke the viewers that rely on it; keep serving those it serves most.
+            return (False, session.up.rate(now))
+        return (False, session.down.rate(now))  # a viewer reciprocates the peers that give it most
 
     # -- helpers -----------------------------------------------------------------------------------------
-    def _window_message(self) -> Window:
-        indices = self.store.indices()
-        if not indices:
-            return Window(0, (), ())
-        first = max(indices[0], indices[-1] - MAX_WINDOW_PIECES + 1)
-        count = indices[-1] - first + 1
-        have = tuple((first + i) in self.store for i in range(count))
-        random_access = tuple(
-            bool((self.store.flags(first + i) or PieceFlags.NONE) & PieceFlags.RANDOM_ACCESS) for i in range(count)
-        )
-        return Window(first, have, random_access)
+    def _pex_list(self, session: PeerSession) -> Pex:
+        return Pex(announce.pex_list(self.sessions, exclude=session, is_source=self.config.role is Role.SOURCE,
+                                     rng=self._rng))  # fmt: skip
 
-    def _sessions_for_pex(self) -> list[PeerSession]:
-        return [s for s in self.sessions.values() if s.address[1] > 0]
+    @property
+    def flush_soon(self) -> Callable[[], None] | None:
+        """Set by the owner to defer writes: called once when something is queued (outbox.py)."""
+        return self._outbox.flush_soon
 
-    def _pex_list(self, *, exclude: PeerSession) -> tuple[Address, ...]:
-        seeders = [s.address for s in self._sessions_for_pex() if s.is_seeder and s is not exclude]
-        if self.config.role is Role.SOURCE and not exclude.is_seeder and seeders:
-            # A source names only its support nodes to viewers (it serves only them when it has any): a viewer
-            # that found the source first must reach one, not only other viewers who may all be busy.
-            return tuple(seeders[:MAX_PEX_PEERS])
-        peers = [s.address for s in self._sessions_for_pex() if s is not exclude]
-        self._rng.shuffle(peers)
-        return tuple(peers[:MAX_PEX_PEERS])
-
-    def _send(self, session: PeerSession, message: Message, now: float) -> None:
-        before = session.connection.bytes_sent
-        session.connection.send(message, now)
-        self._dirty.add(session)
-        self.stats.bytes_sent += session.connection.bytes_sent - before
-        if isinstance(message, Piece):
-            self.stats.payload_sent += len(message.data)
-
-    def _flush_dirty(self) -> None:
-        """Write out what was queued since the last flush; only the sessions we sent to, not every peer per event.
-
-        With ``flush_soon`` set, the owner is asked once to call ``flush`` a little later (the node: after the
-        current event-loop turn), so the HAVEs for pieces that arrived from several peers in the same turn go out
-        in one write per peer rather than one each: fewer system calls, the bulk of a viewer's CPU time.
-        """
-        if self.flush_soon is None:
-            self.flush()
-        elif self._dirty and not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.flush_soon()
+    @flush_soon.setter
+    def flush_soon(self, callback: Callable[[], None] | None) -> None:
+        self._outbox.flush_soon = callback
 
     def flush(self) -> None:
-        self._flush_scheduled = False
-        dirty, self._dirty = self._dirty, set()
-        for session in dirty:
-            session.flush()
-
-    def _flush_all(self) -> None:
-        # Timers queue keep-alives inside the connections themselves, so the periodic tick flushes everyone.
-        self._dirty.clear()
-        for session in list(self.sessions.values()):
-            session.flush()
-
-    def _after_change(self, now: float) -> None:
-        for session in self.sessions.values():
-            if session.peer_interested:
-                self._unchoke_if_free(session, now)
+        """Write out what was queued since the last flush (the owner calls it after ``flush_soon``)."""
+        self._outbox.flush()
 
     # -- status ------------------------------------------------------------------------------------------
     @property
@@ -845,7 +524,7 @@ class Swarm:
             session.flush()
             session.link.close()
         self.sessions.clear()
-        self._pending.clear()
+        self.picker.pending.clear()
 
     def stats_snapshot(self, now: float) -> dict[str, object]:
         """Counters for status pages and benchmarks (bytes; rates in bytes/s)."""
@@ -862,6 +541,10 @@ class Swarm:
             "speed_down": round(stats.down.rate(now)),
             "speed_up": round(stats.up.rate(now)),
             "banned": stats.banned,
+            "dropped_useless": stats.dropped_useless,
+            "withheld_requests": self.picker.withheld,
+            "rejected_duplicate": self.uploader.rejected_duplicate,
+            "rejected_queue_full": self.uploader.rejected_queue_full,
             "bad_pieces": stats.bad_pieces,
             "skipped_pieces": stats.skipped_pieces,
             "cache_bytes": self.store.size_bytes,

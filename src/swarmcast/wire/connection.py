@@ -70,6 +70,7 @@ class Connection:
         self._inbound = bytearray()
         self._decoder = FrameDecoder()
         self._outbound: list[bytes] = []
+        self._outbound_bytes = 0  # queued here, not yet taken by data_to_send: part of a peer's memory budget
         self._last_received = now
         self._last_sent = now
         self._opened_at = now
@@ -106,10 +107,20 @@ class Connection:
     def data_to_send(self) -> bytes:
         data = b"".join(self._outbound)
         self._outbound.clear()
+        self._outbound_bytes = 0
         return data
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes queued by ``send`` and not yet taken by ``data_to_send``.
+
+        The owner adds its transport's buffer to this to know, at the time of queueing, what a peer costs us:
+        many requests arrive in one read, and the socket's buffer alone shows none of them until the flush."""
+        return self._outbound_bytes
 
     def _queue(self, data: bytes, now: float) -> None:
         self._outbound.append(data)
+        self._outbound_bytes += len(data)
         self.bytes_sent += len(data)
         self._last_sent = now
 

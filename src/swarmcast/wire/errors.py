@@ -21,6 +21,8 @@ class ErrorCode(IntEnum):
     BAD_METADATA = 9
     TIMEOUT = 10
     TOO_SLOW = 11
+    IMPLAUSIBLE_INDEX = 12  # a piece index no honest peer could hold (far past the live edge)
+    FLOOD = 13  # more messages of a kind than any honest peer sends, or requests far past the cap
 
 
 class ProtocolError(Exception):

@@ -1,0 +1,76 @@
+"""Per-peer message budgets: one token bucket per message kind; a peer that overdraws one is dropped.
+
+Every message costs us something (a set insertion for a HAVE, a scan for a WINDOW, candidates for a PEX, a whole
+descriptor sent back for a METADATA_REQUEST), and a peer can send thousands in one TCP read. An honest peer sends
+a HAVE per piece (5 a second at our 0.2 s pieces, a burst of up to a window when it catches up), a WINDOW and a
+METADATA_REQUEST once, a PEX every 20 s, a KEEPALIVE every 15 s of silence, REQUESTs and CANCELs bounded by the
+requests it may have outstanding. The allowances below are ten times that or more; beyond them the peer is not
+honest and nothing it says is worth reading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from swarmcast.wire.messages import (
+    Cancel,
+    Choke,
+    Have,
+    Interested,
+    KeepAlive,
+    Message,
+    Metadata,
+    MetadataRequest,
+    NotInterested,
+    Pex,
+    Piece,
+    Reject,
+    Request,
+    Unchoke,
+    Window,
+)
+
+
+@dataclass(frozen=True)
+class Allowance:
+    burst: float  # messages it may send at once
+    rate: float  # messages per second, sustained
+
+
+ALLOWANCES: dict[type, Allowance] = {
+    Have: Allowance(2048, 100),
+    Window: Allowance(4, 0.1),
+    Pex: Allowance(4, 0.1),
+    MetadataRequest: Allowance(4, 0.1),
+    Metadata: Allowance(4, 0.1),
+    KeepAlive: Allowance(8, 1),
+    Interested: Allowance(16, 2),
+    NotInterested: Allowance(16, 2),
+    Choke: Allowance(16, 2),
+    Unchoke: Allowance(16, 2),
+    Request: Allowance(512, 100),
+    Cancel: Allowance(512, 100),
+    Reject: Allowance(512, 100),
+    Piece: Allowance(512, 100),
+}
+
+
+class MessageBudget:
+    """Token buckets, filled lazily: a kind's bucket exists once the peer sent that kind."""
+
+    __slots__ = ("_levels",)
+
+    def __init__(self, now: float) -> None:
+        del now  # buckets start full when first used
+        self._levels: dict[type, tuple[float, float]] = {}  # kind -> (tokens, at)
+
+    def charge(self, message: Message, now: float) -> bool:
+        """Take one token for this message; False when the peer has overdrawn that kind's allowance."""
+        kind = type(message)
+        allowance = ALLOWANCES.get(kind)
+        if allowance is None:
+            return True
+        tokens, at = self._levels.get(kind, (allowance.burst, now))
+        tokens = min(allowance.burst, tokens + max(0.0, now - at) * allowance.rate) - 1.0
+        self._levels[kind] = (tokens, now)
+        return tokens >= 0.0

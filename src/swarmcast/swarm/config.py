@@ -1,0 +1,58 @@
+"""A swarm's settings, role and counters (the node builds the config from its flags, the simulator from its own)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from swarmcast.swarm.peer import Address
+from swarmcast.swarm.rates import RateMeter
+
+
+class Role(Enum):
+    SOURCE = "source"
+    SUPPORT = "support"
+    ENGINE = "engine"
+
+
+@dataclass(frozen=True)
+class SwarmConfig:
+    role: Role
+    max_peers: int = 60
+    target_peers: int = 12
+    upload_slots: int = 8
+    upload_limit: int = 0  # bytes/s given to peers; 0 = no limit
+    seeder_grace: float = 0.3
+    max_requests_per_peer: int = 16
+    request_timeout: float = 2.0
+    urgent_after: float = 0.75  # a piece a reader waits for is asked of another holder after this long
+    lookahead_pieces: int = 96
+    skip_after: float = 2.5
+    max_lag_pieces: int = 50  # a reader this far behind the newest piece known jumps to live (10 s of 0.2 s pieces)
+    rechoke_interval: float = 5.0
+    optimistic_interval: float = 10.0
+    pex_interval: float = 20.0
+    send_buffer_limit: int = 4 * 1024 * 1024  # bytes queued for one peer (ours and the transport's) before REJECT
+    max_serving: int = 32  # pieces queued for one peer and not yet out of our buffers before REJECT
+    stall_timeout: float = 10.0
+    useless_timeout: float = 60.0  # no piece either way this long, while holding a slot: dropped (0 = never)
+    max_candidates: int = 500
+    dial_backoff_max: float = 8.0  # for pinned candidates; others back off to dialer.PEX_BACKOFF_MAX
+    download_from: frozenset[Address] | None = None
+
+
+@dataclass
+class SwarmStats:
+    downloaded: int = 0
+    downloaded_from_source: int = 0
+    downloaded_from_seeders: int = 0  # support nodes (and the source): the broadcaster's own upload
+    uploaded: int = 0
+    bytes_sent: int = 0
+    payload_sent: int = 0
+    banned: int = 0
+    dropped_useless: int = 0
+    bad_pieces: int = 0
+    skipped_pieces: int = 0
+    rejected_over_limit: int = 0
+    down: RateMeter = field(default_factory=RateMeter)
+    up: RateMeter = field(default_factory=RateMeter)
