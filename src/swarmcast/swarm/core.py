@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from swarmcast.swarm.authority import Authority
 from swarmcast.swarm.peer import Address, PeerSession
 from swarmcast.swarm.rates import RateMeter
 from swarmcast.swarm.store import PieceStore, StoredPiece
@@ -43,6 +44,7 @@ from swarmcast.wire.messages import (
     MAX_WINDOW_PIECES,
     Cancel,
     Choke,
+    CredentialMessage,
     GoodbyeReason,
     Have,
     Interested,
@@ -174,6 +176,8 @@ class Swarm:
         self.stats = SwarmStats()
         self.piece_listeners: list[Callable[[int], None]] = []
         self.descriptor_listeners: list[Callable[[Descriptor], None]] = []
+        # Who is the broadcaster's: verified credentials, not handshake flags (swarm/authority.py).
+        self.authority = Authority(content_id, accept_grants=config.role is Role.SUPPORT)
         if descriptor is not None:
             self._set_descriptor(descriptor)
 
@@ -182,6 +186,7 @@ class Swarm:
         self.descriptor = descriptor
         self._descriptor_bytes = descriptor.encode()
         self._verifier = PieceVerifier(descriptor.public_key, self.content_id)
+        self.authority.set_public_key(descriptor.public_key)  # credentials kept until now are checked next tick
         for listener in list(self.descriptor_listeners):
             listener(descriptor)
 
@@ -214,6 +219,8 @@ class Swarm:
         candidate = self._candidates.get(session.address)
         if candidate is not None:
             candidate.failures = 0
+        for credential in self.authority.on_attach(session, now):  # first, so the peer knows whom it serves
+            self._send(session, credential, now)
         self._send(session, self._window_message(), now)
         if self.descriptor is None:
             session.metadata_requested = True
@@ -469,6 +476,9 @@ class Swarm:
                 self._receive_metadata(session, data)
             case KeepAlive():
                 pass
+            case CredentialMessage():
+                if self.authority.receive(session, message, now):
+                    self._status_changed(now)
 
     def _note_have(self, session: PeerSession, index: int, flags: PieceFlags) -> None:
         session.have.add(index)
@@ -652,6 +662,7 @@ class Swarm:
                 for event in session.connection.handle_timer(now):
                     self.handle_events(session, [event], now)
             self._check_backlog(now)
+            self._housekeep_credentials(now)
             if now - self._last_rechoke >= self.config.rechoke_interval:
                 self._rechoke(now)
             if now - self._last_pex >= self.config.pex_interval:
@@ -665,6 +676,22 @@ class Swarm:
             self._flush_all()
         else:
             self._flush_dirty()
+
+    def _housekeep_credentials(self, now: float) -> None:
+        update = self.authority.housekeeping(list(self.sessions.values()), now)
+        for session, error in update.offenders:
+            self.ban(session, error, now)
+        for session, message in update.outgoing:
+            if session.key in self.sessions:
+                self._send(session, message, now)
+        if update.changed:
+            self._status_changed(now)
+
+    def _status_changed(self, now: float) -> None:
+        """A peer became (or stopped being) the broadcaster's: a source re-deals its slots to support nodes."""
+        if self.config.role is Role.SOURCE:
+            self._rechoke(now)
+        self._after_change(now)
 
     def wants_peers(self) -> bool:
         """Fewer peers than the target: the owner should look for candidates to dial on every tick."""
