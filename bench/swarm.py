@@ -162,17 +162,19 @@ class Bench:
                                "--size", a.size, "--fps", str(a.fps))  # fmt: skip
         p.wait_ports([self.testsrc], 30)
         port = free_port()
+        # Support status is granted by the source, not claimed: it is told its support nodes' addresses.
+        support_ports = [free_port() for _ in range(a.support)]
+        authorised = [arg for p_ in support_ports for arg in ("--support-node", f"{HOST}:{p_}")]
         self.source = p.spawn(
             "source", "source", port, "node", "source", "--bind", HOST, "--port", str(port),
             "--source", f"http://{HOST}:{self.testsrc.port}/stream.ts", "--title", "bench", "--name", "bench",
             "--publish-dir", str(self.workdir / "publish"), "--metadata-dir", str(self.workdir / "meta"),
-            "--pid-file-dir", str(self.workdir),
+            "--pid-file-dir", str(self.workdir), *authorised,
         )  # fmt: skip
         p.wait_ports([self.source], 30)
         transport = f"http://{HOST}:{self.source.port}/app/get_transport_file?format=raw"
         self.supports = []
-        for i in range(a.support):
-            port = free_port()
+        for i, port in enumerate(support_ports):
             self.supports.append(p.spawn(f"support{i}", "support", port, "node", "support", "--bind", HOST,
                                          "--port", str(port), "--url", transport,
                                          "--pid-file-dir", str(self.workdir)))  # fmt: skip

@@ -894,4 +894,8 @@ class Swarm:
             "cache_bytes": self.store.size_bytes,
             "cache_pieces": len(self.store),
             "newest_piece": self.store.newest,
+            # Peers holding a verified support credential (docs/protocol.md §18), as ip:listen_port.
+            "support_nodes": sorted(
+                f"{s.address[0]}:{s.address[1]}" for s in self.sessions.values() if s.is_seeder and not s.is_source
+            ),
         }
