@@ -134,3 +134,20 @@ def test_issuer_source_credential_names_the_local_address() -> None:
     assert VERIFIER.verify(data, now=0, remote_ip="198.51.100.1", listen_port=7764).role is CredentialRole.SOURCE
     assert issuer.source_credential("0.0.0.0", 0) is None
     assert issuer.source_credential("", 0) is None
+
+
+def test_documented_example() -> None:
+    """The example in docs/protocol.md §18, byte for byte."""
+    from swarmcast.wire.codec import FrameDecoder, encode_message
+    from swarmcast.wire.messages import CredentialKind, CredentialMessage
+
+    data = support(ip="192.0.2.7", port=8621, expires=1767225600)
+    frame = encode_message(CredentialMessage(CredentialKind.PRESENT, data))
+    expected = bytes.fromhex(
+        "00000067 0f 00 01 02 0102030405060708090a0b0c0d0e0f1011121314 000000006955b900 04c0000207 21ad"
+        "159cb484bced4946bb464d8884fd22e97fe70a34cb1dd7bd6a413d7a6af8f544"
+        "f9596e7e281c2cbe0a4bdd3dd2cede39000718fbafbf72c38688950c0f940b00"
+    )
+    assert frame == expected
+    assert FrameDecoder().feed(frame) == [CredentialMessage(CredentialKind.PRESENT, data)]
+    assert VERIFIER.verify(data, now=1767225600 - 1, remote_ip="192.0.2.7", listen_port=8621).port == 8621
