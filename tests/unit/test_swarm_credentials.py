@@ -153,6 +153,19 @@ def test_source_grants_listed_support_nodes_who_present_it_onwards() -> None:
     assert support_at_engine.is_seeder and not impostor_at_engine.is_seeder
 
 
+def test_a_support_node_takes_grants_only_from_the_source() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    support = bc.make_swarm(Role.SUPPORT)
+    own = support.authority.own
+    mallory_side, _ = net.connect(support, bc.make_swarm(Role.ENGINE), 8621, 7001)
+    # Another holder's credential, copied off the wire, fresher than ours: adopting it would cost us our status.
+    stolen = bc.credential(CredentialRole.SUPPORT, ip="192.0.2.9", expires=9999)
+    copied = CredentialMessage(CredentialKind.GRANT, stolen)
+    support.handle_events(mallory_side, [MessageReceived(copied)], net.now)
+    assert support.authority.own == own
+
+
 def test_an_engine_adopts_no_grant() -> None:
     net = MemoryNetwork()
     bc = Broadcast()

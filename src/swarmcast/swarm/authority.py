@@ -14,7 +14,8 @@ the clock credentials are written in):
   behind NAT or with a skewed clock does that).
 - On attach, and whenever ours changes (refreshed), we present our own credential; the source grants a support
   credential to every peer the operator listed, and counts that peer as a support node at once. A support node
-  adopts a grant (or a credential it fetched over HTTP with the access token) as its own.
+  adopts a grant (only from a peer proven to be the source), or a credential it fetched over HTTP with the access
+  token, as its own.
 """
 
 from __future__ import annotations
@@ -114,7 +115,9 @@ class Authority:
     def receive(self, session: PeerSession, message: CredentialMessage, now: float) -> bool:
         """A CREDENTIAL from the peer; True when its status changed. Raises ProtocolError for a forgery."""
         if message.kind is CredentialKind.GRANT:
-            if self.accept_grants and self._verifier is not None:
+            # Only from the source (verified: it presents its own first). Anyone else could hand us a credential
+            # copied off the wire for another holder, which would replace our good one and cost us our status.
+            if self.accept_grants and self._verifier is not None and session.is_source:
                 try:
                     self.adopt(message.credential, now)
                 except CredentialError as error:
@@ -153,16 +156,16 @@ class Authority:
     def _outgoing(self, session: PeerSession, now: float) -> list[CredentialMessage]:
         state = session.credential
         messages: list[CredentialMessage] = []
+        own = self._own_for(session, now)
+        if own is not None and own != state.sent_own:  # first: a grant is taken only from a proven source
+            state.sent_own = own
+            messages.append(CredentialMessage(CredentialKind.PRESENT, own))
         grant = self._grant_for(session, now)
         if grant is not None and grant != state.sent_grant:
             state.sent_grant = grant
             # We issued it to this very connection's address: it is a support node now, before it echoes it.
             state.verified = decode_credential(grant)
             messages.append(CredentialMessage(CredentialKind.GRANT, grant))
-        own = self._own_for(session, now)
-        if own is not None and own != state.sent_own:
-            state.sent_own = own
-            messages.append(CredentialMessage(CredentialKind.PRESENT, own))
         return messages
 
     def _granted(self, session: PeerSession, now: float) -> Credential | None:
