@@ -151,3 +151,23 @@ def test_documented_example() -> None:
     assert frame == expected
     assert FrameDecoder().feed(frame) == [CredentialMessage(CredentialKind.PRESENT, data)]
     assert VERIFIER.verify(data, now=1767225600 - 1, remote_ip="192.0.2.7", listen_port=8621).port == 8621
+
+
+def test_support_node_flag_and_credential_url() -> None:
+    import argparse
+
+    from swarmcast.commands.node import support_node
+    from swarmcast.node.credentials import credential_url
+
+    assert support_node("192.0.2.7") == ("192.0.2.7", 0)
+    assert support_node("192.0.2.7:8621") == ("192.0.2.7", 8621)
+    assert support_node("[2001:db8::1]:8621") == ("2001:db8::1", 8621)
+    assert support_node("2001:db8::1") == ("2001:db8::1", 0)
+    for bad in ("node.example:8621", "192.0.2.7:99999", "", "[::1]x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            support_node(bad)
+    assert credential_url("http://192.0.2.1:7764/app/TOK/get_transport_file?format=raw", 8621) == (
+        "http://192.0.2.1:7764/app/TOK/get_credential?port=8621"
+    )
+    assert credential_url("http://192.0.2.1:7764/app/get_transport_file?format=raw", 8621) is None
+    assert credential_url("/tmp/x.acelive", 8621) is None
