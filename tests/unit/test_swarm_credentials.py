@@ -213,3 +213,19 @@ def test_pieces_from_a_claimed_seeder_do_not_count_as_the_broadcasters() -> None
         net.advance(0.1, [bc.source, fake, engine])
     assert engine.stats.downloaded > 0
     assert engine.stats.downloaded_from_seeders == 0
+
+
+def test_claimed_seeders_take_no_share_of_a_support_nodes_split() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    support = bc.make_swarm(Role.SUPPORT, seeder_grace=0.3)
+    fellow = bc.make_swarm(Role.SUPPORT)
+    fakes = [bc.make_swarm(Role.SUPPORT, credential=False) for _ in range(3)]
+    net.connect(support, fellow, 8621, 8622)
+    for i, fake in enumerate(fakes):
+        net.connect(fake, support, 9000 + i, 8621)
+    net.pump()
+    # Support nodes split the stream by index among their fellows; two real ones: every other piece is ours at
+    # once, the rest wait for the fellow. Fakes counted as fellows would leave pieces waiting for no one.
+    graces = [support._grace_for(index) for index in range(40)]
+    assert graces.count(0.0) == 20

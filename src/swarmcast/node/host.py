@@ -253,8 +253,10 @@ class PeerHost:
         while True:
             await asyncio.sleep(TICK_INTERVAL)
             now = time.monotonic()
+            wall_offset = time.time() - now  # follows steps of the wall clock; credentials expire in Unix time
             for swarm in list(self.swarms.values()):
                 try:
+                    swarm.authority.wall_offset = wall_offset
                     swarm.tick(now)
                     # Candidates are scanned on every tick only while peers are missing (startup, churn).
                     if swarm.wants_peers() or now - self._last_dial_scan >= 1.0:
