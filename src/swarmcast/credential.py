@@ -34,7 +34,9 @@ _ADDRESS_SIZES = {4: 4, 6: 16}
 MIN_CREDENTIAL_SIZE = _HEADER.size + 4 + _PORT.size + SIGNATURE_LENGTH  # 101: an IPv4 holder
 assert _HEADER.size + 16 + _PORT.size + SIGNATURE_LENGTH == MAX_CREDENTIAL_SIZE  # 113: an IPv6 holder
 
-CREDENTIAL_LIFETIME = 600.0  # seconds a credential the source issues is valid
+CREDENTIAL_LIFETIME = 600.0  # seconds a credential the source issues is valid (--credential-lifetime)
+MIN_CREDENTIAL_LIFETIME = 10.0  # holders refresh at half, so shorter would mean a fetch every few seconds
+MAX_CREDENTIAL_LIFETIME = 86400.0  # a credential of a node the operator removed lasts at most this long
 CLOCK_SKEW = 60.0  # seconds a receiver's clock may be ahead of the issuer's before a fresh credential looks expired
 MAX_ISSUED = 1024  # credentials the issuer keeps signed (one per holder address); beyond it the cache is reset
 

@@ -16,6 +16,7 @@ from swarmcast.commands.options import (
     port,
     positive_float,
 )
+from swarmcast.credential import CREDENTIAL_LIFETIME, MAX_CREDENTIAL_LIFETIME, MIN_CREDENTIAL_LIFETIME
 from swarmcast.logsetup import setup_logging
 from swarmcast.node.config import SourceConfig, SupportConfig
 from swarmcast.node.joiner import JoinError
@@ -55,6 +56,14 @@ def support_node(text: str) -> Address:
     return ip, port(port_text)
 
 
+def credential_lifetime(text: str) -> float:
+    value = positive_float(text)
+    if not MIN_CREDENTIAL_LIFETIME <= value <= MAX_CREDENTIAL_LIFETIME:
+        bounds = f"{MIN_CREDENTIAL_LIFETIME:g}..{MAX_CREDENTIAL_LIFETIME:g}"
+        raise argparse.ArgumentTypeError(f"{value:g} is not in {bounds}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     node = subparsers.add_parser("node", help="run a broadcaster's node (source or support)")
     roles = node.add_subparsers(dest="role", required=True)
@@ -76,6 +85,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source.add_argument("--support-node", type=support_node, action="append", default=[], metavar="IP[:PORT]",
                         help="a support node of this broadcast (repeatable): the source grants it a credential "
                              "and serves it first; without PORT any listen port from that IP")  # fmt: skip
+    source.add_argument("--credential-lifetime", type=credential_lifetime, default=CREDENTIAL_LIFETIME,
+                        metavar="SECONDS", help="how long the source's and support nodes' credentials are valid; "
+                        f"refreshed at half ({MIN_CREDENTIAL_LIFETIME:.0f}..{MAX_CREDENTIAL_LIFETIME:.0f}, "
+                        f"default {CREDENTIAL_LIFETIME:.0f})")  # fmt: skip
     source.set_defaults(func=run_source)
 
     support = roles.add_parser("support", help="follow a broadcast and feed the swarm")
@@ -108,6 +121,7 @@ def run_source(args: argparse.Namespace) -> int:
         provider_key=args.provider_key,
         source_reconnect_interval=args.source_reconnect_interval,
         support_nodes=tuple(args.support_node),
+        credential_lifetime=args.credential_lifetime,
     )
     asyncio.run(run_until_stopped(SourceNode(config).run))
     return 0

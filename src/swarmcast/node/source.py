@@ -168,7 +168,8 @@ class SourceNode:
         )
         host.add_swarm(swarm)
         # -- credentials: support status is granted by us, never claimed (swarm/authority.py) ----------------
-        issuer = CredentialIssuer(self._key, content_id, support_nodes=config.support_nodes)
+        issuer = CredentialIssuer(self._key, content_id, support_nodes=config.support_nodes,
+                                  lifetime=config.credential_lifetime)  # fmt: skip
         swarm.authority.issuer = issuer
         credential_routes(app, issuer, config.common.service_access_token)
         if config.support_nodes:
