@@ -144,7 +144,11 @@ async def test_fake_support_nodes_get_nothing_and_the_real_one_keeps_its_place(t
             support_before = await stat(session, support_stat)
 
             player = asyncio.create_task(read_stream(player_url, ATTACK_SECONDS))
-            await asyncio.sleep(2.0)  # the engine has joined: its P2P port serves the broadcast
+            for _ in range(100):  # until the engine has joined: then its P2P port serves the broadcast
+                async with session.get(f"{api}/app/stat") as response:
+                    if (await response.json())["result"]:
+                        break
+                await asyncio.sleep(0.1)
             end = time.monotonic() + ATTACK_SECONDS
             fakes = [await TestPeer.connect(HOST, source.port, content_id, listen_port=40000 + i,
                                             flags=HandshakeFlags.SEEDER) for i in range(FAKES_SAME_IP)]  # fmt: skip
@@ -176,5 +180,4 @@ async def test_fake_support_nodes_get_nothing_and_the_real_one_keeps_its_place(t
         assert viewer.get("support_nodes") == [f"{HOST}:{support_port}"], viewer
         # The honest player got the source's own pieces, in order, without a skip.
         assert len(decode_video(stream)) >= 150
-        match_pieces(stream, await source_pieces(source))
-        assert viewer["skipped_pieces"] == 0, viewer
+        match_pieces(stream, await source_pieces(source))  # consecutive pieces: a skip would fail here
