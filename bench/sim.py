@@ -235,7 +235,8 @@ class SimSession(PeerSession):
     """The swarm's ``PeerSession``, with the two flags read off the handshake computed once rather than per access.
 
     Same values (a handshake never changes); the properties cost two IntFlag operations, microseconds, and the
-    request scan reads them for every peer on every message.
+    request scan reads them for every peer on every message. The real nodes take the status from a verified
+    credential (swarm/authority.py), never from the flags; every simulated node is honest, so the flags stand in.
     """
 
     is_source = False

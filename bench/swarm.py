@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import random
@@ -168,6 +169,7 @@ class Bench:
         self.bitrate = parse_rate(args.bitrate)
         self.cpu_samples: list[float] = []
         self.churn_events = 0
+        self.source_support_nodes: int | None = None
 
     def start_infra(self) -> None:
         a, p = self.args, self.procs
@@ -176,17 +178,19 @@ class Bench:
                                "--size", a.size, "--fps", str(a.fps))  # fmt: skip
         p.wait_ports([self.testsrc], 30)
         port = free_port()
+        # Support status is granted by the source, not claimed: it is told its support nodes' addresses.
+        support_ports = [free_port() for _ in range(a.support)]
+        authorised = [arg for p_ in support_ports for arg in ("--support-node", f"{HOST}:{p_}")]
         self.source = p.spawn(
             "source", "source", port, "node", "source", "--bind", HOST, "--port", str(port),
             "--source", f"http://{HOST}:{self.testsrc.port}/stream.ts", "--title", "bench", "--name", "bench",
             "--publish-dir", str(self.workdir / "publish"), "--metadata-dir", str(self.workdir / "meta"),
-            "--pid-file-dir", str(self.workdir), *BROADCASTER_ADMISSION,
+            "--pid-file-dir", str(self.workdir), *BROADCASTER_ADMISSION, *authorised,
         )  # fmt: skip
         p.wait_ports([self.source], 30)
         transport = f"http://{HOST}:{self.source.port}/app/get_transport_file?format=raw"
         self.supports = []
-        for i in range(a.support):
-            port = free_port()
+        for i, port in enumerate(support_ports):
             self.supports.append(p.spawn(f"support{i}", "support", port, "node", "support", "--bind", HOST,
                                          "--port", str(port), "--url", transport,
                                          "--pid-file-dir", str(self.workdir), *BROADCASTER_ADMISSION))  # fmt: skip
@@ -259,6 +263,11 @@ class Bench:
                     next_churn += 60.0 / a.churn
                 self._progress(t0)
             self.ledger.sample()
+            # Which support nodes the source counts as such (holders of the credential it granted them).
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+                source_stat = f"http://{HOST}:{self.source.port}/app/stat"
+                async with session.get(source_stat, timeout=aiohttp.ClientTimeout(total=3)) as resp:
+                    self.source_support_nodes = len((await resp.json())["result"]["support_nodes"])
             for v in self.viewers:
                 if v.task is not None:
                     v.task.cancel()
@@ -394,6 +403,7 @@ class Bench:
             "continuity_rel_mean": sum(cont_rel) / len(cont_rel) if cont_rel else None,
             "stalls_total": sum(int(x["stalls"] or 0) for x in viewers_out),
             "stall_seconds_total": round(sum(float(x["stall_seconds"] or 0) for x in viewers_out), 2),
+            "source_support_nodes": self.source_support_nodes,
             "source_upload_bytes": source_up,
             "source_upload_ratio": source_up / stream_bytes if stream_bytes else None,
             "source_upload_ratio_nominal": source_up / nominal_bytes if nominal_bytes else None,

@@ -30,5 +30,6 @@ def test_swarm_bench_smoke(tmp_path: Path) -> None:
         assert viewer["delay_p50"] is not None and math.isfinite(viewer["delay_max"]) and viewer["delay_max"] < 60
         assert 0 <= viewer["continuity_rel"] <= 1 and 0 <= viewer["continuity_abs"] <= 1
     assert overall["source_upload_ratio"] > 0
+    assert overall["source_support_nodes"] == 1  # the support node holds the credential the source granted it
     assert 0 <= overall["peer_share"] <= 1
     assert (tmp_path / "overview.png").stat().st_size > 0

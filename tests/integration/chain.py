@@ -13,8 +13,9 @@ from pathlib import Path
 import aiohttp
 import av
 
-from swarmcast.transport import Descriptor
-from swarmcast.wire.messages import HandshakeFlags, Piece, PieceFlags
+from swarmcast.credential import CredentialRole, make_credential
+from swarmcast.transport import Descriptor, load_or_create_key
+from swarmcast.wire.messages import CredentialKind, CredentialMessage, HandshakeFlags, Piece, PieceFlags
 from tests.peerclient import TestPeer
 from tests.procs import SwarmcastProcess, free_port, swarmcast_process
 
@@ -34,6 +35,12 @@ class Source:
 
     def descriptor(self) -> Descriptor:
         return Descriptor.decode(next(self.publish_dir.glob("*.acelive")).read_bytes())
+
+    def support_credential(self, ip: str = HOST, port: int = 0, lifetime: float = 600.0) -> bytes:
+        """A support credential signed with the broadcast's key (.sauth): what the broadcaster can give anyone."""
+        key = load_or_create_key(next(self.metadata_dir.glob("*.sauth")))
+        return make_credential(key, role=CredentialRole.SUPPORT, content_id=self.descriptor().content_id, ip=ip,
+                               port=port, expires=int(time.time() + lifetime))  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -62,16 +69,17 @@ def source_node(tmp: Path, source_url: str, *extra: str, port: int | None = None
 
 
 @contextlib.contextmanager
-def support_node(tmp: Path, url: str, *extra: str, name: str = "support") -> Iterator[int]:
-    port = free_port()
+def support_node(tmp: Path, url: str, *extra: str, name: str = "support", port: int | None = None) -> Iterator[int]:
+    """A support node; give ``port`` when the source must know it in advance (``--support-node HOST:PORT``)."""
+    port = port or free_port()
     args = ["node", "support", "--bind", HOST, "--port", str(port), "--url", url, "--pid-file-dir", str(tmp), *extra]
     with swarmcast_process(args, stderr_path=tmp / f"{name}.log", wait_port=(HOST, port)):
         yield port
 
 
 @contextlib.contextmanager
-def engine(tmp: Path, *extra: str, name: str = "engine") -> Iterator[str]:
-    http_port, p2p_port = free_port(), free_port()
+def engine(tmp: Path, *extra: str, name: str = "engine", p2p_port: int | None = None) -> Iterator[str]:
+    http_port, p2p_port = free_port(), p2p_port or free_port()
     args = ["engine", "--http-port", str(http_port), "--port", str(p2p_port), "--bind", HOST,
             "--pid-file-dir", str(tmp), "--startup-timeout", "20", *extra]  # fmt: skip
     with swarmcast_process(args, stderr_path=tmp / f"{name}.log", wait_port=(HOST, http_port)):
@@ -111,13 +119,18 @@ def decode_video(data: bytes) -> list[av.VideoFrame]:
 
 async def source_pieces(source: Source, *, timeout: float = 20.0) -> dict[int, Piece]:
     """Every piece in the source's window, fetched over the real protocol."""
-    return await node_pieces(source.port, source.descriptor().content_id, timeout=timeout)
+    # As a support node, with a credential: a source with support nodes serves only them.
+    credential = source.support_credential()
+    return await node_pieces(source.port, source.descriptor().content_id, timeout=timeout, credential=credential)
 
 
-async def node_pieces(port: int, content_id: bytes, *, timeout: float = 20.0) -> dict[int, Piece]:
+async def node_pieces(
+    port: int, content_id: bytes, *, timeout: float = 20.0, credential: bytes | None = None
+) -> dict[int, Piece]:
     """Every piece in a node's window, fetched over the real protocol."""
-    # As a seeder: a source with support nodes serves only seeders.
     peer = await TestPeer.connect(HOST, port, content_id, flags=HandshakeFlags.SEEDER)
+    if credential is not None:
+        peer.send(CredentialMessage(CredentialKind.PRESENT, credential))
     try:
         window = await peer.window()
         assert window is not None, "node sent no WINDOW"

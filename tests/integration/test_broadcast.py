@@ -17,13 +17,17 @@ from tests.integration.chain import (
     source_pieces,
     support_node,
 )
+from tests.procs import free_port
 
 
 async def test_chain_delivers_source_pieces_byte_identical(tmp_path: Path) -> None:
+    support_port = free_port()
     with (
         signal_source(tmp_path) as signal_url,
-        source_node(tmp_path, signal_url) as source,
-        support_node(tmp_path, source.transport_url, "--download-from", f"127.0.0.1:{source.port}") as support_port,
+        # The source grants the support node its status (a credential); the handshake flag alone gets nothing.
+        source_node(tmp_path, signal_url, "--support-node", f"127.0.0.1:{support_port}") as source,
+        support_node(tmp_path, source.transport_url, "--download-from", f"127.0.0.1:{source.port}",
+                     port=support_port),
         engine(tmp_path) as api,
     ):
         url = f"{api}/ace/getstream?url=http://127.0.0.1:{support_port}/app/get_transport_file%3Fformat%3Draw"
@@ -49,6 +53,7 @@ async def test_chain_delivers_source_pieces_byte_identical(tmp_path: Path) -> No
         assert support["downloaded_from_source"] == support["downloaded"] > 0
         assert support["uploaded"] + viewer["downloaded_from_source"] >= viewer["downloaded"]
         assert seeded["uploaded"] >= support["downloaded"]
+        assert f"127.0.0.1:{support_port}" in seeded["support_nodes"]
         assert 0 < seeded["payload_sent"] < seeded["bytes_sent"]
 
 

@@ -7,6 +7,7 @@ import random
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from swarmcast.credential import CredentialIssuer, CredentialRole, make_credential
 from swarmcast.swarm.core import Role, Swarm, SwarmConfig
 from swarmcast.swarm.peer import PeerSession
 from swarmcast.swarm.store import PieceStore, StoredPiece
@@ -15,7 +16,8 @@ from swarmcast.wire.connection import Connection, HandshakeReceived, MessageRece
 from swarmcast.wire.messages import Handshake, HandshakeFlags, Message, PieceFlags
 
 _keys = itertools.count(1)
-# As the nodes announce themselves (node/source.py, node/support.py; engines send no flag).
+# As the nodes announce themselves (node/source.py, node/support.py; engines send no flag). Claims only: what
+# counts is the credential (Broadcast gives the source an issuer and support nodes a credential).
 _FLAGS = {Role.SOURCE: HandshakeFlags.SOURCE, Role.SUPPORT: HandshakeFlags.SEEDER, Role.ENGINE: HandshakeFlags.NONE}
 
 
@@ -45,9 +47,11 @@ class MemoryNetwork:
         self.now = 0.0
         self.pairs: list[tuple[Swarm, PeerSession, MemoryLink, Swarm, PeerSession, MemoryLink]] = []
 
-    def connect(self, a: Swarm, b: Swarm, a_port: int, b_port: int) -> tuple[PeerSession, PeerSession]:
+    def connect(self, a: Swarm, b: Swarm, a_port: int, b_port: int, *, a_ip: str = "127.0.0.1",
+                b_ip: str = "127.0.0.1", a_flags: HandshakeFlags | None = None) -> tuple[PeerSession, PeerSession]:
+        """``a`` dials ``b``; returns (a's session with b, b's session with a). IPs are each side's address."""
         conn_a, conn_b = Connection(now=self.now), Connection(now=self.now)
-        flags_a, flags_b = _FLAGS[a.config.role], _FLAGS[b.config.role]
+        flags_a, flags_b = _FLAGS[a.config.role] if a_flags is None else a_flags, _FLAGS[b.config.role]
         conn_a.send_handshake(Handshake(a.content_id, a.peer_id, a_port, flags_a), self.now)
         conn_b.send_handshake(Handshake(b.content_id, b.peer_id, b_port, flags_b), self.now)
         ev_b = conn_b.receive_data(conn_a.data_to_send(), self.now)
@@ -55,9 +59,9 @@ class MemoryNetwork:
         assert isinstance(ev_a[0], HandshakeReceived) and isinstance(ev_b[0], HandshakeReceived)
         link_a, link_b = MemoryLink(), MemoryLink()
         sa = PeerSession(key=next(_keys), connection=conn_a, link=link_a, handshake=ev_a[0].handshake,
-                         remote_ip="127.0.0.1", outbound=True, may_download=True, now=self.now)
+                         remote_ip=b_ip, local_ip=a_ip, outbound=True, may_download=True, now=self.now)
         sb = PeerSession(key=next(_keys), connection=conn_b, link=link_b, handshake=ev_b[0].handshake,
-                         remote_ip="127.0.0.1", outbound=False, may_download=True, now=self.now)
+                         remote_ip=a_ip, local_ip=b_ip, outbound=False, may_download=True, now=self.now)
         a.attach(sa, self.now)
         b.attach(sb, self.now)
         self.pairs.append((a, sa, link_a, b, sb, link_b))
@@ -97,11 +101,21 @@ class Broadcast:
         self.source = self.make_swarm(Role.SOURCE, now)
 
     def make_swarm(self, role: Role, now: float = 0.0, *, with_descriptor: bool = True,
-                   rng: random.Random | None = None, **config: object) -> Swarm:
+                   rng: random.Random | None = None, credential: bool = True, **config: object) -> Swarm:
+        """A swarm of this broadcast. A source signs its own credential; a support node holds one for 127.0.0.1
+        (any port), valid for 1000 virtual seconds, unless ``credential=False`` (a peer that only claims it)."""
         store = PieceStore(max_bytes=10_000_000, window_pieces=500)
-        return Swarm(content_id=self.content_id, peer_id=random.randbytes(20),
-                     config=SwarmConfig(role=role, **config),  # type: ignore[arg-type]
-                     store=store, descriptor=self.descriptor if with_descriptor else None, now=now, rng=rng)
+        swarm = Swarm(content_id=self.content_id, peer_id=random.randbytes(20),
+                      config=SwarmConfig(role=role, **config),  # type: ignore[arg-type]
+                      store=store, descriptor=self.descriptor if with_descriptor else None, now=now, rng=rng)
+        if credential and role is Role.SOURCE:
+            swarm.authority.issuer = CredentialIssuer(self.key, self.content_id)
+        if credential and role is Role.SUPPORT and with_descriptor:
+            swarm.authority.adopt(self.credential(CredentialRole.SUPPORT), now)
+        return swarm
+
+    def credential(self, role: CredentialRole, ip: str = "127.0.0.1", port: int = 0, expires: int = 1000) -> bytes:
+        return make_credential(self.key, role=role, content_id=self.content_id, ip=ip, port=port, expires=expires)
 
     def piece(self, index: int, data: bytes, flags: PieceFlags = PieceFlags.NONE) -> StoredPiece:
         return StoredPiece(index, flags, sign_piece(self.key, self.content_id, index, flags, data), data)

@@ -22,6 +22,7 @@ from swarmcast.wire.codec import (
 from swarmcast.wire.errors import ErrorCode, ProtocolError
 from swarmcast.wire.messages import (
     HANDSHAKE_LENGTH,
+    MAX_CREDENTIAL_SIZE,
     MAX_FRAME_LENGTH,
     MAX_INDEX,
     MAX_METADATA_SIZE,
@@ -33,6 +34,8 @@ from swarmcast.wire.messages import (
     SIGNATURE_LENGTH,
     Cancel,
     Choke,
+    CredentialKind,
+    CredentialMessage,
     Goodbye,
     GoodbyeReason,
     Handshake,
@@ -98,6 +101,8 @@ STRATEGIES: dict[MessageType, st.SearchStrategy[Message]] = {
     MessageType.GOODBYE: st.sampled_from(GoodbyeReason).map(Goodbye),
     MessageType.METADATA_REQUEST: st.just(MetadataRequest()),
     MessageType.METADATA: st.binary(max_size=4096).map(Metadata),
+    MessageType.CREDENTIAL: st.builds(CredentialMessage, kind=st.sampled_from(CredentialKind),
+                                      credential=st.binary(min_size=1, max_size=MAX_CREDENTIAL_SIZE)),
 }
 messages: st.SearchStrategy[Message] = st.one_of(*STRATEGIES.values())
 handshakes = st.builds(
@@ -276,7 +281,7 @@ def test_largest_frame_header_is_buffered() -> None:
     assert decoder.buffered == 5
 
 
-@pytest.mark.parametrize("type_byte", [15, 16, 100, 255])
+@pytest.mark.parametrize("type_byte", [16, 100, 255])
 def test_unknown_type_rejected(type_byte: int) -> None:
     assert _decode_error(_frame(type_byte, b"")).code is ErrorCode.UNKNOWN_MESSAGE
 

@@ -377,6 +377,7 @@ def test_a_source_points_viewers_to_its_support_nodes() -> None:
     support = bc.make_swarm(Role.SUPPORT)
     other_viewer = bc.make_swarm(Role.ENGINE)
     net.connect(support, bc.source, 8621, 7764)
+    net.pump()  # the support node's credential reaches the source: it is a support node from then on
     net.connect(other_viewer, bc.source, 7001, 7764)
     viewer = bc.make_swarm(Role.ENGINE, target_peers=1)
     net.connect(viewer, bc.source, 7000, 7764)

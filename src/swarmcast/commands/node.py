@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 from pathlib import Path
 
-from swarmcast.commands.options import add_common, address, common_from_args, non_negative_int, positive_float
+from swarmcast.commands.options import (
+    add_common,
+    address,
+    common_from_args,
+    non_negative_int,
+    port,
+    positive_float,
+)
+from swarmcast.credential import CREDENTIAL_LIFETIME, MAX_CREDENTIAL_LIFETIME, MIN_CREDENTIAL_LIFETIME
 from swarmcast.logsetup import setup_logging
 from swarmcast.node.config import SourceConfig, SupportConfig
 from swarmcast.node.joiner import JoinError
 from swarmcast.node.lifecycle import run_until_stopped
 from swarmcast.node.source import SourceNode
 from swarmcast.node.support import SupportNode
+from swarmcast.swarm.peer import Address
 from swarmcast.transport import CATEGORIES, QUALITIES
 
 log = logging.getLogger("swarmcast.node")
@@ -29,6 +39,29 @@ def _name(text: str) -> str:
     if not text or "/" in text or text.startswith("."):
         raise argparse.ArgumentTypeError(f"{text!r} is not a usable file name")
     return text
+
+
+def support_node(text: str) -> Address:
+    """``IP`` or ``IP:PORT`` (``[v6]:PORT``); port 0 or none = any listen port from that IP."""
+    host, port_text = text, "0"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else (rest or "0")
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    try:
+        ip = str(ipaddress.ip_address(host))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not IP or IP:PORT") from None
+    return ip, port(port_text)
+
+
+def credential_lifetime(text: str) -> float:
+    value = positive_float(text)
+    if not MIN_CREDENTIAL_LIFETIME <= value <= MAX_CREDENTIAL_LIFETIME:
+        bounds = f"{MIN_CREDENTIAL_LIFETIME:g}..{MAX_CREDENTIAL_LIFETIME:g}"
+        raise argparse.ArgumentTypeError(f"{value:g} is not in {bounds}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,6 +82,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="where .sauth and .restart live (default: --state-dir, else --publish-dir)")
     source.add_argument("--provider-key", default="")
     source.add_argument("--source-reconnect-interval", type=positive_float, default=1.0)
+    source.add_argument("--support-node", type=support_node, action="append", default=[], metavar="IP[:PORT]",
+                        help="a support node of this broadcast (repeatable): the source grants it a credential "
+                             "and serves it first; without PORT any listen port from that IP")  # fmt: skip
+    source.add_argument("--credential-lifetime", type=credential_lifetime, default=CREDENTIAL_LIFETIME,
+                        metavar="SECONDS", help="how long the source's and support nodes' credentials are valid; "
+                        f"refreshed at half ({MIN_CREDENTIAL_LIFETIME:.0f}..{MAX_CREDENTIAL_LIFETIME:.0f}, "
+                        f"default {CREDENTIAL_LIFETIME:.0f})")  # fmt: skip
     source.set_defaults(func=run_source)
 
     support = roles.add_parser("support", help="follow a broadcast and feed the swarm")
@@ -80,6 +120,8 @@ def run_source(args: argparse.Namespace) -> int:
         metadata_dir=args.metadata_dir or args.state_dir or args.publish_dir,
         provider_key=args.provider_key,
         source_reconnect_interval=args.source_reconnect_interval,
+        support_nodes=tuple(args.support_node),
+        credential_lifetime=args.credential_lifetime,
     )
     asyncio.run(run_until_stopped(SourceNode(config).run))
     return 0

@@ -46,6 +46,9 @@ class SourceConfig:
     metadata_dir: Path = Path()
     provider_key: str = ""
     source_reconnect_interval: float = 1.0
+    # --support-node IP[:PORT]: peers the source grants a support credential (port 0 = any listen port).
+    support_nodes: tuple[Address, ...] = ()
+    credential_lifetime: float = 600.0  # seconds the credentials the source issues are valid (refreshed at half)
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,7 @@ class PeerProtocol(asyncio.Protocol):
         if self._outbound_swarm is None:
             self._connection.send_handshake(self._host.handshake_for(swarm), now)
         address: Address = (self._remote_ip, handshake.listen_port)
+        local = self._transport.get_extra_info("sockname")
         allowed = swarm.config.download_from
         session = PeerSession(
             key=next(_session_keys),
@@ -169,6 +170,7 @@ class PeerProtocol(asyncio.Protocol):
             link=TransportLink(self._transport),
             handshake=handshake,
             remote_ip=self._remote_ip,
+            local_ip=str(local[0]) if local else "",  # the address a credential of ours must name
             outbound=self._outbound_swarm is not None,
             may_download=allowed is None or address in allowed,
             now=now,
@@ -309,6 +311,7 @@ class PeerHost:
             loop.call_soon(swarm.flush)
 
         swarm.flush_soon = flush_soon
+        swarm.authority.wall_offset = time.time() - time.monotonic()  # credentials expire in Unix time
         self._dialing[swarm.content_id] = set()
 
     def remove_swarm(self, swarm: Swarm) -> None:
@@ -321,8 +324,10 @@ class PeerHost:
             await asyncio.sleep(TICK_INTERVAL)
             now = time.monotonic()
             self._expire(now)
+            wall_offset = time.time() - now  # follows steps of the wall clock; credentials expire in Unix time
             for swarm in list(self.swarms.values()):
                 try:
+                    swarm.authority.wall_offset = wall_offset
                     swarm.tick(now)
                     # Candidates are scanned on every tick only while peers are missing (startup, churn).
                     if swarm.wants_peers() or now - self._last_dial_scan >= 1.0:

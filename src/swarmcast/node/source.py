@@ -16,11 +16,13 @@ from pathlib import Path
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from swarmcast.credential import CredentialIssuer
 from swarmcast.discovery.announcer import Announcer
 from swarmcast.discovery.tracker_server import InternalTracker
 from swarmcast.ingest.http_ts import read_ts_source
 from swarmcast.media.ts import TsPacketizer
 from swarmcast.node.config import SourceConfig
+from swarmcast.node.credentials import credential_routes
 from swarmcast.node.host import PeerHost
 from swarmcast.node.lifecycle import pid_file
 from swarmcast.node.metadata import BroadcastMetadata
@@ -166,6 +168,14 @@ class SourceNode:
             now=time.monotonic(),
         )
         host.add_swarm(swarm)
+        # -- credentials: support status is granted by us, never claimed (swarm/authority.py) ----------------
+        issuer = CredentialIssuer(self._key, content_id, support_nodes=config.support_nodes,
+                                  lifetime=config.credential_lifetime)  # fmt: skip
+        swarm.authority.issuer = issuer
+        credential_routes(app, issuer, config.common.service_access_token)
+        if config.support_nodes:
+            log.info("support nodes: %s", ", ".join(f"{ip}:{port or '*'}" for ip, port in config.support_nodes))
+        # -- end of credentials ---------------------------------------------------------------------------------
         status_routes(app, swarm, config.common.service_access_token)
         cutter = self._cutter = PieceCutter(piece_size=descriptor.piece_size)
         packetizer = TsPacketizer()

@@ -1,4 +1,9 @@
-"""The support node: an always-on peer that follows the broadcast, keeps its live window and uploads."""
+"""The support node: an always-on peer that follows the broadcast, keeps its live window and uploads.
+
+Its status with the source and with engines comes from a credential the source issues (swarm/authority.py): fetched
+with the service access token when ``--url`` carries one (node/credentials.py), or granted on the peer protocol when
+the source's operator listed this node's address with ``--support-node``. Without either it is served as a viewer.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from aiohttp import web
 
 from swarmcast.discovery.tracker_server import InternalTracker
 from swarmcast.node.config import SupportConfig
+from swarmcast.node.credentials import CredentialFetcher, credential_url
 from swarmcast.node.host import PeerHost
 from swarmcast.node.joiner import Membership, load_transport
 from swarmcast.node.lifecycle import pid_file
@@ -61,6 +67,12 @@ class SupportNode:
             pinned.append(transport.node)
         swarm.add_candidates(pinned, pinned=True)
         await host.start()
+        # Before dialling anyone, so the first peers already get our credential with the handshake.
+        fetcher: CredentialFetcher | None = None
+        url = credential_url(config.url, host.port)
+        if url is not None:
+            fetcher = CredentialFetcher(url, swarm)
+            fetcher.start(await fetcher.fetch_once())
         membership = Membership(host, swarm, descriptor.trackers + transport.trackers + config.common.trackers)
         membership.start()
         log.info("support node listening on %s:%d", config.common.bind, host.port)
@@ -69,5 +81,7 @@ class SupportNode:
                 await stop.wait()
             finally:
                 log.info("support node stopping")
+                if fetcher is not None:
+                    await fetcher.close()
                 await membership.close()
                 await host.close()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from swarmcast.wire.messages import (
     Cancel,
     Choke,
+    CredentialMessage,
     Have,
     Interested,
     KeepAlive,
@@ -52,6 +53,8 @@ ALLOWANCES: dict[type, Allowance] = {
     Cancel: Allowance(512, 100),
     Reject: Allowance(512, 100),
     Piece: Allowance(512, 100),
+    # A PRESENT and a GRANT at attach, then one of each per refresh (half the credential's lifetime).
+    CredentialMessage: Allowance(8, 0.1),
 }
 
 

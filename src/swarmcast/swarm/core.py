@@ -27,6 +27,7 @@ import random
 from collections.abc import Callable, Iterable
 
 from swarmcast.swarm import announce, liveness
+from swarmcast.swarm.authority import Authority
 from swarmcast.swarm.choking import NEWCOMER_GRACE, Choker
 from swarmcast.swarm.config import Role, SwarmConfig, SwarmStats
 from swarmcast.swarm.dialer import PREFERRED_EXTRA_PEERS, Dialer
@@ -43,6 +44,7 @@ from swarmcast.wire.errors import ErrorCode, ProtocolError
 from swarmcast.wire.messages import (
     MAX_WINDOW_PIECES,
     Choke,
+    CredentialMessage,
     GoodbyeReason,
     Have,
     Interested,
@@ -105,6 +107,8 @@ class Swarm:
         self._closed = False
         self.piece_listeners: list[Callable[[int], None]] = []
         self.descriptor_listeners: list[Callable[[Descriptor], None]] = []
+        # Who is the broadcaster's: verified credentials, not handshake flags (swarm/authority.py).
+        self.authority = Authority(content_id, accept_grants=config.role is Role.SUPPORT)
         if descriptor is not None:
             self._set_descriptor(descriptor)
 
@@ -116,6 +120,7 @@ class Swarm:
         self.descriptor = descriptor
         self._descriptor_bytes = descriptor.encode()
         self._verifier = PieceVerifier(descriptor.public_key, self.content_id)
+        self.authority.set_public_key(descriptor.public_key)  # credentials kept until now are checked next tick
         for listener in list(self.descriptor_listeners):
             listener(descriptor)
 
@@ -147,6 +152,8 @@ class Swarm:
             return False
         self.sessions[session.key] = session
         self.reading.claims_changed()
+        for credential in self.authority.on_attach(session, now):  # first, so the peer knows whom it serves
+            self._send(session, credential, now)
         self._send(session, announce.window_message(self.store), now)
         if self.descriptor is None:
             session.metadata_requested = True
@@ -306,6 +313,9 @@ class Swarm:
                 self._send(session, Metadata(self._descriptor_bytes), now)
             case Metadata(data):
                 self._receive_metadata(session, data)
+            case CredentialMessage():
+                if self.authority.receive(session, message, now):
+                    self._status_changed(now)
             case _:  # KeepAlive, Cancel (pieces are sent whole at once: nothing queued to cancel)
                 pass
 
@@ -445,6 +455,7 @@ class Swarm:
                     self.handle_events(session, [event], now)
             self._check_backlog(now)
             self._drop_useless(now)
+            self._housekeep_credentials(now)
             if now - self.choker.last_rechoke >= self.config.rechoke_interval:
                 self.choker.rechoke(now)
             if now - self._last_pex >= self.config.pex_interval:
@@ -459,6 +470,22 @@ class Swarm:
             self._outbox.flush_all(self.sessions.values())
         else:
             self._outbox.flush_dirty()
+
+    def _housekeep_credentials(self, now: float) -> None:
+        update = self.authority.housekeeping(list(self.sessions.values()), now)
+        for session, error in update.offenders:
+            self.ban(session, error, now)
+        for session, message in update.outgoing:
+            if session.key in self.sessions:
+                self._send(session, message, now)
+        if update.changed:
+            self._status_changed(now)
+
+    def _status_changed(self, now: float) -> None:
+        """A peer became (or stopped being) the broadcaster's: a source re-deals its slots to support nodes."""
+        if self.config.role is Role.SOURCE:
+            self.choker.rechoke(now)
+        self.choker.after_change(now)
 
     def wants_peers(self) -> bool:
         """Fewer peers than the target: the owner should look for candidates to dial on every tick."""
@@ -550,4 +577,8 @@ class Swarm:
             "cache_bytes": self.store.size_bytes,
             "cache_pieces": len(self.store),
             "newest_piece": self.store.newest,
+            # Peers holding a verified support credential (docs/protocol.md §19), as ip:listen_port.
+            "support_nodes": sorted(
+                f"{s.address[0]}:{s.address[1]}" for s in self.sessions.values() if s.is_seeder and not s.is_source
+            ),
         }

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Protocol
 
+from swarmcast.credential import Credential, CredentialRole
 from swarmcast.swarm.budget import MessageBudget
 from swarmcast.swarm.rates import RateMeter
 from swarmcast.wire.connection import Connection
-from swarmcast.wire.messages import Handshake, HandshakeFlags
+from swarmcast.wire.messages import Handshake
 
 Address = tuple[str, int]
 
@@ -21,6 +23,18 @@ class PeerLink(Protocol):
     def close(self) -> None: ...
 
     def write_buffer_size(self) -> int: ...
+
+
+@dataclass
+class CredentialState:
+    """What the peer proved of its role (swarm/authority.py keeps it), and what we sent it of ours."""
+
+    verified: Credential | None = None  # a credential that checked out for this connection, until it expires
+    received: bytes | None = None  # the newest one the peer presented (checked, or waiting to be)
+    unchecked: bool = False  # ``received`` still to be verified (no descriptor yet, or too soon after the last)
+    checked_at: float = float("-inf")
+    sent_own: bytes | None = None  # our own credential as last presented to the peer
+    sent_grant: bytes | None = None  # the support credential we (the source) last granted the peer
 
 
 class PeerSession:
@@ -45,12 +59,14 @@ class PeerSession:
         outbound: bool,
         may_download: bool,
         now: float,
+        local_ip: str = "",
     ) -> None:
         self.key = key
         self.connection = connection
         self.link = link
         self.handshake = handshake
         self.remote_ip = remote_ip
+        self.local_ip = local_ip  # our side's address on this connection: what the peer sees us as
         # The address others can dial: the peer's IP and the listen port it announced.
         self.address: Address = (remote_ip, handshake.listen_port)
         self.outbound = outbound
@@ -79,14 +95,18 @@ class PeerSession:
         self.pex_addresses: set[Address] = set()  # distinct addresses it named, capped
         # Pieces queued for it and not yet out of our buffers: (value of connection.bytes_sent once queued, index).
         self.serving: deque[tuple[int, int]] = deque()
+        self.credential = CredentialState()
 
+    # The handshake's SOURCE/SEEDER flags are claims anyone can make: the status comes from a verified credential.
     @property
     def is_source(self) -> bool:
-        return bool(self.handshake.flags & HandshakeFlags.SOURCE)
+        verified = self.credential.verified
+        return verified is not None and verified.role is CredentialRole.SOURCE
 
     @property
     def is_seeder(self) -> bool:
-        return bool(self.handshake.flags & (HandshakeFlags.SEEDER | HandshakeFlags.SOURCE))
+        """The source or a support node (the broadcaster's own machines)."""
+        return self.credential.verified is not None
 
     @property
     def strikes(self) -> float:

@@ -15,6 +15,7 @@ from swarmcast.wire.errors import ErrorCode, ProtocolError
 from swarmcast.wire.messages import (
     CONTENT_ID_LENGTH,
     HANDSHAKE_LENGTH,
+    MAX_CREDENTIAL_SIZE,
     MAX_FRAME_LENGTH,
     MAX_INDEX,
     MAX_METADATA_SIZE,
@@ -27,6 +28,8 @@ from swarmcast.wire.messages import (
     SIGNATURE_LENGTH,
     Cancel,
     Choke,
+    CredentialKind,
+    CredentialMessage,
     Goodbye,
     GoodbyeReason,
     Handshake,
@@ -176,6 +179,10 @@ def encode_payload(message: Message) -> tuple[MessageType, bytes]:
             if len(descriptor) > MAX_METADATA_SIZE:
                 raise ValueError("descriptor too large")
             return MessageType.METADATA, descriptor
+        case CredentialMessage(kind, credential):
+            if not 0 < len(credential) <= MAX_CREDENTIAL_SIZE:
+                raise ValueError("bad credential length")
+            return MessageType.CREDENTIAL, bytes([int(kind)]) + credential
     raise TypeError(f"not a message: {message!r}")
 
 
@@ -291,6 +298,15 @@ def decode_payload(type_byte: int, payload: bytes) -> Message:
             if len(payload) > MAX_METADATA_SIZE:
                 raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, "METADATA too large")
             return Metadata(payload)
+        case MessageType.CREDENTIAL:
+            # Only the kind and the length are the codec's business; swarmcast.credential parses the rest.
+            if not 2 <= len(payload) <= 1 + MAX_CREDENTIAL_SIZE:
+                raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"CREDENTIAL payload of {len(payload)} bytes")
+            try:
+                credential_kind = CredentialKind(payload[0])
+            except ValueError:
+                raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"CREDENTIAL kind {payload[0]}") from None
+            return CredentialMessage(credential_kind, payload[1:])
     raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE, f"unhandled message type {kind.name}")  # pragma: no cover
 
 

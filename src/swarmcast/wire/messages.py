@@ -21,6 +21,8 @@ MAX_WINDOW_PIECES = 8192
 MAX_PEX_PEERS = 50
 MAX_METADATA_SIZE = 64 * 1024
 MAX_INDEX = 2**63 - 1
+# A CREDENTIAL's signed statement (swarmcast/credential.py): 49 bytes of fields for an IPv6 holder + signature.
+MAX_CREDENTIAL_SIZE = 1 + 1 + CONTENT_ID_LENGTH + 8 + 1 + 16 + 2 + SIGNATURE_LENGTH
 # A PIECE frame is the largest one: type, index, flags, signature, data.
 MAX_FRAME_LENGTH = 1 + 8 + 1 + SIGNATURE_LENGTH + MAX_PIECE_SIZE
 
@@ -41,9 +43,12 @@ class MessageType(IntEnum):
     GOODBYE = 12
     METADATA_REQUEST = 13
     METADATA = 14
+    CREDENTIAL = 15
 
 
 class HandshakeFlags(IntFlag):
+    """Claims only: no peer gets source or support-node treatment for them, only for a CREDENTIAL."""
+
     NONE = 0
     SOURCE = 1  # the sender is the broadcast's source node
     SEEDER = 2  # the sender is a support/source node that uploads but plays nothing
@@ -53,6 +58,11 @@ class PieceFlags(IntFlag):
     NONE = 0
     RANDOM_ACCESS = 1  # the piece opens with PAT, PMT and a video keyframe: a player may start here
     DISCONTINUITY = 2  # first piece after the source (re)started: numbering jumped, timestamps may too
+
+
+class CredentialKind(IntEnum):
+    PRESENT = 0  # the sender's own credential: "I am the broadcaster's source / support node"
+    GRANT = 1  # issued by the source to the receiver: "present this as yours"
 
 
 class GoodbyeReason(IntEnum):
@@ -160,6 +170,14 @@ class Metadata:
     descriptor: bytes
 
 
+@dataclass(frozen=True)
+class CredentialMessage:
+    """A credential (swarmcast/credential.py), opaque to the codec apart from its bounded length."""
+
+    kind: CredentialKind
+    credential: bytes
+
+
 Message = (
     KeepAlive
     | Choke
@@ -176,4 +194,5 @@ Message = (
     | Goodbye
     | MetadataRequest
     | Metadata
+    | CredentialMessage
 )
