@@ -191,12 +191,18 @@ def test_credential_floods_cost_one_check_per_second() -> None:
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
     verifier.verify = counting  # type: ignore[method-assign,assignment]
-    flood = [_present(peer_at_engine, bc.credential(CredentialRole.SUPPORT, expires=2000 + i)) for i in range(500)]
-    engine.handle_events(peer_at_engine, flood, net.now)
+    # Within the CREDENTIAL budget (a burst of 8): one signature check now, the newest at the next housekeeping.
+    burst = [_present(peer_at_engine, bc.credential(CredentialRole.SUPPORT, expires=2000 + i)) for i in range(8)]
+    engine.handle_events(peer_at_engine, burst, net.now)
     assert len(calls) == 1
     net.advance(1.0, [engine])
-    assert len(calls) == 2  # the newest one, at the next housekeeping
-    assert peer_at_engine.credential.verified is not None and peer_at_engine.credential.verified.expires == 2499
+    assert len(calls) == 2
+    assert peer_at_engine.credential.verified is not None and peer_at_engine.credential.verified.expires == 2007
+    # Far beyond it: the peer is dropped for flooding, still after one more check at most.
+    flood = [_present(peer_at_engine, bc.credential(CredentialRole.SUPPORT, expires=3000 + i)) for i in range(500)]
+    engine.handle_events(peer_at_engine, flood, net.now)
+    assert len(calls) <= 3
+    assert peer_at_engine.key not in engine.sessions
 
 
 def test_pieces_from_a_claimed_seeder_do_not_count_as_the_broadcasters() -> None:

@@ -129,9 +129,10 @@ class PeerProtocol(asyncio.Protocol):
         if self._outbound_swarm is not None and self._transport is not None:
             peer = self._transport.get_extra_info("peername")
             log.debug("dialled %s: %s", peer, why)
-            # core: handshake_failed — a dialled address that does not answer our protocol (wrong bytes, wrong
-            # content id, or silence until the handshake deadline) is reported to the swarm here, e.g.
-            # self._outbound_swarm.handshake_failed((peer[0], peer[1]), time.monotonic())
+            # A dialled address that does not answer our protocol (wrong bytes, wrong content id, or silence until
+            # the handshake deadline) counts as a failed dial: it backs off and is forgotten (swarm/dialer.py).
+            if peer:
+                self._outbound_swarm.handshake_failed((str(peer[0]), int(peer[1])), time.monotonic())
 
     def _attach(self, handshake: Handshake, now: float) -> bool:
         assert self._transport is not None

@@ -42,10 +42,11 @@ class PeerSession:
     # this many keys loses CPython's shared-key attribute caches (the simulator ran 20 % slower without them).
     # "__dict__" keeps room for attributes other parts of the node may add (e.g. a support-node credential).
     __slots__ = (
-        "__dict__", "_strikes", "address", "am_choking", "backlogged_since", "budget", "busy_until", "connected_at",
-        "connection", "down", "handshake", "have", "key", "last_useful", "link", "may_download", "metadata_requested",
-        "newest_have", "outbound", "peer_choking", "peer_interested", "pex_addresses", "random_access", "remote_ip",
-        "requests_out", "sent_interested", "serving", "trusted", "unchoked_at", "up", "written_mark",
+        "_strikes", "address", "am_choking", "backlogged_since", "budget", "busy_until", "connected_at",
+        "connection", "credential", "down", "handshake", "have", "key", "last_useful", "link", "local_ip",
+        "may_download", "metadata_requested", "newest_have", "outbound", "peer_choking", "peer_interested",
+        "pex_addresses", "random_access", "remote_ip", "requests_out", "sent_interested", "serving", "trusted",
+        "unchoked_at", "up", "written_mark",
     )  # fmt: skip
 
     def __init__(
