@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
+import sys
 from pathlib import Path
 
 from swarmcast.commands.options import add_common, address, common_from_args, non_negative_int, positive_float
 from swarmcast.logsetup import setup_logging
-from swarmcast.node.config import SourceConfig, SupportConfig
+from swarmcast.node.config import SourceConfig, StandbyConfig, SupportConfig
 from swarmcast.node.joiner import JoinError
 from swarmcast.node.lifecycle import run_until_stopped
 from swarmcast.node.source import SourceNode
+from swarmcast.node.standby import StandbyError, StandbyNode
 from swarmcast.node.support import SupportNode
+from swarmcast.swarm.peer import Address
+from swarmcast.swarm.standby import DEFAULT_TAKEOVER_AFTER
 from swarmcast.transport import CATEGORIES, QUALITIES
 
 log = logging.getLogger("swarmcast.node")
@@ -29,6 +34,18 @@ def _name(text: str) -> str:
     if not text or "/" in text or text.startswith("."):
         raise argparse.ArgumentTypeError(f"{text!r} is not a usable file name")
     return text
+
+
+def ip_and_port(text: str) -> Address:
+    """IP:PORT with an IP literal: the standby recognises its primary among its peers by address."""
+    host, port_number = address(text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not IP:PORT (an IP address, not a host name)") from None
+    if port_number == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: port 0 names no node")
+    return host, port_number
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,7 +65,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source.add_argument("--metadata-dir", type=Path,
                         help="where .sauth and .restart live (default: --state-dir, else --publish-dir)")
     source.add_argument("--provider-key", default="")
-    source.add_argument("--source-reconnect-interval", type=positive_float, default=1.0)
+    source.add_argument("--source-reconnect-interval", type=positive_float, default=1.0, metavar="SECONDS",
+                        help="seconds between attempts to reach a lost input; fixed, never longer (default 1)")
+    source.add_argument("--standby-for", type=ip_and_port, metavar="IP:PORT",
+                        help="run as the hot standby of the source node at IP:PORT: follow it and take over "
+                             "signing when it is gone (needs its .sauth in --metadata-dir; see docs/design.md)")
+    source.add_argument("--standby-takeover-after", type=positive_float, default=DEFAULT_TAKEOVER_AFTER,
+                        metavar="SECONDS", help="with --standby-for: how long the primary must be unreachable "
+                        f"before the standby signs (default {DEFAULT_TAKEOVER_AFTER:g})")
     source.set_defaults(func=run_source)
 
     support = roles.add_parser("support", help="follow a broadcast and feed the swarm")
@@ -67,6 +91,9 @@ def _default_name(title: str) -> str:
 
 def run_source(args: argparse.Namespace) -> int:
     setup_logging(args.log_file, verbose=args.debug)
+    standby: StandbyConfig | None = None
+    if args.standby_for is not None:
+        standby = StandbyConfig(primary=args.standby_for, takeover_after=args.standby_takeover_after)
     config = SourceConfig(
         common=common_from_args(args),
         source_url=args.source,
@@ -80,8 +107,22 @@ def run_source(args: argparse.Namespace) -> int:
         metadata_dir=args.metadata_dir or args.state_dir or args.publish_dir,
         provider_key=args.provider_key,
         source_reconnect_interval=args.source_reconnect_interval,
+        standby=standby,
     )
-    asyncio.run(run_until_stopped(SourceNode(config).run))
+    if standby is None:
+        asyncio.run(run_until_stopped(SourceNode(config).run))
+        return 0
+    key_path = config.metadata_dir / f"{config.name}.sauth"
+    if not key_path.is_file():
+        # A standby with a fresh key would sign pieces nobody accepts: the key must be the primary's.
+        print(f"swarmcast node source: error: --standby-for needs the broadcast's key, and {key_path} does not "
+              "exist (copy the primary's .sauth there)", file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        asyncio.run(run_until_stopped(StandbyNode(config).run))
+    except StandbyError as error:
+        log.error("%s", error)
+        return 2
     return 0
 
 

@@ -44,6 +44,13 @@ class SourceConfig:
     metadata_dir: Path = Path()
     provider_key: str = ""
     source_reconnect_interval: float = 1.0
+    standby: StandbyConfig | None = None  # run as the hot standby of another source node
+
+
+@dataclass(frozen=True)
+class StandbyConfig:
+    primary: Address  # the primary source node's IP:PORT (its peer and HTTP port)
+    takeover_after: float = 2.0  # seconds the primary must be gone before the standby signs
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,10 @@ import hashlib
 import logging
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from swarmcast.swarm import standby
 from swarmcast.swarm.peer import Address, PeerSession
 from swarmcast.swarm.rates import RateMeter
 from swarmcast.swarm.store import PieceStore, StoredPiece
@@ -395,6 +396,13 @@ class Swarm:
         if self.store.newest is not None:
             values.append(self.store.newest)
         return max(values) if values else None
+
+    # -- hot standby (swarm/standby.py) -------------------------------------------------------------------
+    def set_role(self, role: Role, now: float) -> None:
+        """A standby taking over as the source (SUPPORT -> SOURCE), or following again (SOURCE -> SUPPORT)."""
+        self.config = replace(self.config, role=role)
+        self._pending.clear()
+        standby.after_role_change(self, role, now)
 
     # -- local pieces (the source) -----------------------------------------------------------------------
     def add_local_piece(self, piece: StoredPiece, now: float) -> None:
