@@ -65,6 +65,7 @@ class StandbyNode:
         self._cutter: PieceCutter | None = None
         self._next_index = 0
         self.signed = 0
+        self.first_signed: int | None = None  # the first index of the latest takeover
 
     # -- start ------------------------------------------------------------------------------------------
     def _transport_url(self) -> str:
@@ -131,6 +132,7 @@ class StandbyNode:
         if isinstance(action, Takeover):
             self._next_index = action.index if action.index is not None else self.metadata.first_index()
             self.metadata.note_index(self._next_index)
+            self.first_signed = self._next_index
             swarm.set_role(Role.SOURCE, now)
             cutter.mark_discontinuity(resync=True, now=now)
             log.warning("primary %s:%d gone for %.1f s: taking over, signing from piece %d",
@@ -152,6 +154,7 @@ class StandbyNode:
                 "primary": f"{self.standby.primary[0]}:{self.standby.primary[1]}",
                 "takeovers": monitor.takeovers if monitor is not None else 0,
                 "yields": monitor.yields if monitor is not None else 0,
+                "first_signed": self.first_signed,
                 "next_index": self._next_index,
                 "signed": self.signed,
             }
