@@ -79,3 +79,59 @@ async def test_standby_takes_over_when_the_primary_is_killed(tmp_path: Path) -> 
     assert any(i < first_signed for i in used) and any(i >= first_signed for i in used)
     taken_over = b"".join(standby_pieces[i].data for i in used if i >= first_signed and i in standby_pieces)
     assert len(decode_video(taken_over)) >= 50, "video decodes from the standby's pieces"
+
+
+def _standby_args(tmp: Path, signal_url: str, port: int, primary_port: int) -> list[str]:
+    return source_args(tmp, signal_url, port, "--standby-for", f"{HOST}:{primary_port}",
+                       "--standby-takeover-after", "1", "--metadata-dir", str(tmp / "standby-meta"),
+                       "--publish-dir", str(tmp / "standby-publish"))  # fmt: skip
+
+
+async def test_standby_yields_to_a_restarted_primary_that_signs_ahead(tmp_path: Path) -> None:
+    port = free_port()
+    with signal_source(tmp_path) as signal_url, source_node(tmp_path, signal_url, port=port) as primary:
+        (tmp_path / "standby-meta").mkdir()
+        shutil.copy(primary.metadata_dir / "test.sauth", tmp_path / "standby-meta" / "test.sauth")
+        standby_port = free_port()
+        args = _standby_args(tmp_path, signal_url, standby_port, port)
+        with swarmcast_process(args, stderr_path=tmp_path / "standby.log", wait_port=(HOST, standby_port)):
+            await asyncio.sleep(2.0)
+            primary.process.signal(signal.SIGKILL)
+            primary.process.kill()
+            active: dict[str, object] = {}
+
+            async def became(state: str) -> bool:
+                active.update(await _standby_status(standby_port))
+                return active["state"] == state
+
+            for _ in range(100):
+                if await became("active"):
+                    break
+                await asyncio.sleep(0.2)
+            assert active["state"] == "active", active
+            # The primary restarts from its .restart reservation, ahead of what the standby signs.
+            with source_node(tmp_path, signal_url, port=port, log_name="primary2.log"):
+                for _ in range(150):
+                    if await became("following"):
+                        break
+                    await asyncio.sleep(0.2)
+                assert active["state"] == "following", active
+                assert active["yields"] == 1
+                signed_until = active["next_index"]
+                assert isinstance(signed_until, int)
+                await asyncio.sleep(1.0)
+                assert (await _standby_status(standby_port))["next_index"] == signed_until, "it stopped signing"
+
+
+async def test_standby_with_another_key_refuses_to_serve(tmp_path: Path) -> None:
+    from swarmcast.transport import load_or_create_key
+
+    # The primary needs no input to publish its transport file when the bitrate is given.
+    with source_node(tmp_path, f"http://{HOST}:1/none.ts", "--bitrate", "150000") as primary:
+        (tmp_path / "standby-meta").mkdir()
+        load_or_create_key(tmp_path / "standby-meta" / "test.sauth")
+        args = _standby_args(tmp_path, f"http://{HOST}:1/none.ts", free_port(), primary.port)
+        with swarmcast_process(args, stderr_path=tmp_path / "standby.log") as standby:
+            code = standby.popen.wait(30)
+        assert code == 2
+        assert "broadcast key" in standby.stderr_tail()
