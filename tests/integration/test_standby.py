@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import aiohttp
@@ -87,6 +88,16 @@ def _standby_args(tmp: Path, signal_url: str, port: int, primary_port: int) -> l
                        "--publish-dir", str(tmp / "standby-publish"))  # fmt: skip
 
 
+async def _wait_for_state(port: int, state: str, timeout: float = 30.0) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await _standby_status(port)
+        if status["state"] == state or time.monotonic() >= deadline:
+            assert status["state"] == state, f"the standby did not become {state}: {status}"
+            return status
+        await asyncio.sleep(0.2)
+
+
 async def test_standby_yields_to_a_restarted_primary_that_signs_ahead(tmp_path: Path) -> None:
     port = free_port()
     with signal_source(tmp_path) as signal_url, source_node(tmp_path, signal_url, port=port) as primary:
@@ -98,27 +109,13 @@ async def test_standby_yields_to_a_restarted_primary_that_signs_ahead(tmp_path: 
             await asyncio.sleep(2.0)
             primary.process.signal(signal.SIGKILL)
             primary.process.kill()
-            active: dict[str, object] = {}
-
-            async def became(state: str) -> bool:
-                active.update(await _standby_status(standby_port))
-                return active["state"] == state
-
-            for _ in range(100):
-                if await became("active"):
-                    break
-                await asyncio.sleep(0.2)
-            assert active["state"] == "active", active
+            active = await _wait_for_state(standby_port, "active")
+            assert active["takeovers"] == 1
             # The primary restarts from its .restart reservation, ahead of what the standby signs.
             with source_node(tmp_path, signal_url, port=port, log_name="primary2.log"):
-                for _ in range(150):
-                    if await became("following"):
-                        break
-                    await asyncio.sleep(0.2)
-                assert active["state"] == "following", active
-                assert active["yields"] == 1
-                signed_until = active["next_index"]
-                assert isinstance(signed_until, int)
+                following = await _wait_for_state(standby_port, "following")
+                assert following["yields"] == 1
+                signed_until = following["next_index"]
                 await asyncio.sleep(1.0)
                 assert (await _standby_status(standby_port))["next_index"] == signed_until, "it stopped signing"
 

@@ -120,9 +120,7 @@ class StandbyNode:
         assert swarm is not None
         assert monitor is not None
         assert cutter is not None
-        primary = next(
-            (s for s in swarm.sessions.values() if s.address == self.standby.primary and s.is_source), None
-        )
+        primary = next((s for s in swarm.sessions.values() if s.address == self.standby.primary and s.is_source), None)
         action = monitor.observe(
             now,
             primary_connected=primary is not None,
