@@ -27,6 +27,7 @@ import shutil
 import signal
 import socket
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from tests.peerclient import TestPeer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.peerclient import TestPeer  # the real protocol as a test peer: reads a node's WINDOW
 
 from bench.common import HOST, Child, Processes, free_port
 from swarmcast.media.ts import TS_PACKET_SIZE, TsAnalyzer
