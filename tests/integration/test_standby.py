@@ -132,3 +132,35 @@ async def test_standby_with_another_key_refuses_to_serve(tmp_path: Path) -> None
             code = standby.popen.wait(30)
         assert code == 2
         assert "broadcast key" in standby.stderr_tail()
+
+
+async def test_roles_swap_when_the_old_primary_returns_as_standby_of_the_acting_one(tmp_path: Path) -> None:
+    port = free_port()
+    standby_port = free_port()
+    with signal_source(tmp_path) as signal_url, source_node(tmp_path, signal_url, port=port) as primary:
+        (tmp_path / "standby-meta").mkdir()
+        shutil.copy(primary.metadata_dir / "test.sauth", tmp_path / "standby-meta" / "test.sauth")
+        args = _standby_args(tmp_path, signal_url, standby_port, port)
+        acting = swarmcast_process(args, stderr_path=tmp_path / "standby.log", wait_port=(HOST, standby_port))
+        with acting as acting_process:
+            await asyncio.sleep(2.0)
+            primary.process.signal(signal.SIGKILL)
+            primary.process.kill()
+            await _wait_for_state(standby_port, "active")
+            # The old primary comes back as the standby of the acting node, with its own metadata.
+            back = source_args(tmp_path, signal_url, port, "--standby-for", f"{HOST}:{standby_port}",
+                               "--standby-takeover-after", "1")  # fmt: skip
+            with swarmcast_process(back, stderr_path=tmp_path / "back.log", wait_port=(HOST, port)):
+                await _wait_for_state(port, "following")
+                await asyncio.sleep(3.0)
+                assert (await _standby_status(port))["signed"] == 0, "it never signs beside the acting node"
+                still = await _standby_status(standby_port)
+                assert still["state"] == "active"
+                assert still["yields"] == 0
+                # And it is a standby like any other: the acting node dies, it takes over.
+                acting_process.signal(signal.SIGKILL)
+                acting_process.kill()
+                took_over = await _wait_for_state(port, "active")
+                assert isinstance(took_over["first_signed"], int)
+                assert isinstance(still["next_index"], int)
+                assert took_over["first_signed"] >= still["next_index"], "numbering goes on, never back"

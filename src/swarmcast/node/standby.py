@@ -14,6 +14,9 @@ TAKEOVER the swarm becomes a source (``Swarm.set_role``: it stops downloading), 
 next keyframe and signing starts at the primary's newest index + 1 (the first piece DISCONTINUITY +
 RANDOM_ACCESS), reserving numbers in our own .restart as a source does. On YIELD (the primary is back and ahead of
 us) the swarm follows again and cut pieces are thrown away again.
+
+After a takeover, the operator restarts the old primary with ``--standby-for`` the acting node: it follows, and
+the acting node, seeing it at its own ``--standby-for`` address but not ahead, stays the source.
 """
 
 from __future__ import annotations
@@ -120,7 +123,9 @@ class StandbyNode:
         assert swarm is not None
         assert monitor is not None
         assert cutter is not None
-        primary = next((s for s in swarm.sessions.values() if s.address == self.standby.primary and s.is_source), None)
+        # The primary is whoever speaks our protocol at the configured address, whatever its flags: after a
+        # takeover the old primary is restarted as the standby of the acting one, and each must see the other.
+        primary = next((s for s in swarm.sessions.values() if s.address == self.standby.primary), None)
         action = monitor.observe(
             now,
             primary_connected=primary is not None,

@@ -10,8 +10,8 @@ of the primary and says when to act:
   ``newest + 1``, where ``newest`` is the highest index the primary announced to us (its HAVEs go out to every
   peer in the same write, so nobody can hold a later one) or that we hold, whichever is higher: numbering
   continues without a hole or a reused index, and the first piece is DISCONTINUITY + RANDOM_ACCESS.
-- YIELD: after a takeover, the primary is connected again (the peer at the ``--standby-for`` address with the
-  SOURCE flag) and announces a piece newer than our newest: it is signing ahead of us (a restarted primary
+- YIELD: after a takeover, the primary is connected again (the peer at the ``--standby-for`` address, whatever
+  its flags) and announces a piece newer than our newest: it is signing ahead of us (a restarted primary
   continues past its .restart reservation, up to a block ahead), so we stop signing and follow it again.
 
 The standby never signs while it is connected to the primary. See docs/design.md, "Hot standby", for the failure
