@@ -107,6 +107,10 @@ async def test_standby_yields_to_a_restarted_primary_that_signs_ahead(tmp_path: 
         args = _standby_args(tmp_path, signal_url, standby_port, port)
         with swarmcast_process(args, stderr_path=tmp_path / "standby.log", wait_port=(HOST, standby_port)):
             await asyncio.sleep(2.0)
+            # While following, the standby's own .restart already reserves numbers past the primary's.
+            following = await _standby_status(standby_port)
+            assert following["state"] == "following"
+            assert int((tmp_path / "standby-meta" / "test.restart").read_text()) > 0
             primary.process.signal(signal.SIGKILL)
             primary.process.kill()
             active = await _wait_for_state(standby_port, "active")

@@ -132,6 +132,10 @@ class StandbyNode:
             primary_newest=primary.newest_have if primary is not None else None,
             own_newest=swarm.store.newest,
         )
+        if monitor.state is StandbyState.FOLLOWING and swarm.store.newest is not None:
+            # Keep our .restart ahead of the primary's numbering (written once per reserved block), so a standby
+            # restarted while the primary is down continues above what viewers hold, not from 0.
+            self.metadata.note_index(swarm.store.newest)
         if isinstance(action, Takeover):
             self._next_index = action.index if action.index is not None else self.metadata.first_index()
             self.metadata.note_index(self._next_index)
