@@ -218,7 +218,9 @@ class CredentialIssuer:
         port = self.authorised_port(ip, listen_port)
         return None if port is None else self.issue(CredentialRole.SUPPORT, ip, port, now)
 
-    def source_credential(self, local_ip: str, now: float) -> bytes | None:
+    def own_credential(
+        self, local_ip: str, now: float, *, role: CredentialRole = CredentialRole.SOURCE
+    ) -> bytes | None:
         """Our own, for the address a peer sees us at (the connection's local IP); None when that is unknown."""
         try:
             address = ipaddress.ip_address(normalise_ip(local_ip))
@@ -226,4 +228,4 @@ class CredentialIssuer:
             return None
         if address.is_unspecified:
             return None
-        return self.issue(CredentialRole.SOURCE, str(address), 0, now)
+        return self.issue(role, str(address), 0, now)

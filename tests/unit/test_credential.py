@@ -129,11 +129,11 @@ def test_issuer_grants_only_listed_addresses_and_caches() -> None:
 
 def test_issuer_source_credential_names_the_local_address() -> None:
     issuer = CredentialIssuer(KEY, CONTENT)
-    data = issuer.source_credential("198.51.100.1", 0)
+    data = issuer.own_credential("198.51.100.1", 0)
     assert data is not None
     assert VERIFIER.verify(data, now=0, remote_ip="198.51.100.1", listen_port=7764).role is CredentialRole.SOURCE
-    assert issuer.source_credential("0.0.0.0", 0) is None
-    assert issuer.source_credential("", 0) is None
+    assert issuer.own_credential("0.0.0.0", 0) is None
+    assert issuer.own_credential("", 0) is None
 
 
 def test_documented_example() -> None:

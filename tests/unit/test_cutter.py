@@ -51,3 +51,33 @@ def test_flush_interval_bounds_piece_age() -> None:
 def test_piece_size_choice() -> None:
     assert choose_piece_size(250_000) % 188 == 0
     assert 188 * 64 <= choose_piece_size(1) <= choose_piece_size(10**9) <= 188 * 2048
+
+
+def test_resync_after_reconnect_starts_at_a_keyframe_with_tables_and_clock() -> None:
+    packets = TsPacketizer().feed(_signal(3.2))
+    cutter = PieceCutter(piece_size=188 * 40, flush_interval=10.0)
+    cutter.feed(packets[:200], now=0.0)
+    cutter.poll(now=100.0)
+    # The input came back in the middle of a GOP: nothing before the next keyframe may come out.
+    cutter.mark_discontinuity(resync=True, now=100.0)
+    pieces = cutter.feed(packets[200:], now=100.1) + cutter.poll(now=200.0)
+    assert cutter.dropped_packets > 0
+    first = pieces[0]
+    assert first.flags == PieceFlags.DISCONTINUITY | PieceFlags.RANDOM_ACCESS
+    assert not any(p.flags & PieceFlags.DISCONTINUITY for p in pieces[1:])
+    analyzer = TsAnalyzer()
+    infos = [analyzer.feed_packet(first.data[o : o + 188]) for o in range(0, len(first.data), 188)]
+    first_key = next(i for i, info in enumerate(infos) if info.is_video_keyframe_start)
+    assert any(info.is_pat for info in infos[:first_key]) and any(info.is_pmt for info in infos[:first_key])
+    assert latest_clock_us(first.data) is not None
+
+
+def test_resync_gives_up_after_its_limit_on_input_without_keyframes() -> None:
+    packets = TsPacketizer().feed(_signal(1.0))
+    analyzer = TsAnalyzer()
+    no_keyframes = [p for p in packets if not analyzer.feed_packet(p).is_video_keyframe_start]
+    cutter = PieceCutter(piece_size=188 * 40, flush_interval=0.1)
+    cutter.mark_discontinuity(resync=True, now=0.0)
+    assert cutter.feed(no_keyframes[:100], now=1.0) == []
+    pieces = cutter.feed(no_keyframes[100:200], now=10.0) + cutter.poll(now=20.0)
+    assert pieces and pieces[0].flags & PieceFlags.DISCONTINUITY

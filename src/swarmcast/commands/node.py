@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import sys
 from pathlib import Path
 
 from swarmcast.commands.options import (
@@ -18,12 +19,14 @@ from swarmcast.commands.options import (
 )
 from swarmcast.credential import CREDENTIAL_LIFETIME, MAX_CREDENTIAL_LIFETIME, MIN_CREDENTIAL_LIFETIME
 from swarmcast.logsetup import setup_logging
-from swarmcast.node.config import SourceConfig, SupportConfig
+from swarmcast.node.config import SourceConfig, StandbyConfig, SupportConfig
 from swarmcast.node.joiner import JoinError
 from swarmcast.node.lifecycle import run_until_stopped
 from swarmcast.node.source import SourceNode
+from swarmcast.node.standby import StandbyError, StandbyNode
 from swarmcast.node.support import SupportNode
 from swarmcast.swarm.peer import Address
+from swarmcast.swarm.standby import DEFAULT_TAKEOVER_AFTER
 from swarmcast.transport import CATEGORIES, QUALITIES
 
 log = logging.getLogger("swarmcast.node")
@@ -64,6 +67,18 @@ def credential_lifetime(text: str) -> float:
     return value
 
 
+def ip_and_port(text: str) -> Address:
+    """IP:PORT with an IP literal: the standby recognises its primary among its peers by address."""
+    host, port_number = address(text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not IP:PORT (an IP address, not a host name)") from None
+    if port_number == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: port 0 names no node")
+    return host, port_number
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     node = subparsers.add_parser("node", help="run a broadcaster's node (source or support)")
     roles = node.add_subparsers(dest="role", required=True)
@@ -89,6 +104,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         metavar="SECONDS", help="how long the source's and support nodes' credentials are valid; "
                         f"refreshed at half ({MIN_CREDENTIAL_LIFETIME:.0f}..{MAX_CREDENTIAL_LIFETIME:.0f}, "
                         f"default {CREDENTIAL_LIFETIME:.0f})")  # fmt: skip
+    source.add_argument("--source-reconnect-interval", type=positive_float, default=1.0, metavar="SECONDS",
+                        help="seconds between attempts to reach a lost input; fixed, never longer (default 1)")
+    source.add_argument("--standby-for", type=ip_and_port, metavar="IP:PORT",
+                        help="run as the hot standby of the source node at IP:PORT: follow it and take over "
+                             "signing when it is gone (needs its .sauth in --metadata-dir; see docs/design.md)")
+    source.add_argument("--standby-takeover-after", type=positive_float, default=DEFAULT_TAKEOVER_AFTER,
+                        metavar="SECONDS", help="with --standby-for: how long the primary must be unreachable "
+                        f"before the standby signs (default {DEFAULT_TAKEOVER_AFTER:g})")
     source.set_defaults(func=run_source)
 
     support = roles.add_parser("support", help="follow a broadcast and feed the swarm")
@@ -107,6 +130,9 @@ def _default_name(title: str) -> str:
 
 def run_source(args: argparse.Namespace) -> int:
     setup_logging(args.log_file, verbose=args.debug)
+    standby: StandbyConfig | None = None
+    if args.standby_for is not None:
+        standby = StandbyConfig(primary=args.standby_for, takeover_after=args.standby_takeover_after)
     config = SourceConfig(
         common=common_from_args(args),
         source_url=args.source,
@@ -122,8 +148,22 @@ def run_source(args: argparse.Namespace) -> int:
         source_reconnect_interval=args.source_reconnect_interval,
         support_nodes=tuple(args.support_node),
         credential_lifetime=args.credential_lifetime,
+        standby=standby,
     )
-    asyncio.run(run_until_stopped(SourceNode(config).run))
+    if standby is None:
+        asyncio.run(run_until_stopped(SourceNode(config).run))
+        return 0
+    key_path = config.metadata_dir / f"{config.name}.sauth"
+    if not key_path.is_file():
+        # A standby with a fresh key would sign pieces nobody accepts: the key must be the primary's.
+        print(f"swarmcast node source: error: --standby-for needs the broadcast's key, and {key_path} does not "
+              "exist (copy the primary's .sauth there)", file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        asyncio.run(run_until_stopped(StandbyNode(config).run))
+    except StandbyError as error:
+        log.error("%s", error)
+        return 2
     return 0
 
 

@@ -49,6 +49,13 @@ class SourceConfig:
     # --support-node IP[:PORT]: peers the source grants a support credential (port 0 = any listen port).
     support_nodes: tuple[Address, ...] = ()
     credential_lifetime: float = 600.0  # seconds the credentials the source issues are valid (refreshed at half)
+    standby: StandbyConfig | None = None  # run as the hot standby of another source node
+
+
+@dataclass(frozen=True)
+class StandbyConfig:
+    primary: Address  # the primary source node's IP:PORT (its peer and HTTP port)
+    takeover_after: float = 2.0  # seconds the primary must be gone before the standby signs
 
 
 @dataclass(frozen=True)

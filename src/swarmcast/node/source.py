@@ -60,6 +60,17 @@ async def detect_bitrate(chunks: AsyncIterator[bytes], buffered: list[bytes]) ->
     return max(int(counted / elapsed), 1)
 
 
+def publish_transport_file(config: SourceConfig, metadata: BroadcastMetadata, descriptor: Descriptor) -> Path:
+    """Keep the descriptor with the metadata and write ``<publish-dir>/<name>.acelive`` (atomically)."""
+    metadata.save_descriptor(descriptor)
+    config.publish_dir.mkdir(parents=True, exist_ok=True)
+    path = config.publish_dir / f"{config.name}.acelive"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(descriptor.encode())
+    tmp.replace(path)
+    return path
+
+
 class SourceNode:
     def __init__(self, config: SourceConfig) -> None:
         self.config = config
@@ -99,13 +110,7 @@ class SourceNode:
         return self._descriptor_for(bitrate)
 
     def _publish(self, descriptor: Descriptor) -> Path:
-        self.metadata.save_descriptor(descriptor)
-        self.config.publish_dir.mkdir(parents=True, exist_ok=True)
-        path = self.config.publish_dir / f"{self.config.name}.acelive"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(descriptor.encode())
-        tmp.replace(path)
-        return path
+        return publish_transport_file(self.config, self.metadata, descriptor)
 
     def _emit(self, cut: CutPiece) -> None:
         assert self.swarm is not None
@@ -122,7 +127,7 @@ class SourceNode:
         self._key = self.metadata.key()
         def on_reconnect() -> None:
             if self._cutter is not None:
-                self._cutter.mark_discontinuity()
+                self._cutter.mark_discontinuity(resync=True, now=time.monotonic())
 
         chunks = read_ts_source(
             config.source_url, reconnect_interval=config.source_reconnect_interval, on_reconnect=on_reconnect

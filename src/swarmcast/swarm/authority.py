@@ -62,7 +62,10 @@ class Authority:
         self.content_id = content_id
         self.accept_grants = accept_grants  # support nodes take a credential the source grants them
         self.wall_offset = 0.0  # Unix time minus the swarm's clock (the node sets it; tests keep 0)
-        self.issuer: CredentialIssuer | None = None  # the source only
+        self.issuer: CredentialIssuer | None = None  # a node holding the broadcast key: the source, a hot standby
+        # The role we sign ourselves with when we hold the key: a hot standby stays a support node to its peers
+        # even while it signs, so a primary that comes back still sends it HAVEs (docs/design.md, "Hot standby").
+        self.own_role = CredentialRole.SOURCE
         self._verifier: CredentialVerifier | None = None
         self._own: bytes | None = None
         self._own_expires = 0
@@ -97,7 +100,7 @@ class Authority:
 
     def _own_for(self, session: PeerSession, now: float) -> bytes | None:
         if self.issuer is not None:
-            return self.issuer.source_credential(session.local_ip, self.wall(now))
+            return self.issuer.own_credential(session.local_ip, self.wall(now), role=self.own_role)
         if self._own is not None and self.wall(now) < self._own_expires:
             return self._own
         return None

@@ -42,6 +42,10 @@ class Choker:
         self._optimistic: set[int] = set()
         self._newcomers: dict[int, float] = {}  # session key -> end of its newcomer grace
 
+    def set_role(self, role: Role) -> None:
+        """A hot standby taking over as the source (or following again): whom it may serve changes with it."""
+        self._is_source = role is Role.SOURCE
+
     def forget(self, session: PeerSession) -> None:
         self._optimistic.discard(session.key)
         self._newcomers.pop(session.key, None)

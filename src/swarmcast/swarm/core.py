@@ -25,8 +25,9 @@ import hashlib
 import logging
 import random
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
-from swarmcast.swarm import announce, liveness
+from swarmcast.swarm import announce, liveness, standby
 from swarmcast.swarm.authority import Authority
 from swarmcast.swarm.choking import NEWCOMER_GRACE, Choker
 from swarmcast.swarm.config import Role, SwarmConfig, SwarmStats
@@ -235,6 +236,14 @@ class Swarm:
         """The first verified piece is in: claims made before it are checked as later ones are, on arrival."""
         for session in self.edge.implausible(list(self.sessions.values()), now):
             self.ban(session, ProtocolError(ErrorCode.IMPLAUSIBLE_INDEX, f"claimed piece {session.newest_have}"), now)
+
+    # -- hot standby (swarm/standby.py) -------------------------------------------------------------------
+    def set_role(self, role: Role, now: float) -> None:
+        """A standby taking over as the source (SUPPORT -> SOURCE), or following again (SOURCE -> SUPPORT)."""
+        self.config = replace(self.config, role=role)
+        self.choker.set_role(role)
+        self.picker.pending.clear()
+        standby.after_role_change(self, role, now)
 
     # -- local pieces (the source) -----------------------------------------------------------------------
     def add_local_piece(self, piece: StoredPiece, now: float) -> None:

@@ -6,6 +6,11 @@ RANDOM_ACCESS: a player can start decoding there. The tables and clock stamp a m
 PMT there, the latest ones are put in front, so every random-access piece is decodable on its own. Between keyframes
 a piece is closed when it reaches ``piece_size`` or when its first packet is ``flush_interval`` old, so that the
 delay a piece adds stays bounded whatever the bitrate (the source-to-player delay budget is about 2 s).
+
+After the input reconnected (``mark_discontinuity(resync=True)``) the cutter drops packets until the next video
+keyframe, so the first piece after an outage is DISCONTINUITY + RANDOM_ACCESS: a player that was waiting through
+the outage resumes with a decodable picture instead of a second of grey. An input without keyframes (audio only)
+is given up on after ``RESYNC_LIMIT`` seconds and cut as it comes.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from swarmcast.wire.messages import PieceFlags
 # 5 pieces/s: the per-piece costs (HAVE, REQUEST, signature, system calls) are half those of 0.1 s, for +0.1 s delay.
 DEFAULT_FLUSH_INTERVAL = 0.2
 MAX_HELD_PACKETS = 16
+RESYNC_LIMIT = 3.0  # seconds of input dropped at most while waiting for a keyframe after a reconnect
 
 
 @dataclass(frozen=True)
@@ -45,16 +51,34 @@ class PieceCutter:
         self._opened_at = 0.0
         self._discontinuity = True  # the first piece after a (re)start
         self._held: list[bytes] = []  # tables/clock packets waiting to see whether a keyframe follows
+        self._resync_since: float | None = None  # dropping input until a keyframe, since then
+        self.dropped_packets = 0
 
-    def mark_discontinuity(self) -> None:
-        """The input restarted (source reconnect): the next piece carries DISCONTINUITY."""
+    def mark_discontinuity(self, *, resync: bool = False, now: float = 0.0) -> None:
+        """The input restarted (source reconnect) or a standby took over: the next piece carries DISCONTINUITY.
+
+        With ``resync``, what is being cut is closed and input is dropped until the next keyframe (at most
+        RESYNC_LIMIT seconds from ``now``), so the next piece is also RANDOM_ACCESS."""
         self._discontinuity = True
+        if resync:
+            self._packets = []
+            self._size = 0
+            self._held = []
+            self._resync_since = now
 
     def feed(self, packets: list[bytes], now: float) -> list[CutPiece]:
         out: list[CutPiece] = []
         for packet in packets:
             info = self._analyzer.feed_packet(packet)
             is_preamble = info.is_pat or info.is_pmt or info.pid == SDT_PID or info.clock_us is not None
+            if self._resync_since is not None and not (is_preamble and len(self._held) < MAX_HELD_PACKETS):
+                if not info.is_video_keyframe_start and now - self._resync_since < RESYNC_LIMIT:
+                    # Dropped (the analyzer has seen it, so PAT and PMT are still put in front of the keyframe);
+                    # tables held so far belonged to this packet, not to a keyframe.
+                    self.dropped_packets += 1 + len(self._held)
+                    self._held = []
+                    continue
+                self._resync_since = None
             if is_preamble and len(self._held) < MAX_HELD_PACKETS:
                 self._held.append(packet)
                 continue

@@ -1,0 +1,49 @@
+"""When to try the input again after it failed, sans-IO.
+
+The Ace Stream engine's ``--source-reconnect-interval`` is a fixed interval, and so is ours: a live input that went
+away (encoder restart, head-end failover, network blip) is wanted back as soon as it is there again, and every
+second of waiting after it returned is a second every player stalls. The old doubling backoff (capped at 30 s)
+turned a 15 s outage into a 31 s stall. Trying a dead input once a second costs one refused TCP connection a
+second, which nobody notices; what would be noticed is the log, so failures are reported once, then summarised
+every ``LOG_EVERY`` seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LOG_EVERY = 30.0  # seconds between "input still down" lines during a long outage
+
+
+@dataclass
+class ReconnectPolicy:
+    interval: float  # seconds between attempts; never more
+    down_since: float | None = None
+    attempts: int = 0
+    _last_log: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0:
+            raise ValueError("the reconnect interval must be positive")
+
+    def failed(self, now: float) -> float:
+        """An attempt failed (or the stream ended) at ``now``: the delay before the next attempt."""
+        if self.down_since is None:
+            self.down_since = now
+        self.attempts += 1
+        return self.interval
+
+    def connected(self) -> None:
+        self.down_since = None
+        self.attempts = 0
+        self._last_log = None
+
+    def should_log(self, now: float) -> bool:
+        """True for the first failure of an outage, then once every LOG_EVERY seconds."""
+        if self._last_log is None or now - self._last_log >= LOG_EVERY:
+            self._last_log = now
+            return True
+        return False
+
+    def outage(self, now: float) -> float:
+        return 0.0 if self.down_since is None else now - self.down_since
