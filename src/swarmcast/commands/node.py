@@ -96,7 +96,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source.add_argument("--metadata-dir", type=Path,
                         help="where .sauth and .restart live (default: --state-dir, else --publish-dir)")
     source.add_argument("--provider-key", default="")
-    source.add_argument("--source-reconnect-interval", type=positive_float, default=1.0)
     source.add_argument("--support-node", type=support_node, action="append", default=[], metavar="IP[:PORT]",
                         help="a support node of this broadcast (repeatable): the source grants it a credential "
                              "and serves it first; without PORT any listen port from that IP")  # fmt: skip
