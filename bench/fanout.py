@@ -43,6 +43,7 @@ def serve(pipe: Pipe, peers: int, pieces: int, piece_size: int, profile: bool) -
     _pin(0)
     from aiohttp import web
 
+    from swarmcast.node.admission import AdmissionConfig
     from swarmcast.node.host import PeerHost
     from swarmcast.swarm.core import Role, Swarm, SwarmConfig
     from swarmcast.swarm.store import PieceStore, StoredPiece
@@ -60,9 +61,14 @@ def serve(pipe: Pipe, peers: int, pieces: int, piece_size: int, profile: bool) -
             data = random.randbytes(piece_size)
             store.add(StoredPiece(index, flags, sign_piece(key, content_id, index, flags, data), data))
         peer_id = random.randbytes(20)
-        host = PeerHost(bind="127.0.0.1", port=0, peer_id=peer_id, app=web.Application(), flags=HandshakeFlags.SEEDER)
+        # Every client comes from 127.0.0.1: lift the per-address limits (the totals still apply).
+        per_address = AdmissionConfig(max_connections_per_ip=1000, max_peers_per_ip=1000, max_pending_per_ip=1000,
+                                      connection_rate_per_ip=1e6, connection_burst_per_ip=100_000)  # fmt: skip
+        host = PeerHost(bind="127.0.0.1", port=0, peer_id=peer_id, app=web.Application(), flags=HandshakeFlags.SEEDER,
+                        admission=per_address)  # fmt: skip
         swarm = Swarm(content_id=content_id, peer_id=peer_id, store=store, descriptor=descriptor,
-                      config=SwarmConfig(role=Role.SUPPORT, upload_slots=peers, max_peers=peers + 4),
+                      config=SwarmConfig(role=Role.SUPPORT, upload_slots=peers, max_peers=peers + 4,
+                                        transfer_rate=1e9),  # raw serving capacity: no request budget
                       now=time.monotonic())  # fmt: skip
         host.add_swarm(swarm)
         await host.start()

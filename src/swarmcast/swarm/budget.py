@@ -58,19 +58,31 @@ ALLOWANCES: dict[type, Allowance] = {
 }
 
 
+TRANSFER_KINDS = (Request, Cancel, Reject, Piece)
+DEFAULT_TRANSFER_RATE = ALLOWANCES[Request].rate
+
+
 class MessageBudget:
-    """Token buckets, filled lazily: a kind's bucket exists once the peer sent that kind."""
+    """Token buckets, filled lazily: a kind's bucket exists once the peer sent that kind.
 
-    __slots__ = ("_levels",)
+    ``transfer_rate`` (per second) replaces the allowance of the piece-moving kinds (REQUEST, CANCEL, REJECT, PIECE):
+    the default fits a live stream twenty times over; a node that serves bulk transfers (bench/fanout.py measures
+    raw serving capacity) raises it, and the per-peer queue caps (upload.py) still bound what a request can cost."""
 
-    def __init__(self, now: float) -> None:
+    __slots__ = ("_allowances", "_levels")
+
+    def __init__(self, now: float, *, transfer_rate: float = DEFAULT_TRANSFER_RATE) -> None:
         del now  # buckets start full when first used
         self._levels: dict[type, tuple[float, float]] = {}  # kind -> (tokens, at)
+        self._allowances = ALLOWANCES
+        if transfer_rate != DEFAULT_TRANSFER_RATE:
+            scaled = Allowance(max(ALLOWANCES[Request].burst, 5 * transfer_rate), transfer_rate)
+            self._allowances = {**ALLOWANCES, **dict.fromkeys(TRANSFER_KINDS, scaled)}
 
     def charge(self, message: Message, now: float) -> bool:
         """Take one token for this message; False when the peer has overdrawn that kind's allowance."""
         kind = type(message)
-        allowance = ALLOWANCES.get(kind)
+        allowance = self._allowances.get(kind)
         if allowance is None:
             return True
         tokens, at = self._levels.get(kind, (allowance.burst, now))

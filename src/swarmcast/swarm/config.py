@@ -33,6 +33,7 @@ class SwarmConfig:
     optimistic_interval: float = 10.0
     pex_interval: float = 20.0
     send_buffer_limit: int = 4 * 1024 * 1024  # bytes queued for one peer (ours and the transport's) before REJECT
+    transfer_rate: float = 100.0  # REQUEST/CANCEL/REJECT/PIECE a peer may send per second (budget.py)
     max_serving: int = 32  # pieces queued for one peer and not yet out of our buffers before REJECT
     stall_timeout: float = 10.0
     useless_timeout: float = 60.0  # no piece either way this long, while holding a slot: dropped (0 = never)

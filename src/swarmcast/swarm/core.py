@@ -29,6 +29,7 @@ from dataclasses import replace
 
 from swarmcast.swarm import announce, liveness, standby
 from swarmcast.swarm.authority import Authority
+from swarmcast.swarm.budget import DEFAULT_TRANSFER_RATE, MessageBudget
 from swarmcast.swarm.choking import NEWCOMER_GRACE, Choker
 from swarmcast.swarm.config import Role, SwarmConfig, SwarmStats
 from swarmcast.swarm.dialer import PREFERRED_EXTRA_PEERS, Dialer
@@ -152,6 +153,8 @@ class Swarm:
             session.link.close()
             return False
         self.sessions[session.key] = session
+        if self.config.transfer_rate != DEFAULT_TRANSFER_RATE:
+            session.budget = MessageBudget(now, transfer_rate=self.config.transfer_rate)
         self.reading.claims_changed()
         for credential in self.authority.on_attach(session, now):  # first, so the peer knows whom it serves
             self._send(session, credential, now)
