@@ -495,6 +495,7 @@ class Swarm:
 
     def _status_changed(self, now: float) -> None:
         """A peer became (or stopped being) the broadcaster's: a source re-deals its slots to support nodes."""
+        self.reading.claims_changed()  # the broadcaster's nodes' claims count on their own (reading.py)
         if self.config.role is Role.SOURCE:
             self.choker.rechoke(now)
         self.choker.after_change(now)
