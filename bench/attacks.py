@@ -1,0 +1,555 @@
+"""The attacks of issue 7's "Why", as real peers and clients on loopback (see docs/benchmarks-hostile.md).
+
+Each attack is an ``AttackSpec``: the node it aims at (``victim``, sampled for the table), what it does during the
+"during" phase (``run(ctx, seconds)``, which returns within about ``seconds`` and closes what it opened), and
+optionally a ``prepare`` step before the baseline (listeners that must count from the start). Every loop that
+sends is bounded both in count and in time; a victim that dies or stops answering is a result, never an error of
+the bench, so every send and read here tolerates a closed or reset connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from bench.attack_tools import (
+    INTERESTED,
+    UNCHOKE,
+    Ctx,
+    attacker_host,
+    close_all,
+    connect_many,
+    first_window,
+    have_frame,
+    hold,
+    http_status,
+    newest_index,
+    open_peer,
+    open_socket,
+    pex_frame,
+    probe_peer,
+    request_frame,
+    safe_read,
+    window_frame,
+)
+from bench.hostile_chain import HOST, PlayerLog, free_port
+from swarmcast.wire.connection import MessageReceived
+from swarmcast.wire.messages import Have, Piece, Request, Unchoke
+from tests.peerclient import TestPeer
+
+MAX_INDEX = 2**63 - 1
+RANDOM_ACCESS = 1
+SEEDER = 2
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    name: str
+    victim: str  # "source", "support" or "engine": the node whose RSS/CPU/descriptors the table shows
+    what: str
+    run: Callable[[Ctx, float], Awaitable[None]]
+    prepare: Callable[[Ctx], Awaitable[None]] | None = None
+    min_during: float = 0.0  # the during phase lasts max(--duration, this)
+    chain: dict[str, Any] = field(default_factory=dict)  # ChainOptions overrides
+
+
+def _remaining(until: float) -> float:
+    return max(0.0, until - time.monotonic())
+
+
+# --- have-overflow -----------------------------------------------------------------------------------------------
+
+
+async def have_overflow(ctx: Ctx, seconds: float) -> None:
+    until = time.monotonic() + seconds
+    peers: list[TestPeer] = []
+    try:
+        for n, role in enumerate(("support", "engine")):
+            peer = await open_peer(ctx.p2p_port(role), ctx.content_id, src=attacker_host(n))
+            peers.append(peer)
+            ctx.notes[f"{role}_sent_window"] = await first_window(peer) is not None
+            peer.send_raw(have_frame(MAX_INDEX, RANDOM_ACCESS))
+            ctx.counters["have_frames_sent"] += 1
+        await hold(peers, until, ctx)
+    finally:
+        close_all(peers)
+
+
+# --- request-flood -----------------------------------------------------------------------------------------------
+
+FLOOD_REQUESTS_PER_WRITE = 10_000
+FLOOD_SECONDS = 5.0
+FLOOD_WRITE_INTERVAL = 0.5
+FLOOD_MAX_WRITES = 10
+
+
+async def _flood_one(ctx: Ctx, role: str, src: str, flags: int, until: float) -> TestPeer | None:
+    peer = await open_peer(ctx.p2p_port(role), ctx.content_id, src=src, flags=flags, rcvbuf=65536)
+    window = await first_window(peer)
+    index = newest_index(window, peer.messages) if window is not None else None
+    if index is None:
+        ctx.notes[f"{role}_flood"] = "no WINDOW with pieces"
+        return peer
+    peer.send_raw(INTERESTED)
+    await peer.wait_for(Unchoke, 3.0)
+    burst = request_frame(index) * FLOOD_REQUESTS_PER_WRITE  # one write of 130 KB, all for one piece
+    stop = min(until, time.monotonic() + FLOOD_SECONDS)
+    writes = 0
+    while writes < FLOOD_MAX_WRITES and time.monotonic() < stop and not peer.writer.is_closing():
+        peer.send_raw(burst)
+        writes += 1
+        ctx.counters[f"{role}_request_frames_sent"] += FLOOD_REQUESTS_PER_WRITE
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(FLOOD_WRITE_INTERVAL):
+                await peer.writer.drain()
+        await asyncio.sleep(_remaining(min(stop, time.monotonic() + FLOOD_WRITE_INTERVAL)))
+    return peer  # it never reads: everything the victim queued for it stays queued
+
+
+async def request_flood(ctx: Ctx, seconds: float) -> None:
+    until = time.monotonic() + seconds
+    peers: list[TestPeer] = []
+    try:
+        results = await asyncio.gather(
+            _flood_one(ctx, "support", attacker_host(0), 0, until),
+            _flood_one(ctx, "source", attacker_host(1), SEEDER, until),  # claims to be a support node
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, TestPeer):
+                peers.append(result)
+            elif isinstance(result, BaseException):
+                ctx.notes.setdefault("errors", []).append(repr(result)[:200])
+        await asyncio.sleep(_remaining(until))
+    finally:
+        close_all(peers)
+
+
+# --- bencode-bomb --------------------------------------------------------------------------------------------------
+
+DEEP_LIST = b"l" * 60_000
+HANG_79 = b"d7:bitratei5e10:categoriesl5:sporte12:content_type10:video/mp2t4:name4:news-10:"
+
+
+async def _bomb_server(ctx: Ctx, host: str) -> int:
+    """A hostile node: serves the real transport file, answers /announce and two other paths with bombs."""
+    async with aiohttp.ClientSession() as session, session.get(ctx.chain.source_transport_url) as response:
+        real = await response.read()
+
+    async def announce(_request: web.Request) -> web.Response:
+        ctx.counters["bomb_announces_served"] += 1
+        return web.Response(body=DEEP_LIST, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/app/get_transport_file", lambda _r: _served(web.Response(body=real)))
+    app.router.add_get("/announce", announce)
+    app.router.add_get("/deep.acelive", lambda _r: _served(web.Response(body=DEEP_LIST)))
+    app.router.add_get("/hang.acelive", lambda _r: _served(web.Response(body=HANG_79)))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    ctx.stack.push_async_callback(runner.cleanup)
+    port = free_port(host)
+    await web.TCPSite(runner, host, port).start()
+    return port
+
+
+async def _served(response: web.Response) -> web.Response:
+    return response
+
+
+async def bencode_bomb(ctx: Ctx, seconds: float) -> None:
+    until = time.monotonic() + seconds
+    host = attacker_host(0)
+    port = await _bomb_server(ctx, host)
+    engine = ctx.chain.nodes["engine"]
+    api = ctx.chain.engine_api
+    steps = [
+        ("deep_list_transport_file", f"http://{host}:{port}/deep.acelive"),
+        ("deep_list_announce", f"http://{host}:{port}/app/get_transport_file"),
+        ("hang_79_bytes", f"http://{host}:{port}/hang.acelive"),
+    ]
+    async with aiohttp.ClientSession() as session:
+        for name, target in steps:
+            if time.monotonic() >= until:
+                break
+            url = URL(api + "/ace/getstream").with_query(url=target, format="json")
+            status = await http_status(session, url, timeout=min(8.0, _remaining(until) + 0.1))
+            if name == "deep_list_announce":  # the engine announces to the hostile node's tracker on its own
+                for _ in range(30):
+                    if ctx.counters["bomb_announces_served"] or not engine.alive():
+                        break
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(min(2.0, _remaining(until)))
+            ctx.notes[name] = {"status": status, "engine_alive_after": engine.alive()}
+    await asyncio.sleep(_remaining(until))
+
+
+# --- fake-seeders ------------------------------------------------------------------------------------------------
+
+FAKE_SEEDERS = 10
+MAX_REQUESTS_PER_PEER = 20_000
+
+
+async def fake_seeders(ctx: Ctx, seconds: float) -> None:
+    until = time.monotonic() + seconds
+    asked: dict[int, set[int]] = {}
+
+    async def make(i: int) -> TestPeer:
+        peer = await open_peer(ctx.p2p_port("source"), ctx.content_id, src=attacker_host(i), flags=SEEDER)
+        asked[id(peer)] = set()
+        window = await first_window(peer)
+        peer.send_raw(INTERESTED)
+        if window is not None:
+            _ask(peer, [window.first + j for j, bit in enumerate(window.have) if bit])
+        return peer
+
+    def _ask(peer: TestPeer, indices: list[int]) -> None:
+        mine = asked[id(peer)]
+        for index in indices:
+            if index not in mine and len(mine) < MAX_REQUESTS_PER_PEER:
+                mine.add(index)
+                peer.send_raw(request_frame(index))
+
+    def on_events(peer: TestPeer, events: list[Any]) -> None:
+        for event in events:
+            if isinstance(event, MessageReceived):
+                message = event.message
+                if isinstance(message, Piece):
+                    ctx.counters["fake_seeder_bytes"] += len(message.data)
+                elif isinstance(message, Have):
+                    _ask(peer, [message.index])
+                elif isinstance(message, Unchoke):
+                    _ask(peer, sorted(asked[id(peer)]))  # asked before the unchoke: ask again
+
+    peers = await connect_many(FAKE_SEEDERS, make, ctx, "fake_seeders")
+    try:
+        await hold(peers, until, ctx, on_events=on_events)
+    finally:
+        close_all(peers)
+
+
+# --- sybil and silent peers ----------------------------------------------------------------------------------------
+
+SYBILS = 60
+SILENT_PEERS = 58
+SILENT_HOSTS = 29
+NEWCOMER_EVERY = 2.0
+
+
+async def _newcomers(ctx: Ctx, port: int, until: float) -> None:
+    """An honest newcomer tries to join every NEWCOMER_EVERY s while the attack holds."""
+    results: list[str] = []
+    while time.monotonic() < until - 1 and len(results) < 30:
+        results.append(await probe_peer(port, ctx.content_id, timeout=3.0))
+        await asyncio.sleep(min(NEWCOMER_EVERY, _remaining(until)))
+    ctx.notes["newcomers"] = {r: results.count(r) for r in sorted(set(results))}
+
+
+async def sybil(ctx: Ctx, seconds: float) -> None:
+    until = time.monotonic() + seconds
+    port = ctx.p2p_port("support")
+
+    async def make(_i: int) -> TestPeer:
+        peer = await open_peer(port, ctx.content_id, src=attacker_host(0))  # one address, a new peer id each
+        if await first_window(peer, 3.0) is not None:
+            ctx.counters["sybils_accepted"] += 1
+        return peer
+
+    peers = await connect_many(SYBILS, make, ctx, "sybils")
+    try:
+        await asyncio.gather(hold(peers, until, ctx), _newcomers(ctx, port, until))
+    finally:
+        close_all(peers)
+
+
+async def silent_peers(ctx: Ctx, seconds: float) -> None:
+    until = time.monotonic() + seconds
+    port = ctx.p2p_port("support")
+
+    async def make(i: int) -> TestPeer:
+        peer = await open_peer(port, ctx.content_id, src=attacker_host(i % SILENT_HOSTS), rcvbuf=4096)
+        peer.send_raw(INTERESTED)
+        return peer
+
+    peers = await connect_many(SILENT_PEERS, make, ctx, "silent")
+    try:
+        # They never read: only the keep-alives (every 2 s) say they are there.
+        await asyncio.gather(hold(peers, until, ctx, keepalive=2.0, read=False), _newcomers(ctx, port, until))
+    finally:
+        close_all(peers)
+
+
+# --- handshake-flood and slow-http: many half-open conversations ---------------------------------------------------
+
+HANDSHAKE_FLOOD = 1030
+HANDSHAKE_FLOOD_RATE = 103.0  # connections per second
+HANDSHAKE_FLOOD_HOSTS = 10
+SLOW_HTTP = 1100
+SLOW_HTTP_RATE = 250.0
+SLOW_HTTP_HOSTS = 5
+SLOW_HTTP_DRIP = 3.0  # seconds between two header lines of a slow client
+
+
+async def _trickle(ctx: Ctx, port: int, count: int, rate: float, hosts: int, first: bytes, drip: bytes | None,
+                   until: float, label: str) -> None:  # fmt: skip
+    """Open ``count`` connections at ``rate``/s, each sends ``first``, then ``drip`` every SLOW_HTTP_DRIP s."""
+    writers: list[asyncio.StreamWriter] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def watch(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        next_drip = time.monotonic() + SLOW_HTTP_DRIP
+        while time.monotonic() < until:
+            try:
+                async with asyncio.timeout(min(0.5, max(until - time.monotonic(), 0.01))):
+                    data = await reader.read(4096)
+                if not data:
+                    ctx.counters[f"{label}_closed_by_victim"] += 1
+                    return
+            except TimeoutError:
+                pass
+            except OSError:
+                ctx.counters[f"{label}_closed_by_victim"] += 1
+                return
+            if drip is not None and time.monotonic() >= next_drip:
+                next_drip += SLOW_HTTP_DRIP
+                writer.write(drip)
+
+    async def one(i: int) -> None:
+        try:
+            reader, writer = await open_socket(HOST, port, attacker_host(i % hosts))
+        except (OSError, TimeoutError):
+            ctx.counters[f"{label}_connect_failed"] += 1
+            return
+        writers.append(writer)
+        ctx.counters[f"{label}_opened"] += 1
+        writer.write(first)
+        await watch(reader, writer)
+
+    try:
+        start = time.monotonic()
+        for i in range(count):
+            if time.monotonic() >= until:
+                break
+            tasks.append(asyncio.create_task(one(i)))
+            await asyncio.sleep(max(0.0, start + (i + 1) / rate - time.monotonic()))
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for writer in writers:
+            writer.transport.abort()
+
+
+async def handshake_flood(ctx: Ctx, seconds: float) -> None:
+    until = time.monotonic() + seconds
+    await _trickle(ctx, ctx.p2p_port("support"), HANDSHAKE_FLOOD, HANDSHAKE_FLOOD_RATE, HANDSHAKE_FLOOD_HOSTS,
+                   b"SWCP", None, until, "flood")  # fmt: skip
+
+
+async def slow_http(ctx: Ctx, seconds: float) -> None:
+    until = time.monotonic() + seconds
+    first = f"GET /app/get_transport_file?format=raw HTTP/1.1\r\nHost: {HOST}\r\n".encode()
+    await _trickle(ctx, ctx.p2p_port("source"), SLOW_HTTP, SLOW_HTTP_RATE, SLOW_HTTP_HOSTS, first,
+                   b"X-Slow: 1\r\n", until, "slow_http")  # fmt: skip
+
+
+# --- pex-reflector -----------------------------------------------------------------------------------------------
+
+PEX_ADDRESSES = 150
+PEX_PER_FRAME = 50
+
+
+async def pex_prepare(ctx: Ctx) -> None:
+    """Listen on the 150 addresses we will advertise, counting every connection the victim makes to them."""
+    port = free_port("127.0.3.1")
+    per_address: dict[str, int] = {}
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        address = writer.get_extra_info("sockname")[0]
+        per_address[address] = per_address.get(address, 0) + 1
+        ctx.counters["pex_dials"] += 1
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(2.0):
+                await reader.read(48)
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")  # not our protocol
+        writer.transport.abort()
+
+    addresses: list[tuple[str, int]] = []
+    for i in range(PEX_ADDRESSES):
+        host = f"127.0.3.{i + 1}"
+        with contextlib.suppress(OSError):
+            server = await asyncio.start_server(answer, host, port)
+            ctx.stack.push_async_callback(_close_server, server)
+            addresses.append((host, port))
+    ctx.notes["pex_listening"] = len(addresses)
+    ctx.notes["pex_addresses"] = addresses
+    ctx.finalizers.append(lambda _log: ctx.notes.update(
+        pex_addresses=len(addresses), pex_max_dials_per_address=max(per_address.values(), default=0),
+        pex_addresses_dialled=len(per_address)))  # fmt: skip
+
+
+async def _close_server(server: asyncio.Server) -> None:
+    server.close()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(2):
+            await server.wait_closed()
+
+
+async def pex_reflector(ctx: Ctx, seconds: float) -> None:
+    until = time.monotonic() + seconds
+    addresses: list[tuple[str, int]] = ctx.notes["pex_addresses"]
+    peer = await open_peer(ctx.p2p_port("support"), ctx.content_id, src=attacker_host(0))
+    try:
+        await first_window(peer)
+        for at in range(0, len(addresses), PEX_PER_FRAME):
+            peer.send_raw(pex_frame(addresses[at : at + PEX_PER_FRAME]))
+            ctx.counters["pex_frames_sent"] += 1
+        await hold([peer], until, ctx)
+    finally:
+        close_all([peer])
+
+
+# --- engine-api --------------------------------------------------------------------------------------------------
+
+JSON_SESSIONS = 260
+UNKNOWN_IDS = 15
+
+
+def _histogram(statuses: list[str]) -> dict[str, int]:
+    return {s: statuses.count(s) for s in sorted(set(statuses))}
+
+
+async def engine_api(ctx: Ctx, seconds: float) -> None:
+    until = time.monotonic() + seconds
+    api = ctx.chain.engine_api
+    tracker = f"http://{HOST}:{ctx.p2p_port('support')}/announce"
+    engine = ctx.chain.nodes["engine"]
+    connector = aiohttp.TCPConnector(limit=20, local_addr=(attacker_host(0), 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        bad = {"magnet=//%5B": URL(api + "/ace/getstream?magnet=//%5B", encoded=True),
+               "url=http://%5B": URL(api + "/ace/getstream?url=http://%5B", encoded=True)}  # fmt: skip
+        for name, url in bad.items():
+            ctx.notes[name] = await http_status(session, url, 5.0)
+
+        def magnet() -> URL:
+            link = f"magnet:?xt=urn:btih:{secrets.token_hex(20)}&tr={tracker}"
+            return URL(api + "/ace/getstream").with_query(magnet=link, format="json")
+
+        statuses = await asyncio.gather(*(http_status(session, magnet(), 5.0) for _ in range(UNKNOWN_IDS)))
+        ctx.notes["unknown_content_ids"] = _histogram(list(statuses))
+        ctx.notes["unknown_content_id_16th"] = await http_status(session, magnet(), 5.0)
+
+        json_url = URL(api + "/ace/getstream").with_query(url=ctx.chain.support_transport_url, format="json")
+        statuses = await asyncio.gather(*(http_status(session, json_url, 10.0) for _ in range(JSON_SESSIONS)))
+        ctx.notes["json_sessions"] = _histogram(list(statuses))
+
+        zero = URL(api + "/ace/getstream").with_query(url="/dev/zero", format="json")
+        ctx.notes["url=/dev/zero"] = await http_status(session, zero, min(10.0, _remaining(until) + 0.1))
+        ctx.notes["engine_alive_after_dev_zero"] = engine.alive()
+    await asyncio.sleep(_remaining(until))
+
+
+# --- withholding -------------------------------------------------------------------------------------------------
+
+WITHHOLDERS = 5
+WITHHOLD_AHEAD = 3  # pieces announced past every piece the victim announces
+MAX_WITHHOLD_FRAMES = 20_000
+
+
+async def withholding(ctx: Ctx, seconds: float) -> None:
+    until = time.monotonic() + seconds
+    announced: dict[int, int] = {}  # id(peer) -> the highest index it claimed
+
+    async def make(i: int) -> TestPeer:
+        peer = await open_peer(ctx.p2p_port("engine"), ctx.content_id, src=attacker_host(i), listen_port=1)
+        window = await first_window(peer)
+        newest = newest_index(window, peer.messages) if window is not None else None
+        if newest is not None:
+            peer.send_raw(window_frame(newest + 1, 30))  # pieces just ahead of the live edge
+            announced[id(peer)] = newest + 30
+        peer.send_raw(UNCHOKE)
+        return peer
+
+    def on_events(peer: TestPeer, events: list[Any]) -> None:
+        for event in events:
+            if not isinstance(event, MessageReceived):
+                continue
+            if isinstance(event.message, Request):
+                ctx.counters["requests_withheld"] += 1  # and never answered
+            elif isinstance(event.message, Have):
+                top = announced.get(id(peer), event.message.index)
+                while top < event.message.index + WITHHOLD_AHEAD and ctx.counters["withhold_frames"] < \
+                        MAX_WITHHOLD_FRAMES:  # fmt: skip
+                    top += 1
+                    peer.send_raw(have_frame(top, RANDOM_ACCESS if top % 5 == 0 else 0))
+                    ctx.counters["withhold_frames"] += 1
+                announced[id(peer)] = top
+
+    peers = await connect_many(WITHHOLDERS, make, ctx, "withholders")
+    try:
+        await hold(peers, until, ctx, on_events=on_events)
+    finally:
+        close_all(peers)
+
+
+# --- source-outage -----------------------------------------------------------------------------------------------
+
+OUTAGE_SECONDS = 15.0
+
+
+async def source_outage(ctx: Ctx, seconds: float) -> None:
+    until = time.monotonic() + seconds
+    chain = ctx.chain
+    off = time.monotonic()
+    await asyncio.to_thread(chain.stop_testsrc)
+    await asyncio.sleep(OUTAGE_SECONDS)
+    await asyncio.to_thread(chain.start_testsrc)
+    back = time.monotonic()
+    ctx.notes["input_off_s"] = round(back - off, 1)
+
+    def resumed(log: PlayerLog) -> None:
+        after = [t for t, _ in log.data if t > back]
+        ctx.notes["player_data_after_input_back_s"] = round(after[0] - back, 2) if after else None
+        last_before = [t for t, _ in log.data if t <= back]
+        ctx.notes["player_gap_around_outage_s"] = round(after[0] - last_before[-1], 2) if after and last_before \
+            else None  # fmt: skip
+
+    ctx.finalizers.append(resumed)
+    await asyncio.sleep(_remaining(until))
+
+
+ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in [
+    AttackSpec("have-overflow", "support", "HAVE 2^63-1 (random access) to support and engine P2P ports",
+               have_overflow),
+    AttackSpec("request-flood", "support", "10,000 REQUESTs/write for 5 s to support; same to source as SEEDER",
+               request_flood),
+    AttackSpec("bencode-bomb", "engine", "engine plays url= of l*60000, a node whose /announce is l*60000, "
+               "and the 79-byte hang input", bencode_bomb),
+    AttackSpec("fake-seeders", "source", "10 SEEDER-flagged peers pull everything from the source", fake_seeders),
+    AttackSpec("sybil", "support", "60 peer ids from one address; a newcomer tries every 2 s", sybil),
+    AttackSpec("silent-peers", "support", "58 peers (29 hosts) that never read, keep-alives only; newcomers",
+               silent_peers, min_during=20.0),
+    AttackSpec("handshake-flood", "support", "1,030 connections sending only b'SWCP', 103/s from 10 hosts",
+               handshake_flood),
+    AttackSpec("pex-reflector", "support", "150 bogus PEX addresses (we listen there, answer HTTP 400)",
+               pex_reflector, prepare=pex_prepare),
+    AttackSpec("slow-http", "source", "1,100 slowloris HTTP connections, source at 1024 open files, disk cache",
+               slow_http, chain={"source_nofile": 1024, "disk_cache": True}),
+    AttackSpec("engine-api", "engine", "bad URLs, 15 unknown content ids, 260 format=json sessions, "
+               "url=/dev/zero", engine_api),
+    AttackSpec("withholding", "engine", "5 peers announce 3 pieces ahead of the edge, never deliver",
+               withholding),
+    AttackSpec("source-outage", "source", "testsrc off for 15 s", source_outage, min_during=OUTAGE_SECONDS + 10),
+]}  # fmt: skip
+
+__all__ = ["ATTACKS", "AttackSpec"]

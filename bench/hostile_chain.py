@@ -1,0 +1,405 @@
+"""The chain under attack in bench/hostile.py: real processes, an honest player, and what we sample of them.
+
+- ``Chain`` starts ``testsrc -> source node -> support node -> viewer engine`` on 127.0.0.1 with
+  ``sys.executable -m swarmcast.cli`` and ``PYTHONPATH`` set to the code under test (``--code``), each in its own
+  process group with an address-space cap (so a memory blow-up ends in MemoryError, not in the machine swapping),
+  and stops every one of them, SIGTERM then SIGKILL, whatever happened.
+- The honest player is a child process of its own (``python bench/hostile_chain.py player ...``), so an attack
+  that keeps this process busy cannot show up as a stall: it reads ``/ace/getstream`` continuously, reconnects
+  (after 1 s) when the stream ends or fails, and writes one line per chunk (monotonic time, bytes) to a file.
+  CLOCK_MONOTONIC is system-wide on Linux, so its times compare with ours.
+- ``Sampler`` records, every 0.5 s, RSS, CPU time, open descriptors and TCP connections to or from attacker
+  addresses (anything on 127.0.0.0/8 but 127.0.0.1) of every node, with psutil.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+HOST = "127.0.0.1"
+BENCH_DIR = Path(__file__).resolve().parent
+STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
+START_TIMEOUT = 40.0  # seconds for a node to listen / publish its transport file
+SAMPLE_INTERVAL = 0.5
+
+SPAWNED: list[subprocess.Popen[bytes]] = []  # every child, for the last-resort reaper of bench/hostile.py
+_next_port = 20000 + (os.getpid() * 53) % 8000
+
+
+def free_port(host: str = HOST) -> int:
+    """A listening port below the ephemeral range, handed out once per run (no collision with client sockets)."""
+    global _next_port
+    for _ in range(5000):
+        port = _next_port
+        _next_port = 20000 + (_next_port - 20000 + 1) % 8000
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port")
+
+
+def _limits(as_bytes: int, nofile: int | None) -> Callable[[], None]:
+    def apply() -> None:
+        if as_bytes > 0:
+            resource.setrlimit(resource.RLIMIT_AS, (as_bytes, as_bytes))
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))  # as `prlimit --nofile=N:N`
+
+    return apply
+
+
+@dataclass
+class Node:
+    name: str
+    popen: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    http_port: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, limit: int = 2000) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return text[-limit:]
+
+
+def stop_process(popen: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> str:
+    """SIGTERM to the process group, SIGKILL after ``timeout``; always reaped. Says how it ended."""
+    if popen.poll() is not None:
+        return f"had exited ({popen.returncode})"
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, signal.SIGTERM)
+    try:
+        popen.wait(timeout)
+        return "stopped by SIGTERM"
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
+        return f"ignored SIGTERM for {timeout:.0f} s: killed"
+
+
+@dataclass
+class ChainOptions:
+    code: Path  # PYTHONPATH of the swarmcast children
+    workdir: Path
+    bitrate: int = 1_000_000  # bits/s of the test signal
+    as_limit: int = 6 * 1024**3  # RLIMIT_AS of every node, 0 = none
+    source_nofile: int | None = None  # RLIMIT_NOFILE soft = hard for the source node
+    source_extra: tuple[str, ...] = ()
+    support_extra: tuple[str, ...] = ()
+    engine_extra: tuple[str, ...] = ()
+
+
+class Chain:
+    def __init__(self, options: ChainOptions) -> None:
+        self.options = options
+        self.nodes: dict[str, Node] = {}
+        self.others: list[subprocess.Popen[bytes]] = []  # the player
+        self.stop_notes: dict[str, str] = {}
+        self.testsrc_port = free_port()
+        self.content_id = b""
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(self.options.code)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def spawn(self, name: str, port: int, args: Sequence[str], *, limits: bool = True,
+              nofile: int | None = None, http_port: int | None = None) -> Node:  # fmt: skip
+        log = self.options.workdir / f"{name}.log"
+        with log.open("ab") as stderr:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "swarmcast.cli", *args], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=stderr, cwd=self.options.workdir, env=self.env(),
+                start_new_session=True, preexec_fn=_limits(self.options.as_limit if limits else 0, nofile),
+            )  # fmt: skip
+        SPAWNED.append(popen)
+        node = Node(name, popen, port, log, http_port)
+        self.nodes[name] = node
+        return node
+
+    def wait_listening(self, node: Node, port: int | None = None, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not node.alive():
+                raise RuntimeError(f"{node.name} exited with {node.popen.returncode}:\n{node.log_tail()}")
+            with contextlib.suppress(OSError), socket.create_connection((HOST, port or node.port), timeout=0.5):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{node.name} not listening after {timeout:.0f} s:\n{node.log_tail()}")
+
+    def start_testsrc(self) -> Node:
+        kbps = f"{self.options.bitrate // 1000}k"
+        args = ["testsrc", "--port", str(self.testsrc_port), "--bitrate", kbps, "--size", "320x180", "--fps", "25"]
+        node = self.spawn("testsrc", self.testsrc_port, args, limits=False)
+        self.wait_listening(node)
+        return node
+
+    def stop_testsrc(self) -> None:
+        node = self.nodes.get("testsrc")
+        if node is not None:
+            stop_process(node.popen)
+
+    def start(self) -> None:
+        w = self.options.workdir
+        self.start_testsrc()
+        port = free_port()
+        # The chain of tests/integration/chain.py, but the source's reconnect interval left at its default:
+        # the source-outage attack measures what an operator gets out of the box.
+        source = self.spawn("source", port, [
+            "node", "source", "--bind", HOST, "--port", str(port),
+            "--source", f"http://{HOST}:{self.testsrc_port}/stream.ts", "--title", "Hostile bench",
+            "--name", "hostile", "--publish-dir", str(w / "publish"), "--metadata-dir", str(w / "meta"),
+            "--pid-file-dir", str(w), *self.options.source_extra,
+        ], nofile=self.options.source_nofile)  # fmt: skip
+        self.wait_listening(source)
+        self.content_id = self._wait_content_id(source)
+        port = free_port()
+        support = self.spawn("support", port, [
+            "node", "support", "--bind", HOST, "--port", str(port), "--url", self.source_transport_url,
+            "--pid-file-dir", str(w), *self.options.support_extra,
+        ])  # fmt: skip
+        http_port, p2p_port = free_port(), free_port()
+        engine = self.spawn("engine", p2p_port, [
+            "engine", "--http-port", str(http_port), "--port", str(p2p_port), "--bind", HOST,
+            "--pid-file-dir", str(w), "--startup-timeout", "20", *self.options.engine_extra,
+        ], http_port=http_port)  # fmt: skip
+        self.wait_listening(support)
+        self.wait_listening(engine, http_port)
+
+    def _wait_content_id(self, source: Node) -> bytes:
+        from swarmcast.transport import Descriptor
+
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if not source.alive():
+                raise RuntimeError(f"source exited:\n{source.log_tail()}")
+            for path in (self.options.workdir / "publish").glob("*.acelive"):
+                with contextlib.suppress(Exception):
+                    return Descriptor.decode(path.read_bytes()).content_id
+            time.sleep(0.2)
+        raise RuntimeError(f"the source published no transport file:\n{source.log_tail()}")
+
+    @property
+    def source_transport_url(self) -> str:
+        return f"http://{HOST}:{self.nodes['source'].port}/app/get_transport_file?format=raw"
+
+    @property
+    def support_transport_url(self) -> str:
+        return f"http://{HOST}:{self.nodes['support'].port}/app/get_transport_file"
+
+    @property
+    def engine_api(self) -> str:
+        return f"http://{HOST}:{self.nodes['engine'].http_port}"
+
+    @property
+    def player_url(self) -> str:
+        return f"{self.engine_api}/ace/getstream?url={urllib.parse.quote(self.support_transport_url, safe='')}"
+
+    def start_player(self, out: Path, max_seconds: float) -> subprocess.Popen[bytes]:
+        log = self.options.workdir / "player.log"
+        env = dict(os.environ)
+        with log.open("ab") as stderr:
+            popen = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "player", self.player_url, str(out),
+                 str(max_seconds)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                env=env, start_new_session=True,
+            )  # fmt: skip
+        SPAWNED.append(popen)
+        self.others.append(popen)
+        return popen
+
+    def stop_all(self) -> None:
+        for popen in self.others:
+            stop_process(popen, 2.0)
+        for name in ("engine", "support", "source", "testsrc"):
+            node = self.nodes.get(name)
+            if node is not None:
+                self.stop_notes[name] = stop_process(node.popen)
+
+
+# --- the honest player -------------------------------------------------------------------------------------------
+
+RECONNECT_DELAY = 1.0
+PLAYER_READ_TIMEOUT = 10.0
+
+
+async def _player_main(url: str, out: Path, max_seconds: float) -> None:
+    import aiohttp
+
+    until = time.monotonic() + max_seconds
+    with out.open("w", buffering=1) as sink:
+        timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=PLAYER_READ_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while time.monotonic() < until:
+                sink.write(f"C {time.monotonic():.4f}\n")
+                reason = "end"
+                try:
+                    async with session.get(url) as response:
+                        if response.status != 200:
+                            reason = f"HTTP{response.status}"
+                        else:
+                            async for chunk in response.content.iter_any():
+                                sink.write(f"D {time.monotonic():.4f} {len(chunk)}\n")
+                                if time.monotonic() >= until:
+                                    break
+                except (aiohttp.ClientError, TimeoutError, OSError) as error:
+                    reason = type(error).__name__
+                sink.write(f"E {time.monotonic():.4f} {reason}\n")
+                await asyncio.sleep(RECONNECT_DELAY)
+
+
+@dataclass
+class PlayerLog:
+    data: list[tuple[float, int]] = field(default_factory=list)
+    connects: list[float] = field(default_factory=list)
+    ends: list[tuple[float, str]] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, path: Path) -> PlayerLog:
+        log = cls()
+        with contextlib.suppress(OSError):
+            for line in path.read_text().splitlines():
+                parts = line.split()
+                with contextlib.suppress(ValueError, IndexError):
+                    if parts[0] == "D":
+                        log.data.append((float(parts[1]), int(parts[2])))
+                    elif parts[0] == "C":
+                        log.connects.append(float(parts[1]))
+                    elif parts[0] == "E":
+                        log.ends.append((float(parts[1]), parts[2]))
+        return log
+
+
+def player_phase(log: PlayerLog, start: float, end: float, stall_gap: float) -> dict[str, Any]:
+    """Bytes, throughput, gaps between data (the longest, and those over ``stall_gap``) within [start, end].
+
+    A gap is the time between two chunks (or from the phase start / to the phase end) clipped to the phase; a
+    stream that ended and came back counts as one gap from its last chunk to the next one.
+    """
+    times = [t for t, _ in log.data]
+    nbytes = sum(n for t, n in log.data if start <= t < end)
+    before = [t for t in times if t < start]
+    points = [max(before[-1], start) if before else start] + [t for t in times if start <= t < end] + [end]
+    gaps = [(b - a) for a, b in zip(points, points[1:], strict=False)]
+    # The open gap at the start is clipped to the phase; the whole run since the last chunk is not ours.
+    stalls = [g for g in gaps if g > stall_gap]
+    span = max(end - start, 1e-9)
+    return {
+        "bytes": nbytes,
+        "throughput_Bps": round(nbytes / span),
+        "stalls": len(stalls),
+        "stall_seconds": round(sum(stalls), 2),
+        "longest_gap_s": round(max(gaps), 2) if gaps else None,
+        "reconnects": sum(1 for t in log.connects if start <= t < end),
+        "stream_ends": [r for t, r in log.ends if start <= t < end][:10],
+    }
+
+
+# --- sampling the nodes ------------------------------------------------------------------------------------------
+
+
+def _attacker_side(conn: Any) -> bool:
+    """A connection to or from an attacker host: loopback but not 127.0.0.1 on the far side."""
+    raddr = getattr(conn, "raddr", None)
+    return bool(raddr) and raddr.ip.startswith("127.") and raddr.ip != HOST
+
+
+@dataclass
+class Sample:
+    t: float
+    alive: bool
+    rss: int = 0
+    cpu: float = 0.0
+    fds: int = 0
+    attacker_conns: int = 0
+    conns: int = 0
+
+
+class Sampler:
+    def __init__(self, chain: Chain, roles: Sequence[str]) -> None:
+        self.chain = chain
+        self.roles = list(roles)
+        self.samples: dict[str, list[Sample]] = {role: [] for role in roles}
+        self._procs: dict[str, psutil.Process] = {}
+
+    def sample_once(self) -> None:
+        now = time.monotonic()
+        for role in self.roles:
+            node = self.chain.nodes.get(role)
+            if node is None:
+                continue
+            if not node.alive():
+                self.samples[role].append(Sample(now, False))
+                continue
+            try:
+                proc = self._procs.get(role)
+                if proc is None or proc.pid != node.pid:
+                    proc = self._procs[role] = psutil.Process(node.pid)
+                with proc.oneshot():
+                    times = proc.cpu_times()
+                    rss = proc.memory_info().rss
+                    fds = proc.num_fds()
+                conns = proc.net_connections(kind="tcp4")
+                self.samples[role].append(Sample(now, True, rss, times.user + times.system, fds,
+                                                 sum(1 for c in conns if _attacker_side(c)), len(conns)))  # fmt: skip
+            except (psutil.Error, OSError):
+                self.samples[role].append(Sample(now, node.alive()))
+
+    async def run(self, until: float) -> None:
+        while time.monotonic() < until:
+            await asyncio.to_thread(self.sample_once)
+            await asyncio.sleep(SAMPLE_INTERVAL)
+
+    def phase(self, role: str, start: float, end: float) -> dict[str, Any]:
+        inside = [s for s in self.samples.get(role, []) if start <= s.t <= end]
+        live = [s for s in inside if s.alive]
+        node = self.chain.nodes.get(role)
+        out: dict[str, Any] = {
+            "alive_at_end": bool(inside[-1].alive) if inside else (node is not None and node.alive()),
+            "rss_max_mb": round(max(s.rss for s in live) / 2**20, 1) if live else None,
+            "fds_max": max(s.fds for s in live) if live else None,
+            "conns_max": max(s.conns for s in live) if live else None,
+            "attacker_conns_max": max(s.attacker_conns for s in live) if live else None,
+            "attacker_conns_end": live[-1].attacker_conns if live else None,
+            "cpu_pct": None,
+        }
+        if len(live) >= 2 and live[-1].t > live[0].t:
+            out["cpu_pct"] = round(100 * (live[-1].cpu - live[0].cpu) / (live[-1].t - live[0].t), 1)
+        if node is not None and node.popen.poll() is not None:
+            out["exit_code"] = node.popen.returncode
+        return out
+
+
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "player":
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        asyncio.run(_player_main(sys.argv[2], Path(sys.argv[3]), float(sys.argv[4])))
