@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from tests.peerclient import TestPeer, frame
 
 from bench.hostile_chain import HOST, Chain, PlayerLog
 from swarmcast.wire.connection import ConnectionClosed
 from swarmcast.wire.messages import Handshake, HandshakeFlags, Have, Window
-from tests.peerclient import TestPeer, frame
 
 CONNECT_TIMEOUT = 5.0
 PROBE_HOST = "127.0.0.250"  # the honest newcomer's address: no attack uses it

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from tests.peerclient import TestPeer
 from yarl import URL
 
 from bench.attack_tools import (
@@ -36,15 +37,14 @@ from bench.attack_tools import (
     open_peer,
     open_socket,
     pex_frame,
+    probe_http,
     probe_peer,
     request_frame,
-    safe_read,
     window_frame,
 )
 from bench.hostile_chain import HOST, PlayerLog, free_port
 from swarmcast.wire.connection import MessageReceived
 from swarmcast.wire.messages import Have, Piece, Request, Unchoke
-from tests.peerclient import TestPeer
 
 MAX_INDEX = 2**63 - 1
 RANDOM_ACCESS = 1
@@ -60,6 +60,10 @@ class AttackSpec:
     prepare: Callable[[Ctx], Awaitable[None]] | None = None
     min_during: float = 0.0  # the during phase lasts max(--duration, this)
     chain: dict[str, Any] = field(default_factory=dict)  # ChainOptions overrides
+
+
+def _histogram(statuses: list[str]) -> dict[str, int]:
+    return {s: statuses.count(s) for s in sorted(set(statuses))}
 
 
 def _remaining(until: float) -> float:
@@ -167,11 +171,11 @@ async def _served(response: web.Response) -> web.Response:
 
 
 async def bencode_bomb(ctx: Ctx, seconds: float) -> None:
+    """Three bombs in turn; an engine that dies of one is started again (and counted) so the next is tried too."""
     until = time.monotonic() + seconds
     host = attacker_host(0)
     port = await _bomb_server(ctx, host)
-    engine = ctx.chain.nodes["engine"]
-    api = ctx.chain.engine_api
+    chain = ctx.chain
     steps = [
         ("deep_list_transport_file", f"http://{host}:{port}/deep.acelive"),
         ("deep_list_announce", f"http://{host}:{port}/app/get_transport_file"),
@@ -181,15 +185,29 @@ async def bencode_bomb(ctx: Ctx, seconds: float) -> None:
         for name, target in steps:
             if time.monotonic() >= until:
                 break
-            url = URL(api + "/ace/getstream").with_query(url=target, format="json")
+            if not chain.nodes["engine"].alive():
+                ctx.counters["victim_restarts_by_bench"] += 1
+                await asyncio.to_thread(chain.restart, "engine")
+            url = URL(chain.engine_api + "/ace/getstream").with_query(url=target, format="json")
+            started = time.monotonic()
             status = await http_status(session, url, timeout=min(8.0, _remaining(until) + 0.1))
+            note: dict[str, Any] = {"status": status, "answered_in_s": round(time.monotonic() - started, 1)}
             if name == "deep_list_announce":  # the engine announces to the hostile node's tracker on its own
                 for _ in range(30):
-                    if ctx.counters["bomb_announces_served"] or not engine.alive():
+                    if ctx.counters["bomb_announces_served"] or not chain.nodes["engine"].alive():
                         break
                     await asyncio.sleep(0.2)
                 await asyncio.sleep(min(2.0, _remaining(until)))
-            ctx.notes[name] = {"status": status, "engine_alive_after": engine.alive()}
+                note["announces_served"] = ctx.counters["bomb_announces_served"]
+            engine = chain.nodes["engine"]
+            note["engine_alive_after"] = engine.alive()
+            if not engine.alive():
+                note["engine_exit"] = engine.popen.returncode
+                ctx.counters["victim_deaths"] += 1
+            elif status == "timeout":
+                note["engine_answers_after"] = await http_status(
+                    session, chain.engine_api + "/webui/api/service?method=get_version", 3.0)
+            ctx.notes[name] = note
     await asyncio.sleep(_remaining(until))
 
 
@@ -245,13 +263,21 @@ SILENT_HOSTS = 29
 NEWCOMER_EVERY = 2.0
 
 
-async def _newcomers(ctx: Ctx, port: int, until: float) -> None:
-    """An honest newcomer tries to join every NEWCOMER_EVERY s while the attack holds."""
-    results: list[str] = []
-    while time.monotonic() < until - 1 and len(results) < 30:
-        results.append(await probe_peer(port, ctx.content_id, timeout=3.0))
+async def _newcomers(ctx: Ctx, port: int, until: float, http_url: str | None = None) -> None:
+    """An honest newcomer peer (and an HTTP client) tries to get in every NEWCOMER_EVERY s while the attack holds."""
+    peers: list[str] = []
+    http: list[str] = []
+    while time.monotonic() < until - 1 and len(peers) < 30:
+        if http_url is None:
+            peers.append(await probe_peer(port, ctx.content_id, timeout=3.0))
+        else:
+            peer, web = await asyncio.gather(probe_peer(port, ctx.content_id, timeout=3.0), probe_http(http_url, 3.0))
+            peers.append(peer)
+            http.append(web.split(" ")[0])
         await asyncio.sleep(min(NEWCOMER_EVERY, _remaining(until)))
-    ctx.notes["newcomers"] = {r: results.count(r) for r in sorted(set(results))}
+    ctx.notes["newcomers"] = _histogram(peers)
+    if http_url is not None:
+        ctx.notes["http_newcomers"] = _histogram(http)
 
 
 async def sybil(ctx: Ctx, seconds: float) -> None:
@@ -352,15 +378,22 @@ async def _trickle(ctx: Ctx, port: int, count: int, rate: float, hosts: int, fir
 
 async def handshake_flood(ctx: Ctx, seconds: float) -> None:
     until = time.monotonic() + seconds
-    await _trickle(ctx, ctx.p2p_port("support"), HANDSHAKE_FLOOD, HANDSHAKE_FLOOD_RATE, HANDSHAKE_FLOOD_HOSTS,
-                   b"SWCP", None, until, "flood")  # fmt: skip
+    port = ctx.p2p_port("support")
+    await asyncio.gather(
+        _trickle(ctx, port, HANDSHAKE_FLOOD, HANDSHAKE_FLOOD_RATE, HANDSHAKE_FLOOD_HOSTS, b"SWCP", None, until,
+                 "flood"),
+        _newcomers(ctx, port, until, ctx.chain.support_transport_url),
+    )  # fmt: skip
 
 
 async def slow_http(ctx: Ctx, seconds: float) -> None:
     until = time.monotonic() + seconds
+    port = ctx.p2p_port("source")
     first = f"GET /app/get_transport_file?format=raw HTTP/1.1\r\nHost: {HOST}\r\n".encode()
-    await _trickle(ctx, ctx.p2p_port("source"), SLOW_HTTP, SLOW_HTTP_RATE, SLOW_HTTP_HOSTS, first,
-                   b"X-Slow: 1\r\n", until, "slow_http")  # fmt: skip
+    await asyncio.gather(
+        _trickle(ctx, port, SLOW_HTTP, SLOW_HTTP_RATE, SLOW_HTTP_HOSTS, first, b"X-Slow: 1\r\n", until, "slow_http"),
+        _newcomers(ctx, port, until, ctx.chain.source_transport_url),
+    )
 
 
 # --- pex-reflector -----------------------------------------------------------------------------------------------
@@ -423,10 +456,6 @@ async def pex_reflector(ctx: Ctx, seconds: float) -> None:
 
 JSON_SESSIONS = 260
 UNKNOWN_IDS = 15
-
-
-def _histogram(statuses: list[str]) -> dict[str, int]:
-    return {s: statuses.count(s) for s in sorted(set(statuses))}
 
 
 async def engine_api(ctx: Ctx, seconds: float) -> None:
@@ -534,13 +563,13 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in [
     AttackSpec("request-flood", "support", "10,000 REQUESTs/write for 5 s to support; same to source as SEEDER",
                request_flood),
     AttackSpec("bencode-bomb", "engine", "engine plays url= of l*60000, a node whose /announce is l*60000, "
-               "and the 79-byte hang input", bencode_bomb),
+               "and the 79-byte hang input", bencode_bomb, min_during=20.0),
     AttackSpec("fake-seeders", "source", "10 SEEDER-flagged peers pull everything from the source", fake_seeders),
     AttackSpec("sybil", "support", "60 peer ids from one address; a newcomer tries every 2 s", sybil),
     AttackSpec("silent-peers", "support", "58 peers (29 hosts) that never read, keep-alives only; newcomers",
                silent_peers, min_during=20.0),
     AttackSpec("handshake-flood", "support", "1,030 connections sending only b'SWCP', 103/s from 10 hosts",
-               handshake_flood),
+               handshake_flood, min_during=12.0),
     AttackSpec("pex-reflector", "support", "150 bogus PEX addresses (we listen there, answer HTTP 400)",
                pex_reflector, prepare=pex_prepare),
     AttackSpec("slow-http", "source", "1,100 slowloris HTTP connections, source at 1024 open files, disk cache",

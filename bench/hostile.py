@@ -62,7 +62,8 @@ async def _probe(ctx: Ctx, victim: str) -> dict[str, str]:
     return {"newcomer_peer": peer, "http": web}
 
 
-async def _phase(ctx: Ctx, victim: str, seconds: float, attack: AttackSpec | None) -> tuple[float, float, dict[str, Any]]:
+async def _phase(ctx: Ctx, victim: str, seconds: float,
+                 attack: AttackSpec | None) -> tuple[float, float, dict[str, Any]]:  # fmt: skip
     start = time.monotonic()
     probe_task = asyncio.create_task(_delayed_probe(ctx, victim, seconds * 0.6))
     if attack is not None:
@@ -142,7 +143,7 @@ async def run_attack(spec: AttackSpec, args: argparse.Namespace, out: Path) -> d
         for phase, (start, end) in bounds.items():
             play = player_phase(log, start, end, STALL_GAP)
             play["x_bitrate"] = round(play["throughput_Bps"] / rate, 2)
-            extra = {k: v for k, v in counters[phase].items()}
+            extra = dict(counters[phase])
             for key, value in counters[phase].items():
                 if key.endswith("_bytes"):
                     extra[key.removesuffix("_bytes") + "_x_stream"] = round(value / (rate * (end - start)), 1)
@@ -207,6 +208,9 @@ def markdown(report: dict[str, Any]) -> str:
                 continue
             play, node = data["player"], data["nodes"][item["victim"]]
             alive = "yes" if node["alive_at_end"] else f"**no** ({_fmt(node.get('exit_code'))})"
+            deaths = data["counters"].get("victim_deaths", 0)
+            if deaths:
+                alive = f"**died {deaths}×** (restarted by the bench)" if node["alive_at_end"] else alive
             lines.append(
                 f"| {item['attack']} | {item['victim']} | {phase} | {play['throughput_Bps'] / 1000:.0f} "
                 f"({play['x_bitrate']}) | {play['stalls']} | {_fmt(play['longest_gap_s'])} | {play['reconnects']} "
@@ -216,6 +220,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "Attack-specific figures (counters are per phase: during / after):", ""]
     for item in report["results"]:
         bits = []
+        during = item["phases"].get("during", {}).get("nodes")
+        if during:
+            bits.append("RSS max during (MB): " + ", ".join(
+                f"{role} {_fmt(during[role]['rss_max_mb'])}" for role in ROLES))  # fmt: skip
         for phase in ("during", "after"):
             counters = item["phases"].get(phase, {}).get("counters")
             if counters:

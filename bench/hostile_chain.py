@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
-import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,14 +57,18 @@ def free_port(host: str = HOST) -> int:
     raise RuntimeError("no free TCP port")
 
 
-def _limits(as_bytes: int, nofile: int | None) -> Callable[[], None]:
-    def apply() -> None:
-        if as_bytes > 0:
-            resource.setrlimit(resource.RLIMIT_AS, (as_bytes, as_bytes))
-        if nofile is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))  # as `prlimit --nofile=N:N`
-
-    return apply
+def _limited(command: list[str], as_bytes: int, nofile: int | None) -> list[str]:
+    """``command`` under ``prlimit`` (it sets the limits, then execs: the pid is the command's)."""
+    limits = []
+    if as_bytes > 0:
+        limits.append(f"--as={as_bytes}")
+    if nofile is not None:
+        limits.append(f"--nofile={nofile}:{nofile}")  # soft = hard: the node cannot raise it
+    if not limits:
+        return command
+    if shutil.which("prlimit") is None:
+        raise RuntimeError("bench/hostile.py needs prlimit (util-linux) to cap the nodes")
+    return ["prlimit", *limits, "--", *command]
 
 
 @dataclass
@@ -73,6 +78,9 @@ class Node:
     port: int
     log: Path
     http_port: int | None = None
+    args: tuple[str, ...] = ()
+    limits: bool = True
+    nofile: int | None = None
 
     @property
     def pid(self) -> int:
@@ -137,12 +145,12 @@ class Chain:
         log = self.options.workdir / f"{name}.log"
         with log.open("ab") as stderr:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "swarmcast.cli", *args], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=stderr, cwd=self.options.workdir, env=self.env(),
-                start_new_session=True, preexec_fn=_limits(self.options.as_limit if limits else 0, nofile),
+                _limited([sys.executable, "-m", "swarmcast.cli", *args], self.options.as_limit if limits else 0,
+                         nofile), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                cwd=self.options.workdir, env=self.env(), start_new_session=True,
             )  # fmt: skip
         SPAWNED.append(popen)
-        node = Node(name, popen, port, log, http_port)
+        node = Node(name, popen, port, log, http_port, tuple(args), limits, nofile)
         self.nodes[name] = node
         return node
 
@@ -155,6 +163,14 @@ class Chain:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{node.name} not listening after {timeout:.0f} s:\n{node.log_tail()}")
+
+    def restart(self, name: str) -> Node:
+        """Start a node that died again, same arguments and ports (an attack that goes on after a crash)."""
+        old = self.nodes[name]
+        stop_process(old.popen)
+        node = self.spawn(name, old.port, old.args, limits=old.limits, nofile=old.nofile, http_port=old.http_port)
+        self.wait_listening(node, node.http_port)
+        return node
 
     def start_testsrc(self) -> Node:
         kbps = f"{self.options.bitrate // 1000}k"
@@ -309,7 +325,7 @@ def player_phase(log: PlayerLog, start: float, end: float, stall_gap: float) -> 
     nbytes = sum(n for t, n in log.data if start <= t < end)
     before = [t for t in times if t < start]
     points = [max(before[-1], start) if before else start] + [t for t in times if start <= t < end] + [end]
-    gaps = [(b - a) for a, b in zip(points, points[1:], strict=False)]
+    gaps = [(b - a) for a, b in itertools.pairwise(points)]
     # The open gap at the start is clipped to the phase; the whole run since the last chunk is not ours.
     stalls = [g for g in gaps if g > stall_gap]
     span = max(end - start, 1e-9)
@@ -330,7 +346,8 @@ def player_phase(log: PlayerLog, start: float, end: float, stall_gap: float) -> 
 def _attacker_side(conn: Any) -> bool:
     """A connection to or from an attacker host: loopback but not 127.0.0.1 on the far side."""
     raddr = getattr(conn, "raddr", None)
-    return bool(raddr) and raddr.ip.startswith("127.") and raddr.ip != HOST
+    ip = getattr(raddr, "ip", None) if raddr else None
+    return isinstance(ip, str) and ip.startswith("127.") and ip != HOST
 
 
 @dataclass
