@@ -221,11 +221,14 @@ async def probe_http(url: str, timeout: float = 4.0) -> str:
         return "timeout"
 
 
-async def http_status(session: aiohttp.ClientSession, url: Any, timeout: float) -> str:
-    """Status code of one request (``url`` may be a pre-encoded ``yarl.URL``), or what went wrong."""
+async def http_status(session: aiohttp.ClientSession, url: Any, timeout: float, *, body: bool = False) -> str:
+    """Status code of one request (``url`` may be a pre-encoded ``yarl.URL``), or what went wrong; with ``body``
+    the first 100 characters of the answer too."""
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-            await response.content.read(4096)
+            text = await response.content.read(4096)
+            if body:
+                return f"{response.status} {text[:100].decode(errors='replace')}"
             return str(response.status)
     except (aiohttp.ClientError, OSError) as error:
         return f"error:{type(error).__name__}"

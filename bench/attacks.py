@@ -42,7 +42,7 @@ from bench.attack_tools import (
     request_frame,
     window_frame,
 )
-from bench.hostile_chain import HOST, PlayerLog, free_port
+from bench.hostile_chain import HOST, PlayerLog, free_port, player_phase
 from swarmcast.wire.connection import MessageReceived
 from swarmcast.wire.messages import Have, Piece, Request, Unchoke
 
@@ -455,6 +455,7 @@ async def pex_reflector(ctx: Ctx, seconds: float) -> None:
 # --- engine-api --------------------------------------------------------------------------------------------------
 
 JSON_SESSIONS = 260
+JSON_WATCH = 4.0  # seconds to watch the honest player after the JSON sessions, before url=/dev/zero
 UNKNOWN_IDS = 15
 
 
@@ -476,11 +477,21 @@ async def engine_api(ctx: Ctx, seconds: float) -> None:
 
         statuses = await asyncio.gather(*(http_status(session, magnet(), 5.0) for _ in range(UNKNOWN_IDS)))
         ctx.notes["unknown_content_ids"] = _histogram(list(statuses))
-        ctx.notes["unknown_content_id_16th"] = await http_status(session, magnet(), 5.0)
+        ctx.notes["unknown_content_id_16th"] = await http_status(session, magnet(), 5.0, body=True)
 
         json_url = URL(api + "/ace/getstream").with_query(url=ctx.chain.support_transport_url, format="json")
+        json_start = time.monotonic()
         statuses = await asyncio.gather(*(http_status(session, json_url, 10.0) for _ in range(JSON_SESSIONS)))
         ctx.notes["json_sessions"] = _histogram(list(statuses))
+        await asyncio.sleep(min(JSON_WATCH, _remaining(until)))  # what the sessions did to the honest player
+        json_end = time.monotonic()
+
+        def eviction(log: PlayerLog) -> None:
+            seen = player_phase(log, json_start, json_end, 1.0)
+            ctx.notes["player_after_json_sessions"] = {
+                "stream_ends": seen["stream_ends"], "longest_gap_s": seen["longest_gap_s"]}  # fmt: skip
+
+        ctx.finalizers.append(eviction)
 
         zero = URL(api + "/ace/getstream").with_query(url="/dev/zero", format="json")
         ctx.notes["url=/dev/zero"] = await http_status(session, zero, min(10.0, _remaining(until) + 0.1))
@@ -539,19 +550,22 @@ OUTAGE_SECONDS = 15.0
 async def source_outage(ctx: Ctx, seconds: float) -> None:
     until = time.monotonic() + seconds
     chain = ctx.chain
-    off = time.monotonic()
+    off, off_wall = time.monotonic(), time.time()
     await asyncio.to_thread(chain.stop_testsrc)
     await asyncio.sleep(OUTAGE_SECONDS)
     await asyncio.to_thread(chain.start_testsrc)
-    back = time.monotonic()
+    back, back_wall = time.monotonic(), time.time()
     ctx.notes["input_off_s"] = round(back - off, 1)
 
     def resumed(log: PlayerLog) -> None:
-        after = [t for t, _ in log.data if t > back]
-        ctx.notes["player_data_after_input_back_s"] = round(after[0] - back, 2) if after else None
-        last_before = [t for t, _ in log.data if t <= back]
-        ctx.notes["player_gap_around_outage_s"] = round(after[0] - last_before[-1], 2) if after and last_before \
-            else None  # fmt: skip
+        """When the player got the first GOP made after the input came back (testsrc's clock stamps), and how
+        long it went without any GOP newer than the outage's start: a reconnecting player may be served old
+        pieces again, which is not the stream resuming."""
+        fresh = [mono for mono, _wall, stamp in log.stamps if stamp > back_wall]
+        ctx.notes["fresh_gop_after_input_back_s"] = round(fresh[0] - back, 2) if fresh else None
+        last_old = [mono for mono, _wall, stamp in log.stamps if stamp <= off_wall and mono <= back]
+        if fresh and last_old:
+            ctx.notes["player_without_new_gop_s"] = round(fresh[0] - max(last_old), 2)
 
     ctx.finalizers.append(resumed)
     await asyncio.sleep(_remaining(until))
@@ -578,7 +592,7 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in [
                "url=/dev/zero", engine_api),
     AttackSpec("withholding", "engine", "5 peers announce 3 pieces ahead of the edge, never deliver",
                withholding),
-    AttackSpec("source-outage", "source", "testsrc off for 15 s", source_outage, min_during=OUTAGE_SECONDS + 10),
+    AttackSpec("source-outage", "source", "testsrc off for 15 s", source_outage, min_during=OUTAGE_SECONDS + 20),
 ]}  # fmt: skip
 
 __all__ = ["ATTACKS", "AttackSpec"]

@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import json
 import platform
+import shlex
 import shutil
 import signal
 import subprocess
@@ -108,6 +109,9 @@ async def run_attack(spec: AttackSpec, args: argparse.Namespace, out: Path) -> d
     if overrides.pop("disk_cache", False):
         options = replace(options, source_extra=("--live-cache-type", "disk", "--cache-dir", str(workdir / "cache")))
     options = replace(options, **overrides)
+    options = replace(options, source_extra=options.source_extra + tuple(shlex.split(args.source_args)),
+                      support_extra=tuple(shlex.split(args.support_args)),
+                      engine_extra=tuple(shlex.split(args.engine_args)))  # fmt: skip
     chain = Chain(options)
     result: dict[str, Any] = {"attack": spec.name, "victim": spec.victim, "what": spec.what, "error": None,
                               "phases": {}, "notes": {}}  # fmt: skip
@@ -255,8 +259,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--code", type=Path, default=None,
                         help="PYTHONPATH of the swarmcast processes (default: the code this script imports)")
     parser.add_argument("--bitrate", type=int, default=1_000_000, help="test signal, bits/s (default 1000000)")
-    parser.add_argument("--as-limit-mb", type=int, default=6144,
-                        help="address-space cap of every node in MiB, 0 = none (default 6144)")  # fmt: skip
+    parser.add_argument("--as-limit-mb", type=int, default=4096,
+                        help="address-space cap of every node in MiB, 0 = none (default 4096)")  # fmt: skip
+    for role in ("source", "support", "engine"):
+        parser.add_argument(f"--{role}-args", default="", metavar="ARGS",
+                            help=f"extra command-line flags of the {role} node (one string, shell-split)")  # fmt: skip
     args = parser.parse_args(argv)
     names = list(ATTACKS) if "all" in args.attack else args.attack
     unknown = [n for n in names if n not in ATTACKS]

@@ -118,7 +118,7 @@ class ChainOptions:
     code: Path  # PYTHONPATH of the swarmcast children
     workdir: Path
     bitrate: int = 1_000_000  # bits/s of the test signal
-    as_limit: int = 6 * 1024**3  # RLIMIT_AS of every node, 0 = none
+    as_limit: int = 4 * 1024**3  # RLIMIT_AS of every node, 0 = none
     source_nofile: int | None = None  # RLIMIT_NOFILE soft = hard for the source node
     source_extra: tuple[str, ...] = ()
     support_extra: tuple[str, ...] = ()
@@ -268,6 +268,24 @@ RECONNECT_DELAY = 1.0
 PLAYER_READ_TIMEOUT = 10.0
 
 
+CLOCK_MAGIC = b"SWCLK1"  # testsrc's clock packets (swarmcast.media.ts): wall time in µs of each GOP
+_CLOCK_AT = 4  # the magic follows the 4-byte TS header
+
+
+def _clock_stamps(buf: bytes) -> tuple[list[float], bytes]:
+    """testsrc's wall-clock stamps (s) in ``buf``, and the tail to keep for a packet cut between two chunks."""
+    stamps: list[float] = []
+    start = 0
+    while True:
+        at = buf.find(CLOCK_MAGIC, start)
+        if at < 0 or at + len(CLOCK_MAGIC) + 8 > len(buf):
+            break
+        start = at + 1
+        if at >= _CLOCK_AT and buf[at - _CLOCK_AT] == 0x47:
+            stamps.append(int.from_bytes(buf[at + len(CLOCK_MAGIC) : at + len(CLOCK_MAGIC) + 8], "big") / 1e6)
+    return stamps, buf[max(len(buf) - 24, start) :]
+
+
 async def _player_main(url: str, out: Path, max_seconds: float) -> None:
     import aiohttp
 
@@ -278,14 +296,19 @@ async def _player_main(url: str, out: Path, max_seconds: float) -> None:
             while time.monotonic() < until:
                 sink.write(f"C {time.monotonic():.4f}\n")
                 reason = "end"
+                tail = b""
                 try:
                     async with session.get(url) as response:
                         if response.status != 200:
                             reason = f"HTTP{response.status}"
                         else:
                             async for chunk in response.content.iter_any():
-                                sink.write(f"D {time.monotonic():.4f} {len(chunk)}\n")
-                                if time.monotonic() >= until:
+                                now = time.monotonic()
+                                sink.write(f"D {now:.4f} {len(chunk)}\n")
+                                stamps, tail = _clock_stamps(tail + chunk)
+                                for stamp in stamps:
+                                    sink.write(f"S {now:.4f} {time.time():.4f} {stamp:.4f}\n")
+                                if now >= until:
                                     break
                 except (aiohttp.ClientError, TimeoutError, OSError) as error:
                     reason = type(error).__name__
@@ -298,6 +321,7 @@ class PlayerLog:
     data: list[tuple[float, int]] = field(default_factory=list)
     connects: list[float] = field(default_factory=list)
     ends: list[tuple[float, str]] = field(default_factory=list)
+    stamps: list[tuple[float, float, float]] = field(default_factory=list)  # (arrival mono, arrival wall, stamp)
 
     @classmethod
     def read(cls, path: Path) -> PlayerLog:
@@ -310,6 +334,8 @@ class PlayerLog:
                         log.data.append((float(parts[1]), int(parts[2])))
                     elif parts[0] == "C":
                         log.connects.append(float(parts[1]))
+                    elif parts[0] == "S":
+                        log.stamps.append((float(parts[1]), float(parts[2]), float(parts[3])))
                     elif parts[0] == "E":
                         log.ends.append((float(parts[1]), parts[2]))
         return log
@@ -329,7 +355,9 @@ def player_phase(log: PlayerLog, start: float, end: float, stall_gap: float) -> 
     # The open gap at the start is clipped to the phase; the whole run since the last chunk is not ours.
     stalls = [g for g in gaps if g > stall_gap]
     span = max(end - start, 1e-9)
+    delays = [wall - stamp for mono, wall, stamp in log.stamps if start <= mono < end]
     return {
+        "delay_max_s": round(max(delays), 2) if delays else None,  # testsrc's GOP stamp -> player
         "bytes": nbytes,
         "throughput_Bps": round(nbytes / span),
         "stalls": len(stalls),
