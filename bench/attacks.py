@@ -559,13 +559,15 @@ async def source_outage(ctx: Ctx, seconds: float) -> None:
 
     def resumed(log: PlayerLog) -> None:
         """When the player got the first GOP made after the input came back (testsrc's clock stamps), and how
-        long it went without any GOP newer than the outage's start: a reconnecting player may be served old
-        pieces again, which is not the stream resuming."""
+        long it went from the last GOP made before the outage to that one: a reconnecting player may be served
+        old pieces again, which is not the stream resuming."""
         fresh = [mono for mono, _wall, stamp in log.stamps if stamp > back_wall]
         ctx.notes["fresh_gop_after_input_back_s"] = round(fresh[0] - back, 2) if fresh else None
-        last_old = [mono for mono, _wall, stamp in log.stamps if stamp <= off_wall and mono <= back]
-        if fresh and last_old:
-            ctx.notes["player_without_new_gop_s"] = round(fresh[0] - max(last_old), 2)
+        old = [(stamp, mono) for mono, _wall, stamp in log.stamps if stamp <= off_wall]
+        if fresh and old:
+            newest = max(stamp for stamp, _ in old)  # the last GOP made before the outage, when first seen
+            seen = min(mono for stamp, mono in old if stamp == newest)
+            ctx.notes["player_without_new_gop_s"] = round(fresh[0] - seen, 2)
 
     ctx.finalizers.append(resumed)
     await asyncio.sleep(_remaining(until))
