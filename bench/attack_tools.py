@@ -234,3 +234,87 @@ async def http_status(session: aiohttp.ClientSession, url: Any, timeout: float, 
         return f"error:{type(error).__name__}"
     except TimeoutError:
         return "timeout"
+
+
+def histogram(statuses: list[str]) -> dict[str, int]:
+    return {s: statuses.count(s) for s in sorted(set(statuses))}
+
+
+def remaining(until: float) -> float:
+    return max(0.0, until - time.monotonic())
+
+
+# --- newcomers and half-open floods ------------------------------------------------------------------------------
+
+NEWCOMER_EVERY = 2.0
+DRIP_EVERY = 3.0  # seconds between two header lines of a slow client
+
+
+async def newcomers(ctx: Ctx, port: int, until: float, http_url: str | None = None) -> None:
+    """An honest newcomer peer (and an HTTP client) tries to get in every NEWCOMER_EVERY s while the attack holds."""
+    peers: list[str] = []
+    http: list[str] = []
+    while time.monotonic() < until - 1 and len(peers) < 30:
+        if http_url is None:
+            peers.append(await probe_peer(port, ctx.content_id, timeout=3.0))
+        else:
+            peer, web = await asyncio.gather(probe_peer(port, ctx.content_id, timeout=3.0), probe_http(http_url, 3.0))
+            peers.append(peer)
+            http.append(web.split(" ")[0])
+        await asyncio.sleep(min(NEWCOMER_EVERY, remaining(until)))
+    ctx.notes["newcomers"] = histogram(peers)
+    if http_url is not None:
+        ctx.notes["http_newcomers"] = histogram(http)
+
+
+async def trickle(ctx: Ctx, port: int, count: int, rate: float, hosts: int, first: bytes, drip: bytes | None,
+                   until: float, label: str) -> None:  # fmt: skip
+    """Open ``count`` connections at ``rate``/s, each sends ``first``, then ``drip`` every DRIP_EVERY s."""
+    writers: list[asyncio.StreamWriter] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def watch(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        next_drip = time.monotonic() + DRIP_EVERY
+        while time.monotonic() < until:
+            try:
+                async with asyncio.timeout(min(0.5, max(until - time.monotonic(), 0.01))):
+                    data = await reader.read(4096)
+                if not data:
+                    ctx.counters[f"{label}_closed_by_victim"] += 1
+                    return
+            except TimeoutError:
+                pass
+            except OSError:
+                ctx.counters[f"{label}_closed_by_victim"] += 1
+                return
+            if drip is not None and time.monotonic() >= next_drip:
+                next_drip += DRIP_EVERY
+                writer.write(drip)
+
+    async def one(i: int) -> None:
+        try:
+            reader, writer = await open_socket(HOST, port, attacker_host(i % hosts))
+        except (OSError, TimeoutError):
+            ctx.counters[f"{label}_connect_failed"] += 1
+            return
+        writers.append(writer)
+        ctx.counters[f"{label}_opened"] += 1
+        writer.write(first)
+        await watch(reader, writer)
+
+    try:
+        start = time.monotonic()
+        for i in range(count):
+            if time.monotonic() >= until:
+                break
+            tasks.append(asyncio.create_task(one(i)))
+            await asyncio.sleep(max(0.0, start + (i + 1) / rate - time.monotonic()))
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for writer in writers:
+            writer.transport.abort()
+
+

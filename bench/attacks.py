@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-from aiohttp import web
 from tests.peerclient import TestPeer
-from yarl import URL
 
 from bench.attack_tools import (
     INTERESTED,
@@ -32,17 +28,17 @@ from bench.attack_tools import (
     first_window,
     have_frame,
     hold,
-    http_status,
+    newcomers,
     newest_index,
     open_peer,
-    open_socket,
     pex_frame,
-    probe_http,
-    probe_peer,
+    remaining,
     request_frame,
+    trickle,
     window_frame,
 )
-from bench.hostile_chain import HOST, PlayerLog, free_port, player_phase
+from bench.attacks_http import OUTAGE_SECONDS, bencode_bomb, engine_api, slow_http, source_outage
+from bench.hostile_chain import free_port
 from swarmcast.wire.connection import MessageReceived
 from swarmcast.wire.messages import Have, Piece, Request, Unchoke
 
@@ -60,14 +56,6 @@ class AttackSpec:
     prepare: Callable[[Ctx], Awaitable[None]] | None = None
     min_during: float = 0.0  # the during phase lasts max(--duration, this)
     chain: dict[str, Any] = field(default_factory=dict)  # ChainOptions overrides
-
-
-def _histogram(statuses: list[str]) -> dict[str, int]:
-    return {s: statuses.count(s) for s in sorted(set(statuses))}
-
-
-def _remaining(until: float) -> float:
-    return max(0.0, until - time.monotonic())
 
 
 # --- have-overflow -----------------------------------------------------------------------------------------------
@@ -115,7 +103,7 @@ async def _flood_one(ctx: Ctx, role: str, src: str, flags: int, until: float) ->
         with contextlib.suppress(OSError, TimeoutError):
             async with asyncio.timeout(FLOOD_WRITE_INTERVAL):
                 await peer.writer.drain()
-        await asyncio.sleep(_remaining(min(stop, time.monotonic() + FLOOD_WRITE_INTERVAL)))
+        await asyncio.sleep(remaining(min(stop, time.monotonic() + FLOOD_WRITE_INTERVAL)))
     return peer  # it never reads: everything the victim queued for it stays queued
 
 
@@ -133,82 +121,9 @@ async def request_flood(ctx: Ctx, seconds: float) -> None:
                 peers.append(result)
             elif isinstance(result, BaseException):
                 ctx.notes.setdefault("errors", []).append(repr(result)[:200])
-        await asyncio.sleep(_remaining(until))
+        await asyncio.sleep(remaining(until))
     finally:
         close_all(peers)
-
-
-# --- bencode-bomb --------------------------------------------------------------------------------------------------
-
-DEEP_LIST = b"l" * 60_000
-HANG_79 = b"d7:bitratei5e10:categoriesl5:sporte12:content_type10:video/mp2t4:name4:news-10:"
-
-
-async def _bomb_server(ctx: Ctx, host: str) -> int:
-    """A hostile node: serves the real transport file, answers /announce and two other paths with bombs."""
-    async with aiohttp.ClientSession() as session, session.get(ctx.chain.source_transport_url) as response:
-        real = await response.read()
-
-    async def announce(_request: web.Request) -> web.Response:
-        ctx.counters["bomb_announces_served"] += 1
-        return web.Response(body=DEEP_LIST, content_type="text/plain")
-
-    app = web.Application()
-    app.router.add_get("/app/get_transport_file", lambda _r: _served(web.Response(body=real)))
-    app.router.add_get("/announce", announce)
-    app.router.add_get("/deep.acelive", lambda _r: _served(web.Response(body=DEEP_LIST)))
-    app.router.add_get("/hang.acelive", lambda _r: _served(web.Response(body=HANG_79)))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    ctx.stack.push_async_callback(runner.cleanup)
-    port = free_port(host)
-    await web.TCPSite(runner, host, port).start()
-    return port
-
-
-async def _served(response: web.Response) -> web.Response:
-    return response
-
-
-async def bencode_bomb(ctx: Ctx, seconds: float) -> None:
-    """Three bombs in turn; an engine that dies of one is started again (and counted) so the next is tried too."""
-    until = time.monotonic() + seconds
-    host = attacker_host(0)
-    port = await _bomb_server(ctx, host)
-    chain = ctx.chain
-    steps = [
-        ("deep_list_transport_file", f"http://{host}:{port}/deep.acelive"),
-        ("deep_list_announce", f"http://{host}:{port}/app/get_transport_file"),
-        ("hang_79_bytes", f"http://{host}:{port}/hang.acelive"),
-    ]
-    async with aiohttp.ClientSession() as session:
-        for name, target in steps:
-            if time.monotonic() >= until:
-                break
-            if not chain.nodes["engine"].alive():
-                ctx.counters["victim_restarts_by_bench"] += 1
-                await asyncio.to_thread(chain.restart, "engine")
-            url = URL(chain.engine_api + "/ace/getstream").with_query(url=target, format="json")
-            started = time.monotonic()
-            status = await http_status(session, url, timeout=min(8.0, _remaining(until) + 0.1))
-            note: dict[str, Any] = {"status": status, "answered_in_s": round(time.monotonic() - started, 1)}
-            if name == "deep_list_announce":  # the engine announces to the hostile node's tracker on its own
-                for _ in range(30):
-                    if ctx.counters["bomb_announces_served"] or not chain.nodes["engine"].alive():
-                        break
-                    await asyncio.sleep(0.2)
-                await asyncio.sleep(min(2.0, _remaining(until)))
-                note["announces_served"] = ctx.counters["bomb_announces_served"]
-            engine = chain.nodes["engine"]
-            note["engine_alive_after"] = engine.alive()
-            if not engine.alive():
-                note["engine_exit"] = engine.popen.returncode
-                ctx.counters["victim_deaths"] += 1
-            elif status == "timeout":
-                note["engine_answers_after"] = await http_status(
-                    session, chain.engine_api + "/webui/api/service?method=get_version", 3.0)
-            ctx.notes[name] = note
-    await asyncio.sleep(_remaining(until))
 
 
 # --- fake-seeders ------------------------------------------------------------------------------------------------
@@ -260,24 +175,6 @@ async def fake_seeders(ctx: Ctx, seconds: float) -> None:
 SYBILS = 60
 SILENT_PEERS = 58
 SILENT_HOSTS = 29
-NEWCOMER_EVERY = 2.0
-
-
-async def _newcomers(ctx: Ctx, port: int, until: float, http_url: str | None = None) -> None:
-    """An honest newcomer peer (and an HTTP client) tries to get in every NEWCOMER_EVERY s while the attack holds."""
-    peers: list[str] = []
-    http: list[str] = []
-    while time.monotonic() < until - 1 and len(peers) < 30:
-        if http_url is None:
-            peers.append(await probe_peer(port, ctx.content_id, timeout=3.0))
-        else:
-            peer, web = await asyncio.gather(probe_peer(port, ctx.content_id, timeout=3.0), probe_http(http_url, 3.0))
-            peers.append(peer)
-            http.append(web.split(" ")[0])
-        await asyncio.sleep(min(NEWCOMER_EVERY, _remaining(until)))
-    ctx.notes["newcomers"] = _histogram(peers)
-    if http_url is not None:
-        ctx.notes["http_newcomers"] = _histogram(http)
 
 
 async def sybil(ctx: Ctx, seconds: float) -> None:
@@ -292,7 +189,7 @@ async def sybil(ctx: Ctx, seconds: float) -> None:
 
     peers = await connect_many(SYBILS, make, ctx, "sybils")
     try:
-        await asyncio.gather(hold(peers, until, ctx), _newcomers(ctx, port, until))
+        await asyncio.gather(hold(peers, until, ctx), newcomers(ctx, port, until))
     finally:
         close_all(peers)
 
@@ -309,91 +206,26 @@ async def silent_peers(ctx: Ctx, seconds: float) -> None:
     peers = await connect_many(SILENT_PEERS, make, ctx, "silent")
     try:
         # They never read: only the keep-alives (every 2 s) say they are there.
-        await asyncio.gather(hold(peers, until, ctx, keepalive=2.0, read=False), _newcomers(ctx, port, until))
+        await asyncio.gather(hold(peers, until, ctx, keepalive=2.0, read=False), newcomers(ctx, port, until))
     finally:
         close_all(peers)
 
 
-# --- handshake-flood and slow-http: many half-open conversations ---------------------------------------------------
+# --- handshake-flood ---------------------------------------------------------------------------------------------
 
 HANDSHAKE_FLOOD = 1030
 HANDSHAKE_FLOOD_RATE = 103.0  # connections per second
 HANDSHAKE_FLOOD_HOSTS = 10
-SLOW_HTTP = 1100
-SLOW_HTTP_RATE = 250.0
-SLOW_HTTP_HOSTS = 5
-SLOW_HTTP_DRIP = 3.0  # seconds between two header lines of a slow client
-
-
-async def _trickle(ctx: Ctx, port: int, count: int, rate: float, hosts: int, first: bytes, drip: bytes | None,
-                   until: float, label: str) -> None:  # fmt: skip
-    """Open ``count`` connections at ``rate``/s, each sends ``first``, then ``drip`` every SLOW_HTTP_DRIP s."""
-    writers: list[asyncio.StreamWriter] = []
-    tasks: list[asyncio.Task[None]] = []
-
-    async def watch(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        next_drip = time.monotonic() + SLOW_HTTP_DRIP
-        while time.monotonic() < until:
-            try:
-                async with asyncio.timeout(min(0.5, max(until - time.monotonic(), 0.01))):
-                    data = await reader.read(4096)
-                if not data:
-                    ctx.counters[f"{label}_closed_by_victim"] += 1
-                    return
-            except TimeoutError:
-                pass
-            except OSError:
-                ctx.counters[f"{label}_closed_by_victim"] += 1
-                return
-            if drip is not None and time.monotonic() >= next_drip:
-                next_drip += SLOW_HTTP_DRIP
-                writer.write(drip)
-
-    async def one(i: int) -> None:
-        try:
-            reader, writer = await open_socket(HOST, port, attacker_host(i % hosts))
-        except (OSError, TimeoutError):
-            ctx.counters[f"{label}_connect_failed"] += 1
-            return
-        writers.append(writer)
-        ctx.counters[f"{label}_opened"] += 1
-        writer.write(first)
-        await watch(reader, writer)
-
-    try:
-        start = time.monotonic()
-        for i in range(count):
-            if time.monotonic() >= until:
-                break
-            tasks.append(asyncio.create_task(one(i)))
-            await asyncio.sleep(max(0.0, start + (i + 1) / rate - time.monotonic()))
-        await asyncio.gather(*tasks, return_exceptions=True)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for writer in writers:
-            writer.transport.abort()
 
 
 async def handshake_flood(ctx: Ctx, seconds: float) -> None:
     until = time.monotonic() + seconds
     port = ctx.p2p_port("support")
     await asyncio.gather(
-        _trickle(ctx, port, HANDSHAKE_FLOOD, HANDSHAKE_FLOOD_RATE, HANDSHAKE_FLOOD_HOSTS, b"SWCP", None, until,
+        trickle(ctx, port, HANDSHAKE_FLOOD, HANDSHAKE_FLOOD_RATE, HANDSHAKE_FLOOD_HOSTS, b"SWCP", None, until,
                  "flood"),
-        _newcomers(ctx, port, until, ctx.chain.support_transport_url),
+        newcomers(ctx, port, until, ctx.chain.support_transport_url),
     )  # fmt: skip
-
-
-async def slow_http(ctx: Ctx, seconds: float) -> None:
-    until = time.monotonic() + seconds
-    port = ctx.p2p_port("source")
-    first = f"GET /app/get_transport_file?format=raw HTTP/1.1\r\nHost: {HOST}\r\n".encode()
-    await asyncio.gather(
-        _trickle(ctx, port, SLOW_HTTP, SLOW_HTTP_RATE, SLOW_HTTP_HOSTS, first, b"X-Slow: 1\r\n", until, "slow_http"),
-        _newcomers(ctx, port, until, ctx.chain.source_transport_url),
-    )
 
 
 # --- pex-reflector -----------------------------------------------------------------------------------------------
@@ -452,53 +284,6 @@ async def pex_reflector(ctx: Ctx, seconds: float) -> None:
         close_all([peer])
 
 
-# --- engine-api --------------------------------------------------------------------------------------------------
-
-JSON_SESSIONS = 260
-JSON_WATCH = 4.0  # seconds to watch the honest player after the JSON sessions, before url=/dev/zero
-UNKNOWN_IDS = 15
-
-
-async def engine_api(ctx: Ctx, seconds: float) -> None:
-    until = time.monotonic() + seconds
-    api = ctx.chain.engine_api
-    tracker = f"http://{HOST}:{ctx.p2p_port('support')}/announce"
-    engine = ctx.chain.nodes["engine"]
-    connector = aiohttp.TCPConnector(limit=20, local_addr=(attacker_host(0), 0))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        bad = {"magnet=//%5B": URL(api + "/ace/getstream?magnet=//%5B", encoded=True),
-               "url=http://%5B": URL(api + "/ace/getstream?url=http://%5B", encoded=True)}  # fmt: skip
-        for name, url in bad.items():
-            ctx.notes[name] = await http_status(session, url, 5.0)
-
-        def magnet() -> URL:
-            link = f"magnet:?xt=urn:btih:{secrets.token_hex(20)}&tr={tracker}"
-            return URL(api + "/ace/getstream").with_query(magnet=link, format="json")
-
-        statuses = await asyncio.gather(*(http_status(session, magnet(), 5.0) for _ in range(UNKNOWN_IDS)))
-        ctx.notes["unknown_content_ids"] = _histogram(list(statuses))
-        ctx.notes["unknown_content_id_16th"] = await http_status(session, magnet(), 5.0, body=True)
-
-        json_url = URL(api + "/ace/getstream").with_query(url=ctx.chain.support_transport_url, format="json")
-        json_start = time.monotonic()
-        statuses = await asyncio.gather(*(http_status(session, json_url, 10.0) for _ in range(JSON_SESSIONS)))
-        ctx.notes["json_sessions"] = _histogram(list(statuses))
-        await asyncio.sleep(min(JSON_WATCH, _remaining(until)))  # what the sessions did to the honest player
-        json_end = time.monotonic()
-
-        def eviction(log: PlayerLog) -> None:
-            seen = player_phase(log, json_start, json_end, 1.0)
-            ctx.notes["player_after_json_sessions"] = {
-                "stream_ends": seen["stream_ends"], "longest_gap_s": seen["longest_gap_s"]}  # fmt: skip
-
-        ctx.finalizers.append(eviction)
-
-        zero = URL(api + "/ace/getstream").with_query(url="/dev/zero", format="json")
-        ctx.notes["url=/dev/zero"] = await http_status(session, zero, min(10.0, _remaining(until) + 0.1))
-        ctx.notes["engine_alive_after_dev_zero"] = engine.alive()
-    await asyncio.sleep(_remaining(until))
-
-
 # --- withholding -------------------------------------------------------------------------------------------------
 
 WITHHOLDERS = 5
@@ -540,37 +325,6 @@ async def withholding(ctx: Ctx, seconds: float) -> None:
         await hold(peers, until, ctx, on_events=on_events)
     finally:
         close_all(peers)
-
-
-# --- source-outage -----------------------------------------------------------------------------------------------
-
-OUTAGE_SECONDS = 15.0
-
-
-async def source_outage(ctx: Ctx, seconds: float) -> None:
-    until = time.monotonic() + seconds
-    chain = ctx.chain
-    off, off_wall = time.monotonic(), time.time()
-    await asyncio.to_thread(chain.stop_testsrc)
-    await asyncio.sleep(OUTAGE_SECONDS)
-    await asyncio.to_thread(chain.start_testsrc)
-    back, back_wall = time.monotonic(), time.time()
-    ctx.notes["input_off_s"] = round(back - off, 1)
-
-    def resumed(log: PlayerLog) -> None:
-        """When the player got the first GOP made after the input came back (testsrc's clock stamps), and how
-        long it went from the last GOP made before the outage to that one: a reconnecting player may be served
-        old pieces again, which is not the stream resuming."""
-        fresh = [mono for mono, _wall, stamp in log.stamps if stamp > back_wall]
-        ctx.notes["fresh_gop_after_input_back_s"] = round(fresh[0] - back, 2) if fresh else None
-        old = [(stamp, mono) for mono, _wall, stamp in log.stamps if stamp <= off_wall]
-        if fresh and old:
-            newest = max(stamp for stamp, _ in old)  # the last GOP made before the outage, when first seen
-            seen = min(mono for stamp, mono in old if stamp == newest)
-            ctx.notes["player_without_new_gop_s"] = round(fresh[0] - seen, 2)
-
-    ctx.finalizers.append(resumed)
-    await asyncio.sleep(_remaining(until))
 
 
 ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in [
