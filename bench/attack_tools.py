@@ -268,8 +268,9 @@ async def newcomers(ctx: Ctx, port: int, until: float, http_url: str | None = No
 
 
 async def trickle(ctx: Ctx, port: int, count: int, rate: float, hosts: int, first: bytes, drip: bytes | None,
-                   until: float, label: str) -> None:  # fmt: skip
-    """Open ``count`` connections at ``rate``/s, each sends ``first``, then ``drip`` every DRIP_EVERY s."""
+                  until: float, label: str, *, first_host: int = 0) -> None:  # fmt: skip
+    """Open ``count`` connections at ``rate``/s from ``hosts`` attacker hosts in turn (the i-th from host
+    ``(first_host + i) % hosts``); each sends ``first``, then ``drip`` every DRIP_EVERY s, until ``until``."""
     writers: list[asyncio.StreamWriter] = []
     tasks: list[asyncio.Task[None]] = []
 
@@ -293,7 +294,7 @@ async def trickle(ctx: Ctx, port: int, count: int, rate: float, hosts: int, firs
 
     async def one(i: int) -> None:
         try:
-            reader, writer = await open_socket(HOST, port, attacker_host(i % hosts))
+            reader, writer = await open_socket(HOST, port, attacker_host((first_host + i) % hosts))
         except (OSError, TimeoutError):
             ctx.counters[f"{label}_connect_failed"] += 1
             return

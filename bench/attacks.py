@@ -92,7 +92,8 @@ async def _flood_one(ctx: Ctx, role: str, src: str, flags: int, until: float) ->
         ctx.notes[f"{role}_flood"] = "no WINDOW with pieces"
         return peer
     peer.send_raw(INTERESTED)
-    await peer.wait_for(Unchoke, 3.0)
+    ctx.notes[f"{role}_unchoked"] = await peer.wait_for(Unchoke, 3.0) is not None
+    ctx.notes[f"{role}_flood_index"] = index
     burst = request_frame(index) * FLOOD_REQUESTS_PER_WRITE  # one write of 130 KB, all for one piece
     stop = min(until, time.monotonic() + FLOOD_SECONDS)
     writes = 0
@@ -214,16 +215,26 @@ async def silent_peers(ctx: Ctx, seconds: float) -> None:
 # --- handshake-flood ---------------------------------------------------------------------------------------------
 
 HANDSHAKE_FLOOD = 1030
-HANDSHAKE_FLOOD_RATE = 103.0  # connections per second
+HANDSHAKE_FLOOD_RATE = 500.0  # connections per second for the first 1,030: the table fills in about 2 s
+HANDSHAKE_SUSTAIN_RATE = 100.0  # then this many new ones per second, to keep it full as the oldest time out
 HANDSHAKE_FLOOD_HOSTS = 10
 
 
 async def handshake_flood(ctx: Ctx, seconds: float) -> None:
     until = time.monotonic() + seconds
     port = ctx.p2p_port("support")
+    burst = HANDSHAKE_FLOOD / HANDSHAKE_FLOOD_RATE
+
+    async def sustain() -> None:
+        await asyncio.sleep(burst)
+        count = int(HANDSHAKE_SUSTAIN_RATE * max(0.0, seconds - burst))
+        await trickle(ctx, port, count, HANDSHAKE_SUSTAIN_RATE, HANDSHAKE_FLOOD_HOSTS, b"SWCP", None, until,
+                      "flood", first_host=HANDSHAKE_FLOOD)  # fmt: skip
+
     await asyncio.gather(
         trickle(ctx, port, HANDSHAKE_FLOOD, HANDSHAKE_FLOOD_RATE, HANDSHAKE_FLOOD_HOSTS, b"SWCP", None, until,
-                 "flood"),
+                "flood"),
+        sustain(),
         newcomers(ctx, port, until, ctx.chain.support_transport_url),
     )  # fmt: skip
 
@@ -338,7 +349,7 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in [
     AttackSpec("sybil", "support", "60 peer ids from one address; a newcomer tries every 2 s", sybil),
     AttackSpec("silent-peers", "support", "58 peers (29 hosts) that never read, keep-alives only; newcomers",
                silent_peers, min_during=20.0),
-    AttackSpec("handshake-flood", "support", "1,030 connections sending only b'SWCP', 103/s from 10 hosts",
+    AttackSpec("handshake-flood", "support", "1,030 connections sending only b'SWCP' in 2 s, then 100/s, 10 hosts",
                handshake_flood, min_during=12.0),
     AttackSpec("pex-reflector", "support", "150 bogus PEX addresses (we listen there, answer HTTP 400)",
                pex_reflector, prepare=pex_prepare),

@@ -198,7 +198,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"kbit/s ({report['bitrate'] // 8000} kB/s); {report['started']}",
         "",
         "| attack | victim | phase | player kB/s (× bitrate) | stalls > 1 s | longest gap s | reconnects "
-        "| victim RSS MB | victim CPU % | victim FDs | victim alive | newcomer / HTTP |",
+        "| victim RSS MB (peak) | victim CPU % | victim FDs | victim alive | newcomer / HTTP |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for item in report["results"]:
@@ -218,7 +218,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {item['attack']} | {item['victim']} | {phase} | {play['throughput_Bps'] / 1000:.0f} "
                 f"({play['x_bitrate']}) | {play['stalls']} | {_fmt(play['longest_gap_s'])} | {play['reconnects']} "
-                f"| {_fmt(node['rss_max_mb'])} | {_fmt(node['cpu_pct'])} | {_fmt(node['fds_max'])} | {alive} "
+                f"| {_fmt(node['rss_max_mb'])} ({_fmt(node.get('rss_peak_mb'))}) | {_fmt(node['cpu_pct'])} "
+                f"| {_fmt(node['fds_max'])} | {alive} "
                 f"| {_short_probe(data['probe'])} |"
             )
     lines += ["", "Attack-specific figures (counters are per phase: during / after):", ""]
@@ -226,8 +227,8 @@ def markdown(report: dict[str, Any]) -> str:
         bits = []
         during = item["phases"].get("during", {}).get("nodes")
         if during:
-            bits.append("RSS max during (MB): " + ", ".join(
-                f"{role} {_fmt(during[role]['rss_max_mb'])}" for role in ROLES))  # fmt: skip
+            bits.append("RSS peak by the end of during (MB): " + ", ".join(
+                f"{role} {_fmt(during[role].get('rss_peak_mb'))}" for role in ROLES))  # fmt: skip
         for phase in ("during", "after"):
             counters = item["phases"].get(phase, {}).get("counters")
             if counters:

@@ -387,6 +387,15 @@ class Sample:
     fds: int = 0
     attacker_conns: int = 0
     conns: int = 0
+    hwm: int = 0  # VmHWM: the highest RSS since the process started (catches peaks between two samples)
+
+
+def _vm_hwm(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 class Sampler:
@@ -415,7 +424,8 @@ class Sampler:
                     fds = proc.num_fds()
                 conns = proc.net_connections(kind="tcp4")
                 self.samples[role].append(Sample(now, True, rss, times.user + times.system, fds,
-                                                 sum(1 for c in conns if _attacker_side(c)), len(conns)))  # fmt: skip
+                                                 sum(1 for c in conns if _attacker_side(c)), len(conns),
+                                                 _vm_hwm(node.pid)))  # fmt: skip
             except (psutil.Error, OSError):
                 self.samples[role].append(Sample(now, node.alive()))
 
@@ -431,6 +441,7 @@ class Sampler:
         out: dict[str, Any] = {
             "alive_at_end": bool(inside[-1].alive) if inside else (node is not None and node.alive()),
             "rss_max_mb": round(max(s.rss for s in live) / 2**20, 1) if live else None,
+            "rss_peak_mb": round(max(s.hwm for s in live) / 2**20, 1) if live else None,  # VmHWM, since start
             "fds_max": max(s.fds for s in live) if live else None,
             "conns_max": max(s.conns for s in live) if live else None,
             "attacker_conns_max": max(s.attacker_conns for s in live) if live else None,
