@@ -345,7 +345,8 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in [
                request_flood),
     AttackSpec("bencode-bomb", "engine", "engine plays url= of l*60000, a node whose /announce is l*60000, "
                "and the 79-byte hang input", bencode_bomb, min_during=20.0),
-    AttackSpec("fake-seeders", "source", "10 SEEDER-flagged peers pull everything from the source", fake_seeders),
+    AttackSpec("fake-seeders", "source", "10 SEEDER-flagged peers pull everything from the source", fake_seeders,
+               min_during=20.0),
     AttackSpec("sybil", "support", "60 peer ids from one address; a newcomer tries every 2 s", sybil),
     AttackSpec("silent-peers", "support", "58 peers (29 hosts) that never read, keep-alives only; newcomers",
                silent_peers, min_during=20.0),
