@@ -7,8 +7,8 @@ For each attack: a fresh chain (testsrc -> source -> support -> engine, bench/ho
 player reading MPEG-TS from the engine; a baseline phase ("before"), the attack ("during", bench/attacks.py),
 then "after" with the attackers gone. Per phase: the player's throughput and stalls, every node's RSS, CPU %,
 open descriptors and attacker connections, whether it is alive, and whether an honest newcomer peer and an HTTP
-client still get in. ``--code DIR`` is the PYTHONPATH of the swarmcast children (default: the code this script
-imports); the attackers always run from this script's own tree. Writes ``hostile.json`` and ``hostile.md`` to
+client still get in. ``--code DIR[:DIR]`` is the PYTHONPATH of the swarmcast children (default: this process's
+PYTHONPATH); the attackers, the player and the report always run from this script's own tree. Writes ``hostile.json`` and ``hostile.md`` to
 ``--out``; docs/benchmarks-hostile.md explains every column.
 """
 
@@ -19,6 +19,7 @@ import asyncio
 import atexit
 import contextlib
 import json
+import os
 import platform
 import shlex
 import shutil
@@ -257,8 +258,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"an attack (repeatable) or 'all': {', '.join(ATTACKS)}")  # fmt: skip
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase (default 10)")
     parser.add_argument("--out", type=Path, default=None, help="directory for hostile.json, hostile.md, logs")
-    parser.add_argument("--code", type=Path, default=None,
-                        help="PYTHONPATH of the swarmcast processes (default: the code this script imports)")
+    parser.add_argument("--code", default=None, metavar="DIR[:DIR...]",
+                        help="PYTHONPATH of the swarmcast processes: their src directory, and any extra library "
+                             "directory (default: this process's PYTHONPATH, else the code it imports)")  # fmt: skip
     parser.add_argument("--bitrate", type=int, default=1_000_000, help="test signal, bits/s (default 1000000)")
     parser.add_argument("--as-limit-mb", type=int, default=4096,
                         help="address-space cap of every node in MiB, 0 = none (default 4096)")  # fmt: skip
@@ -273,9 +275,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.duration < 2:
         parser.error(f"--duration: {args.duration} is too short (at least 2 s)")
     args.names = names
-    args.code = (args.code or default_code()).resolve()
-    if not (args.code / "swarmcast" / "cli.py").is_file():
-        parser.error(f"--code: {args.code} holds no swarmcast package")
+    # Without --code the children get this process's PYTHONPATH (or, without one, the tree it imports).
+    code = args.code or os.environ.get("PYTHONPATH") or str(default_code())
+    paths = [Path(p).resolve() for p in code.split(os.pathsep) if p]
+    if not any((p / "swarmcast" / "cli.py").is_file() for p in paths):
+        parser.error(f"--code: {code} holds no swarmcast package")
+    args.code = os.pathsep.join(str(p) for p in paths)
     args.out = args.out or Path(tempfile.mkdtemp(prefix="hostile-"))
     return args
 

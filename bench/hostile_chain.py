@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +117,7 @@ def stop_process(popen: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) 
 
 @dataclass
 class ChainOptions:
-    code: Path  # PYTHONPATH of the swarmcast children
+    code: str  # PYTHONPATH of the swarmcast children (one directory, or several joined with os.pathsep)
     workdir: Path
     bitrate: int = 1_000_000  # bits/s of the test signal
     as_limit: int = 4 * 1024**3  # RLIMIT_AS of every node, 0 = none
@@ -136,7 +138,7 @@ class Chain:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(self.options.code)
+        env["PYTHONPATH"] = self.options.code
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
@@ -197,7 +199,7 @@ class Chain:
             "--pid-file-dir", str(w), *self.options.source_extra,
         ], nofile=self.options.source_nofile)  # fmt: skip
         self.wait_listening(source)
-        self.content_id = self._wait_content_id(source)
+        self._wait_published(source)
         port = free_port()
         support = self.spawn("support", port, [
             "node", "support", "--bind", HOST, "--port", str(port), "--url", self.source_transport_url,
@@ -210,19 +212,36 @@ class Chain:
         ], http_port=http_port)  # fmt: skip
         self.wait_listening(support)
         self.wait_listening(engine, http_port)
+        self.content_id = self._ask_content_id()
 
-    def _wait_content_id(self, source: Node) -> bytes:
-        from swarmcast.transport import Descriptor
-
+    def _wait_published(self, source: Node) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if not source.alive():
                 raise RuntimeError(f"source exited:\n{source.log_tail()}")
-            for path in (self.options.workdir / "publish").glob("*.acelive"):
-                with contextlib.suppress(Exception):
-                    return Descriptor.decode(path.read_bytes()).content_id
+            if any((self.options.workdir / "publish").glob("*.acelive")):
+                return
             time.sleep(0.2)
         raise RuntimeError(f"the source published no transport file:\n{source.log_tail()}")
+
+    def _ask_content_id(self) -> bytes:
+        """The content id, from the engine's own API (``format=json`` answers the infohash), the session then
+        stopped: the bench decodes no transport file itself, so it depends on no bencode library."""
+        query = urllib.parse.urlencode({"url": self.support_transport_url, "format": "json"})
+        deadline = time.monotonic() + START_TIMEOUT
+        error = ""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.engine_api}/ace/getstream?{query}", timeout=10) as answer:
+                    info = json.loads(answer.read())["response"]
+                with contextlib.suppress(OSError), urllib.request.urlopen(info["command_url"] + "?method=stop",
+                                                                          timeout=5):  # fmt: skip
+                    pass
+                return bytes.fromhex(info["infohash"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                time.sleep(0.5)
+        raise RuntimeError(f"the engine gave no content id for {self.support_transport_url}: {error}")
 
     @property
     def source_transport_url(self) -> str:
