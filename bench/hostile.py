@@ -8,8 +8,8 @@ player reading MPEG-TS from the engine; a baseline phase ("before"), the attack 
 then "after" with the attackers gone. Per phase: the player's throughput and stalls, every node's RSS, CPU %,
 open descriptors and attacker connections, whether it is alive, and whether an honest newcomer peer and an HTTP
 client still get in. ``--code DIR[:DIR]`` is the PYTHONPATH of the swarmcast children (default: this process's
-PYTHONPATH); the attackers, the player and the report always run from this script's own tree. Writes ``hostile.json`` and ``hostile.md`` to
-``--out``; docs/benchmarks-hostile.md explains every column.
+PYTHONPATH); the attackers, the player and the report always run from this script's own tree. Writes
+``hostile.json`` and ``hostile.md`` to ``--out``; docs/benchmarks-hostile.md explains every column.
 """
 
 from __future__ import annotations
