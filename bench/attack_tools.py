@@ -135,6 +135,8 @@ async def hold(peers: list[TestPeer], until: float, ctx: Ctx, *, keepalive: floa
     silent, its receive buffer fills, and only its keep-alives tell the victim it is there.
     """
 
+    ctx.counters["closed_by_victim"] += 0
+
     async def one(peer: TestPeer) -> None:
         last_keepalive = time.monotonic()
         while time.monotonic() < until and peer.closed is None:
@@ -291,6 +293,8 @@ async def trickle(ctx: Ctx, port: int, count: int, rate: float, hosts: int, firs
             if drip is not None and time.monotonic() >= next_drip:
                 next_drip += DRIP_EVERY
                 writer.write(drip)
+
+    ctx.counters[f"{label}_closed_by_victim"] += 0
 
     async def one(i: int) -> None:
         try:

@@ -136,6 +136,7 @@ MAX_REQUESTS_PER_PEER = 20_000
 async def fake_seeders(ctx: Ctx, seconds: float) -> None:
     until = time.monotonic() + seconds
     asked: dict[int, set[int]] = {}
+    ctx.counters["fake_seeder_bytes"] += 0
 
     async def make(i: int) -> TestPeer:
         peer = await open_peer(ctx.p2p_port("source"), ctx.content_id, src=attacker_host(i), flags=SEEDER)
@@ -188,6 +189,7 @@ async def sybil(ctx: Ctx, seconds: float) -> None:
             ctx.counters["sybils_accepted"] += 1
         return peer
 
+    ctx.counters["sybils_accepted"] += 0
     peers = await connect_many(SYBILS, make, ctx, "sybils")
     try:
         await asyncio.gather(hold(peers, until, ctx), newcomers(ctx, port, until))
@@ -249,6 +251,7 @@ async def pex_prepare(ctx: Ctx) -> None:
     """Listen on the 150 addresses we will advertise, counting every connection the victim makes to them."""
     port = free_port("127.0.3.1")
     per_address: dict[str, int] = {}
+    ctx.counters["pex_dials"] += 0
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         address = writer.get_extra_info("sockname")[0]
@@ -355,7 +358,7 @@ ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in [
     AttackSpec("pex-reflector", "support", "150 bogus PEX addresses (we listen there, answer HTTP 400)",
                pex_reflector, prepare=pex_prepare),
     AttackSpec("slow-http", "source", "1,100 slowloris HTTP connections, source at 1024 open files, disk cache",
-               slow_http, chain={"source_nofile": 1024, "disk_cache": True}),
+               slow_http, chain={"source_nofile": 1024, "disk_cache": True}, min_during=8.0),
     AttackSpec("engine-api", "engine", "bad URLs, 15 unknown content ids, 260 format=json sessions, "
                "url=/dev/zero", engine_api),
     AttackSpec("withholding", "engine", "5 peers announce 3 pieces ahead of the edge, never deliver",

@@ -140,7 +140,9 @@ async def run_attack(spec: AttackSpec, args: argparse.Namespace, out: Path) -> d
             seconds = during if phase == "during" else args.duration
             start, end, probes[phase] = await _phase(ctx, spec.victim, seconds, spec if phase == "during" else None)
             bounds[phase] = (start, end)
-            counters[phase] = {k: v - before.get(k, 0) for k, v in ctx.counters.items() if v - before.get(k, 0)}
+            # During: every counter the attack keeps, zeros included ("fake_seeder_bytes=0" is a result).
+            counters[phase] = {k: v - before.get(k, 0) for k, v in ctx.counters.items()
+                               if phase == "during" or v - before.get(k, 0)}  # fmt: skip
         log = PlayerLog.read(player_file)
         for finalize in ctx.finalizers:
             finalize(log)

@@ -1,6 +1,7 @@
 """The chain under attack in bench/hostile.py: real processes, an honest player, and what we sample of them.
 
-- ``Chain`` starts ``testsrc -> source node -> support node -> viewer engine`` on 127.0.0.1 with
+- ``Chain`` starts ``testsrc -> source node -> support node -> viewer engine`` on 127.0.0.1 (the support node
+  fetching the transport file with the source's access token) with
   ``sys.executable -m swarmcast.cli`` and ``PYTHONPATH`` set to the code under test (``--code``), each in its own
   process group with an address-space cap (so a memory blow-up ends in MemoryError, not in the machine swapping),
   and stops every one of them, SIGTERM then SIGKILL, whatever happened.
@@ -122,6 +123,10 @@ class ChainOptions:
     bitrate: int = 1_000_000  # bits/s of the test signal
     as_limit: int = 4 * 1024**3  # RLIMIT_AS of every node, 0 = none
     source_nofile: int | None = None  # RLIMIT_NOFILE soft = hard for the source node
+    # The broadcaster's secret: the source serves its transport file under /app/<token>/ and the support node
+    # fetches it there, which is how a fixed source knows its real support node (docs/protocol.md); attackers
+    # never have it. Old code takes the flag too (it only moves the URL).
+    token: str = "hostile-bench-token"
     source_extra: tuple[str, ...] = ()
     support_extra: tuple[str, ...] = ()
     engine_extra: tuple[str, ...] = ()
@@ -196,7 +201,7 @@ class Chain:
             "node", "source", "--bind", HOST, "--port", str(port),
             "--source", f"http://{HOST}:{self.testsrc_port}/stream.ts", "--title", "Hostile bench",
             "--name", "hostile", "--publish-dir", str(w / "publish"), "--metadata-dir", str(w / "meta"),
-            "--pid-file-dir", str(w), *self.options.source_extra,
+            "--pid-file-dir", str(w), "--service-access-token", self.options.token, *self.options.source_extra,
         ], nofile=self.options.source_nofile)  # fmt: skip
         self.wait_listening(source)
         self._wait_published(source)
@@ -245,7 +250,7 @@ class Chain:
 
     @property
     def source_transport_url(self) -> str:
-        return f"http://{HOST}:{self.nodes['source'].port}/app/get_transport_file?format=raw"
+        return f"http://{HOST}:{self.nodes['source'].port}/app/{self.options.token}/get_transport_file?format=raw"
 
     @property
     def support_transport_url(self) -> str:
