@@ -105,6 +105,8 @@ async def _flood_one(ctx: Ctx, role: str, src: str, flags: int, until: float) ->
             async with asyncio.timeout(FLOOD_WRITE_INTERVAL):
                 await peer.writer.drain()
         await asyncio.sleep(remaining(min(stop, time.monotonic() + FLOOD_WRITE_INTERVAL)))
+    ctx.notes[f"{role}_flood_writes"] = writes
+    ctx.notes[f"{role}_flood_closed_by_victim"] = peer.writer.is_closing()  # a write failed: the victim closed
     return peer  # it never reads: everything the victim queued for it stays queued
 
 

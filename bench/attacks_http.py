@@ -53,6 +53,7 @@ async def bencode_bomb(ctx: Ctx, seconds: float) -> None:
     host = attacker_host(0)
     port = await _bomb_server(ctx, host)
     chain = ctx.chain
+    ctx.counters["victim_deaths"] += 0
     steps = [
         ("deep_list_transport_file", f"http://{host}:{port}/deep.acelive"),
         ("deep_list_announce", f"http://{host}:{port}/app/get_transport_file"),
