@@ -25,10 +25,11 @@ class TestPeer:
     @classmethod
     async def connect(
         cls, host: str, port: int, content_id: bytes, *, listen_port: int = 0,
-        flags: HandshakeFlags = HandshakeFlags.NONE, rcvbuf: int | None = None,
+        flags: HandshakeFlags = HandshakeFlags.NONE, rcvbuf: int | None = None, local_host: str | None = None,
     ) -> TestPeer:  # fmt: skip
         if rcvbuf is None:
-            reader, writer = await asyncio.open_connection(host, port)
+            local_addr = (local_host, 0) if local_host is not None else None
+            reader, writer = await asyncio.open_connection(host, port, local_addr=local_addr)
         else:
             import socket
 

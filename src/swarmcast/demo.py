@@ -119,7 +119,10 @@ def run() -> int:
             processes.start(
                 "source", "node", "source", "--bind", HOST, "--port", str(ports["source"]),
                 "--source", f"http://{HOST}:{ports['testsrc']}/stream.ts", "--title", "swarmcast demo",
-                "--name", "demo", "--pid-file-dir", str(workdir), wait_port=ports["source"],
+                "--name", "demo", "--pid-file-dir", str(workdir),
+                # The source serves its support nodes first only because it authorised them (docs/security.md).
+                "--support-node", f"{HOST}:{ports['support1']}", "--support-node", f"{HOST}:{ports['support2']}",
+                wait_port=ports["source"],
             )  # fmt: skip
             transport = f"http://{HOST}:{ports['source']}/app/get_transport_file?format=raw"
             for name in ("support1", "support2"):

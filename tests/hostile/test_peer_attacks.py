@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmcast.wire.messages import MAX_INDEX, HandshakeFlags, Have, Interested, Pex, PieceFlags, Unchoke
+from swarmcast.wire.messages import MAX_INDEX, HandshakeFlags, Have, Interested, KeepAlive, Pex, PieceFlags, Unchoke
 from tests.hostile.test_hostile_peers import Chain, honest_player_ok
 from tests.integration.chain import HOST, engine, read_stream, signal_source, source_node, support_node
 from tests.peerclient import TestPeer, frame
@@ -138,3 +138,25 @@ async def test_pex_reflector_dials_each_address_rarely_and_a_hundred_at_most(cha
     assert dials, "the support node dialled nothing at all: the test did not reach it"
     assert len(dials) <= 100  # the old code dialled all 150
     assert max(dials.values()) <= 3, dials.most_common(3)  # old code: about one dial per address per second
+
+
+async def test_silent_peers_from_many_addresses_do_not_keep_newcomers_out(chain: Chain) -> None:
+    """A support node full of peers that only send keep-alives (one per address, so no per-address limit applies)
+    drops the one idle longest for an honest newcomer, instead of refusing newcomers until the silent ones time out."""
+    with support_node(chain.tmp, chain.source.transport_url, "--max-peers", "6", name="support-full") as port:
+        silent = []
+        for i in range(8):  # more than fit: the node (source + 5 silent) is full
+            peer = await TestPeer.connect(HOST, port, chain.content_id, listen_port=7000 + i,
+                                          local_host=f"127.0.5.{i + 1}")  # fmt: skip
+            silent.append(peer)
+        await asyncio.sleep(13.0)  # longer than a peer may idle when a newcomer needs its place (10 s)
+        for peer in silent:
+            peer.send(KeepAlive())
+            peer.flush()
+        newcomer = await TestPeer.connect(HOST, port, chain.content_id, listen_port=7100, local_host="127.0.5.100")
+        window = await newcomer.window(5.0)
+        assert window is not None and window.have, "the honest newcomer was refused: silent peers hold every place"
+        closed = [await peer.wait_closed(0.2) for peer in silent]
+        assert sum(closed) >= 3  # the two that never fit, and at least one made room
+        for peer in [*silent, newcomer]:
+            peer.close()

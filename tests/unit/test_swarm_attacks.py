@@ -442,3 +442,39 @@ def test_a_lone_source_with_a_strike_is_still_asked_at_once_enough() -> None:
     delays = [arrived[i] - t for i, t in emitted.items() if i in arrived]
     assert len(delays) >= 18 and max(delays) <= 1.0
     assert at_support.trusted  # the pieces it delivered earned its trust back
+
+
+def test_a_full_swarm_makes_room_for_a_newcomer_by_dropping_the_peer_idle_longest() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    support = bc.make_swarm(Role.SUPPORT, max_peers=3)
+    net.connect(support, bc.source, 8621, 7764)
+    silent = [ScriptedPeer(net, support, ip=f"127.0.0.{10 + i}") for i in range(2)]
+    assert all(peer.attached for peer in silent)
+    for step in range(75):  # 15 s of stream; the silent peers only send keep-alives
+        _emit(bc, net)
+        net.advance(0.2, [bc.source, support])
+        if step % 25 == 0:
+            for peer in silent:
+                if not peer.dropped:
+                    peer.send(KeepAlive())
+    newcomer = ScriptedPeer(net, support, ip="127.0.0.20")
+    assert newcomer.attached
+    assert sum(peer.dropped for peer in silent) == 1
+    assert len(support.sessions) == 3
+    assert any(s.is_source for s in support.sessions.values())  # the broadcaster's node is never the one to go
+
+
+def test_a_full_swarm_refuses_newcomers_when_nobody_is_idle_or_nothing_flows() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    support = bc.make_swarm(Role.SUPPORT, max_peers=2)
+    net.connect(support, bc.source, 8621, 7764)
+    first = ScriptedPeer(net, support, ip="127.0.0.10")
+    assert first.attached
+    assert not ScriptedPeer(net, support, ip="127.0.0.11").attached  # first has not been idle long: it stays
+    for _ in range(15):  # no pieces at all (an outage): idling is nobody's fault
+        net.advance(1.0, [bc.source, support])
+        first.send(KeepAlive())
+    assert not ScriptedPeer(net, support, ip="127.0.0.12").attached
+    assert not first.dropped

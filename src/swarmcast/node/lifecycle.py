@@ -26,6 +26,22 @@ def pid_file(directory: Path, port: int) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
+async def run_until_stopped_or_done(work: Awaitable[None], stop: asyncio.Event, *, name: str) -> None:
+    """Run ``work`` (a node's input pump) until it ends or ``stop`` is set; both tasks are cancelled and awaited
+    before returning, and an exception of ``work`` is raised here (the caller's ``finally`` then cleans up)."""
+    work_task = asyncio.ensure_future(work)
+    work_task.set_name(name)
+    stop_task = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({work_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if work_task.done() and not work_task.cancelled() and work_task.exception() is not None:
+            raise work_task.exception()  # type: ignore[misc]
+    finally:
+        for task in (work_task, stop_task):
+            task.cancel()
+        await asyncio.gather(work_task, stop_task, return_exceptions=True)
+
+
 def raise_open_file_limit() -> int:
     """Raise the soft open-file limit to the hard one (a node is a server: 1024 is a desktop default); returns it.
 

@@ -36,7 +36,7 @@ from swarmcast.node.config import SourceConfig, StandbyConfig
 from swarmcast.node.credentials import credential_routes
 from swarmcast.node.host import PeerHost
 from swarmcast.node.joiner import JoinError, Membership, load_transport
-from swarmcast.node.lifecycle import pid_file
+from swarmcast.node.lifecycle import pid_file, run_until_stopped_or_done
 from swarmcast.node.metadata import BroadcastMetadata
 from swarmcast.node.shared import make_store, new_peer_id, status_routes, transport_file_routes
 from swarmcast.node.source import publish_transport_file
@@ -247,17 +247,10 @@ class StandbyNode:
                     self._on_cut(cut)
 
         with pid_file(config.common.pid_file_dir, host.port):
-            pump_task = asyncio.create_task(pump(), name="standby-pump")
-            stop_task = asyncio.create_task(stop.wait())
             try:
-                await asyncio.wait({pump_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-                if pump_task.done() and pump_task.exception() is not None:
-                    raise pump_task.exception()  # type: ignore[misc]
+                await run_until_stopped_or_done(pump(), stop, name="standby-pump")
             finally:
                 log.info("standby node stopping")
-                for task in (pump_task, stop_task):
-                    task.cancel()
-                await asyncio.gather(pump_task, stop_task, return_exceptions=True)
                 await chunks.aclose()  # type: ignore[attr-defined]
                 await membership.close()
                 await host.close()

@@ -145,7 +145,7 @@ class Swarm:
             reason = GoodbyeReason.BANNED
         elif any(s.handshake.peer_id == handshake.peer_id for s in self.sessions.values()):
             reason = GoodbyeReason.DUPLICATE
-        elif not self.can_accept():
+        elif not self.can_accept() and not self._make_room(now):
             reason = GoodbyeReason.TOO_MANY_PEERS
         if reason is not None:
             session.connection.close(reason, now)
@@ -515,6 +515,19 @@ class Swarm:
     def _check_backlog(self, now: float) -> None:
         for session in liveness.stalled(self.sessions.values(), now, self.config):
             self.ban(session, ProtocolError(ErrorCode.TOO_SLOW, "peer stopped reading"), now)
+
+    def _make_room(self, now: float) -> bool:
+        """Full: drop the peer idle longest (liveness.replaceable) for a newcomer; False when none may go."""
+        if self._closed:
+            return False
+        pinned = {a for a, c in self.dialer.candidates.items() if c.pinned}
+        victim = liveness.replaceable(self.sessions, now, self.edge, pinned)
+        if victim is None:
+            return False
+        self.stats.dropped_useless += 1
+        idle = now - victim.last_useful
+        self._drop(victim, GoodbyeReason.TOO_MANY_PEERS, now, f"made room for a newcomer (idle {idle:.0f} s)")
+        return True
 
     def _drop_useless(self, now: float) -> None:
         pinned = {a for a, c in self.dialer.candidates.items() if c.pinned}

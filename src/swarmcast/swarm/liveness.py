@@ -58,3 +58,24 @@ def useless(
         s for s in sessions.values()
         if now - s.last_useful >= timeout and s.address not in pinned and (not s.am_choking or crowded)
     ]  # fmt: skip
+
+
+# A full swarm makes room for a newcomer by dropping the peer that has moved no piece either way for longest, once
+# that is at least this long: silent peers from many addresses otherwise hold every place until useless_timeout.
+REPLACE_IDLE_AFTER = 10.0
+
+
+def replaceable(
+    sessions: dict[int, PeerSession], now: float, edge: LiveEdge, pinned: set[Address]
+) -> PeerSession | None:
+    """The peer a newcomer may take the place of when the swarm is full, or None.
+
+    Only while pieces flow (during an outage every peer is idle and none is worse than a newcomer), never the
+    broadcaster's nodes nor the addresses we were told to use."""
+    if edge.verified is None or now - edge.verified_at >= REPLACE_IDLE_AFTER:
+        return None
+    idle = [
+        s for s in sessions.values()
+        if now - s.last_useful >= REPLACE_IDLE_AFTER and not s.is_seeder and s.address not in pinned
+    ]  # fmt: skip
+    return min(idle, key=lambda s: s.last_useful, default=None)
