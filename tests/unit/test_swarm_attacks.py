@@ -478,3 +478,40 @@ def test_a_full_swarm_refuses_newcomers_when_nobody_is_idle_or_nothing_flows() -
         first.send(KeepAlive())
     assert not ScriptedPeer(net, support, ip="127.0.0.12").attached
     assert not first.dropped
+
+
+def test_sybils_that_announce_every_piece_first_do_not_make_the_reader_skip() -> None:
+    """Five withholders join with a WINDOW of the next 30 pieces and then announce each piece 3 ahead of the source.
+    Each fresh one is trusted (and not spared, unlike the support node), so each took the piece the reader waited
+    for on order for urgent_after in turn, and the reader skipped; a piece withheld once now goes to a peer with a
+    record (the support node)."""
+    net = MemoryNetwork()
+    bc = Broadcast()
+    engine = bc.make_swarm(Role.ENGINE)
+    support = bc.make_swarm(Role.SUPPORT)
+    net.connect(support, bc.source, 8621, 7764)
+    net.connect(engine, support, 7000, 8621)
+    cursor = engine.open_cursor()
+    for _ in range(20):
+        _emit(bc, net)
+        net.advance(0.2, [bc.source, support, engine])
+        while engine.next_piece(cursor, net.now) is not None:
+            pass
+    withholders = []
+    for i in range(5):
+        peer = ScriptedPeer(net, engine, ip=f"127.0.0.{2 + i}", port=1)
+        first = bc.next_index
+        peer.send(Window(first, (True,) * 30, tuple((first + k) % 5 == 0 for k in range(30))), Unchoke())
+        withholders.append(peer)
+    for _ in range(100):
+        _emit(bc, net)
+        for peer in withholders:
+            peer.send(Have(bc.next_index + 3, PieceFlags.NONE))
+        for _ in range(2):
+            net.advance(0.1, [bc.source, support, engine])
+        for peer in withholders:
+            peer.receive()  # reads our requests, never answers them
+        while engine.next_piece(cursor, net.now) is not None:
+            pass
+    assert engine.stats.skipped_pieces == 0  # the old picker: "skipping pieces 20..29 (not received in time)"
+    assert engine.picker.withheld >= 5  # each of them was caught at it

@@ -56,6 +56,8 @@ class Picker:
         self.first_seen: dict[int, float] = {}  # index -> when a peer first announced it
         self._decayed_at = now
         self.withheld = 0  # requests given up on: for status and tests
+        # Pieces given up on once (index -> when), asked next of a peer with a record; bounded like first_seen.
+        self.retried: dict[int, float] = {}
 
     # -- asking ------------------------------------------------------------------------------------------
     def fill(
@@ -82,6 +84,15 @@ class Picker:
             if not holders:
                 continue
             trusted = [s for s in holders if s.trusted]
+            if index in self.retried:
+                # Withheld once already: ask a peer with a record (the broadcaster's nodes first), even one we would
+                # otherwise spare, rather than the next fresh peer that claims it (five Sybils that announce every
+                # piece first would each hold it for urgent_after, and the reader would skip).
+                proven = [s for s in trusted if s.is_seeder or s.down.total > 0]
+                if proven:
+                    best = min(proven, key=lambda s: (not s.is_seeder, len(s.requests_out)))
+                    self._ask(best, index, now)
+                    continue
             if trusted:
                 holders = trusted
             elif (agreed is None or index > agreed) and now - self.first_seen.setdefault(index, now) < DISTRUST_DELAY:
@@ -95,9 +106,12 @@ class Picker:
             elif could_fetch_first and now < self.spare_until.get(index, 0.0):
                 continue  # fresh, held only by the broadcaster: another peer may fetch it first and pass it on
             best = min(holders, key=lambda s: (len(s.requests_out), -s.down.rate(now)))
-            best.requests_out[index] = now
-            self.pending[index] = best.key
-            self._send(best, Request(index), now)
+            self._ask(best, index, now)
+
+    def _ask(self, session: PeerSession, index: int, now: float) -> None:
+        session.requests_out[index] = now
+        self.pending[index] = session.key
+        self._send(session, Request(index), now)
 
     def note_have(self, session: PeerSession, index: int, now: float, grace: Callable[[int], float]) -> None:
         if index not in self.spare_until:
@@ -118,6 +132,7 @@ class Picker:
     def stored(self, index: int) -> None:
         self.spare_until.pop(index, None)
         self.first_seen.pop(index, None)
+        self.retried.pop(index, None)
 
     # -- answers -----------------------------------------------------------------------------------------
     def answered(self, session: PeerSession, index: int, now: float, *, delivered: bool) -> bool:
@@ -196,6 +211,9 @@ class Picker:
         self._set_strikes(session, session.strikes + strike)
         if strike:
             self.withheld += 1
+            if len(self.retried) >= MAX_SPARED:
+                _forget_older_half(self.retried)
+            self.retried.setdefault(index, now)
         self._send(session, Cancel(index), now)
 
 
