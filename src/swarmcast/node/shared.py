@@ -11,10 +11,13 @@ from pathlib import Path
 from aiohttp import web
 
 from swarmcast.discovery.tracker_server import InternalTracker
-from swarmcast.node.config import CacheConfig
-from swarmcast.swarm.core import Swarm
+from swarmcast.node.config import CacheConfig, NodeCommon
+from swarmcast.node.host import PeerHost
+from swarmcast.swarm.core import Role, Swarm, SwarmConfig
+from swarmcast.swarm.peer import Address
 from swarmcast.swarm.store import PieceStore
-from swarmcast.wire.messages import MAX_WINDOW_PIECES
+from swarmcast.transport import Descriptor
+from swarmcast.wire.messages import MAX_WINDOW_PIECES, HandshakeFlags
 
 
 def new_peer_id() -> bytes:
@@ -83,3 +86,27 @@ def tracker_routes(app: web.Application, tracker: InternalTracker, token: str | 
         tracker.add_routes(app)
     else:
         tracker.add_routes(app, path=app_path(token, "announce"), authorize=lambda r: token_matches(r, token))
+
+
+def node_host_and_swarm(
+    common: NodeCommon, *, role: Role, flags: HandshakeFlags, peer_id: bytes, app: web.Application,
+    descriptor: Descriptor, download_from: frozenset[Address] | None = None,
+) -> tuple[PeerHost, Swarm]:  # fmt: skip
+    """The shared port (with the node's admission limits) and the broadcast's swarm, as every node role builds them."""
+    host = PeerHost(bind=common.bind, port=common.port, peer_id=peer_id, app=app, admission=common.admission,
+                    flags=flags)  # fmt: skip
+    swarm = Swarm(
+        content_id=descriptor.content_id,
+        peer_id=peer_id,
+        config=SwarmConfig(
+            role=role,
+            upload_slots=common.upload_slots,
+            upload_limit=common.upload_limit,
+            max_peers=common.max_peers,
+            download_from=download_from,
+        ),
+        store=make_store(common.cache, descriptor.content_id, common.port),
+        descriptor=descriptor,
+        now=time.monotonic(),
+    )
+    return host, swarm

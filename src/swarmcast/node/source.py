@@ -26,8 +26,14 @@ from swarmcast.node.credentials import credential_routes
 from swarmcast.node.host import PeerHost
 from swarmcast.node.lifecycle import pid_file, run_until_stopped_or_done
 from swarmcast.node.metadata import BroadcastMetadata
-from swarmcast.node.shared import make_store, new_peer_id, status_routes, tracker_routes, transport_file_routes
-from swarmcast.swarm.core import Role, Swarm, SwarmConfig
+from swarmcast.node.shared import (
+    new_peer_id,
+    node_host_and_swarm,
+    status_routes,
+    tracker_routes,
+    transport_file_routes,
+)
+from swarmcast.swarm.core import Role, Swarm
 from swarmcast.swarm.cutter import CutPiece, PieceCutter, choose_piece_size
 from swarmcast.swarm.store import StoredPiece
 from swarmcast.transport import Descriptor, public_key_bytes, sign_piece
@@ -154,24 +160,11 @@ class SourceNode:
         transport_file_routes(app, descriptor.encode(), config.common.service_access_token)
         if not config.skip_internal_tracker:
             tracker_routes(app, InternalTracker(), config.common.service_access_token)
-        host = self.host = PeerHost(
-            bind=config.common.bind, port=config.common.port, peer_id=self.peer_id, app=app,
-            admission=config.common.admission,
-            flags=HandshakeFlags.SOURCE,
-        )  # fmt: skip
-        swarm = self.swarm = Swarm(
-            content_id=content_id,
-            peer_id=self.peer_id,
-            config=SwarmConfig(
-                role=Role.SOURCE,
-                upload_slots=config.common.upload_slots,
-                upload_limit=config.common.upload_limit,
-                max_peers=config.common.max_peers,
-            ),
-            store=make_store(config.common.cache, content_id, config.common.port),
+        host, swarm = node_host_and_swarm(
+            config.common, role=Role.SOURCE, flags=HandshakeFlags.SOURCE, peer_id=self.peer_id, app=app,
             descriptor=descriptor,
-            now=time.monotonic(),
-        )
+        )  # fmt: skip
+        self.host, self.swarm = host, swarm
         host.add_swarm(swarm)
         # -- credentials: support status is granted by us, never claimed (swarm/authority.py) ----------------
         issuer = CredentialIssuer(self._key, content_id, support_nodes=config.support_nodes,

@@ -34,13 +34,18 @@ from swarmcast.ingest.http_ts import read_ts_source
 from swarmcast.media.ts import TsPacketizer
 from swarmcast.node.config import SourceConfig, StandbyConfig
 from swarmcast.node.credentials import credential_routes
-from swarmcast.node.host import PeerHost
 from swarmcast.node.joiner import JoinError, Membership, load_transport
 from swarmcast.node.lifecycle import pid_file, run_until_stopped_or_done
 from swarmcast.node.metadata import BroadcastMetadata
-from swarmcast.node.shared import make_store, new_peer_id, status_routes, transport_file_routes
+from swarmcast.node.shared import (
+    new_peer_id,
+    node_host_and_swarm,
+    status_routes,
+    tracker_routes,
+    transport_file_routes,
+)
 from swarmcast.node.source import publish_transport_file
-from swarmcast.swarm.core import Role, Swarm, SwarmConfig
+from swarmcast.swarm.core import Role, Swarm
 from swarmcast.swarm.cutter import CutPiece, PieceCutter
 from swarmcast.swarm.standby import StandbyMonitor, StandbyState, Takeover, Yield
 from swarmcast.swarm.store import StoredPiece
@@ -188,28 +193,16 @@ class StandbyNode:
         app = web.Application()
         transport_file_routes(app, descriptor.encode(), config.common.service_access_token)
         if not config.skip_internal_tracker:
-            InternalTracker().add_routes(app)
+            tracker_routes(app, InternalTracker(), config.common.service_access_token)
         self._status_routes(app)
         # SEEDER, not SOURCE, for the whole run: while following we are a support node; after a takeover peers
         # already connected keep their view of us, and a primary that comes back must send us its HAVEs (a
         # source sends none to a source), or we could never see that it is ahead and yield.
-        host = PeerHost(
-            bind=config.common.bind, port=config.common.port, peer_id=self.peer_id, app=app,
-            flags=HandshakeFlags.SEEDER,
-        )  # fmt: skip
-        swarm = self.swarm = Swarm(
-            content_id=content_id,
-            peer_id=self.peer_id,
-            config=SwarmConfig(
-                role=Role.SUPPORT,
-                upload_slots=config.common.upload_slots,
-                upload_limit=config.common.upload_limit,
-                max_peers=config.common.max_peers,
-            ),
-            store=make_store(config.common.cache, content_id, config.common.port),
+        host, swarm = node_host_and_swarm(
+            config.common, role=Role.SUPPORT, flags=HandshakeFlags.SEEDER, peer_id=self.peer_id, app=app,
             descriptor=descriptor,
-            now=time.monotonic(),
-        )
+        )  # fmt: skip
+        self.swarm = swarm
         status_routes(app, swarm, config.common.service_access_token)
         # It holds the broadcast key, so it vouches for itself: a support credential for the address each peer sees
         # it at (never a source one, see Authority.own_role), and the same grants and token endpoint as the primary,

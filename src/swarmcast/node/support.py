@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from aiohttp import web
 
 from swarmcast.discovery.tracker_server import InternalTracker
 from swarmcast.node.config import SupportConfig
 from swarmcast.node.credentials import CredentialFetcher, credential_url
-from swarmcast.node.host import PeerHost
 from swarmcast.node.joiner import Membership, load_transport
 from swarmcast.node.lifecycle import pid_file
-from swarmcast.node.shared import make_store, new_peer_id, status_routes, tracker_routes, transport_file_routes
-from swarmcast.swarm.core import Role, Swarm, SwarmConfig
+from swarmcast.node.shared import (
+    new_peer_id,
+    node_host_and_swarm,
+    status_routes,
+    tracker_routes,
+    transport_file_routes,
+)
+from swarmcast.swarm.core import Role
 from swarmcast.wire.messages import HandshakeFlags
 
 log = logging.getLogger("swarmcast.support")
@@ -35,32 +39,16 @@ class SupportNode:
         config = self.config
         transport = await load_transport(config.url)
         descriptor = transport.descriptor
-        content_id = descriptor.content_id
         log.info("supporting %r, content id %s", descriptor.title, descriptor.infohash)
         app = web.Application()
         transport_file_routes(app, descriptor.encode(), config.common.service_access_token)
         # Engines that fetch the transport file here also announce here, so they find each other.
         tracker_routes(app, InternalTracker(), config.common.service_access_token)
-        host = PeerHost(
-            bind=config.common.bind, port=config.common.port, peer_id=self.peer_id, app=app,
-            admission=config.common.admission,
-            flags=HandshakeFlags.SEEDER,
-        )  # fmt: skip
         download_from = frozenset(config.download_from) if config.download_from else None
-        swarm = Swarm(
-            content_id=content_id,
-            peer_id=self.peer_id,
-            config=SwarmConfig(
-                role=Role.SUPPORT,
-                upload_slots=config.common.upload_slots,
-                upload_limit=config.common.upload_limit,
-                max_peers=config.common.max_peers,
-                download_from=download_from,
-            ),
-            store=make_store(config.common.cache, content_id, config.common.port),
-            descriptor=descriptor,
-            now=time.monotonic(),
-        )
+        host, swarm = node_host_and_swarm(
+            config.common, role=Role.SUPPORT, flags=HandshakeFlags.SEEDER, peer_id=self.peer_id, app=app,
+            descriptor=descriptor, download_from=download_from,
+        )  # fmt: skip
         status_routes(app, swarm, config.common.service_access_token)
         pinned = list(config.download_from)
         if transport.node is not None and download_from is None:
