@@ -20,7 +20,10 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from swarmcast import bencoding
+from swarmcast.credential import CredentialError, CredentialRole, CredentialVerifier, make_credential
 from swarmcast.discovery import tracker_protocol
 from swarmcast.discovery.tracker_protocol import (
     AnnounceEvent,
@@ -41,6 +44,8 @@ from swarmcast.wire.messages import (
     MAX_METADATA_SIZE,
     Cancel,
     Choke,
+    CredentialKind,
+    CredentialMessage,
     Goodbye,
     GoodbyeReason,
     Handshake,
@@ -85,6 +90,13 @@ _DESCRIPTOR = Descriptor(
     provider_key="provider",
 )  # fmt: skip
 _CONTENT_ID = _DESCRIPTOR.content_id
+# A fixed key so that seeds (and so runs with a given --seed) are reproducible.
+_CREDENTIAL_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+_CREDENTIAL_VERIFIER = CredentialVerifier(_CREDENTIAL_KEY.public_key().public_bytes_raw(), _CONTENT_ID)
+
+
+def _credential(role: CredentialRole, ip: str, port: int) -> bytes:
+    return make_credential(_CREDENTIAL_KEY, role=role, content_id=_CONTENT_ID, ip=ip, port=port, expires=2_000_000_000)
 _UDP_TID = 0x12345678
 
 
@@ -109,6 +121,8 @@ def _frame_seeds() -> tuple[bytes, ...]:
         Request(7), Cancel(7), Reject(8), Piece(9, PieceFlags.DISCONTINUITY, bytes(64), b"\x47" * 40),
         Pex((("10.0.0.1", 7000), ("2001:db8::1", 7001))), Goodbye(GoodbyeReason.BANNED),
         Metadata(_DESCRIPTOR.encode()),
+        CredentialMessage(CredentialKind.PRESENT, _credential(CredentialRole.SOURCE, "127.0.0.1", 0)),
+        CredentialMessage(CredentialKind.GRANT, _credential(CredentialRole.SUPPORT, "2001:db8::2", 8621)),
     ]  # fmt: skip
     frames = [codec.encode_message(m) for m in messages]
     return (*frames, b"".join(frames), b"".join(frames[:6]))
@@ -210,6 +224,18 @@ def _run_frames(data: bytes) -> object:
     return messages
 
 
+def _credential_seeds() -> tuple[bytes, ...]:
+    return (_credential(CredentialRole.SOURCE, "127.0.0.1", 0), _credential(CredentialRole.SUPPORT, "::1", 8621))
+
+
+def _run_credential(data: bytes) -> object:
+    # Parse and check the signature; whatever passes must name a holder we could compare with a peer's address.
+    credential = _CREDENTIAL_VERIFIER.verify(data, now=0.0, remote_ip=None, listen_port=None)
+    if credential.content_id != _CONTENT_ID:
+        raise PropertyFailedError("a credential for another broadcast passed")
+    return credential
+
+
 def _run_handshake(data: bytes) -> object:
     handshake = codec.decode_handshake(data)
     if codec.encode_handshake(handshake) != data:
@@ -301,6 +327,7 @@ def all_targets() -> dict[str, Target]:
         Target("tracker_server", _TrackerServerTarget(), (), _query_seeds()),
         Target("magnet", _run_magnet, (JoinError,), _magnet_seeds()),
         Target("ts", _run_ts, (), _ts_seeds()),
+        Target("credential", _run_credential, (CredentialError,), _credential_seeds()),
     ]
     return {t.name: t for t in targets}
 
