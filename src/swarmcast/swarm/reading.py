@@ -120,17 +120,16 @@ class Reading:
             if not claims:  # nobody trusted (a lone source that was slow once): discounting leaves no one to follow
                 claims = [s.newest_have for s in self.voters() if s.newest_have is not None]
             agreed = self._edge.agreed(claims)
-            # The broadcaster's own nodes (source and support nodes, proven by credential) are the authority on the
-            # edge when we hear them: a source restarted with its numbering a block further on is ahead of every
-            # viewer (the median of the viewers' claims would hold the edge behind it for ever), and Sybils that
-            # announce pieces ahead of everyone are a majority of no one's vote but their own.
+            # The broadcaster's own nodes (source and support nodes, proven by credential) are believed on their own
+            # when they are ahead: a source restarted with its numbering a block further on is ahead of every viewer,
+            # and the median of the viewers' claims would hold the edge behind it for ever. (Not when they are
+            # behind: a support node cut off from the source must not hold back viewers who can get ahead elsewhere.)
             vouched = [
                 s.newest_have for s in self._sessions.values()
                 if s.newest_have is not None and s.may_download and s.is_seeder
             ]  # fmt: skip
-            if vouched:
-                verified = self._edge.verified
-                agreed = max(*vouched, verified) if verified is not None else max(vouched)
+            if vouched and (agreed is None or max(vouched) > agreed):
+                agreed = max(vouched)
             newest = None if agreed is None else max(agreed, min(max(claims, default=agreed), agreed + EDGE_MARGIN))
             view = self._view = (agreed, newest)
         return view
