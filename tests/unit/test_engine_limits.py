@@ -102,10 +102,19 @@ def test_a_broadcast_that_never_played_is_left_once_nobody_waits(state: Broadcas
     assert not leave(state, players=1, now=29.0)
     assert not leave(state, now=LOOKUP_GRACE)  # the request that joined it is about to wait
     assert leave(state, now=LOOKUP_GRACE + 0.1)
-    # A JSON session waiting for it keeps it, but never past the startup timeout, even with a player waiting.
-    assert not leave(state, sessions=1, now=29.0)
-    assert leave(state, sessions=1, now=30.1)
+    # A player waiting for it keeps it, but never past the startup timeout.
     assert leave(state, players=3, last_active=30.0, now=30.1)
+
+
+def test_a_lookup_is_left_at_the_startup_timeout_even_with_a_json_session() -> None:
+    assert not leave(BroadcastState.LOOKUP, sessions=1, now=29.0)
+    assert leave(BroadcastState.LOOKUP, sessions=1, now=30.1)
+
+
+def test_a_known_broadcast_waits_for_its_player_as_long_as_its_json_session_lives() -> None:
+    # The demo's flow: a JSON session, the URL printed, a person opens a player a minute later.
+    assert not leave(BroadcastState.STARTING, sessions=1, now=300.0)
+    assert leave(BroadcastState.STARTING, sessions=0, last_active=300.0, now=300.0 + LOOKUP_GRACE + 0.1)
 
 
 def test_a_playing_broadcast_is_left_only_when_idle() -> None:

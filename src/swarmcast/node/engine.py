@@ -100,6 +100,8 @@ class EngineBroadcast:
     async def pieces(self, stopped: Callable[[], bool]) -> AsyncGenerator[bytes, None]:
         """Verified piece data in order, from a random-access point, for one player, until ``stopped()``."""
         cursor: Cursor = self.swarm.open_cursor()
+        if self.players == 0 and self.state is not BroadcastState.PLAYING:
+            self.joined = time.monotonic()  # the startup timeout counts from the first player that waits
         self.players += 1
         try:
             while not stopped() and not self.closed.is_set():

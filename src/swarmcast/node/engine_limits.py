@@ -74,6 +74,12 @@ def should_leave(
     """Whether the engine should leave a broadcast now (the reaper asks every second)."""
     if state is BroadcastState.PLAYING:
         return players == 0 and now - last_active > IDLE_SECONDS
+    if state is BroadcastState.STARTING and players == 0:
+        # Known (it has its descriptor) but nobody plays yet: nothing is asked of the swarm, so it cannot start. A
+        # JSON session whose player has not come yet keeps it while the session lives (the demo prints the playback
+        # URL and waits for a person to open it; unused sessions expire after SESSION_IDLE_SECONDS). The startup
+        # timeout runs from the first player's arrival (``joined`` is reset then).
+        return sessions == 0 and now - last_active > LOOKUP_GRACE
     # Never produced a piece: a lookup or a start that failed holds its slot no longer than the startup timeout,
     # whoever waits, and not at all once nobody waits (players are counted while they wait for the first piece).
     if now - joined > startup_timeout:
