@@ -59,6 +59,12 @@ def support_node(text: str) -> Address:
     return ip, port(port_text)
 
 
+def metatracker_url(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
+    return text
+
+
 def credential_lifetime(text: str) -> float:
     value = positive_float(text)
     if not MIN_CREDENTIAL_LIFETIME <= value <= MAX_CREDENTIAL_LIFETIME:
@@ -111,6 +117,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source.add_argument("--standby-takeover-after", type=positive_float, default=DEFAULT_TAKEOVER_AFTER,
                         metavar="SECONDS", help="with --standby-for: how long the primary must be unreachable "
                         f"before the standby signs (default {DEFAULT_TAKEOVER_AFTER:g})")
+    source.add_argument("--startup-node", type=ip_and_port, action="append", default=[], metavar="IP:PORT",
+                        help="a start node of this broadcast, written into the transport file (repeatable)")
+    source.add_argument("--metatracker", type=metatracker_url, action="append", default=[], metavar="URL",
+                        help="a metatracker, written into the transport file: nodes and engines ask it for "
+                             "trackers and start nodes (repeatable)")  # fmt: skip
     source.set_defaults(func=run_source)
 
     support = roles.add_parser("support", help="follow a broadcast and feed the swarm")
@@ -148,6 +159,8 @@ def run_source(args: argparse.Namespace) -> int:
         support_nodes=tuple(args.support_node),
         credential_lifetime=args.credential_lifetime,
         standby=standby,
+        startup_nodes=tuple(args.startup_node),
+        metatrackers=tuple(args.metatracker),
     )
     if standby is None:
         asyncio.run(run_until_stopped(SourceNode(config).run))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 
 from swarmcast.node.admission import AdmissionConfig
-from swarmcast.node.config import DEFAULT_LIVE_CACHE_SIZE, CacheConfig, NodeCommon
+from swarmcast.node.config import DEFAULT_LIVE_CACHE_SIZE, AccessConfig, CacheConfig, MonitorConfig, NodeCommon
 from swarmcast.swarm.peer import Address
 
 
@@ -54,6 +55,26 @@ def positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value} must be positive")
     return value
+
+
+def zero_or_one(text: str) -> bool:
+    """Ace Stream's boolean options take ``0`` or ``1``."""
+    if text not in ("0", "1"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not 0 or 1")
+    return text == "1"
+
+
+def ip_literal(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+
+
+def ip_address_and_port(text: str) -> Address:
+    """IP:PORT (``[v6]:PORT``) with an IP literal: the access lists filter by IP."""
+    host, port_number = address(text)
+    return ip_literal(host), port_number
 
 
 def address(text: str) -> Address:
@@ -130,6 +151,45 @@ def admission_from_args(args: argparse.Namespace) -> AdmissionConfig:
     )
 
 
+def add_access_options(parser: argparse.ArgumentParser) -> None:
+    """Who may connect, and the web interface's monitor (docs/operators.md)."""
+    d, m = AccessConfig(), MonitorConfig()
+    group = parser.add_argument_group("access and monitoring (Ace Stream's node options)")
+    group.add_argument("--service-remote-access", action="store_true",
+                       help="let addresses other than loopback (and --monitor-node-ip) use the web interface")
+    group.add_argument("--monitor-node-ip", type=ip_literal, action="append", default=[], metavar="IP",
+                       help="an address that may use the web interface and reach a private node (repeatable)")
+    group.add_argument("--private-node", type=zero_or_one, default=d.private, metavar="0|1",
+                       help="1: only --download-from, --upload-to and --monitor-node-ip addresses may connect "
+                            "(default 0)")  # fmt: skip
+    group.add_argument("--upload-to", type=ip_address_and_port, action="append", default=[], metavar="IP:PORT",
+                       help="upload only to these nodes (repeatable; filtered by IP, the port is ignored)")
+    group.add_argument("--ip-filter-config", type=Path, metavar="FILE",
+                       help="Ace Stream's JSON traffic filter (groups, whitelist, blacklist, limit_groups); "
+                            "re-read on SIGHUP")  # fmt: skip
+    group.add_argument("--geoip-db", type=Path, metavar="PATH",
+                       help="MaxMind DB (.mmdb) resolving the filter's countries")
+    group.add_argument("--close-connections-from-same-peer", type=zero_or_one, default=d.one_connection_per_ip,
+                       metavar="0|1", help="1: keep one connection per peer address (default 0)")
+    group.add_argument("--stats-report-interval", type=positive_float, default=m.stats_report_interval,
+                       metavar="SECONDS", help="seconds between refreshes of /app/monitor's figures "
+                       f"(default {m.stats_report_interval:g})")  # fmt: skip
+    group.add_argument("--stats-report-peers", action="store_true",
+                       help="list each connected peer in /app/monitor (default: an empty list)")
+
+
+def access_from_args(args: argparse.Namespace) -> AccessConfig:
+    return AccessConfig(
+        remote_access=args.service_remote_access,
+        monitor_ips=tuple(args.monitor_node_ip),
+        private=args.private_node,
+        upload_to=tuple(args.upload_to),
+        ip_filter_config=args.ip_filter_config,
+        geoip_db=args.geoip_db,
+        one_connection_per_ip=args.close_connections_from_same_peer,
+    )
+
+
 def add_common(parser: argparse.ArgumentParser, *, default_port: int, default_slots: int) -> None:
     parser.add_argument("--port", type=port, default=default_port, help="P2P and web interface port")
     parser.add_argument("--bind", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
@@ -144,6 +204,7 @@ def add_common(parser: argparse.ArgumentParser, *, default_port: int, default_sl
     add_upload_options(parser, default_slots=default_slots)
     parser.add_argument("--max-peers", type=positive_int, default=60)
     add_admission_options(parser)
+    add_access_options(parser)
     parser.add_argument("--log-file", type=Path)
     parser.add_argument("--debug", action="store_true", help="verbose logging")
 
@@ -161,4 +222,6 @@ def common_from_args(args: argparse.Namespace) -> NodeCommon:
         upload_limit=args.upload_limit,
         max_peers=args.max_peers,
         admission=admission_from_args(args),
+        access=access_from_args(args),
+        monitor=MonitorConfig(args.stats_report_interval, args.stats_report_peers),
     )

@@ -19,6 +19,27 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class AccessConfig:
+    """Who may connect to a node at all (peer protocol and web interface), decided at accept by IP only."""
+
+    remote_access: bool = False  # --service-remote-access: without it only loopback may use the web interface
+    monitor_ips: tuple[str, ...] = ()  # --monitor-node-ip: may use the web interface (and reach a private node)
+    private: bool = False  # --private-node 1: only download_from, upload_to and monitor_ips may connect
+    upload_to: tuple[Address, ...] = ()  # --upload-to IP:PORT: the only peers a node uploads to (port ignored)
+    ip_filter_config: Path | None = None  # --ip-filter-config: Ace Stream's JSON filter (groups, lists, limits)
+    geoip_db: Path | None = None  # --geoip-db: MaxMind DB for the filter's countries
+    one_connection_per_ip: bool = False  # --close-connections-from-same-peer 1
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """The node web interface's /app/monitor figures."""
+
+    stats_report_interval: float = 4.0  # seconds between refreshes of the figures
+    stats_report_peers: bool = False  # list connected_peers (else the list is empty, as Ace Stream)
+
+
+@dataclass(frozen=True)
 class NodeCommon:
     port: int
     bind: str = "0.0.0.0"
@@ -30,6 +51,8 @@ class NodeCommon:
     upload_limit: int = 0  # bytes/s; 0 = no limit
     max_peers: int = 60
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
 @dataclass(frozen=True)
@@ -50,6 +73,8 @@ class SourceConfig:
     support_nodes: tuple[Address, ...] = ()
     credential_lifetime: float = 600.0  # seconds the credentials the source issues are valid (refreshed at half)
     standby: StandbyConfig | None = None  # run as the hot standby of another source node
+    startup_nodes: tuple[Address, ...] = ()  # --startup-node: written into the transport file
+    metatrackers: tuple[str, ...] = ()  # --metatracker URL: written into the transport file
 
 
 @dataclass(frozen=True)
