@@ -491,3 +491,21 @@ def test_schedule_trigger_is_rate_limited() -> None:
     before = s.next_at
     s.on_trigger(1001)
     assert s.next_at == before  # a failing tracker keeps its backoff
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("udp://127.0.0.1:0", "port 0"),
+        ("http://127.0.0.1:0/announce", "port 0"),
+        ("udp://127.0.0.1:70000", "not 1..65535"),
+        ("http://127.0.0.1:99999/announce", "not 1..65535"),
+        ("udp://127.0.0.1", "no port"),
+    ],
+)
+def test_tracker_urls_with_unusable_ports_are_refused(url: str, why: str) -> None:
+    from swarmcast.discovery.tracker_client import check_tracker_url
+
+    with pytest.raises(ValueError, match=why):
+        check_tracker_url(url)
+    assert check_tracker_url("udp://127.0.0.1:6969") == "udp"

@@ -48,7 +48,13 @@ def check_tracker_url(url: str) -> str:
         raise ValueError(f"unsupported tracker URL {url!r}: scheme must be one of {sorted(SUPPORTED_SCHEMES)}")
     if not parts.hostname:
         raise ValueError(f"tracker URL {url!r} has no host")
-    if parts.scheme == "udp" and parts.port is None:
+    try:
+        port = parts.port  # raises ValueError past 65535 (and for a port that is not a number)
+    except ValueError:
+        raise ValueError(f"tracker URL {url!r} has a port that is not 1..65535") from None
+    if port == 0:
+        raise ValueError(f"tracker URL {url!r} has port 0, which no tracker listens on")
+    if parts.scheme == "udp" and port is None:
         raise ValueError(f"UDP tracker URL {url!r} has no port")
     return parts.scheme
 
