@@ -49,6 +49,12 @@ class Choker:
     def set_slots(self, slots: int, now: float) -> None:
         """The operator changed the slot count (/app/update): rechoke at once, then fill what is free."""
         self._slots = slots
+        # Optimistic and newcomer slots granted under the old count must not outnumber what the new one allows.
+        optimistic = max(1, slots // 4) if slots > 0 else 0
+        while len(self._optimistic) > optimistic:
+            self._optimistic.pop()
+        if slots <= 0:
+            self._newcomers.clear()
         self.rechoke(now)
         self.after_change(now)
 
