@@ -9,7 +9,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from swarmcast.http.node_api import MAX_UPDATE_ADDRESSES, UpdateError, parse_update, token_middleware
+from swarmcast.http.node_api import (
+    MAX_UPDATE_ADDRESSES,
+    UpdateError,
+    cross_site,
+    parse_update,
+    token_middleware,
+)
 from swarmcast.ingest.status import InputStatus
 from swarmcast.node.admission import Admission, AdmissionConfig
 from swarmcast.node.config import AccessConfig, MonitorConfig, NodeCommon
@@ -197,3 +203,14 @@ async def test_every_app_path_needs_the_token() -> None:
     assert await status("/app/%74ok/monitor") == 403, "the token is compared on the raw path"
     assert await status("/app") == 403
     assert await status("/announce") == 200, "paths outside /app are not the web interface's"
+
+
+def test_another_sites_page_may_not_change_settings() -> None:
+    def request(headers: dict[str, str]) -> web.Request:
+        return make_mocked_request("GET", "/app/update?max_upload_slots=0", headers=headers)
+
+    assert not cross_site(request({}))  # curl, requests, streaming-utils
+    assert not cross_site(request({"Sec-Fetch-Site": "none"}))  # typed into the address bar
+    assert not cross_site(request({"Sec-Fetch-Site": "same-origin"}))
+    assert cross_site(request({"Sec-Fetch-Site": "cross-site"}))
+    assert cross_site(request({"Sec-Fetch-Site": "same-site"}))

@@ -96,6 +96,12 @@ def parse_update(query: Iterable[tuple[str, str]]) -> UpdateRequest:
     )
 
 
+def cross_site(request: web.Request) -> bool:
+    """A browser's request made by another site's page (an <img> or fetch() aimed at the node, which trusts the
+    local machine): browsers say so in Sec-Fetch-Site; scripts (curl, requests) send no such header."""
+    return request.headers.get("Sec-Fetch-Site", "none") not in ("none", "same-origin")
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"result": None, "error": message}, status=status, headers=_NO_STORE)
 
@@ -123,6 +129,8 @@ def node_api_routes(app: web.Application, state: NodeState, token: str | None) -
         return web.json_response(monitor.figures(time.monotonic(), time.time()), headers=_NO_STORE)
 
     async def update(request: web.Request) -> web.Response:
+        if cross_site(request):
+            return _error(403, "a cross-site request may not change settings")
         try:
             parsed = parse_update(request.query.items())
             answer = apply_update(state, parsed, time.monotonic())
