@@ -196,9 +196,11 @@ class Chain:
         self.start_testsrc()
         port = free_port()
         # The chain of tests/integration/chain.py, but the source's reconnect interval left at its default:
-        # the source-outage attack measures what an operator gets out of the box.
+        # the source-outage attack measures what an operator gets out of the box. --service-remote-access on both
+        # nodes: the HTTP attacks come from other addresses and are meant to meet the HTTP budgets, not the web
+        # interface's loopback-only rule (node/webaccess.py), which would close them at their first bytes.
         source = self.spawn("source", port, [
-            "node", "source", "--bind", HOST, "--port", str(port),
+            "node", "source", "--bind", HOST, "--port", str(port), "--service-remote-access",
             "--source", f"http://{HOST}:{self.testsrc_port}/stream.ts", "--title", "Hostile bench",
             "--name", "hostile", "--publish-dir", str(w / "publish"), "--metadata-dir", str(w / "meta"),
             "--pid-file-dir", str(w), "--service-access-token", self.options.token, *self.options.source_extra,
@@ -208,7 +210,7 @@ class Chain:
         port = free_port()
         support = self.spawn("support", port, [
             "node", "support", "--bind", HOST, "--port", str(port), "--url", self.source_transport_url,
-            "--pid-file-dir", str(w), *self.options.support_extra,
+            "--service-remote-access", "--pid-file-dir", str(w), *self.options.support_extra,
         ])  # fmt: skip
         http_port, p2p_port = free_port(), free_port()
         engine = self.spawn("engine", p2p_port, [

@@ -79,7 +79,9 @@ def signal_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def victim(tmp_path_factory: pytest.TempPathFactory, signal_url: str) -> Iterator[Victim]:
     tmp = tmp_path_factory.mktemp("admission")
     port = free_port()
-    args = source_args(tmp, signal_url, port, "--service-access-token", TOKEN,
+    # --service-remote-access: the HTTP attackers come from other addresses, and must meet the HTTP budgets (without
+    # it they would be closed at their first bytes by the web interface's access rule, node/webaccess.py).
+    args = source_args(tmp, signal_url, port, "--service-access-token", TOKEN, "--service-remote-access",
                        "--handshake-timeout", "2", "--http-header-timeout", "3")  # fmt: skip
     with _process(args, tmp / "source.log") as popen:
         wait_for_port(HOST, port, 30)
@@ -256,7 +258,7 @@ async def test_internal_tracker_needs_the_token(victim: Victim) -> None:
 async def test_descriptor_exhaustion_does_not_kill_the_node(tmp_path: Path, signal_url: str) -> None:
     port = free_port()
     args = source_args(tmp_path, signal_url, port, "--live-cache-type", "disk", "--cache-dir", str(tmp_path / "c"),
-                       "--http-header-timeout", "30")  # fmt: skip
+                       "--http-header-timeout", "30", "--service-remote-access")  # fmt: skip
     log = tmp_path / "source.log"
     # 256 open files to start with, 1024 at most: the node raises its soft limit to the hard one and fits its
     # connection budgets under it.

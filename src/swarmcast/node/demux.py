@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 MAX_REQUEST_HEAD = 16 * 1024
 _REQUEST_LINE = re.compile(rb"[A-Z]{1,16} [!-~]{1,8192} HTTP/1\.[01]\r?")
 _REQUEST_LINE_START = re.compile(rb"[A-Z]{1,16}(?: [ -~]*)?\r?\Z")
+WEB_REFUSED = "web interface from a remote address"
 HTTP_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 HTTP_HEAD_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
@@ -89,6 +90,10 @@ class DemuxProtocol(asyncio.Protocol):
                 return  # could still be either
             if prefix == PROTOCOL_MAGIC:
                 self._to_peer()
+                return
+            if not self._host.web_allowed(self._peer_ip()):  # the web interface's access rule (node/webaccess.py)
+                self._host.note_refusal(WEB_REFUSED, self._peer_ip())
+                self._transport.abort()  # closed with no answer: nothing tells a scanner what listens here
                 return
             verdict = self._host.admission.to_http(self._key, time.monotonic())
             self._host.evict(verdict.evict)

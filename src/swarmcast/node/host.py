@@ -220,7 +220,10 @@ class PeerHost:
         self._admission_config = admission or AdmissionConfig()
         self.admission = Admission(self._admission_config)
         self._expiry: dict[int, Callable[[], None]] = {}  # admission key -> how to close that connection
-        self._refusals: dict[str, int] = {}
+        self._refusals: dict[str, int] = {}  # since the last log line
+        self.refusals_total: dict[str, int] = {}  # since start, for the monitor (a handful of fixed reasons)
+        # Who may use the web interface (node/webaccess.py); anyone unless the node role says otherwise.
+        self.web_allowed: Callable[[str], bool] = lambda _ip: True
         self._refusal_logged = 0.0
         self._runner = web.AppRunner(
             app, access_log=None, handler_cancellation=True,
@@ -264,6 +267,7 @@ class PeerHost:
     def note_refusal(self, reason: str, ip: str) -> None:
         """Count a refused connection; a summary is logged at most every REFUSAL_LOG_INTERVAL seconds."""
         self._refusals[reason] = self._refusals.get(reason, 0) + 1
+        self.refusals_total[reason] = self.refusals_total.get(reason, 0) + 1
         log.debug("refused a connection from %s: %s", ip, reason)
 
     def _expire(self, now: float) -> None:

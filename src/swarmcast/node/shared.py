@@ -13,6 +13,7 @@ from aiohttp import web
 from swarmcast.discovery.tracker_server import InternalTracker
 from swarmcast.node.config import CacheConfig, NodeCommon
 from swarmcast.node.host import PeerHost
+from swarmcast.node.webaccess import WebAccess
 from swarmcast.swarm.core import Role, Swarm, SwarmConfig
 from swarmcast.swarm.peer import Address
 from swarmcast.swarm.store import PieceStore
@@ -95,6 +96,7 @@ def node_host_and_swarm(
     """The shared port (with the node's admission limits) and the broadcast's swarm, as every node role builds them."""
     host = PeerHost(bind=common.bind, port=common.port, peer_id=peer_id, app=app, admission=common.admission,
                     flags=flags)  # fmt: skip
+    host.web_allowed = WebAccess(common.access).allows
     swarm = Swarm(
         content_id=descriptor.content_id,
         peer_id=peer_id,

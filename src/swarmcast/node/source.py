@@ -19,13 +19,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from swarmcast.credential import CredentialIssuer
 from swarmcast.discovery.announcer import Announcer
 from swarmcast.discovery.tracker_server import InternalTracker
+from swarmcast.http.node_api import node_api_routes
 from swarmcast.ingest.http_ts import read_ts_source
+from swarmcast.ingest.status import InputStatus
 from swarmcast.media.ts import TsPacketizer
 from swarmcast.node.config import SourceConfig
 from swarmcast.node.credentials import credential_routes
 from swarmcast.node.host import PeerHost
 from swarmcast.node.lifecycle import pid_file, run_until_stopped_or_done
 from swarmcast.node.metadata import BroadcastMetadata
+from swarmcast.node.monitor import NodeState
 from swarmcast.node.shared import (
     new_peer_id,
     node_host_and_swarm,
@@ -88,6 +91,9 @@ class SourceNode:
         self._cutter: PieceCutter | None = None
         self._next_index = 0
         self._key: Ed25519PrivateKey | None = None
+        self.started_at = time.monotonic()
+        self.input_status = InputStatus(config.source_url)  # the ingest loop keeps it; /app/monitor shows it
+        self.node_state: NodeState | None = None
 
     def _descriptor_for(self, bitrate: int) -> Descriptor:
         config = self.config
@@ -175,6 +181,10 @@ class SourceNode:
             log.info("support nodes: %s", ", ".join(f"{ip}:{port or '*'}" for ip, port in config.support_nodes))
         # -- end of credentials ---------------------------------------------------------------------------------
         status_routes(app, swarm, config.common.service_access_token)
+        self.node_state = NodeState("source", swarm, host, config.common, self.started_at,
+                                    source_url=config.source_url, input_status=self.input_status,
+                                    upload_to=config.common.access.upload_to)  # fmt: skip
+        node_api_routes(app, self.node_state, config.common.service_access_token)
         cutter = self._cutter = PieceCutter(piece_size=descriptor.piece_size)
         packetizer = TsPacketizer()
 

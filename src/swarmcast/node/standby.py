@@ -30,13 +30,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarmcast.credential import CredentialIssuer, CredentialRole
 from swarmcast.discovery.tracker_server import InternalTracker
+from swarmcast.http.node_api import node_api_routes
 from swarmcast.ingest.http_ts import read_ts_source
+from swarmcast.ingest.status import InputStatus
 from swarmcast.media.ts import TsPacketizer
 from swarmcast.node.config import SourceConfig, StandbyConfig
 from swarmcast.node.credentials import credential_routes
 from swarmcast.node.joiner import JoinError, Membership, load_transport
 from swarmcast.node.lifecycle import pid_file, run_until_stopped_or_done
 from swarmcast.node.metadata import BroadcastMetadata
+from swarmcast.node.monitor import NodeState
 from swarmcast.node.shared import (
     new_peer_id,
     node_host_and_swarm,
@@ -76,6 +79,9 @@ class StandbyNode:
         self._next_index = 0
         self.signed = 0
         self.first_signed: int | None = None  # the first index of the latest takeover
+        self.started_at = time.monotonic()
+        self.input_status: InputStatus | None = None
+        self.node_state: NodeState | None = None
 
     # -- start ------------------------------------------------------------------------------------------
     def _transport_url(self) -> str:
@@ -204,6 +210,12 @@ class StandbyNode:
         )  # fmt: skip
         self.swarm = swarm
         status_routes(app, swarm, config.common.service_access_token)
+        # A source node to the monitor (it ingests and, after a takeover, signs); it downloads from the primary.
+        self.input_status = InputStatus(config.source_url)
+        self.node_state = NodeState("source", swarm, host, config.common, self.started_at,
+                                    source_url=config.source_url, input_status=self.input_status,
+                                    download_from=(self.standby.primary,), upload_to=config.common.access.upload_to)
+        node_api_routes(app, self.node_state, config.common.service_access_token)
         # It holds the broadcast key, so it vouches for itself: a support credential for the address each peer sees
         # it at (never a source one, see Authority.own_role), and the same grants and token endpoint as the primary,
         # so support nodes keep their status through a takeover.

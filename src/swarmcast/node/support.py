@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiohttp import web
 
 from swarmcast.discovery.tracker_server import InternalTracker
+from swarmcast.http.node_api import node_api_routes
 from swarmcast.node.config import SupportConfig
 from swarmcast.node.credentials import CredentialFetcher, credential_url
 from swarmcast.node.joiner import Membership, load_transport
 from swarmcast.node.lifecycle import pid_file
+from swarmcast.node.monitor import NodeState
 from swarmcast.node.shared import (
     new_peer_id,
     node_host_and_swarm,
@@ -34,6 +37,8 @@ class SupportNode:
     def __init__(self, config: SupportConfig) -> None:
         self.config = config
         self.peer_id = new_peer_id()
+        self.started_at = time.monotonic()
+        self.node_state: NodeState | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         config = self.config
@@ -50,6 +55,9 @@ class SupportNode:
             descriptor=descriptor, download_from=download_from,
         )  # fmt: skip
         status_routes(app, swarm, config.common.service_access_token)
+        self.node_state = NodeState("support", swarm, host, config.common, self.started_at,
+                                    download_from=config.download_from, upload_to=config.common.access.upload_to)
+        node_api_routes(app, self.node_state, config.common.service_access_token)
         pinned = list(config.download_from)
         if transport.node is not None and download_from is None:
             pinned.append(transport.node)

@@ -46,6 +46,22 @@ class Choker:
         """A hot standby taking over as the source (or following again): whom it may serve changes with it."""
         self._is_source = role is Role.SOURCE
 
+    def set_slots(self, slots: int, now: float) -> None:
+        """The operator changed the slot count (/app/update): rechoke at once, then fill what is free."""
+        self._slots = slots
+        # Optimistic and newcomer slots granted under the old count must not outnumber what the new one allows.
+        optimistic = max(1, slots // 4) if slots > 0 else 0
+        while len(self._optimistic) > optimistic:
+            self._optimistic.pop()
+        if slots <= 0:
+            self._newcomers.clear()
+        self.rechoke(now)
+        self.after_change(now)
+
+    def in_use(self) -> int:
+        """Upload slots taken: the peers we unchoked."""
+        return sum(1 for s in self._sessions.values() if not s.am_choking)
+
     def forget(self, session: PeerSession) -> None:
         self._optimistic.discard(session.key)
         self._newcomers.pop(session.key, None)

@@ -27,7 +27,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from swarmcast.swarm import announce, liveness, standby
+from swarmcast.swarm import announce, liveness, settings, standby
 from swarmcast.swarm.authority import Authority
 from swarmcast.swarm.budget import DEFAULT_TRANSFER_RATE, MessageBudget
 from swarmcast.swarm.choking import NEWCOMER_GRACE, Choker
@@ -216,7 +216,7 @@ class Swarm:
         """Candidates worth a connection attempt now (the owner dials them and reports failures)."""
         self._now = now
         connected = {s.address for s in self.sessions.values()}
-        room = self.config.target_peers - len(self.sessions) - len(connecting)
+        room = min(self.config.target_peers, self.config.max_peers) - len(self.sessions) - len(connecting)
         return self.dialer.to_dial(now, room=room, connected=connected, connecting=connecting)
 
     # -- cursors (reading.py) ----------------------------------------------------------------------------
@@ -247,6 +247,20 @@ class Swarm:
         self.choker.set_role(role)
         self.picker.pending.clear()
         standby.after_role_change(self, role, now)
+
+    # -- operator settings (swarm/settings.py) --------------------------------------------------------------
+    def reconfigure(
+        self, now: float, *, max_peers: int | None = None, upload_slots: int | None = None,
+        download_from: frozenset[Address] | settings.Unchanged | None = settings.UNCHANGED,
+    ) -> None:  # fmt: skip
+        """New limits on a running swarm (the web interface's /app/update), in force at once."""
+        self._now = now
+        self.config = settings.updated(self.config, max_peers=max_peers, upload_slots=upload_slots,
+                                       download_from=download_from)  # fmt: skip
+        for session in settings.apply(self, now, self._send):
+            self._drop(session, GoodbyeReason.TOO_MANY_PEERS, now, f"max_peers lowered to {self.config.max_peers}")
+        self._fill_requests(now)
+        self._outbox.flush_dirty()
 
     # -- local pieces (the source) -----------------------------------------------------------------------
     def add_local_piece(self, piece: StoredPiece, now: float) -> None:
@@ -502,7 +516,7 @@ class Swarm:
 
     def wants_peers(self) -> bool:
         """Fewer peers than the target: the owner should look for candidates to dial on every tick."""
-        return len(self.sessions) < self.config.target_peers
+        return len(self.sessions) < min(self.config.target_peers, self.config.max_peers)
 
     def _advance_sweeper(self, now: float) -> None:
         sweeper = self._sweeper

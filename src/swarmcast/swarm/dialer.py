@@ -86,6 +86,13 @@ class Dialer:
             candidate.pinned = candidate.pinned or pinned
             candidate.preferred = candidate.preferred or preferred
 
+    def allow(self, allowed: frozenset[Address] | None) -> None:
+        """A new ``download_from`` (None: anyone): candidates outside it are forgotten, pinned or not."""
+        self._allowed = allowed
+        if allowed is not None:
+            for address in [a for a in self.candidates if a not in allowed]:
+                del self.candidates[address]
+
     def _is_dead(self, address: Address, now: float) -> bool:
         until = self._dead.get(address)
         if until is None:

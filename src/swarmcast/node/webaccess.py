@@ -1,0 +1,41 @@
+"""Who may use a node's web interface (/app/...): the local machine and --monitor-node-ip, or anyone with
+--service-remote-access. Decided by IP when a connection's first bytes show it is HTTP (node/demux.py); a refused
+connection is closed without an answer. The peer protocol on the same port is not concerned.
+
+"Local" is exactly 127.0.0.1 and ::1 (and 127.0.0.1 as an IPv4-mapped IPv6 address on a dual-stack socket), not
+all of 127.0.0.0/8: other loopback addresses are how this machine's other hosts (containers, test peers) appear,
+and a node bound to all addresses treats them as remote, as the Ace Stream engine does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from swarmcast.node.config import AccessConfig
+
+LOCAL_ADDRESSES = frozenset({ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")})
+
+
+def _normal(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class WebAccess:
+    """``allows(ip)``: whether a connection from ``ip`` may use the web interface."""
+
+    def __init__(self, access: AccessConfig) -> None:
+        self.remote_access = access.remote_access
+        monitors = (_normal(ip) for ip in access.monitor_ips)
+        self.allowed = LOCAL_ADDRESSES | {a for a in monitors if a is not None}
+
+    def allows(self, ip: str) -> bool:
+        if self.remote_access:
+            return True
+        address = _normal(ip)
+        return address is not None and address in self.allowed
