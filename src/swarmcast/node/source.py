@@ -20,6 +20,7 @@ from swarmcast.credential import CredentialIssuer
 from swarmcast.discovery.announcer import Announcer
 from swarmcast.discovery.tracker_server import InternalTracker
 from swarmcast.ingest.http_ts import read_ts_source
+from swarmcast.ingest.status import InputStatus
 from swarmcast.media.ts import TsPacketizer
 from swarmcast.node.config import SourceConfig
 from swarmcast.node.credentials import credential_routes
@@ -88,6 +89,8 @@ class SourceNode:
         self._cutter: PieceCutter | None = None
         self._next_index = 0
         self._key: Ed25519PrivateKey | None = None
+        # The input as the ingest loop last saw it (connected, failed attempts, last error): for /app/monitor.
+        self.input_status = InputStatus(config.source_url)
 
     def _descriptor_for(self, bitrate: int) -> Descriptor:
         config = self.config
@@ -135,9 +138,15 @@ class SourceNode:
             if self._cutter is not None:
                 self._cutter.mark_discontinuity(resync=True, now=time.monotonic())
 
+        # A non-TS or unreachable input yields nothing: with --bitrate the transport file is published and the
+        # node listens (its monitor shows the input's state) while no piece is made; with bitrate detection the
+        # node waits for 2 s of real TS before it has a descriptor to publish.
         chunks = read_ts_source(
-            config.source_url, reconnect_interval=config.source_reconnect_interval, on_reconnect=on_reconnect
-        )
+            config.source_url, reconnect_interval=config.source_reconnect_interval,
+            read_timeout=config.source_read_timeout, on_reconnect=on_reconnect, status=self.input_status,
+        )  # fmt: skip
+        if config.permanent:
+            log.info("--permanent: the source keeps running through any input outage (it always does)")
         buffered: list[bytes] = []
         stop_task = asyncio.create_task(stop.wait())
         settle_task = asyncio.create_task(self._settle_descriptor(chunks, buffered))
