@@ -133,7 +133,7 @@ class SourceNode:
 
     async def run(self, stop: asyncio.Event) -> None:
         config = self.config
-        self._key = self.metadata.key()
+
         def on_reconnect() -> None:
             if self._cutter is not None:
                 self._cutter.mark_discontinuity(resync=True, now=time.monotonic())
@@ -159,6 +159,9 @@ class SourceNode:
             descriptor = self.descriptor = settle_task.result()
         finally:
             stop_task.cancel()
+        # The key exists once the descriptor does (with --bitrate at once; with detection once real TS came): a
+        # source pointed at a wrong URL and stopped leaves neither a key nor a transport file behind.
+        self._key = self.metadata.key()
         content_id = descriptor.content_id
         path = self._publish(descriptor)
         log.info("broadcast %r content id %s, transport file %s", config.title, descriptor.infohash, path)
