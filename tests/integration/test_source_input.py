@@ -17,8 +17,11 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from swarmcast.ingest.http_ts import read_ts_source
+from swarmcast.ingest.status import InputStatus
 from tests.integration.chain import HOST, signal_source, source_args, source_node, wait_until
 from tests.procs import free_port, swarmcast_process
+from tests.unit.test_sniff import ts_packets
 
 PAGE = "<!DOCTYPE html>\n<html><head><title>Live</title></head><body><video src='/live.m3u8'></video></body></html>\n"
 PLAYLIST = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg0.ts\n#EXTINF:2.0,\nseg1.ts\n"
@@ -41,6 +44,8 @@ class InputServer:
             return web.Response(text=PAGE, content_type="text/html")
         if self.mode == "m3u8":
             return web.Response(text=PLAYLIST, content_type="application/vnd.apple.mpegurl")
+        if self.mode == "packets":  # a short run of synthetic TS packets, then the end of the stream
+            return web.Response(body=ts_packets(200), content_type="video/mp2t")
         assert self.upstream is not None
         response = web.StreamResponse(headers={"Content-Type": "video/mp2t"})
         await response.prepare(request)
@@ -182,3 +187,32 @@ async def test_read_timeout_reconnects_a_stalled_input(tmp_path: Path) -> None:
                 await wait_for_log(log, "no data for 1 s (--source-read-timeout): input lost")
                 await wait_until(lambda: server.requests >= 2, 10.0)  # it reconnected
                 assert await newest_piece(source.port) is not None  # the TS before the stall was published
+
+
+async def test_input_status_follows_the_ingest_loop() -> None:
+    # In-process: read_ts_source against the test server, watching the InputStatus the monitor shows.
+    async with input_server() as server:
+        status = InputStatus(server.url)
+        chunks = read_ts_source(server.url, reconnect_interval=0.2, read_timeout=2.0, status=status)
+        reader = asyncio.create_task(_drain(chunks))
+        try:
+            await wait_until(lambda: status.attempts >= 3, 10.0)
+            assert not status.connected and status.bytes_received == 0
+            assert status.last_error is not None and "looks like an HTML page" in status.last_error
+            assert status.last_error_at is not None and abs(status.last_error_at - time.time()) < 60
+            server.mode = "packets"  # each answer is 200 packets, then the stream ends: connect, end, reconnect
+            await wait_until(lambda: status.reconnects >= 2, 10.0)
+            assert status.bytes_received >= 3 * 200 * 188
+            assert status.last_error is not None and status.last_error.startswith("the input ended after 37600 bytes")
+            assert status.attempts <= 1  # reset by each connection
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await chunks.aclose()  # type: ignore[attr-defined]
+    json = status.as_json()
+    assert set(json) == {"url", "connected", "reconnects", "attempts", "last_error", "last_error_at", "bytes_received"}
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    async for _ in chunks:
+        pass
