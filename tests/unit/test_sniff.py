@@ -94,10 +94,14 @@ class _Key:
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        (aiohttp.ClientConnectorError(_Key(), ConnectionRefusedError(111, "Connection refused")),  # type: ignore[arg-type]
-         "connection refused by 127.0.0.1:9"),
-        (aiohttp.ClientConnectorDNSError(_Key(), OSError(-2, "Name or service not known")),  # type: ignore[arg-type]
-         "cannot resolve host '127.0.0.1' (DNS: Name or service not known)"),
+        (
+            aiohttp.ClientConnectorError(_Key(), ConnectionRefusedError(111, "Connection refused")),  # type: ignore[arg-type]
+            "connection refused by 127.0.0.1:9",
+        ),
+        (
+            aiohttp.ClientConnectorDNSError(_Key(), OSError(-2, "Name or service not known")),  # type: ignore[arg-type]
+            "cannot resolve host '127.0.0.1' (DNS: Name or service not known)",
+        ),
         (aiohttp.SocketTimeoutError(), "no data for 7 s (--source-read-timeout)"),
         (aiohttp.ConnectionTimeoutError(), "connect timeout"),
         (aiohttp.ServerDisconnectedError(), "the server closed the connection"),

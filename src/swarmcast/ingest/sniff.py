@@ -22,6 +22,7 @@ SYNC_PACKETS = 7  # sync bytes in a row at 188-byte spacing that make an input M
 SNIFF_BYTES = TS_PACKET_SIZE * (SYNC_PACKETS + 1)
 HLS_HINT = "HLS input: see issue 9 / --create-hls-transport"
 
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
 _HLS_TYPES = ("application/vnd.apple.mpegurl", "application/x-mpegurl", "audio/mpegurl", "audio/x-mpegurl")
 
 
@@ -51,8 +52,7 @@ def describe(data: bytes, content_type: str | None) -> str:
     media_type = (content_type or "").split(";")[0].strip().lower()
     if text.startswith(b"#extm3u") or media_type in _HLS_TYPES:
         return f"input is not MPEG-TS: looks like an HLS playlist ({HLS_HINT})"
-    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or media_type in ("text/html",
-                                                                                           "application/xhtml+xml"):
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or media_type in _HTML_TYPES:
         return "input is not MPEG-TS: looks like an HTML page (is the URL the stream itself, not a web page?)"
     if text.startswith((b"<?xml", b"<")):
         return "input is not MPEG-TS: looks like XML (a DASH manifest or an error document?)"
