@@ -59,3 +59,14 @@ def test_help_names_unit_range_and_default(capsys: pytest.CaptureFixture[str]) -
     text = " ".join(capsys.readouterr().out.split())
     assert "--source-read-timeout SECONDS seconds without a byte" in text and "(1..3600, default 10)" in text
     assert "--permanent keep the source running through any input outage" in text
+
+
+@pytest.mark.parametrize("value", ["udp://239.0.0.1:1234", "/var/streams/live.ts", "http://", "http://h:99999/x",
+                                   "rtmp://h/live"])  # fmt: skip
+def test_source_must_be_an_http_url(tmp_path: Path, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _args(tmp_path)
+    args[args.index("--source") + 1] = value
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("swarmcast node source: error: argument --source:") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == [], "nothing is left behind"

@@ -18,7 +18,7 @@ from swarmcast.commands.options import (
     positive_float,
 )
 from swarmcast.credential import CREDENTIAL_LIFETIME, MAX_CREDENTIAL_LIFETIME, MIN_CREDENTIAL_LIFETIME
-from swarmcast.ingest.http_ts import DEFAULT_READ_TIMEOUT
+from swarmcast.ingest.http_ts import DEFAULT_READ_TIMEOUT, source_url_problem
 from swarmcast.logsetup import setup_logging
 from swarmcast.node.config import SourceConfig, StandbyConfig, SupportConfig
 from swarmcast.node.joiner import JoinError
@@ -158,6 +158,10 @@ def _default_name(title: str) -> str:
 
 
 def run_source(args: argparse.Namespace) -> int:
+    problem = source_url_problem(args.source)
+    if problem is not None:  # at the edge: retrying a URL we can never read would only fill the log
+        print(f"swarmcast node source: error: argument --source: {problem}", file=sys.stderr)
+        return 2
     setup_logging(args.log_file, verbose=args.debug)
     standby: StandbyConfig | None = None
     if args.standby_for is not None:

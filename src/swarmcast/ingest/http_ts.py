@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -34,6 +35,18 @@ CHUNK_SIZE = 64 * 1024
 CONNECT_TIMEOUT = 3.0
 DEFAULT_READ_TIMEOUT = 10.0  # --source-read-timeout: seconds without a byte before the input counts as lost
 MAX_REASON_CHARS = 300  # of one error line (a server's reason phrase is its own choice)
+
+
+def source_url_problem(url: str) -> str | None:
+    """Why ``url`` can never be read as an input (None if it can be tried): checked once, at start."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError when out of range)
+    except ValueError as error:
+        return f"{url[:200]!r} is not a URL ({error})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url[:200]!r} is not an http:// or https:// URL (the source reads MPEG-TS over HTTP)"
+    return None
 
 
 class InputError(Exception):
