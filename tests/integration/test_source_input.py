@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from swarmcast.ingest.http_ts import read_ts_source
@@ -42,6 +44,8 @@ class InputServer:
         self.requests += 1
         if self.mode == "html":
             return web.Response(text=PAGE, content_type="text/html")
+        if self.mode == "missing":
+            return web.Response(status=404, text="no such stream")
         if self.mode == "m3u8":
             return web.Response(text=PLAYLIST, content_type="application/vnd.apple.mpegurl")
         if self.mode == "packets":  # a short run of synthetic TS packets, then the end of the stream
@@ -189,8 +193,9 @@ async def test_read_timeout_reconnects_a_stalled_input(tmp_path: Path) -> None:
                 assert await newest_piece(source.port) is not None  # the TS before the stall was published
 
 
-async def test_input_status_follows_the_ingest_loop() -> None:
+async def test_input_status_follows_the_ingest_loop(caplog: pytest.LogCaptureFixture) -> None:
     # In-process: read_ts_source against the test server, watching the InputStatus the monitor shows.
+    caplog.set_level(logging.INFO, "swarmcast.ingest")
     async with input_server() as server:
         status = InputStatus(server.url)
         chunks = read_ts_source(server.url, reconnect_interval=0.2, read_timeout=2.0, status=status)
@@ -200,6 +205,11 @@ async def test_input_status_follows_the_ingest_loop() -> None:
             assert not status.connected and status.bytes_received == 0
             assert status.last_error is not None and "looks like an HTML page" in status.last_error
             assert status.last_error_at is not None and abs(status.last_error_at - time.time()) < 60
+            # A new kind of failure is logged at once (not at the next 30 s summary); a repeated one is not.
+            assert sum("looks like an HTML page" in r.getMessage() for r in caplog.records) == 1
+            server.mode = "missing"
+            await wait_until(lambda: any("HTTP 404" in r.getMessage() for r in caplog.records), 5.0)
+            assert "still down after" in next(r.getMessage() for r in caplog.records if "HTTP 404" in r.getMessage())
             server.mode = "packets"  # each answer is 200 packets, then the stream ends: connect, end, reconnect
             await wait_until(lambda: status.reconnects >= 2, 10.0)
             assert status.bytes_received >= 3 * 200 * 188

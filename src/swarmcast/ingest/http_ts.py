@@ -8,15 +8,17 @@ itself is bounded by ``CONNECT_TIMEOUT``. Nothing of a connection is yielded unt
 TS, so a non-TS input publishes no piece.
 
 Every failure is logged from the first attempt in words an operator can act on (connection refused, DNS, HTTP
-status, not MPEG-TS, no data), then summarised every ``LOG_EVERY`` seconds, and kept in the ``InputStatus`` the
-monitor shows. The consumer is told of each reconnect through ``on_reconnect`` so it can mark a discontinuity; the
-broadcast itself (content id, piece numbering) carries on.
+status, not MPEG-TS, no data), then summarised every ``LOG_EVERY`` seconds (at once when the failure changes: an
+operator fixing the input sees each step), and kept in the ``InputStatus`` the monitor shows. The consumer is
+told of each reconnect through ``on_reconnect`` so it can mark a discontinuity; the broadcast itself (content id,
+piece numbering) carries on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
@@ -100,6 +102,7 @@ async def read_ts_source(
     policy = ReconnectPolicy(reconnect_interval)
     status = status if status is not None else InputStatus(url)
     ever_connected = False
+    logged_kind = ""  # the last failure logged, numbers aside: a new kind of failure is logged at once
     timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=read_timeout)
     # auto_decompress off: a TS input is never compressed, and a compressed answer is then not taken for TS.
     async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
@@ -140,7 +143,10 @@ async def read_ts_source(
             delay = policy.failed(now)
             status.connected, status.attempts = False, policy.attempts
             status.last_error, status.last_error_at = reason, time.time()
-            if policy.should_log(now):
+            kind = re.sub(r"\d+", "N", reason)
+            # should_log first: it also restarts the summary period.
+            if policy.should_log(now) or kind != logged_kind:
+                logged_kind = kind
                 if policy.attempts == 1:
                     log.warning("source input failed: %s; retrying every %g s: %s", reason, delay, url)
                 else:
