@@ -36,6 +36,7 @@ CHUNK_SIZE = 64 * 1024
 # two-minute SYN timeout; 3 s covers the first SYN retransmit (1 s) with room for a slow path.
 CONNECT_TIMEOUT = 3.0
 DEFAULT_READ_TIMEOUT = 10.0  # --source-read-timeout: seconds without a byte before the input counts as lost
+MAX_LOGGED_KINDS = 8  # kinds of failure logged at once per outage; the rest wait for the 30 s summary
 MAX_REASON_CHARS = 300  # of one error line (a server's reason phrase is its own choice)
 
 
@@ -102,7 +103,9 @@ async def read_ts_source(
     policy = ReconnectPolicy(reconnect_interval)
     status = status if status is not None else InputStatus(url)
     ever_connected = False
-    logged_kind = ""  # the last failure logged, numbers aside: a new kind of failure is logged at once
+    # Kinds of failure (numbers aside) logged in this outage: a new kind is logged at once, a flapping input that
+    # alternates between two kinds is not logged at every attempt.
+    logged_kinds: set[str] = set()
     timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=read_timeout)
     # auto_decompress off: a TS input is never compressed, and a compressed answer is then not taken for TS.
     async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
@@ -120,6 +123,7 @@ async def read_ts_source(
                     else:
                         log.info("source input connected (MPEG-TS): %s", url)
                     policy.connected()
+                    logged_kinds.clear()
                     status.connected, status.attempts = True, 0
                     if ever_connected:
                         status.reconnects += 1
@@ -145,8 +149,8 @@ async def read_ts_source(
             status.last_error, status.last_error_at = reason, time.time()
             kind = re.sub(r"\d+", "N", reason)
             # should_log first: it also restarts the summary period.
-            if policy.should_log(now) or kind != logged_kind:
-                logged_kind = kind
+            if policy.should_log(now) or (kind not in logged_kinds and len(logged_kinds) < MAX_LOGGED_KINDS):
+                logged_kinds.add(kind)
                 if policy.attempts == 1:
                     log.warning("source input failed: %s; retrying every %g s: %s", reason, delay, url)
                 else:
