@@ -18,6 +18,7 @@ from swarmcast.commands.options import (
     positive_float,
 )
 from swarmcast.credential import CREDENTIAL_LIFETIME, MAX_CREDENTIAL_LIFETIME, MIN_CREDENTIAL_LIFETIME
+from swarmcast.ingest.http_ts import DEFAULT_READ_TIMEOUT, source_url_problem
 from swarmcast.logsetup import setup_logging
 from swarmcast.node.config import SourceConfig, StandbyConfig, SupportConfig
 from swarmcast.node.joiner import JoinError
@@ -63,6 +64,17 @@ def metatracker_url(text: str) -> str:
     if not text.startswith(("http://", "https://")):
         raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
     return text
+
+
+MIN_READ_TIMEOUT = 1.0  # below, a normal gap between an encoder's packets could count as a lost input
+MAX_READ_TIMEOUT = 3600.0
+
+
+def read_timeout(text: str) -> float:
+    value = positive_float(text)
+    if not MIN_READ_TIMEOUT <= value <= MAX_READ_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"{value:g} is not in {MIN_READ_TIMEOUT:g}..{MAX_READ_TIMEOUT:g} (seconds)")
+    return value
 
 
 def credential_lifetime(text: str) -> float:
@@ -111,6 +123,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         f"default {CREDENTIAL_LIFETIME:.0f})")  # fmt: skip
     source.add_argument("--source-reconnect-interval", type=positive_float, default=1.0, metavar="SECONDS",
                         help="seconds between attempts to reach a lost input; fixed, never longer (default 1)")
+    source.add_argument("--source-read-timeout", type=read_timeout, default=DEFAULT_READ_TIMEOUT, metavar="SECONDS",
+                        help="seconds without a byte from the input before it counts as lost and is reconnected "
+                             f"({MIN_READ_TIMEOUT:g}..{MAX_READ_TIMEOUT:g}, default {DEFAULT_READ_TIMEOUT:g})")
+    source.add_argument("--permanent", action="store_true",
+                        help="keep the source running through any input outage, however long; swarmcast's source "
+                             "always does (it retries its input for ever), the flag is accepted for Ace Stream "
+                             "command lines")  # fmt: skip
     source.add_argument("--standby-for", type=ip_and_port, metavar="IP:PORT",
                         help="run as the hot standby of the source node at IP:PORT: follow it and take over "
                              "signing when it is gone (needs its .sauth in --metadata-dir; see docs/design.md)")
@@ -139,6 +158,10 @@ def _default_name(title: str) -> str:
 
 
 def run_source(args: argparse.Namespace) -> int:
+    problem = source_url_problem(args.source)
+    if problem is not None:  # at the edge: retrying a URL we can never read would only fill the log
+        print(f"swarmcast node source: error: argument --source: {problem}", file=sys.stderr)
+        return 2
     setup_logging(args.log_file, verbose=args.debug)
     standby: StandbyConfig | None = None
     if args.standby_for is not None:
@@ -156,6 +179,8 @@ def run_source(args: argparse.Namespace) -> int:
         metadata_dir=args.metadata_dir or args.state_dir or args.publish_dir,
         provider_key=args.provider_key,
         source_reconnect_interval=args.source_reconnect_interval,
+        source_read_timeout=args.source_read_timeout,
+        permanent=args.permanent,
         support_nodes=tuple(args.support_node),
         credential_lifetime=args.credential_lifetime,
         standby=standby,

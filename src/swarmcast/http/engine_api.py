@@ -1,7 +1,9 @@
 """The engine's playback API, shaped like the Ace Stream engine's so existing players and scripts work.
 
-- ``GET /ace/getstream?id=|content_id=|infohash=|url=|magnet=`` plays MPEG-TS; ``format=json`` answers the
-  playback/stat/command URLs instead. Any number of players per broadcast; no ``pid`` needed.
+- ``GET /ace/getstream?id=|content_id=|infohash=|url=|magnet=|data=`` plays MPEG-TS; ``format=json`` answers the
+  playback/stat/command URLs instead. Any number of players per broadcast; no ``pid`` needed. Every parameter Ace
+  Stream documents is accepted and its value checked (swarmcast.http.engine_params); unknown ones are ignored.
+- ``GET /ace/manifest.m3u8`` checks the same parameters; its HLS output is not built yet (501).
 - ``GET /ace/r/<infohash>/<session>`` the playback URL of a JSON session.
 - ``GET /ace/stat/<infohash>/<session>`` status; ``GET /ace/cmd/<infohash>/<session>?method=stop``.
 - ``GET /webui/api/service?method=get_version``.
@@ -24,25 +26,25 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import HttpVersion10, web
 from aiohttp.http_exceptions import HttpProcessingError
-from multidict import MultiMapping
 
 from swarmcast import VERSION_CODE, __version__
+from swarmcast.http.engine_params import ID_KEYS, PlaybackRequest, content_id, magnet, parse_playback, transport_data
+from swarmcast.http.livepos import livepos, piece_seconds
 from swarmcast.node.engine import Engine, EngineBroadcast, PlaybackSession
 from swarmcast.node.engine_limits import RETRY_AFTER_SECONDS, EngineBusyError
-from swarmcast.node.joiner import MAX_LOCATION_LENGTH, JoinError, load_transport, parse_content_id, parse_magnet
+from swarmcast.node.joiner import JoinError, load_transport
 
 log = logging.getLogger("swarmcast.engine")
 
 ENGINE_KEY: web.AppKey[Engine] = web.AppKey("engine", Engine)
 
-MAX_QUERY_PARAMS = 32  # parameters in one query string
-MAX_VALUE_LENGTH = MAX_LOCATION_LENGTH + 1024  # characters of one (decoded) parameter; a magnet carries trackers
-MAX_MAGNET_TRACKERS = 8  # tr= in one magnet link
 MAX_REQUEST_LINE = 8190  # bytes of the request line (aiohttp's own 400 beyond), also of each header
 KEEPALIVE_TIMEOUT = 15.0  # an idle connection (also one that sends nothing, or half a request) is closed after this
 MAX_HTTP_CONNECTIONS = 256  # open API connections; past it a new one is closed at once (within one accept burst)
 LISTEN_BACKLOG = 100
-ID_KEYS = ("id", "content_id", "infohash")
+# Ace Stream's id of the user session a playback belongs to (an integer; -1 when there is none, as here: swarmcast
+# has no user accounts).
+CLIENT_SESSION_ID = -1
 TS_HEADERS = {"Content-Type": "video/mp2t", "Cache-Control": "no-cache"}
 
 
@@ -52,53 +54,16 @@ def _error(message: str, status: int = 400, headers: Mapping[str, str] | None = 
     return web.json_response({"response": None, "error": message}, status=status, headers=headers)
 
 
-def _check_query(query: MultiMapping[str]) -> None:
-    if len(query) > MAX_QUERY_PARAMS:
-        raise JoinError(f"the query has {len(query)} parameters, more than {MAX_QUERY_PARAMS}")
-    for key, value in query.items():
-        if len(value) > MAX_VALUE_LENGTH:
-            raise JoinError(f"query parameter {key[:40]!r} is {len(value)} characters, more than {MAX_VALUE_LENGTH}")
-
-
-def _magnet(text: str) -> tuple[bytes, tuple[str, ...]]:
-    try:
-        content_id, trackers = parse_magnet(text)
-    except ValueError as error:  # JoinError, or urlsplit's own on a malformed link
-        raise JoinError(f"bad magnet link: {error}" if type(error) is ValueError else str(error)) from None
-    if len(trackers) > MAX_MAGNET_TRACKERS:
-        raise JoinError(f"the magnet link has {len(trackers)} trackers (tr=), more than {MAX_MAGNET_TRACKERS}")
-    return content_id, trackers
-
-
-def _content_id(text: str) -> bytes:
-    try:
-        return parse_content_id(text)
-    except ValueError as error:
-        raise JoinError(str(error) if isinstance(error, JoinError) else f"bad content id: {error}") from None
-
-
-def _which(query: MultiMapping[str]) -> str:
-    """The parameter that names the broadcast (checked for syntax where that costs no I/O)."""
-    _check_query(query)
-    for key in ID_KEYS:
-        if key in query:
-            _content_id(query[key])
-            return key
-    if "magnet" in query:
-        _magnet(query["magnet"])
-        return "magnet"
-    if "url" in query:
-        return "url"
-    raise JoinError("give one of id, content_id, infohash, url or magnet")
-
-
-async def _broadcast_for(engine: Engine, query: MultiMapping[str], key: str) -> EngineBroadcast:
-    if key in ID_KEYS:
-        return await engine.join(_content_id(query[key]))
-    if key == "magnet":
-        content_id, trackers = _magnet(query["magnet"])
-        return await engine.join(content_id, trackers=trackers)
-    transport = await load_transport(query["url"], engine.local_files)
+async def _broadcast_for(engine: Engine, asked: PlaybackRequest) -> EngineBroadcast:
+    if asked.selector in ID_KEYS:
+        return await engine.join(content_id(asked.value))
+    if asked.selector == "magnet":
+        cid, trackers = magnet(asked.value)
+        return await engine.join(cid, trackers=trackers)
+    if asked.selector == "data":
+        descriptor = transport_data(asked.value)
+        return await engine.join(descriptor.content_id, descriptor=descriptor)
+    transport = await load_transport(asked.value, engine.local_files)
     return await engine.join(
         transport.descriptor.content_id,
         descriptor=transport.descriptor,
@@ -119,18 +84,17 @@ def _urls(request: web.Request, session: PlaybackSession) -> dict[str, str]:
 
 async def getstream(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
-    as_json = request.query.get("format") == "json"
     try:
-        key = _which(request.query)
+        asked = parse_playback(request.query)
         if request.method == "HEAD":
-            return web.Response(content_type="application/json") if as_json else web.Response(headers=TS_HEADERS)
-        if as_json:
-            broadcast = await _broadcast_for(engine, request.query, key)
+            return web.Response(content_type="application/json") if asked.as_json else web.Response(headers=TS_HEADERS)
+        if asked.as_json:
+            broadcast = await _broadcast_for(engine, asked)
             session = engine.new_session(broadcast)
         else:
             # The stream slot first: a request we would refuse must not start a lookup.
             with engine.streams.slot(_client(request)):
-                broadcast = await _broadcast_for(engine, request.query, key)
+                broadcast = await _broadcast_for(engine, asked)
                 return await _play(request, engine, broadcast, None)
     except JoinError as error:
         return _error(str(error))
@@ -141,9 +105,20 @@ async def getstream(request: web.Request) -> web.StreamResponse:
         "infohash": broadcast.infohash,
         "playback_session_id": session.session_id,
         "is_live": 1,
-        "is_encrypted": 0,
+        "is_encrypted": 0,  # Ace Stream's 0/1: swarmcast broadcasts are signed, never encrypted
+        "client_session_id": CLIENT_SESSION_ID,
     }
     return web.json_response({"response": response, "error": None})
+
+
+async def manifest(request: web.Request) -> web.Response:
+    """``/ace/manifest.m3u8``: the parameters are those of getstream (checked alike); HLS output is not built yet."""
+    try:
+        parse_playback(request.query)
+    except JoinError as error:
+        return _error(str(error))
+    return _error("HLS output (/ace/manifest.m3u8) is not available in this engine yet; play /ace/getstream "
+                  "(MPEG-TS) with the same parameters", 501)  # fmt: skip
 
 
 async def playback(request: web.Request) -> web.StreamResponse:
@@ -214,6 +189,15 @@ async def stat(request: web.Request) -> web.Response:
     now = time.monotonic()
     broadcast.last_active = now  # someone watching the status keeps the broadcast joined
     store = swarm.store
+    bitrate = swarm.descriptor.bitrate if swarm.descriptor is not None else 0
+    live = livepos(
+        now=time.time(),
+        oldest=store.oldest,
+        newest=store.newest,
+        position=max((c.position for c in swarm.cursors if c.position is not None), default=None),
+        held=store.indices(),
+        seconds_per_piece=piece_seconds(store.size_bytes, len(store), bitrate),
+    )
     response = {
         "status": "dl" if broadcast.delivered > 0 else "prebuf",
         "peers": swarm.peer_count,
@@ -224,12 +208,7 @@ async def stat(request: web.Request) -> web.Response:
         "total_progress": 0,
         "is_live": 1,
         "playback_session_id": session.session_id,
-        "livepos": {
-            "first": store.oldest,
-            "last": store.newest,
-            "pos": max((c.position for c in swarm.cursors if c.position is not None), default=None),
-            "buffer_pieces": len(store),
-        },
+        "livepos": live,
         "players": broadcast.players,
         "source_delay": round(broadcast.source_clock.delay, 3) if broadcast.source_clock else None,
         "skipped_pieces": swarm.stats.skipped_pieces,
@@ -318,6 +297,7 @@ def make_app(engine: Engine) -> web.Application:
     app = web.Application(middlewares=[json_errors])
     app[ENGINE_KEY] = engine
     app.router.add_get("/ace/getstream", getstream)
+    app.router.add_get("/ace/manifest.m3u8", manifest)
     app.router.add_get("/ace/r/{infohash}/{session}", playback)
     app.router.add_get("/ace/stat/{infohash}/{session}", stat)
     app.router.add_get("/ace/cmd/{infohash}/{session}", command)

@@ -69,6 +69,10 @@ class SourceConfig:
     metadata_dir: Path = Path()
     provider_key: str = ""
     source_reconnect_interval: float = 1.0
+    source_read_timeout: float = 10.0  # --source-read-timeout: no byte for this long = input lost, reconnect
+    # --permanent: never exit because the input is gone. Our source always behaves so (it retries its input for
+    # ever, whatever the failure); the flag is kept for Ace Stream command lines and shown in the log.
+    permanent: bool = False
     # --support-node IP[:PORT]: peers the source grants a support credential (port 0 = any listen port).
     support_nodes: tuple[Address, ...] = ()
     credential_lifetime: float = 600.0  # seconds the credentials the source issues are valid (refreshed at half)

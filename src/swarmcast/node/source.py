@@ -92,7 +92,8 @@ class SourceNode:
         self._next_index = 0
         self._key: Ed25519PrivateKey | None = None
         self.started_at = time.monotonic()
-        self.input_status = InputStatus(config.source_url)  # the ingest loop keeps it; /app/monitor shows it
+        # The input as the ingest loop last saw it (connected, failed attempts, last error): for /app/monitor.
+        self.input_status = InputStatus(config.source_url)
         self.node_state: NodeState | None = None
 
     def _descriptor_for(self, bitrate: int) -> Descriptor:
@@ -136,14 +137,20 @@ class SourceNode:
 
     async def run(self, stop: asyncio.Event) -> None:
         config = self.config
-        self._key = self.metadata.key()
+
         def on_reconnect() -> None:
             if self._cutter is not None:
                 self._cutter.mark_discontinuity(resync=True, now=time.monotonic())
 
+        # A non-TS or unreachable input yields nothing: with --bitrate the transport file is published and the
+        # node listens (its monitor shows the input's state) while no piece is made; with bitrate detection the
+        # node waits for 2 s of real TS before it has a descriptor to publish.
         chunks = read_ts_source(
-            config.source_url, reconnect_interval=config.source_reconnect_interval, on_reconnect=on_reconnect
-        )
+            config.source_url, reconnect_interval=config.source_reconnect_interval,
+            read_timeout=config.source_read_timeout, on_reconnect=on_reconnect, status=self.input_status,
+        )  # fmt: skip
+        if config.permanent:
+            log.info("--permanent: the source keeps running through any input outage (it always does)")
         buffered: list[bytes] = []
         stop_task = asyncio.create_task(stop.wait())
         settle_task = asyncio.create_task(self._settle_descriptor(chunks, buffered))
@@ -156,6 +163,9 @@ class SourceNode:
             descriptor = self.descriptor = settle_task.result()
         finally:
             stop_task.cancel()
+        # The key exists once the descriptor does (with --bitrate at once; with detection once real TS came): a
+        # source pointed at a wrong URL and stopped leaves neither a key nor a transport file behind.
+        self._key = self.metadata.key()
         content_id = descriptor.content_id
         path = self._publish(descriptor)
         log.info("broadcast %r content id %s, transport file %s", config.title, descriptor.infohash, path)

@@ -243,7 +243,8 @@ class StandbyNode:
         membership.start()
         log.info("standby node listening on %s:%d", config.common.bind, host.port)
         chunks = read_ts_source(
-            config.source_url, reconnect_interval=config.source_reconnect_interval, on_reconnect=on_reconnect
+            config.source_url, reconnect_interval=config.source_reconnect_interval,
+            read_timeout=config.source_read_timeout, on_reconnect=on_reconnect,
         )
 
         async def pump() -> None:
