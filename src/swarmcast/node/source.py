@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,10 +22,11 @@ from swarmcast.discovery.announcer import Announcer
 from swarmcast.discovery.tracker_server import InternalTracker
 from swarmcast.ingest.http_ts import read_ts_source
 from swarmcast.media.ts import TsPacketizer
+from swarmcast.node.access import AccessControl
 from swarmcast.node.config import SourceConfig
 from swarmcast.node.credentials import credential_routes
 from swarmcast.node.host import PeerHost
-from swarmcast.node.lifecycle import pid_file, run_until_stopped_or_done
+from swarmcast.node.lifecycle import pid_file, run_until_stopped_or_done, signal_handler
 from swarmcast.node.metadata import BroadcastMetadata
 from swarmcast.node.shared import (
     new_peer_id,
@@ -85,6 +87,7 @@ class SourceNode:
         self.descriptor: Descriptor | None = None
         self.swarm: Swarm | None = None
         self.host: PeerHost | None = None
+        self.access: AccessControl | None = None  # the operator controls /app/update reaches (node/access.py)
         self._cutter: PieceCutter | None = None
         self._next_index = 0
         self._key: Ed25519PrivateKey | None = None
@@ -162,7 +165,7 @@ class SourceNode:
             tracker_routes(app, InternalTracker(), config.common.service_access_token)
         host, swarm = node_host_and_swarm(
             config.common, role=Role.SOURCE, flags=HandshakeFlags.SOURCE, peer_id=self.peer_id, app=app,
-            descriptor=descriptor,
+            descriptor=descriptor, trusted=[ip for ip, _ in config.support_nodes],
         )  # fmt: skip
         self.host, self.swarm = host, swarm
         host.add_swarm(swarm)
@@ -171,6 +174,8 @@ class SourceNode:
                                   lifetime=config.credential_lifetime)  # fmt: skip
         swarm.authority.issuer = issuer
         credential_routes(app, issuer, config.common.service_access_token)
+        # --upload-to: the only peers served, and support nodes (a credential) like --support-node ones.
+        access = self.access = AccessControl(host, swarm, config.common.access, issuer=issuer)
         if config.support_nodes:
             log.info("support nodes: %s", ", ".join(f"{ip}:{port or '*'}" for ip, port in config.support_nodes))
         # -- end of credentials ---------------------------------------------------------------------------------
@@ -185,6 +190,10 @@ class SourceNode:
         host.tick_hooks.append(flush_on_tick)
         await host.start()
         trackers = list(config.common.trackers)
+        if config.common.access.private and trackers:
+            # A private source hands data to its --upload-to nodes only: announcing would only invite refusals.
+            log.info("private node: not announcing to %d trackers", len(trackers))
+            trackers = []
         announcer = Announcer(
             trackers,
             info_hash=content_id,
@@ -205,7 +214,7 @@ class SourceNode:
                 for cut in cutter.feed(packetizer.feed(chunk), time.monotonic()):
                     self._emit(cut)
 
-        with pid_file(config.common.pid_file_dir, host.port):
+        with pid_file(config.common.pid_file_dir, host.port), signal_handler(signal.SIGHUP, access.on_hangup):
             try:
                 await run_until_stopped_or_done(pump(), stop, name="source-pump")
             finally:

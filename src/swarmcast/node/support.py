@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 from aiohttp import web
 
 from swarmcast.discovery.tracker_server import InternalTracker
+from swarmcast.node.access import AccessControl
 from swarmcast.node.config import SupportConfig
 from swarmcast.node.credentials import CredentialFetcher, credential_url
 from swarmcast.node.joiner import Membership, load_transport
-from swarmcast.node.lifecycle import pid_file
+from swarmcast.node.lifecycle import pid_file, signal_handler
 from swarmcast.node.shared import (
     new_peer_id,
     node_host_and_swarm,
@@ -34,6 +36,7 @@ class SupportNode:
     def __init__(self, config: SupportConfig) -> None:
         self.config = config
         self.peer_id = new_peer_id()
+        self.access: AccessControl | None = None  # the operator controls /app/update reaches (node/access.py)
 
     async def run(self, stop: asyncio.Event) -> None:
         config = self.config
@@ -50,6 +53,7 @@ class SupportNode:
             descriptor=descriptor, download_from=download_from,
         )  # fmt: skip
         status_routes(app, swarm, config.common.service_access_token)
+        access = self.access = AccessControl(host, swarm, config.common.access)
         pinned = list(config.download_from)
         if transport.node is not None and download_from is None:
             pinned.append(transport.node)
@@ -61,10 +65,15 @@ class SupportNode:
         if url is not None:
             fetcher = CredentialFetcher(url, swarm)
             fetcher.start(await fetcher.fetch_once())
-        membership = Membership(host, swarm, descriptor.trackers + transport.trackers + config.common.trackers)
+        trackers = descriptor.trackers + transport.trackers + config.common.trackers
+        if config.common.access.private and trackers:
+            # Only its operator's addresses may connect: peers a tracker names would be refused both ways.
+            log.info("private node: not announcing to %d trackers", len(set(trackers)))
+            trackers = ()
+        membership = Membership(host, swarm, trackers)
         membership.start()
         log.info("support node listening on %s:%d", config.common.bind, host.port)
-        with pid_file(config.common.pid_file_dir, host.port):
+        with pid_file(config.common.pid_file_dir, host.port), signal_handler(signal.SIGHUP, access.on_hangup):
             try:
                 await stop.wait()
             finally:
