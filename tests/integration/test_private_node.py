@@ -170,3 +170,25 @@ def test_countries_without_a_database_are_refused_at_start(tmp_path: Path) -> No
     assert len(lines) == 1, done.stderr
     assert "--ip-filter-config" in lines[0] and "whitelist.countries" in lines[0] and "--geoip-db" in lines[0]
     assert not (tmp_path / "publish").exists()  # nothing left behind
+
+
+async def test_one_connection_per_peer_address_the_newer_replaces_the_older(tmp_path: Path) -> None:
+    port = free_port()
+    args = source_args(tmp_path, f"http://{HOST}:1/none.ts", port, "--bitrate", "125000",
+                       "--close-connections-from-same-peer", "1")  # fmt: skip
+    with swarmcast_process(args, stderr_path=tmp_path / "source.log", wait_port=(HOST, port)):
+        from swarmcast.transport import Descriptor
+
+        content_id = Descriptor.decode(next((tmp_path / "publish").glob("*.acelive")).read_bytes()).content_id
+        older = await TestPeer.connect(HOST, port, content_id, listen_port=9100, local_host="127.0.0.6")
+        assert await older.window() is not None
+        neighbour = await TestPeer.connect(HOST, port, content_id, listen_port=9101, local_host="127.0.0.6")
+        assert await neighbour.window() is not None  # another node on that host: its own address
+        newer = await TestPeer.connect(HOST, port, content_id, listen_port=9100, local_host="127.0.0.6")
+        assert await newer.window() is not None
+        assert await older.wait_closed(10.0), "the older connection of the same peer address stayed open"
+        for peer in (newer, neighbour):
+            peer.send(KeepAlive())
+            assert not await peer.wait_closed(1.0)
+            peer.close()
+        older.close()

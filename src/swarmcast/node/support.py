@@ -51,6 +51,8 @@ class SupportNode:
         host, swarm = node_host_and_swarm(
             config.common, role=Role.SUPPORT, flags=HandshakeFlags.SEEDER, peer_id=self.peer_id, app=app,
             descriptor=descriptor, download_from=download_from,
+            # Without --download-from, the node its transport file came from is its upstream: a private node admits it.
+            trusted=[transport.node[0]] if transport.node is not None and download_from is None else [],
         )  # fmt: skip
         status_routes(app, swarm, config.common.service_access_token)
         access = self.access = AccessControl(host, swarm, config.common.access)
