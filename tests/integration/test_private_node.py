@@ -192,3 +192,36 @@ async def test_one_connection_per_peer_address_the_newer_replaces_the_older(tmp_
             assert not await peer.wait_closed(1.0)
             peer.close()
         older.close()
+
+
+async def test_a_private_support_node_talks_only_to_its_source_and_upload_to(tmp_path: Path) -> None:
+    source_port = free_port()
+    args = source_args(tmp_path, f"http://{HOST}:1/none.ts", source_port, "--bitrate", "125000")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(swarmcast_process(args, stderr_path=tmp_path / "source.log", wait_port=(HOST, source_port)))
+        transport_file = next((tmp_path / "publish").glob("*.acelive"))
+        from swarmcast.transport import Descriptor
+
+        content_id = Descriptor.decode(transport_file.read_bytes()).content_id
+        support_port = free_port(SUPPORT_IP)
+        args = ["node", "support", "--bind", SUPPORT_IP, "--port", str(support_port), "--url", str(transport_file),
+                "--download-from", f"{HOST}:{source_port}", "--private-node", "1", "--upload-to", "127.0.0.4:9",
+                "--pid-file-dir", str(tmp_path)]  # fmt: skip
+        stack.enter_context(swarmcast_process(args, stderr_path=tmp_path / "support.log",
+                                              wait_port=(SUPPORT_IP, support_port)))  # fmt: skip
+        stat = f"http://{SUPPORT_IP}:{support_port}/app/stat"
+        assert (await get_json(stat, "127.0.0.4"))["content_id"] == content_id.hex()
+        listed = await TestPeer.connect(SUPPORT_IP, support_port, content_id, listen_port=9, local_host="127.0.0.4")
+        assert await listed.window() is not None
+        listed.close()
+        for ip in ("127.0.0.3", "127.0.0.5"):
+            stranger = await TestPeer.connect(SUPPORT_IP, support_port, content_id, local_host=ip)
+            assert await stranger.wait_closed(10.0) and stranger.remote is None, f"{ip} was let in"
+            stranger.close()
+            assert await http_refused(stat, ip)
+        # Its upstream, the source, is connected (it is the one address it may dial besides --upload-to).
+        for _ in range(50):
+            if (await get_json(stat, "127.0.0.4"))["peers"] == 1:
+                break
+            await asyncio.sleep(0.2)
+        assert (await get_json(stat, "127.0.0.4"))["peers"] == 1
