@@ -204,3 +204,19 @@ def test_a_public_support_node_with_upload_to_serves_only_those() -> None:
     assert not listed.session.am_choking and other.session.am_choking
     support.set_upload_to(None, net.now)  # an empty --upload-to over /app/update: everyone again
     assert not other.session.am_choking
+
+
+def test_set_peers_moves_a_support_nodes_upstream() -> None:
+    bc = Broadcast()
+    support = bc.make_swarm(Role.SUPPORT, download_from=frozenset({("127.0.0.1", 7764)}))
+    support.add_candidates([("127.0.0.1", 7764)], pinned=True)
+    host = FakeHost(AccessPolicy(private=True, download_from=["127.0.0.1"]))
+    host.access.hold(1, "127.0.0.1", inbound=False)
+    control = AccessControl(host, support, AccessConfig(private=True))  # type: ignore[arg-type]
+    assert control.download_from == (("127.0.0.1", 7764),)
+    control.set_peers(download_from=[("127.0.0.8", 7764)])
+    assert support.config.download_from == frozenset({("127.0.0.8", 7764)})
+    assert support.dialer.candidates[("127.0.0.8", 7764)].pinned
+    assert ("127.0.0.1", 7764) not in support.dialer.candidates
+    assert host.closed == [1]  # a private node drops its old upstream
+    assert host.access.admit("127.0.0.8").admitted and not host.access.admit("127.0.0.1").admitted

@@ -353,9 +353,10 @@ class AccessControl:
         swarm = self.swarm
         new = frozenset(self._download_from) or None
         swarm.config = replace(swarm.config, download_from=new)
-        for address, candidate in swarm.dialer.candidates.items():
-            if candidate.pinned and (new is None or address not in new):
-                candidate.pinned = False  # an old upstream: forgotten like any candidate once it fails
+        if new is None:
+            for candidate in swarm.dialer.candidates.values():
+                candidate.pinned = False  # the old upstream: now a candidate like any other
+        swarm.dialer.set_allowed(new)  # with a new list, candidates outside it are dropped
         if new:
             swarm.add_candidates(sorted(new), pinned=True)
         for session in swarm.sessions.values():

@@ -122,6 +122,13 @@ class Dialer:
         while len(self._dead) > MAX_DEAD:
             self._dead.popitem(last=False)
 
+    def set_allowed(self, allowed: frozenset[Address] | None) -> None:
+        """A new ``--download-from`` list (from /app/update): only these are candidates from now on (None: any)."""
+        self._allowed = allowed
+        if allowed is not None:
+            for address in [a for a in self.candidates if a not in allowed]:
+                del self.candidates[address]
+
     def connected(self, address: Address) -> None:
         candidate = self.candidates.get(address)
         if candidate is not None:
