@@ -6,7 +6,8 @@ way (``--url http://SOURCE/app/TOKEN/get_transport_file``), so it holds a creden
 address; ten greedy fakes claim SEEDER at the source (five of them from other IPs, presenting the real support
 node's credential, copied off the wire); another claims SOURCE|SEEDER at the viewer engine. The source must serve
 the fakes nothing while its support node wants data, the engine must treat the claimant as a viewer, and the
-honest player reading through the support node must get the source's pieces without a skip.
+honest player reading through the support node must get the source's pieces without a skip. The second test
+does the same for a support node the source names with ``--upload-to`` (issue 8): status by credential, not claim.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@
 - A node's ip filter (countries through a test .mmdb) is re-read on SIGHUP: the newly blacklisted address is
   refused and its live connection closed, the newly allowed one admitted, and an allowed connection stays open.
 - A filter that names countries without ``--geoip-db`` stops the node at start: one line naming the key, exit 2.
+- ``--close-connections-from-same-peer 1``: a second connection from the same IP and listen port replaces the first.
+- A private support node admits its ``--download-from`` source and its ``--upload-to`` address, no one else.
 """
 
 from __future__ import annotations
