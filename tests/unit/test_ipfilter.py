@@ -125,3 +125,15 @@ def test_countries_through_a_test_database(tmp_path: Path) -> None:
     assert policy.admit("192.0.2.1").reason == "not whitelisted"  # not in the database
     assert policy.admit("127.0.0.9").reason == "blacklist"
     assert policy.rejected == {"not whitelisted": 2, "blacklist": 1}
+
+
+def test_prefix_lengths_from_0_to_full() -> None:
+    f = parse_filter({"blacklist": {"addresses": ["0.0.0.0/0", "::/0"]}, "whitelist": {"addresses": [
+        "198.51.100.7/32", "2001:db8::1/128", "10.0.0.0/31"]}})  # fmt: skip
+    assert refusal(f, "1.2.3.4") == "blacklist"
+    assert refusal(f, "2001:db8::2") == "blacklist"
+    f = parse_filter({"whitelist": {"addresses": ["198.51.100.7/32", "2001:db8::1/128", "10.0.0.0/31"]}})
+    assert [refusal(f, ip) for ip in ("198.51.100.7", "2001:db8::1", "10.0.0.1", "10.0.0.2")] == [
+        None, None, None, "not whitelisted"]  # fmt: skip
+    big = parse_filter({"blacklist": {"addresses": [f"11.{i // 256}.{i % 256}.0/24" for i in range(50_000)]}})
+    assert refusal(big, "11.100.7.9") == "blacklist" and refusal(big, "12.0.0.1") is None
