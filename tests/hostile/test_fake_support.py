@@ -6,7 +6,8 @@ way (``--url http://SOURCE/app/TOKEN/get_transport_file``), so it holds a creden
 address; ten greedy fakes claim SEEDER at the source (five of them from other IPs, presenting the real support
 node's credential, copied off the wire); another claims SOURCE|SEEDER at the viewer engine. The source must serve
 the fakes nothing while its support node wants data, the engine must treat the claimant as a viewer, and the
-honest player reading through the support node must get the source's pieces without a skip.
+honest player reading through the support node must get the source's pieces without a skip. The second test
+does the same for a support node the source names with ``--upload-to`` (issue 8): status by credential, not claim.
 """
 
 from __future__ import annotations
@@ -181,3 +182,51 @@ async def test_fake_support_nodes_get_nothing_and_the_real_one_keeps_its_place(t
         # The honest player got the source's own pieces, in order, without a skip.
         assert len(decode_video(stream)) >= 150
         match_pieces(stream, await source_pieces(source))  # consecutive pieces: a skip would fail here
+
+
+async def test_upload_to_names_the_support_node_and_claimants_elsewhere_get_nothing(tmp_path: Path) -> None:
+    """Item 7 with the operator's other control: the source's ``--upload-to`` lists the support node, which joins
+    with the transport file alone (no token, no --support-node). It must be granted support status by the source
+    and recognised by the engine; fakes claiming SEEDER from other addresses get nothing from the source (not
+    listed: choked), and a claimant at the engine is a viewer there."""
+    support_ip = "127.0.0.2"
+    support_port, engine_p2p = free_port(support_ip), free_port()
+    with contextlib.ExitStack() as stack:
+        signal_url = stack.enter_context(signal_source(tmp_path))
+        source = stack.enter_context(source_node(tmp_path, signal_url, "--upload-to", f"{support_ip}:{support_port}"))
+        content_id = source.descriptor().content_id
+        args = ["node", "support", "--bind", support_ip, "--port", str(support_port), "--url", source.transport_url,
+                "--download-from", f"{HOST}:{source.port}", "--pid-file-dir", str(tmp_path)]  # fmt: skip
+        stack.enter_context(swarmcast_process(args, stderr_path=tmp_path / "support.log",
+                                              wait_port=(support_ip, support_port)))  # fmt: skip
+        api = stack.enter_context(engine_with_p2p_port(tmp_path, engine_p2p))
+        source_stat = f"http://{HOST}:{source.port}/app/stat"
+        player_url = f"{api}/ace/getstream?url=http://{support_ip}:{support_port}/app/get_transport_file"
+        async with aiohttp.ClientSession() as session:
+            for _ in range(50):
+                if (await stat(session, source_stat)).get("support_nodes"):
+                    break
+                await asyncio.sleep(0.2)
+            player = asyncio.create_task(read_stream(player_url, 6.0))
+            end = time.monotonic() + 6.0
+            fakes = [await connect_from(ip, source.port, content_id, HandshakeFlags.SEEDER) for ip in FAKE_IPS[1:]]
+            fakes.append(await TestPeer.connect(HOST, source.port, content_id, listen_port=40000,
+                                                flags=HandshakeFlags.SEEDER))  # fmt: skip
+            fake_bytes = await asyncio.gather(*(greedy(f, end, None) for f in fakes))
+            for _ in range(100):  # until the engine has joined: then its P2P port serves the broadcast
+                async with session.get(f"{api}/app/stat") as response:
+                    if (await response.json())["result"]:
+                        break
+                await asyncio.sleep(0.1)
+            claimant = await TestPeer.connect(HOST, engine_p2p, content_id, listen_port=40100,
+                                              flags=HandshakeFlags.SOURCE | HandshakeFlags.SEEDER)  # fmt: skip
+            have_to_claimant = await claimant.wait_for(Have, 8.0)
+            claimant.close()
+            stream = await player
+            at_source = await stat(session, source_stat)
+            viewer = await stat(session, f"{api}/app/stat")
+        assert at_source.get("support_nodes") == [f"{support_ip}:{support_port}"], at_source
+        assert sum(fake_bytes) == 0, f"fakes outside --upload-to got {fake_bytes} bytes from the source"
+        assert viewer.get("support_nodes") == [f"{support_ip}:{support_port}"], viewer
+        assert have_to_claimant is not None, "the engine treated a peer that claims SOURCE as a source"
+        assert len(decode_video(stream)) >= 50

@@ -17,6 +17,7 @@ from swarmcast.http.node_api import (
     token_middleware,
 )
 from swarmcast.ingest.status import InputStatus
+from swarmcast.node.access import AccessPolicy
 from swarmcast.node.admission import Admission, AdmissionConfig
 from swarmcast.node.config import AccessConfig, MonitorConfig, NodeCommon
 from swarmcast.node.monitor import Monitor, NodeState, UpdateRequest, apply_update, monitor_figures
@@ -30,6 +31,7 @@ class FakeHost:
     port: int = 7764
     admission: Admission = field(default_factory=lambda: Admission(AdmissionConfig(max_connections=321)))
     refusals_total: dict[str, int] = field(default_factory=dict)
+    access: AccessPolicy = field(default_factory=AccessPolicy)
 
 
 def source_state(list_peers: bool = True) -> tuple[Broadcast, MemoryNetwork, NodeState]:
@@ -214,3 +216,39 @@ def test_another_sites_page_may_not_change_settings() -> None:
     assert not cross_site(request({"Sec-Fetch-Site": "same-origin"}))
     assert cross_site(request({"Sec-Fetch-Site": "cross-site"}))
     assert cross_site(request({"Sec-Fetch-Site": "same-site"}))
+
+
+class RecordingAccess:
+    """Stands in for node/access.py's AccessControl: records what /app/update asked of it."""
+
+    def __init__(self, filter_error: str | None = None) -> None:
+        self.filter_error = filter_error
+        self.calls: list[object] = []
+
+    def reload_filter(self) -> None:
+        from swarmcast.node.ipfilter import FilterError
+
+        self.calls.append("reload")
+        if self.filter_error is not None:
+            raise FilterError(self.filter_error)
+
+    def set_peers(self, *, download_from: object = None, upload_to: object = None) -> None:
+        self.calls.append((download_from, upload_to))
+
+
+def test_access_hook_passes_lists_and_reload_and_a_bad_filter_refuses_the_update() -> None:
+    from typing import cast
+
+    from swarmcast.node.access import AccessControl
+    from swarmcast.node.monitor import UpdateRequest, access_update_hook
+
+    access = RecordingAccess()
+    hook = access_update_hook(cast(AccessControl, access))
+    hook(UpdateRequest(max_peers=5))
+    assert access.calls == []  # nothing of the access policy's asked: nothing done
+    hook(UpdateRequest(upload_to=(("127.0.0.2", 0),), reload_filter=True))
+    assert access.calls == ["reload", (None, (("127.0.0.2", 0),))]
+    bad = RecordingAccess(filter_error="blacklist.addresses: '10.0.0.300' is not an IP address")
+    with pytest.raises(ValueError, match=r"^reload_filter: blacklist.addresses"):
+        access_update_hook(cast(AccessControl, bad))(UpdateRequest(download_from=(), reload_filter=True))
+    assert bad.calls == ["reload"]  # the lists were left alone

@@ -20,7 +20,8 @@ from swarmcast.commands.options import (
 from swarmcast.credential import CREDENTIAL_LIFETIME, MAX_CREDENTIAL_LIFETIME, MIN_CREDENTIAL_LIFETIME
 from swarmcast.ingest.http_ts import DEFAULT_READ_TIMEOUT, source_url_problem
 from swarmcast.logsetup import setup_logging
-from swarmcast.node.config import SourceConfig, StandbyConfig, SupportConfig
+from swarmcast.node.access import FilterError, load_access_filter
+from swarmcast.node.config import AccessConfig, SourceConfig, StandbyConfig, SupportConfig
 from swarmcast.node.joiner import JoinError
 from swarmcast.node.lifecycle import run_until_stopped
 from swarmcast.node.source import SourceNode
@@ -157,6 +158,18 @@ def _default_name(title: str) -> str:
     return cleaned or "broadcast"
 
 
+def _filter_refused(command: str, access: AccessConfig) -> bool:
+    """A filter (or database) that cannot be used stops the node before it starts: one line, exit 2."""
+    try:
+        load_access_filter(access)
+    except FilterError as error:
+        text = str(error)
+        named = text if text.startswith("--geoip-db") else f"--ip-filter-config {text}"
+        print(f"swarmcast node {command}: error: {named}", file=sys.stderr)
+        return True
+    return False
+
+
 def run_source(args: argparse.Namespace) -> int:
     problem = source_url_problem(args.source)
     if problem is not None:  # at the edge: retrying a URL we can never read would only fill the log
@@ -187,8 +200,14 @@ def run_source(args: argparse.Namespace) -> int:
         startup_nodes=tuple(args.startup_node),
         metatrackers=tuple(args.metatracker),
     )
+    if _filter_refused("source", config.common.access):
+        return 2
     if standby is None:
-        asyncio.run(run_until_stopped(SourceNode(config).run))
+        try:
+            asyncio.run(run_until_stopped(SourceNode(config).run))
+        except FilterError as error:  # the file changed since the check above
+            log.error("%s", error)
+            return 2
         return 0
     key_path = config.metadata_dir / f"{config.name}.sauth"
     if not key_path.is_file():
@@ -207,9 +226,14 @@ def run_source(args: argparse.Namespace) -> int:
 def run_support(args: argparse.Namespace) -> int:
     setup_logging(args.log_file, verbose=args.debug)
     config = SupportConfig(common=common_from_args(args), url=args.url, download_from=tuple(args.download_from))
+    if _filter_refused("support", config.common.access):
+        return 2
     try:
         asyncio.run(run_until_stopped(SupportNode(config).run))
     except JoinError as error:
         log.error("cannot join: %s", error)
+        return 2
+    except FilterError as error:  # the file changed since the check above
+        log.error("%s", error)
         return 2
     return 0

@@ -49,10 +49,13 @@ class AdmissionConfig:
     http_header_timeout: float = 10.0  # first bytes → the end of the request headers
     http_idle_timeout: float = 5.0  # keep-alive: a connection idle this long between requests is closed
     http_max_lifetime: float = 60.0  # no HTTP connection of the node's web interface lives longer
+    # --close-connections-from-same-peer 1: one inbound peer connection per peer address (IP and listen port);
+    # a new one replaces the old (``attach``).
+    one_connection_per_peer: bool = False
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
-            if value <= 0:
+            if not isinstance(value, bool) and value <= 0:
                 raise ValueError(f"admission limit {name} must be positive, not {value}")
 
     def fitted(self, descriptors: int) -> AdmissionConfig:
@@ -95,6 +98,17 @@ def address_group(ip: str) -> str:
     return str(address)
 
 
+def _exact(ip: str) -> str:
+    """The address itself (IPv4-mapped IPv6 as IPv4), for rules about one peer rather than a household."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """``admitted`` False: close the connection (``reason`` says why). ``evict``: also close these keys."""
@@ -114,6 +128,8 @@ class _Entry:
     since: float
     inbound: bool
     content_id: bytes | None = None
+    ip: str = ""
+    peer_address: tuple[str, int] | None = None  # set while it is the one connection of that peer address
 
 
 @dataclass(slots=True)
@@ -138,6 +154,7 @@ class Admission:
         self._groups: dict[str, _Group] = {}
         self._idle: OrderedDict[str, None] = OrderedDict()  # groups with no live connection, oldest first
         self._swarm_peers: dict[tuple[bytes, str], int] = {}
+        self._peer_addresses: dict[tuple[str, int], int] = {}  # (ip, listen port) -> its one inbound peer key
         self.refused: dict[str, int] = {}  # reason -> count, for stats and logs
 
     # -- queries -------------------------------------------------------------------------------------------------
@@ -179,7 +196,7 @@ class Admission:
             self._leave(oldest)
         group.tokens -= 1.0
         key = next(self._keys)
-        self._enter(key, _Entry(group_name, Stage.UNDECIDED, now, inbound=True))
+        self._enter(key, _Entry(group_name, Stage.UNDECIDED, now, inbound=True, ip=_exact(ip)))
         return key, Verdict(True, evict=evict)
 
     def outbound(self, ip: str, now: float) -> int | None:
@@ -228,16 +245,37 @@ class Admission:
     def http_ready(self, key: int, now: float) -> None:
         self._move(key, Stage.HTTP, now)
 
-    def attach(self, key: int, content_id: bytes, now: float) -> Verdict:
-        """The handshake named a swarm we serve: may this address hold one more of its sessions?"""
+    def attach(self, key: int, content_id: bytes, now: float, listen_port: int = 0) -> Verdict:
+        """The handshake named a swarm we serve: may this address hold one more of its sessions?
+
+        With ``one_connection_per_peer``, an inbound connection from a peer address (its IP and the listen port
+        its handshake announced) that already holds one *replaces* it: the old key is in ``evict``. The new one is
+        kept because a peer that connects again is most often one that restarted or lost its link, and its old
+        connection is then dead until a keepalive timeout says so (refusing the new one would lock the peer out
+        for that long). Only that very address can do it, and only at the connection rate per address. A
+        listen port of 0 (a peer that does not listen) names no address: such connections are not merged.
+        """
         entry = self._entries[key]
         slot = (content_id, entry.group)
+        evict: tuple[int, ...] = ()
+        peer_address = (entry.ip, listen_port)
+        old = self._peer_addresses.get(peer_address) if self._merges(entry, listen_port) else None
+        if old is not None and old != key:
+            self._refuse("connection from the same peer")  # counted: the old one is the one closed
+            self._leave(old)
+            evict = (old,)
         if self._swarm_peers.get(slot, 0) >= self.config.max_peers_per_ip:
-            return self._refuse("peers per address")
+            return replace(self._refuse("peers per address"), evict=evict)
         self._swarm_peers[slot] = self._swarm_peers.get(slot, 0) + 1
         entry.content_id = content_id
+        if self._merges(entry, listen_port):
+            entry.peer_address = peer_address
+            self._peer_addresses[peer_address] = key
         self._move(key, Stage.PEER, now)
-        return _OK
+        return Verdict(True, evict=evict) if evict else _OK
+
+    def _merges(self, entry: _Entry, listen_port: int) -> bool:
+        return self.config.one_connection_per_peer and entry.inbound and listen_port > 0 and bool(entry.ip)
 
     def release(self, key: int) -> None:
         """The connection is gone (idempotent)."""
@@ -318,6 +356,8 @@ class Admission:
     def _leave(self, key: int) -> None:
         entry = self._entries.pop(key)
         del self._stages[entry.stage][key]
+        if entry.peer_address is not None and self._peer_addresses.get(entry.peer_address) == key:
+            del self._peer_addresses[entry.peer_address]
         if entry.content_id is not None:
             slot = (entry.content_id, entry.group)
             left = self._swarm_peers[slot] - 1

@@ -1,4 +1,4 @@
-"""The first bytes of an accepted connection: admission, then the peer protocol or aiohttp.
+"""The first bytes of an accepted connection: access (node/access.py), admission, then the peer protocol or aiohttp.
 
 HTTP requests are read here up to the end of their headers (within the admission's header deadline), so a client
 that drips its headers holds only an HTTP slot and only until that deadline, and aiohttp sees whole request heads.
@@ -70,6 +70,12 @@ class DemuxProtocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         peer = self._transport.get_extra_info("peername")
         ip = str(peer[0]) if peer else ""
+        # Private node and ip filter first (node/access.py): by address alone, before a byte is read.
+        access = self._host.access.admit(ip)
+        if not access.admitted:
+            self._host.note_refusal(access.reason, ip)
+            self._transport.abort()
+            return
         key, verdict = self._host.admission.accept(ip, time.monotonic())
         self._host.evict(verdict.evict)
         if key is None:
@@ -78,6 +84,7 @@ class DemuxProtocol(asyncio.Protocol):
             return
         self._key = key
         self._host.on_expiry(key, self._transport.abort)
+        self._host.track(key, ip, self._transport, access.groups)
 
     def data_received(self, data: bytes) -> None:
         assert self._transport is not None

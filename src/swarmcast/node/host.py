@@ -8,7 +8,10 @@ interface on the node's own port). Everything protocol-related happens in the sa
 Admission (node/admission.py) is consulted at accept, when the first bytes decide the side, when an HTTP request's
 headers are complete and when a handshake names a swarm; it also names the connections whose deadline passed (the
 tick loop closes them) and those evicted for a newcomer. Each connection registers how to close it under its
-admission key (``on_expiry``) and releases the key in connection_lost (``forget``).
+admission key (``on_expiry``) and releases the key in connection_lost (``forget``). Before admission, the access
+policy (node/access.py: private node, ip filter) decides by address alone at accept and before every dial; it
+counts live connections under the same keys (``track``), and ``close_refused`` closes those a change of its rules
+refuses.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import cast
 
 from aiohttp import web
 
+from swarmcast.node.access import AccessPolicy
 from swarmcast.node.admission import Admission, AdmissionConfig
 from swarmcast.node.demux import DemuxProtocol
 from swarmcast.swarm.core import Swarm
@@ -91,6 +95,7 @@ class PeerProtocol(asyncio.Protocol):
                 self._host.note_refusal("peer connections", self._remote_ip)
                 self._transport.abort()
                 return
+            self._host.track(self._key, self._remote_ip, self._transport, inbound=False)
         self._host.connections.add(self)
         # Until a swarm takes it, no one runs this connection's timers: admission's handshake deadline does.
         self._host.on_expiry(self._key, self._handshake_expired)
@@ -145,7 +150,8 @@ class PeerProtocol(asyncio.Protocol):
         if swarm is None:
             reason = GoodbyeReason.UNKNOWN_CONTENT
         else:
-            verdict = self._host.admission.attach(self._key, swarm.content_id, now)
+            verdict = self._host.admission.attach(self._key, swarm.content_id, now, handshake.listen_port)
+            self._host.evict(verdict.evict)  # --close-connections-from-same-peer: the peer's older connection
             if not verdict.admitted:
                 self._host.note_refusal(verdict.reason, self._remote_ip)
                 reason = GoodbyeReason.TOO_MANY_PEERS
@@ -207,6 +213,7 @@ class PeerHost:
         flags: HandshakeFlags = HandshakeFlags.NONE,
         advertise_port: int | None = None,
         admission: AdmissionConfig | None = None,
+        access: AccessPolicy | None = None,
     ) -> None:
         self.bind = bind
         self.port = port
@@ -219,7 +226,10 @@ class PeerHost:
         self.tick_hooks: list[Callable[[float], None]] = []
         self._admission_config = admission or AdmissionConfig()
         self.admission = Admission(self._admission_config)
+        # Who may connect at all (node/access.py): consulted at accept, before admission, and before dialling.
+        self.access = access or AccessPolicy()
         self._expiry: dict[int, Callable[[], None]] = {}  # admission key -> how to close that connection
+        self._transports: dict[int, asyncio.Transport] = {}  # admission key -> its socket, for its whole life
         self._refusals: dict[str, int] = {}  # since the last log line
         self.refusals_total: dict[str, int] = {}  # since start, for the monitor (a handful of fixed reasons)
         # Who may use the web interface (node/webaccess.py); anyone unless the node role says otherwise.
@@ -253,9 +263,17 @@ class PeerHost:
         """How to close connection ``key`` when admission expires or evicts it."""
         self._expiry[key] = close
 
+    def track(self, key: int, ip: str, transport: asyncio.Transport, groups: tuple[str, ...] = (), *,
+              inbound: bool = True) -> None:  # fmt: skip
+        """Connection ``key`` is live: the access policy counts it (limit_groups) and may have it closed later."""
+        self._transports[key] = transport
+        self.access.hold(key, ip, groups, inbound=inbound)
+
     def forget(self, key: int) -> None:
         """Connection ``key`` is gone."""
         self._expiry.pop(key, None)
+        self._transports.pop(key, None)
+        self.access.release(key)
         self.admission.release(key)
 
     def evict(self, keys: tuple[int, ...]) -> None:
@@ -263,6 +281,19 @@ class PeerHost:
             close = self._expiry.pop(key, None)
             if close is not None:
                 close()
+            transport = self._transports.get(key)
+            if transport is not None:  # an established peer's expiry hook does nothing: close its socket
+                transport.abort()
+
+    def close_refused(self, keys: list[int], why: str) -> None:
+        """Close live connections the access policy no longer allows (after /app/update or a filter reload)."""
+        for key in keys:
+            transport = self._transports.get(key)
+            if transport is not None:
+                peer = transport.get_extra_info("peername")
+                log.info("closing the connection of %s: %s", peer[0] if peer else "?", why)
+                transport.abort()
+            self.forget(key)
 
     def note_refusal(self, reason: str, ip: str) -> None:
         """Count a refused connection; a summary is logged at most every REFUSAL_LOG_INTERVAL seconds."""
@@ -356,7 +387,7 @@ class PeerHost:
         for address in swarm.addresses_to_dial(now, dialing):
             if len(self._tasks) >= MAX_CONCURRENT_DIALS:
                 break
-            if not self.admission.may_dial(swarm.content_id, address[0]):
+            if not self.admission.may_dial(swarm.content_id, address[0]) or not self.access.may_dial(address[0]):
                 continue
             dialing.add(address)
             task = asyncio.create_task(self._dial_one(swarm, address), name=f"dial {address}")

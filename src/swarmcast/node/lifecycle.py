@@ -87,6 +87,18 @@ class AcceptErrorLog:
         self._last, self.suppressed = now, 0
 
 
+@contextlib.contextmanager
+def signal_handler(sig: signal.Signals, callback: Callable[[], None]) -> Iterator[None]:
+    """Call ``callback`` on the running loop when ``sig`` arrives, for as long as the block runs (a node's SIGHUP:
+    re-read its ip filter). Outside the block the signal's default action is back."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(sig, callback)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(sig)
+
+
 async def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run ``main(stop)`` where ``stop`` is set on SIGTERM or SIGINT; ``main`` shuts down cleanly when it is.
 

@@ -18,8 +18,10 @@ from typing import Protocol
 
 from swarmcast import __version__
 from swarmcast.ingest.status import InputStatus
+from swarmcast.node.access import AccessControl, AccessPolicy
 from swarmcast.node.admission import Admission
 from swarmcast.node.config import NodeCommon
+from swarmcast.node.ipfilter import FilterError
 from swarmcast.swarm.core import Swarm
 from swarmcast.swarm.peer import Address, PeerSession
 from swarmcast.swarm.settings import UNCHANGED
@@ -32,6 +34,7 @@ class HostView(Protocol):
 
     port: int
     admission: Admission
+    access: AccessPolicy
     refusals_total: dict[str, int]
 
 
@@ -107,7 +110,11 @@ def monitor_figures(state: NodeState, now: float, wall: float, *, list_peers: bo
     """The /app/monitor object at monotonic ``now`` and Unix time ``wall`` (bytes, bytes/s, seconds)."""
     swarm, store, stats = state.swarm, state.swarm.store, state.swarm.stats
     sessions = list(swarm.sessions.values())
-    refusals = dict(sorted(state.host.refusals_total.items()))
+    # Refused by admission budgets (node/admission.py) and by the access policy (private node, ip filter).
+    refusals = dict(state.host.refusals_total)
+    for reason, count in state.host.access.rejected.items():
+        refusals[reason] = refusals.get(reason, 0) + count
+    refusals = dict(sorted(refusals.items()))
     figures: dict[str, object] = {
         "version": __version__,
         "type": state.kind,
@@ -162,6 +169,23 @@ class Monitor:
     def refresh(self) -> None:
         """Recompute on the next request (the settings just changed)."""
         self._figures = None
+
+
+def access_update_hook(access: AccessControl) -> UpdateHook:
+    """/app/update's ``download_from``, ``upload_to`` and ``reload_filter`` applied to the node's access policy
+    (node/access.py: the private allowlist, the swarm's upload targets, a source's support credentials). The filter
+    is re-read first: a bad file refuses the whole update (400) and the old filter stays."""
+
+    def hook(request: UpdateRequest) -> None:
+        if request.reload_filter:
+            try:
+                access.reload_filter()
+            except FilterError as error:
+                raise ValueError(f"reload_filter: {error}") from None
+        if request.download_from is not None or request.upload_to is not None:
+            access.set_peers(download_from=request.download_from, upload_to=request.upload_to)
+
+    return hook
 
 
 def apply_update(state: NodeState, request: UpdateRequest, now: float) -> dict[str, object]:

@@ -6,11 +6,14 @@ import hmac
 import os
 import secrets
 import time
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
 
 from swarmcast.discovery.tracker_server import InternalTracker
+from swarmcast.node.access import build_policy
 from swarmcast.node.config import CacheConfig, NodeCommon
 from swarmcast.node.host import PeerHost
 from swarmcast.node.webaccess import WebAccess
@@ -91,11 +94,17 @@ def tracker_routes(app: web.Application, tracker: InternalTracker, token: str | 
 
 def node_host_and_swarm(
     common: NodeCommon, *, role: Role, flags: HandshakeFlags, peer_id: bytes, app: web.Application,
-    descriptor: Descriptor, download_from: frozenset[Address] | None = None,
+    descriptor: Descriptor, download_from: frozenset[Address] | None = None, trusted: Iterable[str] = (),
 ) -> tuple[PeerHost, Swarm]:  # fmt: skip
-    """The shared port (with the node's admission limits) and the broadcast's swarm, as every node role builds them."""
-    host = PeerHost(bind=common.bind, port=common.port, peer_id=peer_id, app=app, admission=common.admission,
-                    flags=flags)  # fmt: skip
+    """The shared port (with the node's admission limits and access policy) and the broadcast's swarm, as every
+    node role builds them. ``trusted``: more operator addresses a private node admits (a source's support nodes).
+    Raises FilterError (node/ipfilter.py) when the ip filter or its database is unusable."""
+    access = common.access
+    policy = build_policy(access, max_connections=common.admission.max_connections,
+                          download_from=[h for h, _ in download_from or ()], trusted=trusted)  # fmt: skip
+    admission = replace(common.admission, one_connection_per_peer=access.one_connection_per_ip)
+    host = PeerHost(bind=common.bind, port=common.port, peer_id=peer_id, app=app, admission=admission,
+                    flags=flags, access=policy)  # fmt: skip
     host.web_allowed = WebAccess(common.access).allows
     swarm = Swarm(
         content_id=descriptor.content_id,
@@ -106,6 +115,7 @@ def node_host_and_swarm(
             upload_limit=common.upload_limit,
             max_peers=common.max_peers,
             download_from=download_from,
+            upload_to=frozenset(ip for ip, _ in access.upload_to) or None,
         ),
         store=make_store(common.cache, descriptor.content_id, common.port),
         descriptor=descriptor,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,12 +24,13 @@ from swarmcast.http.node_api import node_api_routes
 from swarmcast.ingest.http_ts import read_ts_source
 from swarmcast.ingest.status import InputStatus
 from swarmcast.media.ts import TsPacketizer
+from swarmcast.node.access import AccessControl
 from swarmcast.node.config import SourceConfig
 from swarmcast.node.credentials import credential_routes
 from swarmcast.node.host import PeerHost
-from swarmcast.node.lifecycle import pid_file, run_until_stopped_or_done
+from swarmcast.node.lifecycle import pid_file, run_until_stopped_or_done, signal_handler
 from swarmcast.node.metadata import BroadcastMetadata
-from swarmcast.node.monitor import NodeState
+from swarmcast.node.monitor import NodeState, access_update_hook
 from swarmcast.node.shared import (
     new_peer_id,
     node_host_and_swarm,
@@ -88,6 +90,7 @@ class SourceNode:
         self.descriptor: Descriptor | None = None
         self.swarm: Swarm | None = None
         self.host: PeerHost | None = None
+        self.access: AccessControl | None = None  # the operator controls /app/update reaches (node/access.py)
         self._cutter: PieceCutter | None = None
         self._next_index = 0
         self._key: Ed25519PrivateKey | None = None
@@ -178,7 +181,7 @@ class SourceNode:
             tracker_routes(app, InternalTracker(), config.common.service_access_token)
         host, swarm = node_host_and_swarm(
             config.common, role=Role.SOURCE, flags=HandshakeFlags.SOURCE, peer_id=self.peer_id, app=app,
-            descriptor=descriptor,
+            descriptor=descriptor, trusted=[ip for ip, _ in config.support_nodes],
         )  # fmt: skip
         self.host, self.swarm = host, swarm
         host.add_swarm(swarm)
@@ -187,6 +190,8 @@ class SourceNode:
                                   lifetime=config.credential_lifetime)  # fmt: skip
         swarm.authority.issuer = issuer
         credential_routes(app, issuer, config.common.service_access_token)
+        # --upload-to: the only peers served, and support nodes (a credential) like --support-node ones.
+        access = self.access = AccessControl(host, swarm, config.common.access, issuer=issuer)
         if config.support_nodes:
             log.info("support nodes: %s", ", ".join(f"{ip}:{port or '*'}" for ip, port in config.support_nodes))
         # -- end of credentials ---------------------------------------------------------------------------------
@@ -195,6 +200,7 @@ class SourceNode:
                                     source_url=config.source_url, input_status=self.input_status,
                                     upload_to=config.common.access.upload_to)  # fmt: skip
         node_api_routes(app, self.node_state, config.common.service_access_token)
+        self.node_state.update_hooks.append(access_update_hook(access))
         cutter = self._cutter = PieceCutter(piece_size=descriptor.piece_size)
         packetizer = TsPacketizer()
 
@@ -205,6 +211,10 @@ class SourceNode:
         host.tick_hooks.append(flush_on_tick)
         await host.start()
         trackers = list(config.common.trackers)
+        if config.common.access.private and trackers:
+            # A private source hands data to its --upload-to nodes only: announcing would only invite refusals.
+            log.info("private node: not announcing to %d trackers", len(trackers))
+            trackers = []
         announcer = Announcer(
             trackers,
             info_hash=content_id,
@@ -225,7 +235,7 @@ class SourceNode:
                 for cut in cutter.feed(packetizer.feed(chunk), time.monotonic()):
                     self._emit(cut)
 
-        with pid_file(config.common.pid_file_dir, host.port):
+        with pid_file(config.common.pid_file_dir, host.port), signal_handler(signal.SIGHUP, access.on_hangup):
             try:
                 await run_until_stopped_or_done(pump(), stop, name="source-pump")
             finally:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 
 from aiohttp import web
@@ -34,12 +35,13 @@ from swarmcast.http.node_api import node_api_routes
 from swarmcast.ingest.http_ts import read_ts_source
 from swarmcast.ingest.status import InputStatus
 from swarmcast.media.ts import TsPacketizer
+from swarmcast.node.access import AccessControl
 from swarmcast.node.config import SourceConfig, StandbyConfig
 from swarmcast.node.credentials import credential_routes
 from swarmcast.node.joiner import JoinError, Membership, load_transport
-from swarmcast.node.lifecycle import pid_file, run_until_stopped_or_done
+from swarmcast.node.lifecycle import pid_file, run_until_stopped_or_done, signal_handler
 from swarmcast.node.metadata import BroadcastMetadata
-from swarmcast.node.monitor import NodeState
+from swarmcast.node.monitor import NodeState, access_update_hook
 from swarmcast.node.shared import (
     new_peer_id,
     node_host_and_swarm,
@@ -78,6 +80,7 @@ class StandbyNode:
         self._cutter: PieceCutter | None = None
         self._next_index = 0
         self.signed = 0
+        self.access: AccessControl | None = None  # the operator controls /app/update reaches (node/access.py)
         self.first_signed: int | None = None  # the first index of the latest takeover
         self.started_at = time.monotonic()
         self.input_status: InputStatus | None = None
@@ -206,7 +209,7 @@ class StandbyNode:
         # source sends none to a source), or we could never see that it is ahead and yield.
         host, swarm = node_host_and_swarm(
             config.common, role=Role.SUPPORT, flags=HandshakeFlags.SEEDER, peer_id=self.peer_id, app=app,
-            descriptor=descriptor,
+            descriptor=descriptor, trusted=[self.standby.primary[0], *(ip for ip, _ in config.support_nodes)],
         )  # fmt: skip
         self.swarm = swarm
         status_routes(app, swarm, config.common.service_access_token)
@@ -224,6 +227,8 @@ class StandbyNode:
         swarm.authority.issuer = issuer
         swarm.authority.own_role = CredentialRole.SUPPORT
         credential_routes(app, issuer, config.common.service_access_token)
+        access = self.access = AccessControl(host, swarm, config.common.access, issuer=issuer)
+        self.node_state.update_hooks.append(access_update_hook(access))
         swarm.add_candidates([self.standby.primary], pinned=True)
         self.monitor = StandbyMonitor(takeover_after=self.standby.takeover_after, now=time.monotonic())
         cutter = self._cutter = PieceCutter(piece_size=descriptor.piece_size)
@@ -252,7 +257,7 @@ class StandbyNode:
                 for cut in cutter.feed(packetizer.feed(chunk), time.monotonic()):
                     self._on_cut(cut)
 
-        with pid_file(config.common.pid_file_dir, host.port):
+        with pid_file(config.common.pid_file_dir, host.port), signal_handler(signal.SIGHUP, access.on_hangup):
             try:
                 await run_until_stopped_or_done(pump(), stop, name="standby-pump")
             finally:

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 
 from aiohttp import web
 
 from swarmcast.discovery.tracker_server import InternalTracker
 from swarmcast.http.node_api import node_api_routes
+from swarmcast.node.access import AccessControl
 from swarmcast.node.config import SupportConfig
 from swarmcast.node.credentials import CredentialFetcher, credential_url
 from swarmcast.node.joiner import Membership, load_transport
-from swarmcast.node.lifecycle import pid_file
-from swarmcast.node.monitor import NodeState
+from swarmcast.node.lifecycle import pid_file, signal_handler
+from swarmcast.node.monitor import NodeState, access_update_hook
 from swarmcast.node.shared import (
     new_peer_id,
     node_host_and_swarm,
@@ -39,6 +41,7 @@ class SupportNode:
         self.peer_id = new_peer_id()
         self.started_at = time.monotonic()
         self.node_state: NodeState | None = None
+        self.access: AccessControl | None = None  # the operator controls /app/update reaches (node/access.py)
 
     async def run(self, stop: asyncio.Event) -> None:
         config = self.config
@@ -53,11 +56,15 @@ class SupportNode:
         host, swarm = node_host_and_swarm(
             config.common, role=Role.SUPPORT, flags=HandshakeFlags.SEEDER, peer_id=self.peer_id, app=app,
             descriptor=descriptor, download_from=download_from,
+            # Without --download-from, the node its transport file came from is its upstream: a private node admits it.
+            trusted=[transport.node[0]] if transport.node is not None and download_from is None else [],
         )  # fmt: skip
         status_routes(app, swarm, config.common.service_access_token)
         self.node_state = NodeState("support", swarm, host, config.common, self.started_at,
                                     download_from=config.download_from, upload_to=config.common.access.upload_to)
         node_api_routes(app, self.node_state, config.common.service_access_token)
+        access = self.access = AccessControl(host, swarm, config.common.access)
+        self.node_state.update_hooks.append(access_update_hook(access))
         pinned = list(config.download_from)
         if transport.node is not None and download_from is None:
             pinned.append(transport.node)
@@ -69,10 +76,15 @@ class SupportNode:
         if url is not None:
             fetcher = CredentialFetcher(url, swarm)
             fetcher.start(await fetcher.fetch_once())
-        membership = Membership(host, swarm, descriptor.trackers + transport.trackers + config.common.trackers)
+        trackers = descriptor.trackers + transport.trackers + config.common.trackers
+        if config.common.access.private and trackers:
+            # Only its operator's addresses may connect: peers a tracker names would be refused both ways.
+            log.info("private node: not announcing to %d trackers", len(set(trackers)))
+            trackers = ()
+        membership = Membership(host, swarm, trackers)
         membership.start()
         log.info("support node listening on %s:%d", config.common.bind, host.port)
-        with pid_file(config.common.pid_file_dir, host.port):
+        with pid_file(config.common.pid_file_dir, host.port), signal_handler(signal.SIGHUP, access.on_hangup):
             try:
                 await stop.wait()
             finally:

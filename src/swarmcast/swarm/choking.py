@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from swarmcast.swarm.config import Role, SwarmConfig
 from swarmcast.swarm.peer import PeerSession
+from swarmcast.swarm.upload_to import UploadTargets
 from swarmcast.wire.messages import Choke, Message, Unchoke
 
 NEWCOMER_GRACE = 10.0  # seconds a newly joined peer may hold an extra upload slot
@@ -28,8 +29,10 @@ class Choker:
         send: Callable[[PeerSession, Message, float], None],
         rng: random.Random,
         now: float,
+        targets: UploadTargets | None = None,
     ) -> None:
         self._sessions = sessions
+        self._targets = targets or UploadTargets()
         self._slots = config.upload_slots
         self.rechoke_interval = config.rechoke_interval
         self._optimistic_interval = config.optimistic_interval
@@ -68,7 +71,10 @@ class Choker:
 
     def eligible(self, session: PeerSession) -> bool:
         """Whom we may upload to. A source with support nodes serves only them: its upload is the broadcaster's bill,
-        and the support nodes (and viewers among themselves) fan the stream out."""
+        and the support nodes (and viewers among themselves) fan the stream out. With ``--upload-to``, only the peers
+        it names (upload_to.py)."""
+        if not self._targets.allows(session.remote_ip):
+            return False
         if not self._is_source or session.is_seeder:
             return True
         return not any(s.is_seeder and s.peer_interested for s in self._sessions.values())

@@ -40,6 +40,7 @@ class SwarmConfig:
     max_candidates: int = 500
     dial_backoff_max: float = 8.0  # for pinned candidates; others back off to dialer.PEX_BACKOFF_MAX
     download_from: frozenset[Address] | None = None
+    upload_to: frozenset[str] | None = None  # --upload-to IPs: the only peers we upload to (None: everyone)
 
 
 @dataclass

@@ -40,6 +40,7 @@ from swarmcast.swarm.picker import Picker, support_grace
 from swarmcast.swarm.reading import Cursor, Reading
 from swarmcast.swarm.store import PieceStore, StoredPiece
 from swarmcast.swarm.upload import Uploader
+from swarmcast.swarm.upload_to import UploadTargets
 from swarmcast.transport import Descriptor, PieceVerifier, TransportError
 from swarmcast.wire.connection import ConnectionClosed, Event, HandshakeReceived, MessageReceived
 from swarmcast.wire.errors import ErrorCode, ProtocolError
@@ -100,7 +101,9 @@ class Swarm:
         self._now = now  # the latest time the owner told us, for calls that do not pass one
         self.edge = LiveEdge()
         self.dialer = Dialer(config, self._rng)
-        self.choker = Choker(config, self.sessions, score=self._score, send=self._send, rng=self._rng, now=now)
+        self.upload_targets = UploadTargets(config.upload_to)  # --upload-to (upload_to.py)
+        self.choker = Choker(config, self.sessions, score=self._score, send=self._send, rng=self._rng, now=now,
+                             targets=self.upload_targets)  # fmt: skip
         self.picker = Picker(config, self.sessions, send=self._send, trust_changed=self._claims_changed, now=now)
         self.uploader = Uploader(config, store, now)
         self.reading = Reading(config, store, self.sessions, self.edge)
@@ -193,6 +196,13 @@ class Swarm:
         session.flush()
         session.link.close()
         self.detach(session, now, why)
+
+    def set_upload_to(self, ips: Iterable[str] | None, now: float) -> None:
+        """Upload only to these IPs from now on (None: to everyone); peers no longer listed are choked at once."""
+        self.upload_targets.set(ips)
+        self.choker.rechoke(now)
+        self.choker.after_change(now)
+        self._outbox.flush_dirty()
 
     # -- candidates to dial ------------------------------------------------------------------------------
     def add_candidates(self, addresses: Iterable[Address], *, pinned: bool = False, preferred: bool = False) -> None:
