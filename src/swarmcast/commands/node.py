@@ -18,6 +18,7 @@ from swarmcast.commands.options import (
     positive_float,
 )
 from swarmcast.credential import CREDENTIAL_LIFETIME, MAX_CREDENTIAL_LIFETIME, MIN_CREDENTIAL_LIFETIME
+from swarmcast.discovery.metatracker_protocol import check_metatracker_url
 from swarmcast.logsetup import setup_logging
 from swarmcast.node.config import SourceConfig, StandbyConfig, SupportConfig
 from swarmcast.node.joiner import JoinError
@@ -27,7 +28,7 @@ from swarmcast.node.standby import StandbyError, StandbyNode
 from swarmcast.node.support import SupportNode
 from swarmcast.swarm.peer import Address
 from swarmcast.swarm.standby import DEFAULT_TAKEOVER_AFTER
-from swarmcast.transport import CATEGORIES, QUALITIES
+from swarmcast.transport import CATEGORIES, MAX_METATRACKERS, MAX_STARTUP_NODES, QUALITIES
 
 log = logging.getLogger("swarmcast.node")
 
@@ -60,9 +61,10 @@ def support_node(text: str) -> Address:
 
 
 def metatracker_url(text: str) -> str:
-    if not text.startswith(("http://", "https://")):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
-    return text
+    try:
+        return check_metatracker_url(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def credential_lifetime(text: str) -> float:
@@ -138,7 +140,22 @@ def _default_name(title: str) -> str:
     return cleaned or "broadcast"
 
 
+def _check_counts(args: argparse.Namespace) -> str | None:
+    """What the transport file cannot hold, as the error line; None when all fits."""
+    nodes = list(dict.fromkeys(args.startup_node))
+    if len(nodes) > MAX_STARTUP_NODES:
+        return f"--startup-node given {len(nodes)} times: the transport file holds at most {MAX_STARTUP_NODES}"
+    urls = list(dict.fromkeys(args.metatracker))
+    if len(urls) > MAX_METATRACKERS:
+        return f"--metatracker given {len(urls)} times: the transport file holds at most {MAX_METATRACKERS}"
+    return None
+
+
 def run_source(args: argparse.Namespace) -> int:
+    problem = _check_counts(args)
+    if problem is not None:
+        print(f"swarmcast node source: error: {problem}", file=sys.stderr)
+        return 2
     setup_logging(args.log_file, verbose=args.debug)
     standby: StandbyConfig | None = None
     if args.standby_for is not None:
@@ -159,8 +176,8 @@ def run_source(args: argparse.Namespace) -> int:
         support_nodes=tuple(args.support_node),
         credential_lifetime=args.credential_lifetime,
         standby=standby,
-        startup_nodes=tuple(args.startup_node),
-        metatrackers=tuple(args.metatracker),
+        startup_nodes=tuple(dict.fromkeys(args.startup_node)),
+        metatrackers=tuple(dict.fromkeys(args.metatracker)),
     )
     if standby is None:
         asyncio.run(run_until_stopped(SourceNode(config).run))
