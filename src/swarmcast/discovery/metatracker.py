@@ -57,6 +57,8 @@ async def fetch_answer(session: aiohttp.ClientSession, url: str, info_hash: byte
                 body += chunk
                 if len(body) > MAX_ANSWER_BYTES:
                     raise MetatrackerError(f"answer of more than {MAX_ANSWER_BYTES} bytes")
+    except MetatrackerError:
+        raise
     except TimeoutError:
         raise MetatrackerError(f"no answer within {timeout:g} s") from None
     except (aiohttp.ClientError, OSError, ValueError) as error:
