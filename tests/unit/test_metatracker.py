@@ -7,6 +7,7 @@ import json
 import os
 import random
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -30,10 +31,13 @@ from swarmcast.discovery.metatracker_protocol import (
     query_url,
 )
 from swarmcast.discovery.metatracker_server import ConfigError, ConfigFile, parse_config, parse_infohash
+from swarmcast.node.host import PeerHost
+from swarmcast.node.joiner import Membership
 from swarmcast.node.metadata import BroadcastMetadata
 from swarmcast.swarm.config import SwarmConfig
-from swarmcast.swarm.core import Role
+from swarmcast.swarm.core import Role, Swarm
 from swarmcast.swarm.dialer import PREFERRED_EXTRA_PEERS, Dialer
+from swarmcast.swarm.store import PieceStore
 from swarmcast.transport import MAX_METATRACKERS, MAX_STARTUP_NODES, Descriptor, TransportError
 from swarmcast.wire.messages import MAX_METADATA_SIZE
 from tests.unit.memswarm import Broadcast
@@ -337,3 +341,49 @@ def test_query_infohash(query: str, result: str | None) -> None:
             parse_infohash(query)
     else:
         assert parse_infohash(query) == result
+
+
+# -- Membership: what an answer or a late descriptor changes ---------------------------------------------------------
+
+
+class FakeHost:
+    """What Membership uses of a PeerHost, without sockets."""
+
+    def __init__(self) -> None:
+        self.port = 8621
+        self.bind = "127.0.0.1"
+        self.peer_id = b"-SC0100-" + bytes(12)
+        self.dials = 0
+
+    def add_swarm(self, swarm: object) -> None:
+        pass
+
+    def remove_swarm(self, swarm: object) -> None:
+        pass
+
+    def dial_now(self, swarm: object) -> None:
+        self.dials += 1
+
+
+async def test_a_swarm_joined_by_content_id_takes_start_nodes_and_metatrackers_from_the_descriptor() -> None:
+    descriptor = Descriptor(**{**BASE.__dict__, "trackers": (), "startup_nodes": (("127.0.0.2", 8621),),
+                               "metatrackers": ("http://127.0.0.1:9/mt",)})  # fmt: skip
+    swarm = Swarm(content_id=descriptor.content_id, peer_id=bytes(20), config=SwarmConfig(role=Role.ENGINE),
+                  store=PieceStore(max_bytes=1_000_000, window_pieces=100), descriptor=None, now=0.0)  # fmt: skip
+    host = FakeHost()
+    membership = Membership(cast(PeerHost, host), swarm, ())
+    membership.start()
+    try:
+        assert membership.metatrackers is None and not swarm.dialer.candidates
+        swarm._set_descriptor(descriptor)  # as when METADATA from a peer checked out
+        assert swarm.dialer.candidates[("127.0.0.2", 8621)].startup
+        assert membership.metatrackers is not None and membership.metatrackers.urls == descriptor.metatrackers
+        # An answer: a new tracker joins the running announcer; our own address is not taken as a start node.
+        membership._on_metatracker_answer("http://127.0.0.1:9/mt", MetatrackerAnswer(
+            trackers=("http://127.0.0.1:9/announce",), startup_nodes=(("127.0.0.1", 8621), ("127.0.0.3", 7000))))
+        assert membership.announcer.trackers == ("http://127.0.0.1:9/announce",)
+        assert ("127.0.0.1", 8621) not in swarm.dialer.candidates
+        assert swarm.dialer.candidates[("127.0.0.3", 7000)].startup
+        assert list(membership.startup_nodes) == [("127.0.0.2", 8621), ("127.0.0.3", 7000)]
+    finally:
+        await membership.close()
