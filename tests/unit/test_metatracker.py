@@ -387,3 +387,18 @@ async def test_a_swarm_joined_by_content_id_takes_start_nodes_and_metatrackers_f
         assert list(membership.startup_nodes) == [("127.0.0.2", 8621), ("127.0.0.3", 7000)]
     finally:
         await membership.close()
+
+
+def test_more_start_nodes_than_the_transport_file_holds_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from swarmcast.cli import main
+
+    nodes = [arg for i in range(1, MAX_STARTUP_NODES + 2) for arg in ("--startup-node", f"127.0.0.{i}:80")]
+    code = main(["node", "source", "--source", "http://127.0.0.1:1/", "--title", "t",
+                 "--publish-dir", str(tmp_path / "pub"), *nodes])  # fmt: skip
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"swarmcast node source: error: --startup-node given {MAX_STARTUP_NODES + 1} times: the transport file "
+        f"holds at most {MAX_STARTUP_NODES}"]  # fmt: skip
+    assert not (tmp_path / "pub").exists()

@@ -140,19 +140,21 @@ def _default_name(title: str) -> str:
     return cleaned or "broadcast"
 
 
-def _check_counts(args: argparse.Namespace) -> str | None:
-    """What the transport file cannot hold, as the error line; None when all fits."""
-    nodes = list(dict.fromkeys(args.startup_node))
+def discovery_count_error(startup_nodes: list[Address], metatrackers: list[str]) -> str | None:
+    """What the transport file cannot hold (repeats do not count), as the error line; None when all fits.
+
+    For every command line that fills SourceConfig.startup_nodes / metatrackers (also the acestreamengine one)."""
+    nodes = list(dict.fromkeys(startup_nodes))
     if len(nodes) > MAX_STARTUP_NODES:
         return f"--startup-node given {len(nodes)} times: the transport file holds at most {MAX_STARTUP_NODES}"
-    urls = list(dict.fromkeys(args.metatracker))
+    urls = list(dict.fromkeys(metatrackers))
     if len(urls) > MAX_METATRACKERS:
         return f"--metatracker given {len(urls)} times: the transport file holds at most {MAX_METATRACKERS}"
     return None
 
 
 def run_source(args: argparse.Namespace) -> int:
-    problem = _check_counts(args)
+    problem = discovery_count_error(args.startup_node, args.metatracker)
     if problem is not None:
         print(f"swarmcast node source: error: {problem}", file=sys.stderr)
         return 2
