@@ -23,6 +23,7 @@ from swarmcast.discovery.metatracker_protocol import (
     MetatrackerAnswer,
     MetatrackerError,
     MetatrackerSchedule,
+    canonical_node_address,
     check_metatracker_url,
     encode_answer,
     format_node_address,
@@ -56,6 +57,13 @@ INFOHASH = "ab" * 20
 def test_start_node_addresses(text: str, address: tuple[str, int]) -> None:
     assert parse_node_address(text) == address
     assert format_node_address(address) == text
+
+
+def test_canonical_start_node_addresses() -> None:
+    assert canonical_node_address(("::0001", 80)) == ("::1", 80)
+    assert canonical_node_address(("2001:DB8::1", 80)) == ("2001:db8::1", 80)
+    with pytest.raises(ValueError, match="port 0"):
+        canonical_node_address(("127.0.0.1", 0))
 
 
 @pytest.mark.parametrize("text", [

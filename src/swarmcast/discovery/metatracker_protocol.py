@@ -27,6 +27,7 @@ __all__ = [
     "MetatrackerAnswer",
     "MetatrackerError",
     "MetatrackerSchedule",
+    "canonical_node_address",
     "check_metatracker_url",
     "encode_answer",
     "format_node_address",
@@ -85,6 +86,11 @@ def parse_node_address(text: str) -> NodeAddress:
 def format_node_address(address: NodeAddress) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def canonical_node_address(address: NodeAddress) -> NodeAddress:
+    """The address as the transport file writes it (``ipaddress``'s text); ValueError when it is no IP:PORT."""
+    return parse_node_address(format_node_address((str(ipaddress.ip_address(address[0])), address[1])))
 
 
 def check_metatracker_url(url: str) -> str:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from swarmcast.credential import CredentialIssuer
 from swarmcast.discovery.announcer import Announcer
 from swarmcast.discovery.metatracker import MetatrackerClient
-from swarmcast.discovery.metatracker_protocol import MetatrackerAnswer
+from swarmcast.discovery.metatracker_protocol import MetatrackerAnswer, canonical_node_address
 from swarmcast.discovery.tracker_server import InternalTracker
 from swarmcast.ingest.http_ts import read_ts_source
 from swarmcast.media.ts import TsPacketizer
@@ -114,8 +114,9 @@ class SourceNode:
             categories=config.categories,
             trackers=config.common.trackers,
             provider_key=config.provider_key,
-            startup_nodes=config.startup_nodes,
-            metatrackers=config.metatrackers,
+            # Canonical (``[::0001]`` is ``::1``) and without repeats: the transport file must decode as written.
+            startup_nodes=tuple(dict.fromkeys(canonical_node_address(a) for a in config.startup_nodes)),
+            metatrackers=tuple(dict.fromkeys(config.metatrackers)),
         )
 
     async def _settle_descriptor(self, chunks: AsyncIterator[bytes], buffered: list[bytes]) -> Descriptor:
