@@ -11,7 +11,7 @@ from typing import Protocol, cast
 from swarmcast import __version__
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func`` (args -> exit code).
-COMMAND_MODULES = ("testsrc", "node", "engine", "demo")
+COMMAND_MODULES = ("testsrc", "node", "engine", "demo", "metatracker")
 
 
 class _CommandModule(Protocol):

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from swarmcast import bencoding
+from swarmcast.discovery.metatracker_protocol import check_metatracker_url, format_node_address, parse_node_address
 from swarmcast.wire.messages import MAX_METADATA_SIZE, MAX_PIECE_SIZE, PieceFlags
 
 FORMAT_VERSION = 1
@@ -34,8 +35,11 @@ _INDEX_FLAGS = struct.Struct(">QB")
 _KNOWN_KEYS = frozenset(
     k.encode()
     for k in ("swarmcast", "name", "title", "piece_size", "bitrate", "public_key", "signature", "quality",
-              "categories", "trackers", "content_type", "provider_key")
+              "categories", "trackers", "content_type", "provider_key", "startup_nodes", "metatrackers")
 )  # fmt: skip
+# The transport file names at most this many start nodes and metatrackers (each entry is checked as well).
+MAX_STARTUP_NODES = 16
+MAX_METATRACKERS = 8
 
 
 class TransportError(ValueError):
@@ -54,6 +58,9 @@ class Descriptor:
     trackers: tuple[str, ...] = ()
     provider_key: str = ""
     content_type: str = "video/mp2t"
+    # Optional keys, left out of the encoding when empty: a broadcast without them keeps its content id.
+    startup_nodes: tuple[tuple[str, int], ...] = ()  # --startup-node: engines dial these first while starting
+    metatrackers: tuple[str, ...] = ()  # --metatracker: asked for more trackers and start nodes (docs/protocol.md)
     extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     def encode(self) -> bytes:
@@ -72,6 +79,10 @@ class Descriptor:
         }
         if self.provider_key:
             fields[b"provider_key"] = self.provider_key.encode()
+        if self.startup_nodes:
+            fields[b"startup_nodes"] = [format_node_address(a).encode() for a in self.startup_nodes]
+        if self.metatrackers:
+            fields[b"metatrackers"] = [m.encode() for m in self.metatrackers]
         return bencoding.encode(fields)
 
     @property
@@ -112,6 +123,8 @@ class Descriptor:
             trackers=tuple(_get_str_list(fields, "trackers")),
             provider_key=_get_str(fields, "provider_key") if b"provider_key" in fields else "",
             content_type=_get_str(fields, "content_type"),
+            startup_nodes=_get_startup_nodes(fields),
+            metatrackers=_get_metatrackers(fields),
         )
         if not 188 <= descriptor.piece_size <= MAX_PIECE_SIZE:
             raise TransportError(f"transport file key 'piece_size' = {descriptor.piece_size} out of range")
@@ -158,6 +171,44 @@ def _get_str_list(fields: dict[bytes, object], key: str) -> list[str]:
         return [v.decode() for v in value]
     except UnicodeDecodeError:
         raise TransportError(f"transport file key {key!r} holds a string that is not UTF-8") from None
+
+
+def _get_bounded_list(fields: dict[bytes, object], key: str, limit: int) -> list[str]:
+    if key.encode() not in fields:
+        return []
+    values = _get_str_list(fields, key)
+    if not values:
+        raise TransportError(f"transport file key {key!r} is an empty list (leave the key out instead)")
+    if len(values) > limit:
+        raise TransportError(f"transport file key {key!r} has {len(values)} entries, more than {limit}")
+    return values
+
+
+def _get_startup_nodes(fields: dict[bytes, object]) -> tuple[tuple[str, int], ...]:
+    nodes = []
+    for text in _get_bounded_list(fields, "startup_nodes", MAX_STARTUP_NODES):
+        try:
+            address = parse_node_address(text)
+        except ValueError as error:
+            raise TransportError(f"transport file key 'startup_nodes': {error}") from None
+        if format_node_address(address) != text:
+            raise TransportError(f"transport file key 'startup_nodes': {text!r} is not in canonical form")
+        nodes.append(address)
+    if len(set(nodes)) != len(nodes):
+        raise TransportError("transport file key 'startup_nodes' names an address twice")
+    return tuple(nodes)
+
+
+def _get_metatrackers(fields: dict[bytes, object]) -> tuple[str, ...]:
+    urls = _get_bounded_list(fields, "metatrackers", MAX_METATRACKERS)
+    for url in urls:
+        try:
+            check_metatracker_url(url)
+        except ValueError as error:
+            raise TransportError(f"transport file key 'metatrackers': {error}") from None
+    if len(set(urls)) != len(urls):
+        raise TransportError("transport file key 'metatrackers' names a URL twice")
+    return tuple(urls)
 
 
 # -- keys and piece signatures -------------------------------------------------------------------------------

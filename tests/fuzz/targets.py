@@ -25,6 +25,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from swarmcast import bencoding
 from swarmcast.credential import CredentialError, CredentialRole, CredentialVerifier, make_credential
 from swarmcast.discovery import tracker_protocol
+from swarmcast.discovery.metatracker_protocol import (
+    MAX_ANSWER_STARTUP_NODES,
+    MAX_ANSWER_TRACKERS,
+    MAX_INTERVAL,
+    MIN_INTERVAL,
+    MetatrackerError,
+    parse_answer,
+)
+from swarmcast.discovery.metatracker_server import ConfigError, parse_config, parse_infohash
 from swarmcast.discovery.tracker_protocol import (
     AnnounceEvent,
     AnnounceRequest,
@@ -90,6 +99,10 @@ _DESCRIPTOR = Descriptor(
     provider_key="provider",
 )  # fmt: skip
 _CONTENT_ID = _DESCRIPTOR.content_id
+_DESCRIPTOR_WITH_DISCOVERY = Descriptor(**{
+    **_DESCRIPTOR.__dict__, "startup_nodes": (("127.0.0.2", 8621), ("::1", 7764)),
+    "metatrackers": ("http://127.0.0.1:8000/mt", "https://meta.example/q?k=1"),
+})  # fmt: skip
 # A fixed key so that seeds (and so runs with a given --seed) are reproducible.
 _CREDENTIAL_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 _CREDENTIAL_VERIFIER = CredentialVerifier(_CREDENTIAL_KEY.public_key().public_bytes_raw(), _CONTENT_ID)
@@ -313,13 +326,52 @@ def _run_ts(data: bytes) -> object:
     return offset
 
 
+_METATRACKER_ANSWER_SEEDS = (
+    b'{"trackers": ["http://127.0.0.1:6969/announce", "udp://127.0.0.2:80"], "startup_nodes": ["127.0.0.2:8621", '
+    b'"[::1]:9"], "interval": 60}',
+    b'{"trackers": [], "startup_nodes": [], "interval": 1e999}',
+    b"{}",
+)
+_METATRACKER_CONFIG_SEEDS = (
+    b'{"default": {"trackers": ["http://127.0.0.1:6969/announce"], "startup_nodes": ["127.0.0.2:8621"], '
+    b'"interval": 60}, "' + b"ab" * 20 + b'": {"startup_nodes": ["[::1]:7764"], "interval": 30}}',
+    b'{"' + b"CD" * 20 + b'": {"trackers": ["udp://127.0.0.1:80"]}}',
+)
+
+
+def _run_metatracker_answer(data: bytes) -> object:
+    answer = parse_answer(data)
+    if len(answer.trackers) > MAX_ANSWER_TRACKERS or len(answer.startup_nodes) > MAX_ANSWER_STARTUP_NODES:
+        raise PropertyFailedError("a metatracker answer passed its caps")
+    if not MIN_INTERVAL <= answer.interval <= MAX_INTERVAL or not all(0 < p < 65536 for _, p in answer.startup_nodes):
+        raise PropertyFailedError(f"interval {answer.interval} or a start node's port out of range")
+    return answer
+
+
+def _run_metatracker_config(data: bytes) -> object:
+    config = parse_config(data)
+    # Whatever the server accepted, every client takes whole: nothing it serves is skipped as invalid.
+    for body in (config.default, *list(config.answers.values())[:20]):
+        if parse_answer(body).skipped:
+            raise PropertyFailedError("the server serves entries its clients refuse")
+    return config
+
+
+def _run_metatracker_query(data: bytes) -> object:
+    infohash = parse_infohash(data.decode("latin-1"))
+    if not _HEX40.fullmatch(infohash) or infohash != infohash.lower():
+        raise PropertyFailedError(f"query gave infohash {infohash!r}")
+    return infohash
+
+
 def all_targets() -> dict[str, Target]:
     """Fresh targets (the tracker-server one keeps state across inputs, like a real tracker)."""
     bencode_seeds = _bencode_seeds()
     targets = [
         Target("bencode", _run_bencode, (bencoding.BencodeError,), bencode_seeds),
         Target("bencode_lenient", _run_bencode_lenient, (bencoding.BencodeError,), bencode_seeds),
-        Target("transport", _run_transport, (TransportError,), (_DESCRIPTOR.encode(), *bencode_seeds[:2])),
+        Target("transport", _run_transport, (TransportError,),
+               (_DESCRIPTOR.encode(), _DESCRIPTOR_WITH_DISCOVERY.encode(), *bencode_seeds[:2])),
         Target("frames", _run_frames, (ProtocolError,), _frame_seeds()),
         Target("handshake", _run_handshake, (ProtocolError,), _handshake_seeds()),
         Target("tracker_http", _run_tracker_http, (TrackerError,), bencode_seeds[1:4]),
@@ -328,6 +380,10 @@ def all_targets() -> dict[str, Target]:
         Target("magnet", _run_magnet, (JoinError,), _magnet_seeds()),
         Target("ts", _run_ts, (), _ts_seeds()),
         Target("credential", _run_credential, (CredentialError,), _credential_seeds()),
+        Target("metatracker_answer", _run_metatracker_answer, (MetatrackerError,), _METATRACKER_ANSWER_SEEDS),
+        Target("metatracker_config", _run_metatracker_config, (ConfigError,), _METATRACKER_CONFIG_SEEDS),
+        Target("metatracker_query", _run_metatracker_query, (ValueError,),
+               (b"infohash=" + b"ab" * 20, b"x=1&infohash=" + b"AB" * 20)),
     ]
     return {t.name: t for t in targets}
 

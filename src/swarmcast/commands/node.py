@@ -18,6 +18,7 @@ from swarmcast.commands.options import (
     positive_float,
 )
 from swarmcast.credential import CREDENTIAL_LIFETIME, MAX_CREDENTIAL_LIFETIME, MIN_CREDENTIAL_LIFETIME
+from swarmcast.discovery.metatracker_protocol import check_metatracker_url
 from swarmcast.ingest.http_ts import DEFAULT_READ_TIMEOUT, source_url_problem
 from swarmcast.logsetup import setup_logging
 from swarmcast.node.access import FilterError, load_access_filter
@@ -29,7 +30,7 @@ from swarmcast.node.standby import StandbyError, StandbyNode
 from swarmcast.node.support import SupportNode
 from swarmcast.swarm.peer import Address
 from swarmcast.swarm.standby import DEFAULT_TAKEOVER_AFTER
-from swarmcast.transport import CATEGORIES, QUALITIES
+from swarmcast.transport import CATEGORIES, MAX_METATRACKERS, MAX_STARTUP_NODES, QUALITIES
 
 log = logging.getLogger("swarmcast.node")
 
@@ -62,9 +63,10 @@ def support_node(text: str) -> Address:
 
 
 def metatracker_url(text: str) -> str:
-    if not text.startswith(("http://", "https://")):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
-    return text
+    try:
+        return check_metatracker_url(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 MIN_READ_TIMEOUT = 1.0  # below, a normal gap between an encoder's packets could count as a lost input
@@ -170,10 +172,27 @@ def _filter_refused(command: str, access: AccessConfig) -> bool:
     return False
 
 
+def discovery_count_error(startup_nodes: list[Address], metatrackers: list[str]) -> str | None:
+    """What the transport file cannot hold (repeats do not count), as the error line; None when all fits.
+
+    For every command line that fills SourceConfig.startup_nodes / metatrackers (also the acestreamengine one)."""
+    nodes = list(dict.fromkeys(startup_nodes))
+    if len(nodes) > MAX_STARTUP_NODES:
+        return f"--startup-node given {len(nodes)} times: the transport file holds at most {MAX_STARTUP_NODES}"
+    urls = list(dict.fromkeys(metatrackers))
+    if len(urls) > MAX_METATRACKERS:
+        return f"--metatracker given {len(urls)} times: the transport file holds at most {MAX_METATRACKERS}"
+    return None
+
+
 def run_source(args: argparse.Namespace) -> int:
     problem = source_url_problem(args.source)
     if problem is not None:  # at the edge: retrying a URL we can never read would only fill the log
         print(f"swarmcast node source: error: argument --source: {problem}", file=sys.stderr)
+        return 2
+    problem = discovery_count_error(args.startup_node, args.metatracker)
+    if problem is not None:
+        print(f"swarmcast node source: error: {problem}", file=sys.stderr)
         return 2
     setup_logging(args.log_file, verbose=args.debug)
     standby: StandbyConfig | None = None
@@ -197,8 +216,8 @@ def run_source(args: argparse.Namespace) -> int:
         support_nodes=tuple(args.support_node),
         credential_lifetime=args.credential_lifetime,
         standby=standby,
-        startup_nodes=tuple(args.startup_node),
-        metatrackers=tuple(args.metatracker),
+        startup_nodes=tuple(dict.fromkeys(args.startup_node)),
+        metatrackers=tuple(dict.fromkeys(args.metatracker)),
     )
     if _filter_refused("source", config.common.access):
         return 2

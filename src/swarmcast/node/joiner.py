@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import re
 import stat
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
@@ -18,6 +21,8 @@ from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 import aiohttp
 
 from swarmcast.discovery.announcer import Announcer
+from swarmcast.discovery.metatracker import MetatrackerClient
+from swarmcast.discovery.metatracker_protocol import MetatrackerAnswer, format_node_address
 from swarmcast.node.host import PeerHost
 from swarmcast.swarm.core import Swarm
 from swarmcast.swarm.peer import Address
@@ -31,6 +36,10 @@ MAX_LOCATION_LENGTH = 2048  # characters of a transport file's URL or path
 MAX_MAGNET_CHARS = 8192
 MAX_MAGNET_FIELDS = 64
 MAX_MAGNET_TRACKERS = 16  # extra ``tr=`` are dropped: each one is a host we would announce to
+
+MAX_REMEMBERED_STARTUP_NODES = 256  # start nodes a membership remembers (for logs and status), oldest forgotten
+
+log = logging.getLogger("swarmcast.join")
 
 _HEX_ID = re.compile(r"[0-9a-fA-F]{40}")
 _BASE32_ID = re.compile(r"[A-Za-z2-7]{32}")
@@ -207,7 +216,12 @@ def parse_magnet(magnet: str) -> tuple[bytes, tuple[str, ...]]:
 
 
 class Membership:
-    """One swarm on a host, with its announcer: what a node or the engine holds per broadcast."""
+    """One swarm on a host, with its announcer and metatracker client: what a node or the engine holds per broadcast.
+
+    The descriptor's start nodes are dialled first while the swarm starts (swarm/dialer.py); its metatrackers are
+    asked at join and every interval, and what they answer (trackers, start nodes) is added while the swarm runs.
+    A swarm joined by content id alone learns both when the descriptor arrives from a peer.
+    """
 
     def __init__(self, host: PeerHost, swarm: Swarm, trackers: tuple[str, ...]) -> None:
         self.host = host
@@ -221,9 +235,18 @@ class Membership:
             on_peers=self._on_peers,
             max_backoff=30.0,
         )
+        self.metatrackers: MetatrackerClient | None = None
+        self.startup_nodes: dict[Address, None] = {}  # those we were given, oldest first (bounded)
+        self._started = False
+        self._closed = False
+        swarm.descriptor_listeners.append(self._on_descriptor)
+
+    def _own(self) -> set[Address]:
+        port = self.host.port
+        return {("127.0.0.1", port), ("0.0.0.0", port), ("::1", port), (self.host.bind, port)}
 
     def _on_peers(self, peers: list[Address]) -> None:
-        own = {("127.0.0.1", self.host.port), ("0.0.0.0", self.host.port)}
+        own = self._own()
         self.swarm.add_candidates(p for p in peers if p not in own)
         self.host.dial_now(self.swarm)  # a joining player waits for these: do not wait for the next tick
 
@@ -231,9 +254,58 @@ class Membership:
         self.host.add_swarm(self.swarm)
         self.host.dial_now(self.swarm)
         self.announcer.start()
+        self._started = True
+        if self.swarm.descriptor is not None:
+            self._use_descriptor(self.swarm.descriptor)
+
+    def _on_descriptor(self, descriptor: Descriptor) -> None:
+        if self._started and not self._closed:
+            self._use_descriptor(descriptor)
+
+    def _use_descriptor(self, descriptor: Descriptor) -> None:
+        self.add_startup_nodes(descriptor.startup_nodes)
+        if descriptor.metatrackers and self.metatrackers is None:
+            self.metatrackers = MetatrackerClient(descriptor.metatrackers, info_hash=self.swarm.content_id,
+                                                  on_answer=self._on_metatracker_answer)  # fmt: skip
+            self.metatrackers.start()
+
+    def _on_metatracker_answer(self, url: str, answer: MetatrackerAnswer) -> None:
+        if self._closed:
+            return
+        new = [t for t in answer.trackers if t not in self.announcer.trackers]
+        if new:
+            try:
+                self.add_trackers(tuple(new))
+            except ValueError as error:  # the announcer's cap: those before it were added
+                log.info("metatracker %s: not every tracker added: %s", url, error)
+            log.info("metatracker %s added tracker(s) %s", url, ", ".join(new))
+        self.add_startup_nodes(answer.startup_nodes)
+
+    def add_startup_nodes(self, addresses: Iterable[Address]) -> None:
+        """Start nodes to dial (first while the swarm starts); our own address is left out."""
+        own = self._own()
+        nodes = [a for a in addresses if a not in own]
+        if not nodes:
+            return
+        fresh = [a for a in nodes if a not in self.startup_nodes]
+        for address in nodes:
+            self.startup_nodes.pop(address, None)
+            self.startup_nodes[address] = None
+        while len(self.startup_nodes) > MAX_REMEMBERED_STARTUP_NODES:
+            del self.startup_nodes[next(iter(self.startup_nodes))]
+        if fresh:
+            log.info("start nodes for %s: %s", self.swarm.content_id.hex(),
+                     ", ".join(format_node_address(a) for a in fresh))  # fmt: skip
+        self.swarm.add_startup_nodes(nodes, time.monotonic())
+        self.host.dial_now(self.swarm)
 
     async def close(self) -> None:
+        self._closed = True
+        if self._on_descriptor in self.swarm.descriptor_listeners:
+            self.swarm.descriptor_listeners.remove(self._on_descriptor)
         self.host.remove_swarm(self.swarm)
+        if self.metatrackers is not None:
+            await self.metatrackers.close()
         await self.announcer.close()
         self.swarm.store.close()
 

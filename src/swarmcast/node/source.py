@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarmcast.credential import CredentialIssuer
 from swarmcast.discovery.announcer import Announcer
+from swarmcast.discovery.metatracker import MetatrackerClient
+from swarmcast.discovery.metatracker_protocol import MetatrackerAnswer, canonical_node_address
 from swarmcast.discovery.tracker_server import InternalTracker
 from swarmcast.http.node_api import node_api_routes
 from swarmcast.ingest.http_ts import read_ts_source
@@ -82,6 +84,17 @@ def publish_transport_file(config: SourceConfig, metadata: BroadcastMetadata, de
     return path
 
 
+def _add_trackers(announcer: Announcer, url: str, answer: MetatrackerAnswer) -> None:
+    new = [t for t in answer.trackers if t not in announcer.trackers]
+    if not new:
+        return
+    try:
+        announcer.add_trackers(new)
+    except ValueError as error:  # the announcer's cap: those before it were added
+        log.info("metatracker %s: not every tracker added: %s", url, error)
+    log.info("metatracker %s added tracker(s) %s", url, ", ".join(new))
+
+
 class SourceNode:
     def __init__(self, config: SourceConfig) -> None:
         self.config = config
@@ -111,6 +124,9 @@ class SourceNode:
             categories=config.categories,
             trackers=config.common.trackers,
             provider_key=config.provider_key,
+            # Canonical (``[::0001]`` is ``::1``) and without repeats: the transport file must decode as written.
+            startup_nodes=tuple(dict.fromkeys(canonical_node_address(a) for a in config.startup_nodes)),
+            metatrackers=tuple(dict.fromkeys(config.metatrackers)),
         )
 
     async def _settle_descriptor(self, chunks: AsyncIterator[bytes], buffered: list[bytes]) -> Descriptor:
@@ -224,6 +240,10 @@ class SourceNode:
             on_peers=lambda peers: None,  # the source only seeds; peers come to it
         )
         announcer.start()
+        # The metatrackers' trackers are announced to as they come (their start nodes are for viewers).
+        metatrackers = MetatrackerClient(descriptor.metatrackers, info_hash=content_id,
+                                         on_answer=lambda url, answer: _add_trackers(announcer, url, answer))
+        metatrackers.start()
         log.info("source node listening on %s:%d", config.common.bind, host.port)
 
         async def pump() -> None:
@@ -241,6 +261,7 @@ class SourceNode:
             finally:
                 log.info("source node stopping")
                 await chunks.aclose()  # type: ignore[attr-defined]
+                await metatrackers.close()
                 await announcer.close()
                 await host.close()
                 swarm.store.close()

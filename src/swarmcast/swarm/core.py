@@ -208,6 +208,11 @@ class Swarm:
     def add_candidates(self, addresses: Iterable[Address], *, pinned: bool = False, preferred: bool = False) -> None:
         self.dialer.add(addresses, now=self._now, pinned=pinned, preferred=preferred)
 
+    def add_startup_nodes(self, addresses: Iterable[Address], now: float) -> None:
+        """Start nodes (transport file, metatracker): dialled first while we have not started (dialer.py)."""
+        self._now = now
+        self.dialer.add(addresses, now=now, startup=True)
+
     def note_own_address(self, address: Address) -> None:
         """An address that reaches this node (the owner knows its listen address): never dialled."""
         self.dialer.is_self(address)
@@ -227,7 +232,9 @@ class Swarm:
         self._now = now
         connected = {s.address for s in self.sessions.values()}
         room = min(self.config.target_peers, self.config.max_peers) - len(self.sessions) - len(connecting)
-        return self.dialer.to_dial(now, room=room, connected=connected, connecting=connecting)
+        # Only a viewer starts: until one of its readers has had a piece, start nodes are dialled first.
+        starting = self.config.role is Role.ENGINE and not any(c.started for c in self.cursors)
+        return self.dialer.to_dial(now, room=room, connected=connected, connecting=connecting, starting=starting)
 
     # -- cursors (reading.py) ----------------------------------------------------------------------------
     def open_cursor(self) -> Cursor:

@@ -12,6 +12,13 @@ unspecified, multicast, broadcast or reserved IPs, our own) is never taken. Toge
 open at most four connections per address in two minutes, to at most 100 addresses per hostile peer. (The
 simulator, where full peers look like failures too, chose the figures: a slower start or a longer memory of
 dead addresses left newcomers without peers.)
+
+Start nodes (the transport file's ``startup_nodes``, a metatracker's answer) exist so that newcomers start fast.
+While the swarm has not started (an engine whose players have not had a piece yet: ``starting``) they are dialled
+first, right after pinned candidates, and may take the room of ``PREFERRED_EXTRA_PEERS`` beyond the target. Once
+it has started they come last: dialled only when no ordinary candidate fills the room, so that a playing viewer
+does not hold a start node's slot that the next newcomer needs (the start node drops long-served peers when full
+anyway: node/startup.py). Support nodes and the source never count as starting.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ class Candidate:
     next_try: float = 0.0
     pinned: bool = False  # an address we were told to use (source, --download-from): never forgotten
     preferred: bool = False  # a support node a source pointed us to: dialled first, even with the peer set full
+    startup: bool = False  # a start node: dialled first while starting, last once started (module doc)
 
 
 class Dialer:
@@ -70,7 +78,8 @@ class Dialer:
         self._banned_ids: dict[bytes, None] = {}
         self.attempts = 0  # dial attempts handed out, for tests and status
 
-    def add(self, addresses: Iterable[Address], *, now: float, pinned: bool = False, preferred: bool = False) -> None:
+    def add(self, addresses: Iterable[Address], *, now: float, pinned: bool = False, preferred: bool = False,
+            startup: bool = False) -> None:
         for address in addresses:
             if address in self.banned or not plausible_address(address, self.own):
                 continue
@@ -85,6 +94,7 @@ class Dialer:
                 candidate = self.candidates[address] = Candidate()
             candidate.pinned = candidate.pinned or pinned
             candidate.preferred = candidate.preferred or preferred
+            candidate.startup = candidate.startup or startup
 
     def allow(self, allowed: frozenset[Address] | None) -> None:
         """A new ``download_from`` (None: anyone): candidates outside it are forgotten, pinned or not."""
@@ -166,33 +176,41 @@ class Dialer:
             taken.append(address)
         return taken
 
-    def to_dial(self, now: float, *, room: int, connected: set[Address], connecting: set[Address]) -> list[Address]:
-        """Candidates worth an attempt now; each one handed out counts as an attempt (see the module doc)."""
+    def to_dial(self, now: float, *, room: int, connected: set[Address], connecting: set[Address],
+                starting: bool = False) -> list[Address]:
+        """Candidates worth an attempt now; each one handed out counts as an attempt (see the module doc).
+
+        ``starting``: the swarm has not started playing yet, so start nodes go first."""
         # Forget the candidates that failed too often without the owner saying so (a handshake that went wrong).
         for address in [a for a, c in self.candidates.items() if not c.pinned and c.failures >= MAX_FAILURES]:
             if self.candidates[address].next_try <= now and address not in connecting and address not in connected:
                 self.forget(address, now)
         busy = connected | connecting
-        chosen: list[Address] = [
-            a for a, c in self.candidates.items() if c.pinned and a not in busy and c.next_try <= now
-        ]
+        ready = [(a, c) for a, c in self.candidates.items() if a not in busy and c.next_try <= now]
+        chosen: list[Address] = [a for a, c in ready if c.pinned]
+        startup = [a for a, c in ready if c.startup and not c.pinned]
+        self._rng.shuffle(startup)
+        extra_room = max(0, room + PREFERRED_EXTRA_PEERS)
+        if starting:
+            # A newcomer: start nodes are there for it, before anyone else.
+            extra = startup[:extra_room]
+            chosen.extend(extra)
+            room -= len(extra)
+            extra_room -= len(extra)
         # Support nodes a source named: a viewer the source will not serve needs one, whatever else it has.
-        preferred = [
-            a for a, c in self.candidates.items()
-            if c.preferred and not c.pinned and a not in busy and c.next_try <= now
-        ]  # fmt: skip
+        preferred = [a for a, c in ready if c.preferred and not c.pinned and not (starting and c.startup)]
         self._rng.shuffle(preferred)
-        extra = preferred[: max(0, room + PREFERRED_EXTRA_PEERS)]
+        extra = preferred[:extra_room]
         chosen.extend(extra)
         room -= len(extra)
         if room > 0:
-            others = [
-                a
-                for a, c in self.candidates.items()
-                if not c.pinned and not c.preferred and a not in busy and c.next_try <= now
-            ]
+            others = [a for a, c in ready if not c.pinned and not c.preferred and not c.startup]
             self._rng.shuffle(others)
             chosen.extend(others[:room])
+            room -= len(others[:room])
+        if not starting and room > 0:
+            # Started: a start node only when nobody else is left to dial.
+            chosen.extend([a for a in startup if not self.candidates[a].preferred][:room])
         for address in chosen:
             self._attempted(address, now)
         return chosen
