@@ -8,6 +8,9 @@
 - A filter that names countries without ``--geoip-db`` stops the node at start: one line naming the key, exit 2.
 - ``--close-connections-from-same-peer 1``: a second connection from the same IP and listen port replaces the first.
 - A private support node admits its ``--download-from`` source and its ``--upload-to`` address, no one else.
+
+The nodes run with ``--service-remote-access`` (as streaming-utils starts them), so that the web interface answers
+other addresses and its silence means the access policy refused them, not the web interface's loopback rule.
 """
 
 from __future__ import annotations
@@ -78,12 +81,14 @@ async def test_a_private_source_feeds_its_upload_to_node_and_refuses_everyone_el
     with contextlib.ExitStack() as stack:
         signal_url = stack.enter_context(signal_source(tmp_path))
         source = stack.enter_context(source_node(
-            tmp_path, signal_url, "--private-node", "1", "--upload-to", f"{SUPPORT_IP}:{support_port}",
+            tmp_path, signal_url, "--service-remote-access", "--private-node", "1",
+            "--upload-to", f"{SUPPORT_IP}:{support_port}",
         ))  # fmt: skip
         content_id = source.descriptor().content_id
         transport_file = next((tmp_path / "publish").glob("*.acelive"))
         args = ["node", "support", "--bind", SUPPORT_IP, "--port", str(support_port), "--url", str(transport_file),
-                "--download-from", f"{HOST}:{source.port}", "--pid-file-dir", str(tmp_path)]  # fmt: skip
+                "--download-from", f"{HOST}:{source.port}", "--pid-file-dir", str(tmp_path),
+                "--service-remote-access"]  # fmt: skip
         stack.enter_context(swarmcast_process(args, stderr_path=tmp_path / "support.log",
                                               wait_port=(SUPPORT_IP, support_port)))  # fmt: skip
         support_stat = f"http://{SUPPORT_IP}:{support_port}/app/stat"
@@ -125,7 +130,7 @@ async def test_the_ip_filter_is_reloaded_on_sighup_without_dropping_allowed_conn
     write_filter(filter_path, {"blacklist": {"countries": ["UA"]}})
     port = free_port()
     # No input is needed for this: the source listens once its descriptor is settled (--bitrate given).
-    args = source_args(tmp_path, f"http://{HOST}:1/none.ts", port, "--bitrate", "125000",
+    args = source_args(tmp_path, f"http://{HOST}:1/none.ts", port, "--service-remote-access", "--bitrate", "125000",
                        "--ip-filter-config", str(filter_path), "--geoip-db", str(db))  # fmt: skip
     with swarmcast_process(args, stderr_path=tmp_path / "source.log", wait_port=(HOST, port)) as process:
         from swarmcast.transport import Descriptor
@@ -163,7 +168,8 @@ async def test_the_ip_filter_is_reloaded_on_sighup_without_dropping_allowed_conn
 def test_countries_without_a_database_are_refused_at_start(tmp_path: Path) -> None:
     filter_path = tmp_path / "filter.json"
     write_filter(filter_path, {"groups": {"g": {"countries": ["UA"]}}, "whitelist": {"groups": ["g"]}})
-    args = source_args(tmp_path, f"http://{HOST}:1/none.ts", free_port(), "--bitrate", "125000",
+    args = source_args(tmp_path, f"http://{HOST}:1/none.ts", free_port(),
+                       "--service-remote-access", "--bitrate", "125000",
                        "--ip-filter-config", str(filter_path))  # fmt: skip
     command = [sys.executable, "-m", "swarmcast.cli", *args]
     done = subprocess.run(command, capture_output=True, timeout=60, text=True, check=False)
@@ -176,7 +182,7 @@ def test_countries_without_a_database_are_refused_at_start(tmp_path: Path) -> No
 
 async def test_one_connection_per_peer_address_the_newer_replaces_the_older(tmp_path: Path) -> None:
     port = free_port()
-    args = source_args(tmp_path, f"http://{HOST}:1/none.ts", port, "--bitrate", "125000",
+    args = source_args(tmp_path, f"http://{HOST}:1/none.ts", port, "--service-remote-access", "--bitrate", "125000",
                        "--close-connections-from-same-peer", "1")  # fmt: skip
     with swarmcast_process(args, stderr_path=tmp_path / "source.log", wait_port=(HOST, port)):
         from swarmcast.transport import Descriptor
@@ -198,7 +204,8 @@ async def test_one_connection_per_peer_address_the_newer_replaces_the_older(tmp_
 
 async def test_a_private_support_node_talks_only_to_its_source_and_upload_to(tmp_path: Path) -> None:
     source_port = free_port()
-    args = source_args(tmp_path, f"http://{HOST}:1/none.ts", source_port, "--bitrate", "125000")
+    args = source_args(tmp_path, f"http://{HOST}:1/none.ts", source_port,
+                       "--service-remote-access", "--bitrate", "125000")
     with contextlib.ExitStack() as stack:
         stack.enter_context(swarmcast_process(args, stderr_path=tmp_path / "source.log", wait_port=(HOST, source_port)))
         transport_file = next((tmp_path / "publish").glob("*.acelive"))
@@ -208,7 +215,7 @@ async def test_a_private_support_node_talks_only_to_its_source_and_upload_to(tmp
         support_port = free_port(SUPPORT_IP)
         args = ["node", "support", "--bind", SUPPORT_IP, "--port", str(support_port), "--url", str(transport_file),
                 "--download-from", f"{HOST}:{source_port}", "--private-node", "1", "--upload-to", "127.0.0.4:9",
-                "--pid-file-dir", str(tmp_path)]  # fmt: skip
+                "--pid-file-dir", str(tmp_path), "--service-remote-access"]  # fmt: skip
         stack.enter_context(swarmcast_process(args, stderr_path=tmp_path / "support.log",
                                               wait_port=(SUPPORT_IP, support_port)))  # fmt: skip
         stat = f"http://{SUPPORT_IP}:{support_port}/app/stat"

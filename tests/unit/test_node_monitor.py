@@ -179,6 +179,10 @@ def test_web_access_is_the_local_machine_and_monitor_ips_unless_remote_access() 
     assert rule.allows("::ffff:10.1.2.3")
     assert rule.allows("2001:db8::1")
     assert not rule.allows("127.0.0.2"), "other loopback addresses are other hosts"
+    assert not rule.allows("127.0.0.2", "127.0.0.1"), "from another loopback address to ours: another host"
+    assert rule.allows("127.0.0.2", "127.0.0.2"), "from the address it arrived at: only this machine sends from it"
+    assert rule.allows("::ffff:192.0.2.7", "192.0.2.7")
+    assert not rule.allows("", "")
     assert not rule.allows("192.0.2.1")
     assert not rule.allows("")
     assert not rule.allows("garbage")

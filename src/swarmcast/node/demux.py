@@ -98,7 +98,8 @@ class DemuxProtocol(asyncio.Protocol):
             if prefix == PROTOCOL_MAGIC:
                 self._to_peer()
                 return
-            if not self._host.web_allowed(self._peer_ip()):  # the web interface's access rule (node/webaccess.py)
+            # The web interface's access rule (node/webaccess.py).
+            if not self._host.web_allowed(self._peer_ip(), self._local_ip()):
                 self._host.note_refusal(WEB_REFUSED, self._peer_ip())
                 self._transport.abort()  # closed with no answer: nothing tells a scanner what listens here
                 return
@@ -111,6 +112,10 @@ class DemuxProtocol(asyncio.Protocol):
                 return
             self._http = True
         self._read_request_head()
+
+    def _local_ip(self) -> str:
+        local = self._transport.get_extra_info("sockname") if self._transport is not None else None
+        return str(local[0]) if local else ""
 
     def _peer_ip(self) -> str:
         assert self._transport is not None

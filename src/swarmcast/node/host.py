@@ -233,7 +233,7 @@ class PeerHost:
         self._refusals: dict[str, int] = {}  # since the last log line
         self.refusals_total: dict[str, int] = {}  # since start, for the monitor (a handful of fixed reasons)
         # Who may use the web interface (node/webaccess.py); anyone unless the node role says otherwise.
-        self.web_allowed: Callable[[str], bool] = lambda _ip: True
+        self.web_allowed: Callable[[str, str], bool] = lambda _ip, _local_ip: True
         self._refusal_logged = 0.0
         self._runner = web.AppRunner(
             app, access_log=None, handler_cancellation=True,

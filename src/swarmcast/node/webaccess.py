@@ -4,7 +4,9 @@ connection is closed without an answer. The peer protocol on the same port is no
 
 "Local" is exactly 127.0.0.1 and ::1 (and 127.0.0.1 as an IPv4-mapped IPv6 address on a dual-stack socket), not
 all of 127.0.0.0/8: other loopback addresses are how this machine's other hosts (containers, test peers) appear,
-and a node bound to all addresses treats them as remote, as the Ace Stream engine does.
+and a node bound to all addresses treats them as remote, as the Ace Stream engine does. A connection that comes
+from the very address it arrived at is local too: only this machine can send from one of its own addresses (a node
+bound to 127.0.0.2, asked from 127.0.0.2; a server asking itself on its public address).
 """
 
 from __future__ import annotations
@@ -34,8 +36,11 @@ class WebAccess:
         monitors = (_normal(ip) for ip in access.monitor_ips)
         self.allowed = LOCAL_ADDRESSES | {a for a in monitors if a is not None}
 
-    def allows(self, ip: str) -> bool:
+    def allows(self, ip: str, local_ip: str = "") -> bool:
+        """``ip``: the client's address; ``local_ip``: the address of ours it connected to."""
         if self.remote_access:
             return True
         address = _normal(ip)
-        return address is not None and address in self.allowed
+        if address is None:
+            return False
+        return address in self.allowed or address == _normal(local_ip)
