@@ -109,11 +109,36 @@ def find_subparser(parser: argparse.ArgumentParser, path: Sequence[str]) -> argp
     return parser
 
 
+def report_unknown_options(parser: argparse.ArgumentParser, words: Sequence[str]) -> None:
+    """Exit naming the first unknown ``--option`` of the chosen subcommand, before argparse would complain about a
+    missing required option instead (an Ace Stream option we lack is the error the operator must see)."""
+    path: list[str] = []
+    sub: argparse.ArgumentParser | None = parser
+    for word in words:
+        if word.startswith("-"):
+            break
+        deeper = find_subparser(parser, [*path, word])
+        if deeper is None:
+            break
+        path.append(word)
+        sub = deeper
+    if sub is None or not path:
+        return
+    known = {s for action in sub._actions for s in action.option_strings}
+    rest = list(words[len(path) :])
+    if "--" in rest:
+        rest = rest[: rest.index("--")]
+    unknown = [w for w in rest if w.startswith("--") and w.split("=", 1)[0] not in known]
+    if unknown:
+        sub.error(f"unrecognized arguments: {' '.join(unknown)}")
+
+
 def main(argv: Sequence[str] | None = None, *, prog: str = "swarmcast",
          parser: argparse.ArgumentParser | None = None) -> int:  # fmt: skip
     words = list(sys.argv[1:] if argv is None else argv)
     parser = parser or build_parser(prog)
     words, switches = split_debug_switches(words, known_options(parser))
+    report_unknown_options(parser, words)
     args = parser.parse_args(words)
     if switches:
         if not hasattr(args, "debug"):
