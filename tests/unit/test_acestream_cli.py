@@ -138,6 +138,7 @@ def test_live_mem_cache_size_is_the_cache_cap_and_host_is_the_bind_address() -> 
 def test_piecesize_is_rounded_to_whole_packets_and_bounded() -> None:
     args = parse(["--stream-source-node", "--source", "s", "--title", "t", "--piecesize", "65536"])
     assert args.piecesize == 65536 - 65536 % 188 and args.piecesize % 188 == 0
+    assert parse(["--stream-source-node", "--source", "s", "--title", "t", "--piecesize", "0"]).piecesize == 0
     with pytest.raises(SystemExit):
         parse(["--stream-source-node", "--source", "s", "--title", "t", "--piecesize", "100"])
 

@@ -189,7 +189,8 @@ def add_access_options(parser: argparse.ArgumentParser) -> None:
                        help="1: only --download-from, --upload-to and --monitor-node-ip addresses may connect "
                             "(default 0)")  # fmt: skip
     group.add_argument("--upload-to", type=ip_address_and_port, action="append", default=[], metavar="IP:PORT",
-                       help="upload only to these nodes (repeatable; filtered by IP, the port is ignored)")
+                       help="upload only to these nodes (repeatable; filtered by IP, the port is ignored; "
+                            "default: to any peer)")
     group.add_argument("--ip-filter-config", type=Path, metavar="FILE",
                        help="Ace Stream's JSON traffic filter (groups, whitelist, blacklist, limit_groups); "
                             "re-read on SIGHUP (default: none)")  # fmt: skip
@@ -259,8 +260,10 @@ def start_logging(args: argparse.Namespace) -> None:
 
 
 def piece_size(text: str) -> int:
-    """``--piecesize BYTES``: whole TS packets (188 bytes each), so a value in between is rounded down."""
-    value = positive_int(text)
+    """``--piecesize BYTES``: whole TS packets (188 bytes each), so a value in between is rounded down; 0 = auto."""
+    value = non_negative_int(text)
+    if value == 0:
+        return 0
     if not MIN_PIECE_SIZE <= value <= MAX_PIECE_SIZE:
         raise argparse.ArgumentTypeError(f"{value} is not in {MIN_PIECE_SIZE}..{MAX_PIECE_SIZE} bytes")
     return value - value % TS_PACKET_SIZE
