@@ -203,3 +203,19 @@ def test_unknown_option_names_it(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "--no-such-option" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--http-port", "--port"])
+def test_engine_port_in_use_is_one_line(tmp_path: Path, busy_port: int, flag: str) -> None:
+    ports = {"--http-port": str(free_port()), "--port": str(free_port()), flag: str(busy_port)}
+    result = run_node(["engine", "--http-bind", HOST, "--bind", HOST, "--pid-file-dir", str(tmp_path / "pid"),
+                       *(w for item in ports.items() for w in item)], tmp_path)  # fmt: skip
+    assert_clean_failure(result, flag, str(busy_port), tmp_path)
+
+
+def test_unreadable_key_is_refused_before_anything_is_created(tmp_path: Path) -> None:
+    """A key the node cannot read must not be replaced by a new one (that would be another broadcast)."""
+    (tmp_path / "meta" / "t.sauth").mkdir(parents=True)
+    result = run_node(source_args(tmp_path), tmp_path)
+    assert_clean_failure(result, "--metadata-dir", "t.sauth", tmp_path)
+    assert sorted(p.name for p in (tmp_path / "meta").iterdir()) == ["t.sauth"]
