@@ -361,3 +361,16 @@ def test_bitrate_help_says_its_unit_in_both_commands() -> None:
     helps = {path: a.help or "" for path, a in options(parser) if "--bitrate" in a.option_strings}
     assert "BYTES per second" in helps["node source"] and "bits/s" in helps["node source"]
     assert "BITS per second" in helps["testsrc"] and "bytes/s" in helps["testsrc"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_lib_path_is_ignored_with_a_log_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from swarmcast.commands.options import start_logging
+
+    args = parse(["--lib-path", "/usr/share/acestream", "--stream-support-node", "--url", "u",
+                  "--log-file", str(tmp_path / "n.log"), "--debug-pieces"])  # fmt: skip
+    start_logging(args)
+    text = (tmp_path / "n.log").read_text()
+    assert "ignoring --lib-path /usr/share/acestream" in text and "debug logging on for --debug-pieces" in text
+    assert acestream.main(["--lib-path", "/opt/acestream", "--version"]) == 0
+    assert capsys.readouterr().out.startswith("version: ")
