@@ -219,3 +219,9 @@ def test_unreadable_key_is_refused_before_anything_is_created(tmp_path: Path) ->
     result = run_node(source_args(tmp_path), tmp_path)
     assert_clean_failure(result, "--metadata-dir", "t.sauth", tmp_path)
     assert sorted(p.name for p in (tmp_path / "meta").iterdir()) == ["t.sauth"]
+
+
+def test_missing_local_transport_file_is_one_line(tmp_path: Path) -> None:
+    missing = str(tmp_path / "none.acelive")
+    result = run_node(["node", "support", "--port", "0", "--url", missing, "--pid-file-dir", str(tmp_path)], tmp_path)
+    assert_clean_failure(result, "--url", missing, tmp_path)

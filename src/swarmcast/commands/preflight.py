@@ -126,6 +126,11 @@ def preflight_node(args: argparse.Namespace) -> None:
         flag = "--metadata-dir" if getattr(args, "metadata_dir", None) else "--state-dir"
         for suffix in (".sauth", ".restart"):
             check_readable_file(flag, metadata_dir / f"{name}{suffix}")
+    url = getattr(args, "url", None)
+    if url and "://" not in url:  # a local transport file (support and start nodes)
+        if not Path(url).exists():
+            raise UsageError("--url", url, "no such file")
+        check_readable_file("--url", Path(url))
     host = getattr(args, "host", None)
     bind_flag, bind = ("--host", host) if host else ("--bind", args.bind)
     check_listen(bind, args.port, bind_flag=bind_flag, port_flag="--port")
