@@ -128,8 +128,11 @@ def swarmcast_process(
     wait_port: tuple[str, int] | None = None,
     start_timeout: float = 30.0,
     stop_timeout: float = 5.0,
+    command: Sequence[str] | None = None,
 ) -> Iterator[SwarmcastProcess]:
     """Run ``swarmcast ARGS`` (this interpreter, ``-m swarmcast.cli``) for the duration of the block.
+
+    ``command`` replaces ``python -m swarmcast.cli`` (e.g. an ``acestreamengine`` console script).
 
     stdout is discarded, stderr goes to ``stderr_path``. With ``wait_port`` the block is entered only once that
     address accepts connections. On exit the process gets SIGTERM, then SIGKILL after ``stop_timeout`` s, and is
@@ -140,7 +143,7 @@ def swarmcast_process(
     stderr_path.parent.mkdir(parents=True, exist_ok=True)
     with stderr_path.open("wb") as stderr:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "swarmcast.cli", *args],
+            [*(command or (sys.executable, "-m", "swarmcast.cli")), *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,

@@ -8,6 +8,7 @@ import pytest
 
 from swarmcast.cli import main
 from swarmcast.commands import node as node_command
+from swarmcast.commands import options as options_command
 from swarmcast.node.config import SourceConfig
 
 
@@ -38,7 +39,7 @@ def _config(tmp: Path, monkeypatch: pytest.MonkeyPatch, *extra: str) -> SourceCo
             return None
 
     monkeypatch.setattr(node_command, "SourceNode", Recorder)
-    monkeypatch.setattr(node_command, "setup_logging", lambda *a, **k: None)
+    monkeypatch.setattr(options_command, "start_logging", lambda args: None)
     assert main(_args(tmp, *extra)) == 0
     return built[0]
 

@@ -6,7 +6,14 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("demo", help="test signal, source, two support nodes and an engine on loopback")
+    parser = subparsers.add_parser(
+        "demo",
+        help="test signal, source, two support nodes and an engine on loopback",
+        description="Start the whole chain on 127.0.0.1 as real swarmcast processes (a test signal, a source node, "
+        "two support nodes and a viewer engine, each on a free port, in a temporary directory), print the URL to "
+        "open in a player and a status line until Ctrl-C, then stop everything and remove the directory. "
+        "No options.",
+    )
     parser.set_defaults(func=run_demo)
 
 

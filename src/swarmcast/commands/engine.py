@@ -9,14 +9,16 @@ from pathlib import Path
 
 from swarmcast.commands.options import (
     add_admission_options,
+    add_log_options,
     add_upload_options,
     admission_from_args,
     port,
     positive_int,
+    start_logging,
     tracker_url,
 )
+from swarmcast.commands.preflight import preflight_engine
 from swarmcast.http.engine_api import CappedSite, make_runner
-from swarmcast.logsetup import setup_logging
 from swarmcast.node.config import DEFAULT_LIVE_CACHE_SIZE, CacheConfig
 from swarmcast.node.engine import Engine, EngineConfig
 from swarmcast.node.joiner import LocalFiles
@@ -26,18 +28,35 @@ log = logging.getLogger("swarmcast.engine")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("engine", help="the viewer engine: play broadcasts over HTTP")
-    parser.add_argument("--http-port", type=port, default=6878)
-    parser.add_argument("--http-bind", default="127.0.0.1")
-    parser.add_argument("--port", type=port, default=8621, help="P2P port")
-    parser.add_argument("--bind", default="0.0.0.0", help="P2P address to listen on")
-    parser.add_argument("--tracker", type=tracker_url, action="append", default=[])
-    parser.add_argument("--cache-dir", type=Path)
-    parser.add_argument("--live-cache-type", choices=("memory", "disk"), default="memory")
-    parser.add_argument("--live-cache-size", type=positive_int, default=DEFAULT_LIVE_CACHE_SIZE)
-    parser.add_argument("--startup-timeout", type=positive_int, default=30, help="seconds before a dead stream errs")
+    parser = subparsers.add_parser("engine", help="the viewer engine: play broadcasts over HTTP",
+                                   description="The viewer engine: joins broadcasts on demand and serves players "
+                                   "the Ace Stream playback API (/ace/getstream). Ace Stream's spelling: "
+                                   "acestreamengine --client-console ...")  # fmt: skip
+    parser.add_argument("--http-port", type=port, default=6878,
+                        help="TCP port of the playback API (default %(default)s, Ace Stream's)")
+    parser.add_argument("--http-bind", default="127.0.0.1", metavar="IP",
+                        help="address of the playback API (default %(default)s: this machine only)")
+    parser.add_argument("--port", type=port, default=8621,
+                        help="TCP port of the peer protocol (default %(default)s, Ace Stream's; a support node on "
+                             "the same machine needs another)")  # fmt: skip
+    parser.add_argument("--bind", default="0.0.0.0", metavar="IP",
+                        help="address of the peer protocol (default %(default)s = every IPv4 address)")
+    parser.add_argument("--tracker", type=tracker_url, action="append", default=[], metavar="URL",
+                        help="a tracker used for every broadcast besides the transport file's (repeatable; "
+                             "default: none)")  # fmt: skip
+    parser.add_argument("--cache-dir", type=Path, metavar="DIR",
+                        help="directory of the disk cache (--live-cache-type disk; default /tmp/swarmcast-cache)")
+    parser.add_argument("--live-cache-type", choices=("memory", "disk"), default="memory",
+                        help="where each broadcast's live window is kept (default %(default)s)")
+    parser.add_argument("--live-cache-size", "--live-mem-cache-size", dest="live_cache_size", type=positive_int,
+                        default=DEFAULT_LIVE_CACHE_SIZE, metavar="BYTES",
+                        help="hard cap of each broadcast's live cache in bytes (default %(default)s = 200 MiB)")
+    parser.add_argument("--startup-timeout", type=positive_int, default=30, metavar="SECONDS",
+                        help="seconds a player waits for a broadcast that sends nothing before a 504 "
+                             "(default %(default)s)")  # fmt: skip
     add_upload_options(parser, default_slots=16)
-    parser.add_argument("--max-peers", type=positive_int, default=60)
+    parser.add_argument("--max-peers", type=positive_int, default=60, metavar="N",
+                        help="peers connected per broadcast (default %(default)s)")
     parser.add_argument(
         "--allow-local-transport-files",
         action="store_true",
@@ -46,24 +65,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--transport-files-dir",
         type=directory,
-        help="let url= name transport files under DIR (a relative name is taken inside it)",
+        metavar="DIR",
+        help="let url= name transport files under DIR (a relative name is taken inside it) (default: none)",
     )
     parser.add_argument(
         "--http-allowed-host",
         action="append",
         default=[],
         metavar="NAME",
-        help="a host name players use for the API besides IP addresses and localhost; * = any (DNS rebinding guard)",
+        help="a host name players use for the API besides IP addresses and localhost; * = any (DNS rebinding "
+        "guard) (repeatable; default: none)",
     )
-    parser.add_argument("--pid-file-dir", type=Path, default=Path("/tmp"))
-    parser.add_argument("--log-file", type=Path)
-    parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--pid-file-dir", type=Path, default=Path("/tmp"), metavar="DIR",
+                        help="where acestream-HTTP_PORT.pid is kept while the engine runs (default %(default)s)")
+    add_log_options(parser)
     add_admission_options(parser)
-    parser.set_defaults(func=run_engine)
+    parser.set_defaults(func=run_engine, preflight=preflight_engine, prepare=start_logging, command_prog=parser.prog)
 
 
 def run_engine(args: argparse.Namespace) -> int:
-    setup_logging(args.log_file, verbose=args.debug)
     config = EngineConfig(
         http_port=args.http_port,
         http_bind=args.http_bind,

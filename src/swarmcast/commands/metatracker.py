@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "config file gives that broadcast (or its \"default\"); the file is re-read when it changes. "
                     "Format: docs/operators.md, section Metatracker.",
     )  # fmt: skip
-    parser.add_argument("--port", type=port, required=True, help="TCP port to answer on")
+    parser.add_argument("--port", type=port, required=True, help="TCP port to answer on (required)")
     parser.add_argument("--bind", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--config", type=Path, required=True, metavar="FILE",
                         help='JSON: {"default": {...}, "<40-hex infohash>": {...}}, each entry with optional '
@@ -34,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--poll-interval", type=positive_float, default=DEFAULT_POLL_INTERVAL, metavar="SECONDS",
                         help=f"seconds between checks of the config file for changes (default "
                              f"{DEFAULT_POLL_INTERVAL:g})")  # fmt: skip
-    parser.add_argument("--log-file", type=Path, help="log here instead of stderr")
-    parser.add_argument("--debug", action="store_true", help="log more")
+    parser.add_argument("--log-file", type=Path, help="log to this file (default: stderr)")
+    parser.add_argument("--debug", action="store_true", help="debug logging (default: off)")
     parser.set_defaults(func=run_metatracker)
 
 

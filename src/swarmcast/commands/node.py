@@ -10,17 +10,18 @@ import sys
 from pathlib import Path
 
 from swarmcast.commands.options import (
+    MIN_PIECE_SIZE,
     add_common,
     address,
     common_from_args,
     non_negative_int,
+    piece_size,
     port,
     positive_float,
 )
 from swarmcast.credential import CREDENTIAL_LIFETIME, MAX_CREDENTIAL_LIFETIME, MIN_CREDENTIAL_LIFETIME
 from swarmcast.discovery.metatracker_protocol import check_metatracker_url
 from swarmcast.ingest.http_ts import DEFAULT_READ_TIMEOUT, source_url_problem
-from swarmcast.logsetup import setup_logging
 from swarmcast.node.access import FilterError, load_access_filter
 from swarmcast.node.config import AccessConfig, SourceConfig, StandbyConfig, SupportConfig
 from swarmcast.node.joiner import JoinError
@@ -31,6 +32,7 @@ from swarmcast.node.support import SupportNode
 from swarmcast.swarm.peer import Address
 from swarmcast.swarm.standby import DEFAULT_TAKEOVER_AFTER
 from swarmcast.transport import CATEGORIES, MAX_METATRACKERS, MAX_STARTUP_NODES, QUALITIES
+from swarmcast.wire.messages import MAX_PIECE_SIZE
 
 log = logging.getLogger("swarmcast.node")
 
@@ -101,25 +103,45 @@ def ip_and_port(text: str) -> Address:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    node = subparsers.add_parser("node", help="run a broadcaster's node (source or support)")
+    node = subparsers.add_parser("node", help="run a broadcaster's node (source or support)",
+                                 description="A broadcaster's node. The same program runs as acestreamengine "
+                                 "with Ace Stream's mode flags (docs/operators.md).")  # fmt: skip
     roles = node.add_subparsers(dest="role", required=True)
 
-    source = roles.add_parser("source", help="ingest a stream, sign it into pieces and seed the swarm")
+    source = roles.add_parser("source", help="ingest a stream, sign it into pieces and seed the swarm",
+                              description="The source node of one broadcast. Ace Stream's spelling: "
+                              "acestreamengine --stream-source-node ...")  # fmt: skip
     add_common(source, default_port=7764, default_slots=8)
-    source.add_argument("--source", required=True, help="MPEG-TS over HTTP URL")
-    source.add_argument("--name", type=_name, help="file name of the broadcast (default: derived from --title)")
-    source.add_argument("--title", required=True)
-    source.add_argument("--bitrate", type=non_negative_int, default=0, help="bytes/s; 0 = detect (at most 2 s)")
-    source.add_argument("--quality", choices=QUALITIES, default="SD")
-    source.add_argument("--category", type=category, action="append", default=[])
-    source.add_argument("--skip-internal-tracker", action="store_true")
-    source.add_argument("--publish-dir", type=Path, default=Path())
-    source.add_argument("--metadata-dir", type=Path,
-                        help="where .sauth and .restart live (default: --state-dir, else --publish-dir)")
-    source.add_argument("--provider-key", default="")
+    source.add_argument("--source", required=True, metavar="URL", help="the input: MPEG-TS over HTTP(S) (required)")
+    source.add_argument("--name", type=_name, help="file name of the broadcast: NAME.acelive, NAME.sauth, "
+                        "NAME.restart (default: derived from --title)")  # fmt: skip
+    source.add_argument("--title", required=True, help="the broadcast's title players show (required)")
+    source.add_argument("--bitrate", type=non_negative_int, default=0, metavar="BYTES_PER_S",
+                        help="the stream's bitrate in BYTES per second (Ace Stream's unit; testsrc's --bitrate is "
+                             "in bits/s); 0 = measure the input for at most 2 s (default 0)")  # fmt: skip
+    source.add_argument("--piecesize", type=piece_size, default=0, metavar="BYTES",
+                        help=f"largest piece in bytes, {MIN_PIECE_SIZE}..{MAX_PIECE_SIZE}, rounded down to whole "
+                             "188-byte TS packets; 0 = about half a second of the bitrate (default 0)")
+    source.add_argument("--quality", choices=QUALITIES, default="SD", help="SD or HD (default %(default)s)")
+    source.add_argument("--category", type=category, action="append", default=[], metavar="CATEGORY",
+                        help=f"a category of the broadcast (repeatable), one of: {', '.join(CATEGORIES)} "
+                             "(default: none)")  # fmt: skip
+    source.add_argument("--skip-internal-tracker", action="store_true",
+                        help="do not serve a tracker at /announce on --port (default: serve it)")
+    source.add_argument("--publish-dir", type=Path, default=Path(), metavar="DIR",
+                        help="where NAME.acelive, the transport file, is written (default: the current directory)")
+    source.add_argument("--metadata-dir", type=Path, metavar="DIR",
+                        help="where NAME.sauth (the key) and NAME.restart live (default: --state-dir, else "
+                             "--publish-dir)")  # fmt: skip
+    source.add_argument("--provider-key", default="", metavar="KEY",
+                        help="the broadcaster's provider key, written into the transport file (default: none)")
+    source.add_argument("--sid", default="", metavar="ID",
+                        help="the provider's id of this stream (with --provider-key; kept in the node's log, not "
+                             "yet in the transport file) (default: none)")  # fmt: skip
     source.add_argument("--support-node", type=support_node, action="append", default=[], metavar="IP[:PORT]",
                         help="a support node of this broadcast (repeatable): the source grants it a credential "
-                             "and serves it first; without PORT any listen port from that IP")  # fmt: skip
+                             "and serves it first; without PORT any listen port from that IP "
+                             "(default: none)")  # fmt: skip
     source.add_argument("--credential-lifetime", type=credential_lifetime, default=CREDENTIAL_LIFETIME,
                         metavar="SECONDS", help="how long the source's and support nodes' credentials are valid; "
                         f"refreshed at half ({MIN_CREDENTIAL_LIFETIME:.0f}..{MAX_CREDENTIAL_LIFETIME:.0f}, "
@@ -132,26 +154,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source.add_argument("--permanent", action="store_true",
                         help="keep the source running through any input outage, however long; swarmcast's source "
                              "always does (it retries its input for ever), the flag is accepted for Ace Stream "
-                             "command lines")  # fmt: skip
+                             "command lines (default: off, which is the same)")  # fmt: skip
     source.add_argument("--standby-for", type=ip_and_port, metavar="IP:PORT",
                         help="run as the hot standby of the source node at IP:PORT: follow it and take over "
-                             "signing when it is gone (needs its .sauth in --metadata-dir; see docs/design.md)")
+                             "signing when it is gone (needs its .sauth in --metadata-dir; see docs/design.md) "
+                             "(default: none)")
     source.add_argument("--standby-takeover-after", type=positive_float, default=DEFAULT_TAKEOVER_AFTER,
                         metavar="SECONDS", help="with --standby-for: how long the primary must be unreachable "
                         f"before the standby signs (default {DEFAULT_TAKEOVER_AFTER:g})")
     source.add_argument("--startup-node", type=ip_and_port, action="append", default=[], metavar="IP:PORT",
-                        help="a start node of this broadcast, written into the transport file (repeatable)")
+                        help="a start node of this broadcast, written into the transport file (repeatable; "
+                             "default: none)")
     source.add_argument("--metatracker", type=metatracker_url, action="append", default=[], metavar="URL",
                         help="a metatracker, written into the transport file: nodes and engines ask it for "
-                             "trackers and start nodes (repeatable)")  # fmt: skip
+                             "trackers and start nodes (repeatable; default: none)")  # fmt: skip
     source.set_defaults(func=run_source)
 
-    support = roles.add_parser("support", help="follow a broadcast and feed the swarm")
+    support = roles.add_parser("support", help="follow a broadcast and feed the swarm",
+                               description="A support node of one broadcast. Ace Stream's spelling: "
+                               "acestreamengine --stream-support-node ...")  # fmt: skip
     # A support node is the broadcaster's server: it serves every peer it accepts (--max-peers, default 60);
     # its capacity is bounded by --upload-limit, not by choking viewers that have nowhere else to go.
     add_common(support, default_port=8621, default_slots=60)
-    support.add_argument("--url", required=True, help="transport file: a path or an http(s) URL")
-    support.add_argument("--download-from", type=address, action="append", default=[], metavar="IP:PORT")
+    support.add_argument("--url", required=True, metavar="URL",
+                         help="the transport file: a path, or an http(s) URL such as "
+                              "http://SOURCE:7764/app/[TOKEN/]get_transport_file?format=raw (required)")
+    support.add_argument("--download-from", type=address, action="append", default=[], metavar="IP:PORT",
+                         help="download only from these nodes (repeatable; default: from any peer)")
     support.set_defaults(func=run_support)
 
 
@@ -160,14 +189,14 @@ def _default_name(title: str) -> str:
     return cleaned or "broadcast"
 
 
-def _filter_refused(command: str, access: AccessConfig) -> bool:
+def _filter_refused(command_prog: str, access: AccessConfig) -> bool:
     """A filter (or database) that cannot be used stops the node before it starts: one line, exit 2."""
     try:
         load_access_filter(access)
     except FilterError as error:
         text = str(error)
         named = text if text.startswith("--geoip-db") else f"--ip-filter-config {text}"
-        print(f"swarmcast node {command}: error: {named}", file=sys.stderr)
+        print(f"{command_prog}: error: {named}", file=sys.stderr)
         return True
     return False
 
@@ -188,13 +217,16 @@ def discovery_count_error(startup_nodes: list[Address], metatrackers: list[str])
 def run_source(args: argparse.Namespace) -> int:
     problem = source_url_problem(args.source)
     if problem is not None:  # at the edge: retrying a URL we can never read would only fill the log
-        print(f"swarmcast node source: error: argument --source: {problem}", file=sys.stderr)
+        print(f"{args.command_prog}: error: argument --source: {problem}", file=sys.stderr)
         return 2
     problem = discovery_count_error(args.startup_node, args.metatracker)
     if problem is not None:
-        print(f"swarmcast node source: error: {problem}", file=sys.stderr)
+        print(f"{args.command_prog}: error: {problem}", file=sys.stderr)
         return 2
-    setup_logging(args.log_file, verbose=args.debug)
+    if args.sid and not args.provider_key:
+        log.warning("--sid %s is used only with --provider-key: ignored", args.sid)
+    elif args.sid:
+        log.info("provider stream id (--sid) %s", args.sid)
     standby: StandbyConfig | None = None
     if args.standby_for is not None:
         standby = StandbyConfig(primary=args.standby_for, takeover_after=args.standby_takeover_after)
@@ -218,8 +250,10 @@ def run_source(args: argparse.Namespace) -> int:
         standby=standby,
         startup_nodes=tuple(dict.fromkeys(args.startup_node)),
         metatrackers=tuple(dict.fromkeys(args.metatracker)),
+        piece_size=args.piecesize,
+        sid=args.sid if args.provider_key else "",
     )
-    if _filter_refused("source", config.common.access):
+    if _filter_refused(args.command_prog, config.common.access):
         return 2
     if standby is None:
         try:
@@ -243,9 +277,8 @@ def run_source(args: argparse.Namespace) -> int:
 
 
 def run_support(args: argparse.Namespace) -> int:
-    setup_logging(args.log_file, verbose=args.debug)
     config = SupportConfig(common=common_from_args(args), url=args.url, download_from=tuple(args.download_from))
-    if _filter_refused("support", config.common.access):
+    if _filter_refused(args.command_prog, config.common.access):
         return 2
     try:
         asyncio.run(run_until_stopped(SupportNode(config).run))

@@ -50,13 +50,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--bitrate",
         type=_bitrate_arg,
         default="2M",
-        help="total stream bitrate in bits/s, with optional k/M/G suffix (default: %(default)s)",
+        help="total stream bitrate in BITS per second, with optional k/M/G suffix (node source's --bitrate, "
+        "Ace Stream's, is in bytes/s) (default: %(default)s)",
     )
     parser.add_argument("--size", type=_size_arg, default="640x360", help="picture size WxH (default: %(default)s)")
     parser.add_argument(
         "--fps", type=bounded_int(1, MAX_FPS), default=30, help=f"frames per second, 1..{MAX_FPS} (default: 30)"
     )
-    parser.add_argument("--log-file", type=Path, default=None, help="log here instead of stderr")
+    parser.add_argument("--log-file", type=Path, default=None, help="log here instead of stderr (default: stderr)")
     parser.set_defaults(func=run)
 
 

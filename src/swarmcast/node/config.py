@@ -50,6 +50,8 @@ class NodeCommon:
     upload_slots: int = 8
     upload_limit: int = 0  # bytes/s; 0 = no limit
     max_peers: int = 60
+    optimistic_slots: int | None = None  # --core-sandbox-max-peers; None = a quarter of upload_slots (at least 1)
+    newcomer_slots: int | None = None  # --core-max-fast-peers; None = a quarter of upload_slots (at least 1)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
@@ -79,6 +81,8 @@ class SourceConfig:
     standby: StandbyConfig | None = None  # run as the hot standby of another source node
     startup_nodes: tuple[Address, ...] = ()  # --startup-node: written into the transport file
     metatrackers: tuple[str, ...] = ()  # --metatracker URL: written into the transport file
+    piece_size: int = 0  # --piecesize: bytes, whole TS packets; 0 = chosen from the bitrate
+    sid: str = ""  # --sid: the provider's stream id (Ace Stream); kept and logged, no transport-file key for it yet
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,48 @@ import logging
 import os
 import resource
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 log = logging.getLogger("swarmcast.node")
 
+# The Ace Stream engine's process name: streaming-utils finds a node's pid in acestreamengine-<port>.pid and checks
+# that psutil.Process(pid).name() is this before it signals it. 15 characters, the longest a Linux comm can be.
+ENGINE_PROCESS_NAME = "acestreamengine"
+ENGINE_PROGRAMS = frozenset({"acestreamengine", "start-engine"})  # our console scripts of the engine's command line
+_PR_SET_NAME = 15
+
+
+def set_process_name(name: str) -> bool:
+    """Set this process's name (Linux ``/proc/<pid>/comm``, what ``ps`` and psutil show); False where unsupported.
+
+    Started as the ``acestreamengine`` console script the kernel names the process after the script already; this
+    makes ``start-engine`` (and ``python -m``) match too."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes  # noqa: PLC0415 - Linux only, and only for the Ace Stream command line
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def pid_file_name(port: int, program: str | None = None) -> str:
+    """``acestreamengine-<port>.pid`` when run as the Ace Stream engine's command line (the name streaming-utils
+    looks for), else ``acestream-<port>.pid`` (the name in Ace Stream's docs)."""
+    program = Path(sys.argv[0]).name if program is None else program
+    prefix = ENGINE_PROCESS_NAME if program in ENGINE_PROGRAMS else "acestream"
+    return f"{prefix}-{port}.pid"
+
 
 @contextlib.contextmanager
 def pid_file(directory: Path, port: int) -> Iterator[Path]:
-    """``acestream-<port>.pid`` in ``directory`` for as long as the node runs (the Ace Stream engine's name)."""
-    path = directory / f"acestream-{port}.pid"
+    """One pid file in ``directory`` for as long as the node runs (``pid_file_name``); removed when it stops,
+    SIGTERM included (the node's stop path runs this block's exit)."""
+    path = directory / pid_file_name(port)
     directory.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{os.getpid()}\n")
     try:

@@ -114,6 +114,8 @@ def node_host_and_swarm(
             upload_slots=common.upload_slots,
             upload_limit=common.upload_limit,
             max_peers=common.max_peers,
+            optimistic_slots=common.optimistic_slots,
+            newcomer_slots=common.newcomer_slots,
             download_from=download_from,
             upload_to=frozenset(ip for ip, _ in access.upload_to) or None,
         ),

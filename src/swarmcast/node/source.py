@@ -117,7 +117,7 @@ class SourceNode:
         return Descriptor(
             name=config.name,
             title=config.title,
-            piece_size=choose_piece_size(bitrate),
+            piece_size=config.piece_size or choose_piece_size(bitrate),
             bitrate=bitrate,
             public_key=public_key_bytes(self.metadata.key()),
             quality=config.quality,

@@ -34,6 +34,10 @@ class Choker:
         self._sessions = sessions
         self._targets = targets or UploadTargets()
         self._slots = config.upload_slots
+        # Ace Stream's --core-sandbox-max-peers and --core-max-fast-peers set these two (docs/operators.md);
+        # unset, each is a quarter of the slots, worked out when used since the slots may change at run time.
+        self._optimistic_slots = config.optimistic_slots
+        self._newcomer_slots = config.newcomer_slots
         self.rechoke_interval = config.rechoke_interval
         self._optimistic_interval = config.optimistic_interval
         self._is_source = config.role is Role.SOURCE
@@ -44,6 +48,9 @@ class Choker:
         self._last_optimistic = now
         self._optimistic: set[int] = set()
         self._newcomers: dict[int, float] = {}  # session key -> end of its newcomer grace
+
+    def _share(self, configured: int | None) -> int:
+        return max(1, self._slots // 4) if configured is None else configured
 
     def set_role(self, role: Role) -> None:
         """A hot standby taking over as the source (or following again): whom it may serve changes with it."""
@@ -90,7 +97,7 @@ class Choker:
         # seconds, so a new viewer starts at once instead of waiting for a rechoke or an optimistic draw;
         # by the time the grace ends it competes like everyone else.
         self._newcomers = {k: t for k, t in self._newcomers.items() if t > now and k in self._sessions}
-        if now - session.connected_at < NEWCOMER_GRACE and len(self._newcomers) < max(1, self._slots // 4):
+        if now - session.connected_at < NEWCOMER_GRACE and len(self._newcomers) < self._share(self._newcomer_slots):
             self._newcomers[session.key] = session.connected_at + NEWCOMER_GRACE
             self.set_choke(session, choke=False, now=now)
 
@@ -108,7 +115,7 @@ class Choker:
         else:
             # A quarter of the slots (at least one) go round at random, so a newcomer with nothing to give yet, or
             # a viewer that cannot upload, is never starved for long by peers that all reciprocate.
-            n_optimistic = max(1, slots // 4) if slots > 0 else 0
+            n_optimistic = min(self._share(self._optimistic_slots), slots) if slots > 0 else 0
             ranked = sorted(interested, key=lambda s: self._score(s, now), reverse=True)
             keep = {s.key for s in ranked[: slots - n_optimistic]}
             rest = [s.key for s in interested if s.key not in keep]

@@ -21,6 +21,8 @@ class SwarmConfig:
     max_peers: int = 60
     target_peers: int = 12
     upload_slots: int = 8
+    optimistic_slots: int | None = None  # of upload_slots, served on trial; None = a quarter (at least 1)
+    newcomer_slots: int | None = None  # extra slots for peers that have just joined; None = a quarter (at least 1)
     upload_limit: int = 0  # bytes/s given to peers; 0 = no limit
     seeder_grace: float = 0.3
     max_requests_per_peer: int = 16
