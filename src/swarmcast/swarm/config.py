@@ -7,6 +7,7 @@ from enum import Enum
 
 from swarmcast.swarm.peer import Address
 from swarmcast.swarm.rates import RateMeter
+from swarmcast.swarm.rotation import RotationConfig
 
 
 class Role(Enum):
@@ -40,6 +41,7 @@ class SwarmConfig:
     max_candidates: int = 500
     dial_backoff_max: float = 8.0  # for pinned candidates; others back off to dialer.PEX_BACKOFF_MAX
     download_from: frozenset[Address] | None = None
+    rotation: RotationConfig | None = None  # a start node: hands off started peers for newcomers (rotation.py)
 
 
 @dataclass

@@ -1,0 +1,130 @@
+"""Start-node rotation: whom a full start node hands off so that a newcomer finds a free slot. Sans-IO.
+
+How this works. A start node (``swarmcast node startup``) exists for the first seconds of a viewer's stream: it
+follows the source like a support node, and when a new connection arrives and it is full, it drops a peer it has
+already started instead of refusing the newcomer. A peer may be handed off when both hold:
+
+- we have given it a start: at least ``handoff_bytes`` served to it (about eight seconds of a 2 Mbit/s stream
+  by default: a player's start buffer), or it has been connected ``handoff_after`` seconds whatever it got;
+- it plays on without us: it has its own pieces flowing. Any of these counts as proof: it announced (HAVE) a
+  piece we never served it within the last ``FLOW_WINDOW`` seconds; it named other peers in a PEX (it has other
+  connections); or, while pieces flowed, it asked us for fewer than ``OWN_SUPPLY_SHARE`` of the pieces we got in
+  the last ``FLOW_WINDOW`` seconds (engines ask the broadcaster's nodes last, so a viewer with other peers takes
+  most of the stream from them).
+
+Never the broadcaster's nodes (the source, support nodes: they hold a credential) nor the addresses the operator
+named (--download-from). Among those that may go, the one we served most goes first: it has the deepest buffer.
+
+A start node's upload slots also go to newcomers first: ``score`` ranks peers still starting (served less than
+``handoff_bytes``) above those that have started, and among them the one served least first.
+
+The swarm calls ``served`` for every piece it queues for a peer, ``stored`` for every piece it stores,
+``note_have`` for every HAVE and ``forget`` when a peer leaves; ``victim`` when a newcomer finds it full. Built
+without a config (every node that is not a start node) it records nothing and never names a victim.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from swarmcast.swarm.peer import Address, PeerSession
+
+DEFAULT_HANDOFF_BYTES = 2 * 1024 * 1024  # served to a peer before it may be handed off (8.4 s at 2 Mbit/s)
+DEFAULT_HANDOFF_AFTER = 30.0  # seconds connected after which a peer that plays on without us may go anyway
+FLOW_WINDOW = 5.0  # seconds of recent traffic looked at to tell whether a peer plays on without us
+OWN_SUPPLY_SHARE = 0.5  # asking us for less than this share of the recent pieces: it gets the rest elsewhere
+MIN_FLOW_PIECES = 5  # pieces we must have got in FLOW_WINDOW for the share to mean anything (not in an outage)
+MAX_TRACKED = 256  # piece indices and times remembered per peer (and of our own arrivals): bounded memory
+
+
+@dataclass(frozen=True)
+class RotationConfig:
+    handoff_bytes: int = DEFAULT_HANDOFF_BYTES
+    handoff_after: float = DEFAULT_HANDOFF_AFTER  # 0 = only ``handoff_bytes`` counts
+
+
+class _PeerRecord:
+    __slots__ = ("have_elsewhere_at", "served_at", "served_indices")
+
+    def __init__(self) -> None:
+        self.served_indices: deque[int] = deque(maxlen=MAX_TRACKED)
+        self.served_at: deque[float] = deque(maxlen=MAX_TRACKED)
+        self.have_elsewhere_at = float("-inf")  # when it last announced a piece we did not serve it
+
+
+class Rotation:
+    def __init__(self, config: RotationConfig | None) -> None:
+        self.enabled = config is not None
+        self.config = config or RotationConfig()
+        self._peers: dict[int, _PeerRecord] = {}
+        self._stored_at: deque[float] = deque(maxlen=MAX_TRACKED)
+        self.handed_off = 0  # peers dropped for a newcomer (for the stats)
+
+    def _record(self, session: PeerSession) -> _PeerRecord:
+        record = self._peers.get(session.key)
+        if record is None:
+            record = self._peers[session.key] = _PeerRecord()
+        return record
+
+    # -- what the swarm tells us -------------------------------------------------------------------------
+    def served(self, session: PeerSession, index: int, now: float) -> None:
+        if not self.enabled:
+            return
+        record = self._record(session)
+        record.served_indices.append(index)
+        record.served_at.append(now)
+
+    def stored(self, now: float) -> None:
+        if self.enabled:
+            self._stored_at.append(now)
+
+    def note_have(self, session: PeerSession, index: int, now: float) -> None:
+        if not self.enabled:
+            return
+        record = self._record(session)
+        if index not in record.served_indices:
+            record.have_elsewhere_at = now
+
+    def forget(self, session: PeerSession) -> None:
+        self._peers.pop(session.key, None)
+
+    # -- decisions ---------------------------------------------------------------------------------------
+    def started(self, session: PeerSession, now: float) -> bool:
+        """We gave it its start: enough bytes, or (with ``handoff_after``) long enough."""
+        config = self.config
+        if session.up.total >= config.handoff_bytes:
+            return True
+        return config.handoff_after > 0 and now - session.connected_at >= config.handoff_after
+
+    def plays_on(self, session: PeerSession, now: float) -> bool:
+        """It has its own pieces flowing: it would not stall if we let it go."""
+        record = self._peers.get(session.key)
+        if record is not None and now - record.have_elsewhere_at <= FLOW_WINDOW:
+            return True
+        if session.pex_addresses:
+            return True
+        since = now - FLOW_WINDOW
+        ours = sum(1 for t in self._stored_at if t >= since)
+        if ours < MIN_FLOW_PIECES or now - session.connected_at < FLOW_WINDOW:
+            return False  # no stream to compare with (an outage), or too new to tell
+        asked = 0 if record is None else sum(1 for t in record.served_at if t >= since)
+        return asked < OWN_SUPPLY_SHARE * ours
+
+    def may_go(self, session: PeerSession, now: float, pinned: set[Address]) -> bool:
+        return (not session.is_seeder and session.address not in pinned
+                and self.started(session, now) and self.plays_on(session, now))  # fmt: skip
+
+    def victim(self, sessions: dict[int, PeerSession], now: float, pinned: set[Address]) -> PeerSession | None:
+        """The peer to hand off for a newcomer, or None when every peer still needs us."""
+        if not self.enabled:
+            return None
+        candidates = [s for s in sessions.values() if self.may_go(s, now, pinned)]
+        victim = max(candidates, key=lambda s: s.up.total, default=None)
+        if victim is not None:
+            self.handed_off += 1
+        return victim
+
+    def score(self, session: PeerSession, now: float) -> tuple[bool, float]:
+        """Upload slots (choking.py ranks by this, highest kept): peers still starting first, least served first."""
+        return (not self.started(session, now), -float(session.up.total))

@@ -1,0 +1,197 @@
+"""Start-node rotation (swarm/rotation.py): a full start node hands off the peers it has started, and only those."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from swarmcast.swarm.core import Role, Swarm
+from swarmcast.swarm.rotation import FLOW_WINDOW, MAX_TRACKED, Rotation, RotationConfig
+from swarmcast.wire.messages import Have, Interested, Pex, Piece, PieceFlags, Request, Unchoke
+from tests.unit.memswarm import Broadcast, MemoryNetwork, ScriptedPeer
+
+PIECE = 1000  # bytes of each piece Broadcast.emit makes
+HANDOFF = 20 * PIECE
+
+
+def _start_node(bc: Broadcast, net: MemoryNetwork, *, max_peers: int = 3, rotation: bool = True,
+                handoff_after: float = 0.0, upload_slots: int = 8) -> Swarm:  # fmt: skip
+    rot = RotationConfig(handoff_bytes=HANDOFF, handoff_after=handoff_after) if rotation else None
+    node = bc.make_swarm(Role.SUPPORT, max_peers=max_peers, target_peers=0, rotation=rot, upload_slots=upload_slots)
+    net.connect(node, bc.source, 8621, 7764)
+    return node
+
+
+def _stream(bc: Broadcast, net: MemoryNetwork, swarms: list[Swarm], seconds: float,
+            readers: Sequence[ScriptedPeer] = ()) -> None:  # fmt: skip
+    """Emit a piece every 0.2 s; each reader asks the start node for every new piece (it depends on us alone)."""
+    for _ in range(round(seconds / 0.2)):
+        piece = bc.emit(net.now, random_access=bc.next_index % 10 == 0)
+        net.advance(0.2, swarms)
+        for reader in readers:
+            if not reader.dropped:
+                reader.send(Request(piece.index))
+                reader.receive()
+
+
+def _fetch(peer: ScriptedPeer, indices: list[int]) -> int:
+    """Ask for ``indices`` once unchoked; the bytes received."""
+    peer.send(Interested())
+    assert any(isinstance(m, Unchoke) for m in peer.receive() + peer.inbox)
+    got = 0
+    for start in range(0, len(indices), 16):
+        peer.send(*(Request(i) for i in indices[start : start + 16]))
+        got += sum(len(m.data) for m in peer.receive() if isinstance(m, Piece))
+    return got
+
+
+def _filled(bc: Broadcast, net: MemoryNetwork, node: Swarm) -> tuple[ScriptedPeer, ScriptedPeer]:
+    """A start node holding the source and two viewers that each got 30 pieces from it."""
+    _stream(bc, net, [bc.source, node], 8.0)
+    first, second = ScriptedPeer(net, node, ip="127.0.0.10"), ScriptedPeer(net, node, ip="127.0.0.11")
+    assert first.attached and second.attached
+    pieces = node.store.indices()[-30:]
+    assert _fetch(first, pieces) >= HANDOFF and _fetch(second, pieces) >= HANDOFF
+    return first, second
+
+
+def test_a_full_start_node_hands_off_a_started_peer_that_plays_on_for_a_newcomer() -> None:
+    net, bc = MemoryNetwork(), Broadcast()
+    node = _start_node(bc, net)
+    playing, dependent = _filled(bc, net, node)
+    playing.send(Pex((("127.0.0.50", 7000),)))  # it has other peers
+    _stream(bc, net, [bc.source, node], 2.0, readers=[dependent])
+    newcomer = ScriptedPeer(net, node, ip="127.0.0.20")
+    assert newcomer.attached
+    assert playing.dropped and not dependent.dropped
+    assert node.stats_snapshot(net.now)["handed_off"] == 1
+    assert _fetch(newcomer, node.store.indices()[-5:]) == 5 * PIECE  # and it is served at once
+
+
+def test_a_support_node_without_rotation_refuses_the_same_newcomer() -> None:
+    """The same swarm without the policy: nobody has been idle for 10 s, so the newcomer is refused."""
+    net, bc = MemoryNetwork(), Broadcast()
+    node = _start_node(bc, net, rotation=False)
+    playing, dependent = _filled(bc, net, node)
+    playing.send(Pex((("127.0.0.50", 7000),)))
+    _stream(bc, net, [bc.source, node], 2.0, readers=[dependent])
+    assert not ScriptedPeer(net, node, ip="127.0.0.20").attached
+    assert not playing.dropped and not dependent.dropped
+
+
+def test_a_peer_that_depends_on_the_start_node_alone_is_kept() -> None:
+    """Both got their start, but both ask us for every piece and name no other peer: dropping one would stall it."""
+    net, bc = MemoryNetwork(), Broadcast()
+    node = _start_node(bc, net)
+    first, second = _filled(bc, net, node)
+    _stream(bc, net, [bc.source, node], 6.0, readers=[first, second])
+    assert not ScriptedPeer(net, node, ip="127.0.0.20").attached
+    assert not first.dropped and not second.dropped
+
+
+def test_a_peer_still_starting_is_kept_even_when_it_plays_on() -> None:
+    net, bc = MemoryNetwork(), Broadcast()
+    node = _start_node(bc, net)
+    _stream(bc, net, [bc.source, node], 8.0)
+    peers = [ScriptedPeer(net, node, ip=f"127.0.0.{10 + i}") for i in range(2)]
+    for peer in peers:
+        assert _fetch(peer, node.store.indices()[-5:]) == 5 * PIECE  # less than the hand-off amount
+        peer.send(Pex((("127.0.0.50", 7000),)))
+    _stream(bc, net, [bc.source, node], 2.0, readers=peers)
+    assert not ScriptedPeer(net, node, ip="127.0.0.20").attached
+    assert not any(peer.dropped for peer in peers)
+
+
+def test_a_have_for_a_piece_we_never_served_counts_as_playing_on() -> None:
+    net, bc = MemoryNetwork(), Broadcast()
+    node = _start_node(bc, net)
+    first, second = _filled(bc, net, node)
+    _stream(bc, net, [bc.source, node], 2.0, readers=[first, second])
+    # first got the newest piece elsewhere before asking us (a HAVE for a piece we served it says nothing).
+    second.send(Have(node.store.indices()[-1], PieceFlags.NONE))
+    first.send(Have(node.store.indices()[-30], PieceFlags.NONE))
+    newest = bc.emit(net.now)
+    net.advance(0.1, [bc.source, node])
+    first.send(Have(newest.index, PieceFlags.NONE))
+    assert ScriptedPeer(net, node, ip="127.0.0.20").attached
+    assert first.dropped and not second.dropped
+
+
+def test_a_peer_that_asks_for_few_of_the_new_pieces_plays_on() -> None:
+    """It got its start and then asked us for none of the last seconds' pieces, while it keeps in touch (it is not
+    idle long enough for liveness.replaceable): its stream comes from elsewhere."""
+    net, bc = MemoryNetwork(), Broadcast()
+    node = _start_node(bc, net)
+    quiet, dependent = _filled(bc, net, node)
+    _stream(bc, net, [bc.source, node], FLOW_WINDOW + 1, readers=[dependent])
+    assert ScriptedPeer(net, node, ip="127.0.0.20").attached
+    assert quiet.dropped and not dependent.dropped
+
+
+def test_handoff_after_lets_a_peer_that_never_needed_much_go() -> None:
+    net, bc = MemoryNetwork(), Broadcast()
+    node = _start_node(bc, net, handoff_after=5.0)
+    _stream(bc, net, [bc.source, node], 8.0)
+    peers = [ScriptedPeer(net, node, ip=f"127.0.0.{10 + i}") for i in range(2)]
+    for peer in peers:
+        _fetch(peer, node.store.indices()[-5:])
+    peers[0].send(Pex((("127.0.0.50", 7000),)))
+    _stream(bc, net, [bc.source, node], 6.0, readers=peers)
+    assert ScriptedPeer(net, node, ip="127.0.0.20").attached
+    assert peers[0].dropped and not peers[1].dropped
+
+
+def test_the_broadcasters_nodes_and_pinned_addresses_are_never_handed_off() -> None:
+    net, bc = MemoryNetwork(), Broadcast()
+    node = _start_node(bc, net, max_peers=3)
+    other = bc.make_swarm(Role.SUPPORT)
+    net.connect(other, node, 8622, 8621, a_ip="127.0.0.30", b_ip="127.0.0.1")
+    _stream(bc, net, [bc.source, node, other], 8.0)
+    pinned = ScriptedPeer(net, node, ip="127.0.0.40", port=9000)
+    node.add_candidates([("127.0.0.40", 9000)], pinned=True)
+    assert _fetch(pinned, node.store.indices()[-30:]) >= HANDOFF
+    pinned.send(Pex((("127.0.0.50", 7000),)))
+    assert not ScriptedPeer(net, node, ip="127.0.0.20").attached
+    assert len(node.sessions) == 3 and not pinned.dropped
+
+
+def test_newcomers_get_the_start_nodes_upload_slots_first() -> None:
+    """Four upload slots (three by rank, one optimistic), two peers served plenty, four still starting: after a
+    rechoke the ranked slots are the newcomers' (a support node keeps those it serves most: the old ones)."""
+    net, bc = MemoryNetwork(), Broadcast()
+    node = _start_node(bc, net, max_peers=8, upload_slots=4)
+    _stream(bc, net, [bc.source, node], 8.0)
+    old = [ScriptedPeer(net, node, ip=f"127.0.0.{10 + i}") for i in range(2)]
+    for peer in old:
+        assert _fetch(peer, node.store.indices()[-30:]) >= HANDOFF
+    fresh = [ScriptedPeer(net, node, ip=f"127.0.0.{20 + i}") for i in range(4)]
+    for peer in fresh:
+        peer.send(Interested())
+    net.advance(11.0, [bc.source, node])  # past the newcomers' grace (choking.NEWCOMER_GRACE)
+    node.choker.rechoke(net.now)
+    assert sum(not p.session.am_choking for p in fresh) >= 3
+    assert sum(not p.session.am_choking for p in old) <= 1  # at most the optimistic slot
+    assert node.rotation.score(fresh[0].session, net.now) > node.rotation.score(old[0].session, net.now)
+
+
+def test_a_node_that_is_not_a_start_node_records_nothing() -> None:
+    net, bc = MemoryNetwork(), Broadcast()
+    node = _start_node(bc, net, rotation=False)
+    _stream(bc, net, [bc.source, node], 2.0)
+    peer = ScriptedPeer(net, node, ip="127.0.0.10")
+    _fetch(peer, node.store.indices()[-5:])
+    assert not node.rotation.enabled and not node.rotation._peers and not node.rotation._stored_at
+
+
+def test_what_the_policy_remembers_is_bounded() -> None:
+    rotation = Rotation(RotationConfig())
+    net, bc = MemoryNetwork(), Broadcast()
+    node = _start_node(bc, net)
+    peer = ScriptedPeer(net, node, ip="127.0.0.10")
+    for index in range(10 * MAX_TRACKED):
+        rotation.served(peer.session, index, float(index))
+        rotation.stored(float(index))
+        rotation.note_have(peer.session, index + 1, float(index))
+    record = rotation._peers[peer.session.key]
+    assert len(record.served_indices) == len(record.served_at) == len(rotation._stored_at) == MAX_TRACKED
+    rotation.forget(peer.session)
+    assert not rotation._peers
