@@ -1,4 +1,4 @@
-"""``swarmcast node source|support``: the broadcaster's nodes, with the Ace Stream engine's flags."""
+"""``swarmcast node source|support|startup``: the broadcaster's nodes, with the Ace Stream engine's flags."""
 
 from __future__ import annotations
 
@@ -19,13 +19,15 @@ from swarmcast.commands.options import (
 )
 from swarmcast.credential import CREDENTIAL_LIFETIME, MAX_CREDENTIAL_LIFETIME, MIN_CREDENTIAL_LIFETIME
 from swarmcast.logsetup import setup_logging
-from swarmcast.node.config import SourceConfig, StandbyConfig, SupportConfig
+from swarmcast.node.config import SourceConfig, StandbyConfig, StartupConfig, SupportConfig
 from swarmcast.node.joiner import JoinError
 from swarmcast.node.lifecycle import run_until_stopped
 from swarmcast.node.source import SourceNode
 from swarmcast.node.standby import StandbyError, StandbyNode
+from swarmcast.node.startup import StartupNode
 from swarmcast.node.support import SupportNode
 from swarmcast.swarm.peer import Address
+from swarmcast.swarm.rotation import DEFAULT_HANDOFF_AFTER, DEFAULT_HANDOFF_BYTES, RotationConfig
 from swarmcast.swarm.standby import DEFAULT_TAKEOVER_AFTER
 from swarmcast.transport import CATEGORIES, QUALITIES
 
@@ -86,7 +88,7 @@ def ip_and_port(text: str) -> Address:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    node = subparsers.add_parser("node", help="run a broadcaster's node (source or support)")
+    node = subparsers.add_parser("node", help="run a broadcaster's node (source, support or startup)")
     roles = node.add_subparsers(dest="role", required=True)
 
     source = roles.add_parser("source", help="ingest a stream, sign it into pieces and seed the swarm")
@@ -131,6 +133,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     support.add_argument("--url", required=True, help="transport file: a path or an http(s) URL")
     support.add_argument("--download-from", type=address, action="append", default=[], metavar="IP:PORT")
     support.set_defaults(func=run_support)
+
+    # A start node takes a support node's options (Ace Stream's --stream-startup-node maps here) and two of its own.
+    startup = roles.add_parser("startup", help="a support node that hands off started viewers so newcomers start "
+                               "at once (docs/operators.md, Start nodes)")  # fmt: skip
+    add_common(startup, default_port=8621, default_slots=60)
+    startup.add_argument("--url", required=True, help="transport file: a path or an http(s) URL")
+    startup.add_argument("--download-from", type=address, action="append", default=[], metavar="IP:PORT")
+    startup.add_argument("--startup-handoff-bytes", type=non_negative_int, default=DEFAULT_HANDOFF_BYTES,
+                         metavar="BYTES", help="when full, a peer this node has served this many bytes (and that "
+                         "plays on without it) may be dropped for a newcomer "
+                         f"(default {DEFAULT_HANDOFF_BYTES}, about 8 s of a 2 Mbit/s stream)")  # fmt: skip
+    startup.add_argument("--startup-handoff-after", type=non_negative_float, default=DEFAULT_HANDOFF_AFTER,
+                         metavar="SECONDS", help="...or connected this long, whatever it got; 0 = bytes only "
+                         f"(default {DEFAULT_HANDOFF_AFTER:g})")  # fmt: skip
+    startup.set_defaults(func=run_startup)
 
 
 def _default_name(title: str) -> str:
@@ -184,6 +201,28 @@ def run_support(args: argparse.Namespace) -> int:
     config = SupportConfig(common=common_from_args(args), url=args.url, download_from=tuple(args.download_from))
     try:
         asyncio.run(run_until_stopped(SupportNode(config).run))
+    except JoinError as error:
+        log.error("cannot join: %s", error)
+        return 2
+    return 0
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+def run_startup(args: argparse.Namespace) -> int:
+    setup_logging(args.log_file, verbose=args.debug)
+    support = SupportConfig(common=common_from_args(args), url=args.url, download_from=tuple(args.download_from))
+    rotation = RotationConfig(handoff_bytes=args.startup_handoff_bytes, handoff_after=args.startup_handoff_after)
+    try:
+        asyncio.run(run_until_stopped(StartupNode(StartupConfig(support=support, rotation=rotation)).run))
     except JoinError as error:
         log.error("cannot join: %s", error)
         return 2

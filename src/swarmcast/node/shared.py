@@ -15,6 +15,7 @@ from swarmcast.node.config import CacheConfig, NodeCommon
 from swarmcast.node.host import PeerHost
 from swarmcast.swarm.core import Role, Swarm, SwarmConfig
 from swarmcast.swarm.peer import Address
+from swarmcast.swarm.rotation import RotationConfig
 from swarmcast.swarm.store import PieceStore
 from swarmcast.transport import Descriptor
 from swarmcast.wire.messages import MAX_WINDOW_PIECES, HandshakeFlags
@@ -90,9 +91,12 @@ def tracker_routes(app: web.Application, tracker: InternalTracker, token: str | 
 
 def node_host_and_swarm(
     common: NodeCommon, *, role: Role, flags: HandshakeFlags, peer_id: bytes, app: web.Application,
-    descriptor: Descriptor, download_from: frozenset[Address] | None = None,
+    descriptor: Descriptor, download_from: frozenset[Address] | None = None, rotation: RotationConfig | None = None,
 ) -> tuple[PeerHost, Swarm]:  # fmt: skip
-    """The shared port (with the node's admission limits) and the broadcast's swarm, as every node role builds them."""
+    """The shared port (with the node's admission limits) and the broadcast's swarm, as every node role builds them.
+
+    A start node (``rotation``) keeps its slots for the newcomers that find it: it dials only the addresses it was
+    told to use (the source, --download-from), never viewers from trackers or PEX."""
     host = PeerHost(bind=common.bind, port=common.port, peer_id=peer_id, app=app, admission=common.admission,
                     flags=flags)  # fmt: skip
     swarm = Swarm(
@@ -104,6 +108,8 @@ def node_host_and_swarm(
             upload_limit=common.upload_limit,
             max_peers=common.max_peers,
             download_from=download_from,
+            rotation=rotation,
+            target_peers=0 if rotation is not None else SwarmConfig.target_peers,
         ),
         store=make_store(common.cache, descriptor.content_id, common.port),
         descriptor=descriptor,
