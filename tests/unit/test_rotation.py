@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from swarmcast.swarm.core import Role, Swarm
-from swarmcast.swarm.rotation import FLOW_WINDOW, MAX_TRACKED, Rotation, RotationConfig
+from swarmcast.swarm.rotation import FLOW_WINDOW, GONE_TTL, MAX_GONE, MAX_TRACKED, Rotation, RotationConfig
 from swarmcast.wire.messages import Have, Interested, Pex, Piece, PieceFlags, Request, Unchoke
 from tests.unit.memswarm import Broadcast, MemoryNetwork, ScriptedPeer
 
@@ -65,6 +65,28 @@ def test_a_full_start_node_hands_off_a_started_peer_that_plays_on_for_a_newcomer
     assert playing.dropped and not dependent.dropped
     assert node.stats_snapshot(net.now)["handed_off"] == 1
     assert _fetch(newcomer, node.store.indices()[-5:]) == 5 * PIECE  # and it is served at once
+
+
+def test_a_peer_handed_off_that_dials_again_takes_nobodys_place() -> None:
+    """An engine redials the node it took the transport file from: back within GONE_TTL it is refused when full (no
+    second viewer goes for it), and, let in when there is room, it counts as started (it may go again)."""
+    net, bc = MemoryNetwork(), Broadcast()
+    node = _start_node(bc, net)
+    playing, dependent = _filled(bc, net, node)
+    playing.send(Pex((("127.0.0.50", 7000),)))
+    dependent.send(Pex((("127.0.0.50", 7000),)))  # both could go now
+    newcomer = ScriptedPeer(net, node, ip="127.0.0.20")
+    assert newcomer.attached and sum((playing.dropped, dependent.dropped)) == 1
+    gone = playing if playing.dropped else dependent
+    again = ScriptedPeer(net, node, ip=gone.session.remote_ip, port=gone.session.address[1])
+    assert not again.attached
+    assert node.stats_snapshot(net.now)["handed_off"] == 1
+    stayed = dependent if gone is playing else playing
+    node.detach(stayed.session, net.now, "left")  # room again
+    back = ScriptedPeer(net, node, ip=gone.session.remote_ip, port=gone.session.address[1])
+    assert back.attached and node.rotation.started(back.session, net.now)  # no second start
+    net.advance(GONE_TTL, [bc.source, node])
+    assert not node.rotation.started(back.session, net.now)  # forgotten after GONE_TTL
 
 
 def test_a_support_node_without_rotation_refuses_the_same_newcomer() -> None:
@@ -140,18 +162,33 @@ def test_handoff_after_lets_a_peer_that_never_needed_much_go() -> None:
     assert peers[0].dropped and not peers[1].dropped
 
 
-def test_the_broadcasters_nodes_and_pinned_addresses_are_never_handed_off() -> None:
+def test_the_source_and_pinned_addresses_are_never_handed_off() -> None:
     net, bc = MemoryNetwork(), Broadcast()
-    node = _start_node(bc, net, max_peers=3)
-    other = bc.make_swarm(Role.SUPPORT)
-    net.connect(other, node, 8622, 8621, a_ip="127.0.0.30", b_ip="127.0.0.1")
-    _stream(bc, net, [bc.source, node, other], 8.0)
+    node = _start_node(bc, net, max_peers=2)
+    _stream(bc, net, [bc.source, node], 8.0)
     pinned = ScriptedPeer(net, node, ip="127.0.0.40", port=9000)
     node.add_candidates([("127.0.0.40", 9000)], pinned=True)
     assert _fetch(pinned, node.store.indices()[-30:]) >= HANDOFF
-    pinned.send(Pex((("127.0.0.50", 7000),)))
+    pinned.send(Pex((("127.0.0.50", 7000),)))  # started and plays on: it would go if it were not pinned
     assert not ScriptedPeer(net, node, ip="127.0.0.20").attached
-    assert len(node.sessions) == 3 and not pinned.dropped
+    assert len(node.sessions) == 2 and not pinned.dropped
+
+
+def test_a_fellow_support_node_goes_first_while_the_source_is_there() -> None:
+    """Support nodes dial every peer a tracker names, start nodes included; they follow the source and need no
+    start, so a full start node lets one go before any viewer (never the source)."""
+    net, bc = MemoryNetwork(), Broadcast()
+    node = _start_node(bc, net, max_peers=3)
+    fellow = bc.make_swarm(Role.SUPPORT)
+    net.connect(fellow, node, 8622, 8621)
+    _stream(bc, net, [bc.source, node, fellow], 8.0)
+    at_node = next(s for s in node.sessions.values() if s.handshake.peer_id == fellow.peer_id)
+    assert at_node.is_seeder and not at_node.is_source
+    viewer = ScriptedPeer(net, node, ip="127.0.0.10")  # still starting: it stays
+    assert ScriptedPeer(net, node, ip="127.0.0.20").attached
+    assert at_node.key not in node.sessions and not viewer.dropped
+    assert any(s.is_source for s in node.sessions.values())
+    assert not ScriptedPeer(net, node, ip="127.0.0.21").attached  # the source and two viewers still starting
 
 
 def test_newcomers_get_the_start_nodes_upload_slots_first() -> None:
@@ -195,3 +232,8 @@ def test_what_the_policy_remembers_is_bounded() -> None:
     assert len(record.served_indices) == len(record.served_at) == len(rotation._stored_at) == MAX_TRACKED
     rotation.forget(peer.session)
     assert not rotation._peers
+    for i in range(MAX_GONE + 10):
+        rotation._remember(("127.0.0.1", 1 + i), 0.0)
+    assert len(rotation._gone) == MAX_GONE
+    rotation._remember(("127.0.0.2", 1), GONE_TTL + 1)  # the expired ones go too
+    assert list(rotation._gone) == [("127.0.0.2", 1)]

@@ -12,8 +12,14 @@ already started instead of refusing the newcomer. A peer may be handed off when 
   the last ``FLOW_WINDOW`` seconds (engines ask the broadcaster's nodes last, so a viewer with other peers takes
   most of the stream from them).
 
-Never the broadcaster's nodes (the source, support nodes: they hold a credential) nor the addresses the operator
-named (--download-from). Among those that may go, the one we served most goes first: it has the deepest buffer.
+Never the source nor the addresses the operator named (--download-from). The broadcaster's other nodes (support
+nodes, other start nodes: they hold a credential and dial every peer a tracker names) go first while the source is
+connected: they follow the source and need no start, and a start node's places are for viewers. Then, among the
+viewers that may go, the one we served most: it has the deepest buffer.
+
+A peer handed off is remembered by address for ``GONE_TTL`` seconds: when it dials us again (an engine redials
+the node it took the transport file from) it is refused if we are full rather than taking another viewer's place,
+and if it finds room it counts as started, so the hand-offs do not go round among viewers that had their start.
 
 A start node's upload slots also go to newcomers first: ``score`` ranks peers still starting (served less than
 ``handoff_bytes``) above those that have started, and among them the one served least first.
@@ -36,6 +42,8 @@ FLOW_WINDOW = 5.0  # seconds of recent traffic looked at to tell whether a peer 
 OWN_SUPPLY_SHARE = 0.5  # asking us for less than this share of the recent pieces: it gets the rest elsewhere
 MIN_FLOW_PIECES = 5  # pieces we must have got in FLOW_WINDOW for the share to mean anything (not in an outage)
 MAX_TRACKED = 256  # piece indices and times remembered per peer (and of our own arrivals): bounded memory
+GONE_TTL = 120.0  # seconds a handed-off peer's address is remembered
+MAX_GONE = 4096  # handed-off addresses remembered (the oldest forgotten first)
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class Rotation:
         self.config = config or RotationConfig()
         self._peers: dict[int, _PeerRecord] = {}
         self._stored_at: deque[float] = deque(maxlen=MAX_TRACKED)
+        self._gone: dict[Address, float] = {}  # address handed off -> when (insertion order = age)
         self.handed_off = 0  # peers dropped for a newcomer (for the stats)
 
     def _record(self, session: PeerSession) -> _PeerRecord:
@@ -93,7 +102,7 @@ class Rotation:
     def started(self, session: PeerSession, now: float) -> bool:
         """We gave it its start: enough bytes, or (with ``handoff_after``) long enough."""
         config = self.config
-        if session.up.total >= config.handoff_bytes:
+        if session.up.total >= config.handoff_bytes or self._was_handed_off(session.address, now):
             return True
         return config.handoff_after > 0 and now - session.connected_at >= config.handoff_after
 
@@ -112,17 +121,37 @@ class Rotation:
         return asked < OWN_SUPPLY_SHARE * ours
 
     def may_go(self, session: PeerSession, now: float, pinned: set[Address]) -> bool:
+        """A viewer that got its start and plays on without us."""
         return (not session.is_seeder and session.address not in pinned
                 and self.started(session, now) and self.plays_on(session, now))  # fmt: skip
 
-    def victim(self, sessions: dict[int, PeerSession], now: float, pinned: set[Address]) -> PeerSession | None:
-        """The peer to hand off for a newcomer, or None when every peer still needs us."""
-        if not self.enabled:
+    def _was_handed_off(self, address: Address, now: float) -> bool:
+        when = self._gone.get(address)
+        return when is not None and now - when < GONE_TTL
+
+    def _remember(self, address: Address, now: float) -> None:
+        self._gone.pop(address, None)
+        self._gone[address] = now
+        while len(self._gone) > MAX_GONE or (self._gone and now - next(iter(self._gone.values())) >= GONE_TTL):
+            del self._gone[next(iter(self._gone))]
+
+    def victim(
+        self, sessions: dict[int, PeerSession], now: float, pinned: set[Address], newcomer: PeerSession | None = None
+    ) -> PeerSession | None:
+        """The peer to hand off for ``newcomer``, or None when every peer still needs us (or the newcomer is one we
+        handed off lately: it had its start here)."""
+        if not self.enabled or (newcomer is not None and self._was_handed_off(newcomer.address, now)):
             return None
-        candidates = [s for s in sessions.values() if self.may_go(s, now, pinned)]
-        victim = max(candidates, key=lambda s: s.up.total, default=None)
+        victim: PeerSession | None = None
+        if any(s.is_source for s in sessions.values()):
+            fellows = [s for s in sessions.values() if s.is_seeder and not s.is_source and s.address not in pinned]
+            victim = min(fellows, key=lambda s: s.connected_at, default=None)
+        if victim is None:
+            candidates = [s for s in sessions.values() if self.may_go(s, now, pinned)]
+            victim = max(candidates, key=lambda s: s.up.total, default=None)
         if victim is not None:
             self.handed_off += 1
+            self._remember(victim.address, now)
         return victim
 
     def score(self, session: PeerSession, now: float) -> tuple[bool, float]:
