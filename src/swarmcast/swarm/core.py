@@ -147,7 +147,7 @@ class Swarm:
             reason = GoodbyeReason.BANNED
         elif any(s.handshake.peer_id == handshake.peer_id for s in self.sessions.values()):
             reason = GoodbyeReason.DUPLICATE
-        elif not self.can_accept() and not self._make_room(session, now):
+        elif self.rotation.refuses(session, now) or (not self.can_accept() and not self._make_room(now)):
             reason = GoodbyeReason.TOO_MANY_PEERS
         if reason is not None:
             session.connection.close(reason, now)
@@ -473,6 +473,8 @@ class Swarm:
                     self.handle_events(session, [event], now)
             self._check_backlog(now)
             self._drop_useless(now)
+            if self.rotation.enabled and not self.can_accept():
+                self._make_room(now)  # a start node keeps a place ready for the next newcomer (rotation.py)
             self._housekeep_credentials(now)
             if now - self.choker.last_rechoke >= self.config.rechoke_interval:
                 self.choker.rechoke(now)
@@ -522,7 +524,7 @@ class Swarm:
         for session in liveness.stalled(self.sessions.values(), now, self.config):
             self.ban(session, ProtocolError(ErrorCode.TOO_SLOW, "peer stopped reading"), now)
 
-    def _make_room(self, newcomer: PeerSession, now: float) -> bool:
+    def _make_room(self, now: float) -> bool:
         """Full: drop the peer idle longest (liveness.replaceable) for a newcomer; False when none may go."""
         if self._closed:
             return False
@@ -533,7 +535,7 @@ class Swarm:
             idle = now - victim.last_useful
             self._drop(victim, GoodbyeReason.TOO_MANY_PEERS, now, f"made room for a newcomer (idle {idle:.0f} s)")
             return True
-        victim = self.rotation.victim(self.sessions, now, pinned, newcomer)  # a start node hands off one it started
+        victim = self.rotation.victim(self.sessions, now, pinned)  # a start node hands off a peer it started
         if victim is None:
             return False
         self._drop(victim, GoodbyeReason.TOO_MANY_PEERS, now, f"handed off for a newcomer ({victim.up.total} B served)")

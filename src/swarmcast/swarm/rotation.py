@@ -17,9 +17,10 @@ nodes, other start nodes: they hold a credential and dial every peer a tracker n
 connected: they follow the source and need no start, and a start node's places are for viewers. Then, among the
 viewers that may go, the one we served most: it has the deepest buffer.
 
-A peer handed off is remembered by address for ``GONE_TTL`` seconds: when it dials us again (an engine redials
-the node it took the transport file from) it is refused if we are full rather than taking another viewer's place,
-and if it finds room it counts as started, so the hand-offs do not go round among viewers that had their start.
+A full start node does not wait for the newcomer: once a second (its housekeeping) it hands off a peer that may go, so
+the next newcomer finds a free place at once rather than a refusal and a redial seconds later (an engine backs off
+1, 2, 4, 8 s). A peer handed off is refused for ``GONE_TTL`` seconds (``refuses``): an engine redials the node it
+took the transport file from, and it had its start here; without this the free place would go round among them.
 
 A start node's upload slots also go to newcomers first: ``score`` ranks peers still starting (served less than
 ``handoff_bytes``) above those that have started, and among them the one served least first.
@@ -102,7 +103,7 @@ class Rotation:
     def started(self, session: PeerSession, now: float) -> bool:
         """We gave it its start: enough bytes, or (with ``handoff_after``) long enough."""
         config = self.config
-        if session.up.total >= config.handoff_bytes or self._was_handed_off(session.address, now):
+        if session.up.total >= config.handoff_bytes:
             return True
         return config.handoff_after > 0 and now - session.connected_at >= config.handoff_after
 
@@ -135,12 +136,13 @@ class Rotation:
         while len(self._gone) > MAX_GONE or (self._gone and now - next(iter(self._gone.values())) >= GONE_TTL):
             del self._gone[next(iter(self._gone))]
 
-    def victim(
-        self, sessions: dict[int, PeerSession], now: float, pinned: set[Address], newcomer: PeerSession | None = None
-    ) -> PeerSession | None:
-        """The peer to hand off for ``newcomer``, or None when every peer still needs us (or the newcomer is one we
-        handed off lately: it had its start here)."""
-        if not self.enabled or (newcomer is not None and self._was_handed_off(newcomer.address, now)):
+    def refuses(self, session: PeerSession, now: float) -> bool:
+        """A peer we handed off lately dials again: it had its start here."""
+        return self.enabled and self._was_handed_off(session.address, now)
+
+    def victim(self, sessions: dict[int, PeerSession], now: float, pinned: set[Address]) -> PeerSession | None:
+        """The peer to hand off for a newcomer, or None when every peer still needs us."""
+        if not self.enabled:
             return None
         victim: PeerSession | None = None
         if any(s.is_source for s in sessions.values()):
