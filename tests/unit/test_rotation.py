@@ -155,6 +155,20 @@ def test_a_peer_that_asks_for_few_of_the_new_pieces_plays_on() -> None:
     assert quiet.dropped and not dependent.dropped
 
 
+def test_a_viewer_that_takes_its_stream_elsewhere_goes_whatever_it_got() -> None:
+    """It found us after its start (a tracker named us) and asks us for nothing: it holds a place for nothing
+    (it has not been idle long enough for liveness.replaceable)."""
+    net, bc = MemoryNetwork(), Broadcast()
+    node = _start_node(bc, net)
+    _stream(bc, net, [bc.source, node], 4.0)
+    elsewhere, starting = ScriptedPeer(net, node, ip="127.0.0.10"), ScriptedPeer(net, node, ip="127.0.0.11")
+    elsewhere.send(Interested())
+    _fetch(starting, node.store.indices()[-3:])
+    _stream(bc, net, [bc.source, node], FLOW_WINDOW + 1, readers=[starting])
+    assert elsewhere.dropped and not starting.dropped
+    assert ScriptedPeer(net, node, ip="127.0.0.20").attached
+
+
 def test_handoff_after_lets_a_peer_that_never_needed_much_go() -> None:
     net, bc = MemoryNetwork(), Broadcast()
     node = _start_node(bc, net, handoff_after=5.0)

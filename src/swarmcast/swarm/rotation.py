@@ -12,6 +12,9 @@ already started instead of refusing the newcomer. A peer may be handed off when 
   the last ``FLOW_WINDOW`` seconds (engines ask the broadcaster's nodes last, so a viewer with other peers takes
   most of the stream from them).
 
+A viewer that takes most of its stream elsewhere (the last test) may go whatever we gave it: typically one that
+found us through a tracker after its start and asks us for nothing, holding a place a newcomer needs.
+
 Never the source nor the addresses the operator named (--download-from). The broadcaster's other nodes (support
 nodes, other start nodes: they hold a credential and dial every peer a tracker names) go first while the source is
 connected: they follow the source and need no start, and a start node's places are for viewers. Then, among the
@@ -112,8 +115,11 @@ class Rotation:
         record = self._peers.get(session.key)
         if record is not None and now - record.have_elsewhere_at <= FLOW_WINDOW:
             return True
-        if session.pex_addresses:
-            return True
+        return bool(session.pex_addresses) or self.independent(session, now)
+
+    def independent(self, session: PeerSession, now: float) -> bool:
+        """While pieces flow, it asked us for fewer than OWN_SUPPLY_SHARE of those of the last FLOW_WINDOW."""
+        record = self._peers.get(session.key)
         since = now - FLOW_WINDOW
         ours = sum(1 for t in self._stored_at if t >= since)
         if ours < MIN_FLOW_PIECES or now - session.connected_at < FLOW_WINDOW:
@@ -123,8 +129,9 @@ class Rotation:
 
     def may_go(self, session: PeerSession, now: float, pinned: set[Address]) -> bool:
         """A viewer that got its start and plays on without us."""
-        return (not session.is_seeder and session.address not in pinned
-                and self.started(session, now) and self.plays_on(session, now))  # fmt: skip
+        if session.is_seeder or session.address in pinned:
+            return False
+        return (self.started(session, now) and self.plays_on(session, now)) or self.independent(session, now)
 
     def _was_handed_off(self, address: Address, now: float) -> bool:
         when = self._gone.get(address)
