@@ -83,6 +83,15 @@ BROADCASTER_ADMISSION = ["--max-connection-rate-per-ip", "1000", "--max-pending-
                          "--max-http-connections-per-ip", "256"]  # fmt: skip
 
 
+# --one-address: every engine on 127.0.0.1, so that a tracker can introduce engines to each other (an engine's
+# announce leaves from 127.0.0.1 whatever its --bind, and the tracker lists the address it came from: with an engine
+# on 127.0.x.y that address reaches nobody, and engines meet only through PEX). Per-address limits are lifted
+# everywhere, since every peer then shares one address.
+ONE_ADDRESS_ADMISSION = ["--max-connection-rate-per-ip", "1000", "--max-pending-per-ip", "256",
+                         "--max-http-connections-per-ip", "256", "--max-connections-per-ip", "1000",
+                         "--max-peers-per-ip", "1000"]  # fmt: skip
+
+
 def engine_address(vid: int) -> str:
     """Each engine its own loopback address, as each viewer has its own on the internet (127.0.0.1 is the
     broadcaster's: testsrc, source and support nodes), so the nodes' per-address admission limits see what they
@@ -182,6 +191,7 @@ class Bench:
         self.startup_urls: list[str] = []  # the start nodes' transport files: where newcomers go
         self.startup_nodes: list[Child] = []
         self.handed_off: int | None = None  # peers the start nodes handed off for newcomers
+        self.node_admission = ONE_ADDRESS_ADMISSION if args.one_address else BROADCASTER_ADMISSION
 
     def start_infra(self) -> None:
         a, p = self.args, self.procs
@@ -204,7 +214,7 @@ class Bench:
             "source", "source", port, "node", "source", "--bind", HOST, "--port", str(port),
             "--source", f"http://{HOST}:{self.testsrc.port}/stream.ts", "--title", "bench", "--name", "bench",
             "--publish-dir", str(self.workdir / "publish"), "--metadata-dir", str(self.workdir / "meta"),
-            "--pid-file-dir", str(self.workdir), *BROADCASTER_ADMISSION, *authorised,
+            "--pid-file-dir", str(self.workdir), *self.node_admission, *authorised,
         )  # fmt: skip
         p.wait_ports([self.source], 30)
         transport = f"http://{HOST}:{self.source.port}/app/get_transport_file?format=raw"
@@ -212,13 +222,13 @@ class Bench:
         for i, port in enumerate(support_ports):
             self.supports.append(p.spawn(f"support{i}", "support", port, "node", "support", "--bind", HOST,
                                          "--port", str(port), "--url", transport,
-                                         "--pid-file-dir", str(self.workdir), *BROADCASTER_ADMISSION,
+                                         "--pid-file-dir", str(self.workdir), *self.node_admission,
                                          *small))  # fmt: skip
         startup_max = a.startup_max_peers or a.support_max_peers
         for i, port in enumerate(startup_ports):
             self.startup_nodes.append(p.spawn(
                 f"startup{i}", "startup", port, "node", "startup", "--bind", HOST, "--port", str(port),
-                "--url", transport, "--pid-file-dir", str(self.workdir), *BROADCASTER_ADMISSION,
+                "--url", transport, "--pid-file-dir", str(self.workdir), *self.node_admission,
                 *(["--max-peers", str(startup_max)] if startup_max else []),
                 *(["--startup-handoff-bytes", str(a.startup_handoff_bytes)] if a.startup_handoff_bytes else []),
             ))  # fmt: skip
@@ -237,8 +247,10 @@ class Bench:
                 break
         flags = upload_flags(multiple, self.bitrate)
         http_port, p2p_port = free_port(), free_port()
+        one = self.args.one_address
         child = self.procs.spawn(f"engine{vid}", "engine", http_port, "engine", "--http-port", str(http_port),
-                                 "--port", str(p2p_port), "--bind", engine_address(vid),
+                                 "--port", str(p2p_port), "--bind", HOST if one else engine_address(vid),
+                                 *(ONE_ADDRESS_ADMISSION if one else []),
                                  "--pid-file-dir", str(self.workdir),
                                  *flags, "--startup-timeout", "30")  # fmt: skip
         # A newcomer takes a start node's transport file when there is one: the engine dials the node that served
@@ -597,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ramp", type=float, default=5.0, help="players join spread over this many seconds")
     parser.add_argument("--viewer-upload", default=DEFAULT_MIX, help="MULT:WEIGHT,... (multiples of the bitrate)")
     parser.add_argument("--churn", type=float, default=0.0, help="viewers replaced per minute")
+    parser.add_argument("--one-address", action="store_true",
+                        help="every engine on 127.0.0.1 (per-address limits lifted) so trackers introduce engines")
     parser.add_argument("--support-max-peers", type=int, default=0,
                         help="the support nodes' --max-peers (0 = the node's default): small makes the swarm full")
     parser.add_argument("--late-viewers", type=int, default=0,
