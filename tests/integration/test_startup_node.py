@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
-from swarmcast.wire.messages import GoodbyeReason, Pex, Piece, Request
+from swarmcast.wire.messages import GoodbyeReason, Have, Piece, PieceFlags, Request
 from tests.integration.chain import HOST, signal_source, source_node
 from tests.peerclient import TestPeer
 from tests.procs import free_port, swarmcast_process
@@ -63,9 +63,10 @@ async def test_a_start_node_keeps_accepting_newcomers_when_full(tmp_path: Path) 
             if int(str((await stat(port))["cache_bytes"])) >= 3 * HANDOFF:
                 break
             await asyncio.sleep(0.2)
-        # Full: the source and two viewers. One got its start and has other peers; one has barely begun.
+        # Full: the source and two viewers. One got its start and plays on (it announces a piece the start node did
+        # not give it: it got it elsewhere, first); one has barely begun.
         started = await viewer(port, content_id, "127.0.0.2", 2 * HANDOFF)
-        started.send(Pex((("127.0.0.50", 7000),)))
+        started.send(Have(int(str((await stat(port))["newest_piece"])) + 1, PieceFlags.NONE))
         beginner = await viewer(port, content_id, "127.0.0.3", 1)
         assert (await stat(port))["peers"] == 3
         peers = [started, beginner]

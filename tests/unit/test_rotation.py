@@ -14,20 +14,23 @@ HANDOFF = 20 * PIECE
 
 
 def _start_node(bc: Broadcast, net: MemoryNetwork, *, max_peers: int = 3, rotation: bool = True,
-                handoff_after: float = 0.0, upload_slots: int = 8) -> Swarm:  # fmt: skip
-    rot = RotationConfig(handoff_bytes=HANDOFF, handoff_after=handoff_after) if rotation else None
+                handoff_after: float = 0.0, upload_slots: int = 8, handoff_bytes: int = HANDOFF) -> Swarm:  # fmt: skip
+    rot = RotationConfig(handoff_bytes=handoff_bytes, handoff_after=handoff_after) if rotation else None
     node = bc.make_swarm(Role.SUPPORT, max_peers=max_peers, target_peers=0, rotation=rot, upload_slots=upload_slots)
     net.connect(node, bc.source, 8621, 7764)
     return node
 
 
 def _stream(bc: Broadcast, net: MemoryNetwork, swarms: list[Swarm], seconds: float,
-            readers: Sequence[ScriptedPeer] = ()) -> None:  # fmt: skip
-    """Emit a piece every 0.2 s; each reader asks the start node for every new piece (it depends on us alone)."""
+            readers: Sequence[ScriptedPeer] = (), partial: Sequence[ScriptedPeer] = ()) -> None:  # fmt: skip
+    """Emit a piece every 0.2 s. Each of ``readers`` asks the start node for every new piece (it depends on us
+    alone); each of ``partial`` for two in three (PLAYS_ON_SHARE < 2/3 < INDEPENDENT_SHARE: a third comes from
+    elsewhere)."""
     for _ in range(round(seconds / 0.2)):
         piece = bc.emit(net.now, random_access=bc.next_index % 10 == 0)
         net.advance(0.2, swarms)
-        for reader in readers:
+        some = [p for p in partial if piece.index % 3 != 0]
+        for reader in [*readers, *some]:
             if not reader.dropped:
                 reader.send(Request(piece.index))
                 reader.receive()
@@ -58,8 +61,9 @@ def test_a_full_start_node_hands_off_a_started_peer_that_plays_on_for_a_newcomer
     net, bc = MemoryNetwork(), Broadcast()
     node = _start_node(bc, net)
     playing, dependent = _filled(bc, net, node)
-    playing.send(Pex((("127.0.0.50", 7000),)))  # it has other peers
-    _stream(bc, net, [bc.source, node], 2.0, readers=[dependent])
+    _stream(bc, net, [bc.source, node], FLOW_WINDOW, readers=[dependent], partial=[playing])
+    assert not playing.dropped  # full, but it has not had FLOW_WINDOW to show it plays on
+    _stream(bc, net, [bc.source, node], 0.2, readers=[dependent], partial=[playing])
     newcomer = ScriptedPeer(net, node, ip="127.0.0.20")
     assert newcomer.attached
     assert playing.dropped and not dependent.dropped
@@ -73,7 +77,7 @@ def test_a_peer_handed_off_that_dials_again_is_refused_for_a_while() -> None:
     net, bc = MemoryNetwork(), Broadcast()
     node = _start_node(bc, net)
     playing, dependent = _filled(bc, net, node)
-    playing.send(Pex((("127.0.0.50", 7000),)))
+    _stream(bc, net, [bc.source, node], FLOW_WINDOW + 1, readers=[dependent], partial=[playing])
     newcomer = ScriptedPeer(net, node, ip="127.0.0.20")
     assert newcomer.attached and playing.dropped
     node.detach(dependent.session, net.now, "left")  # room again
@@ -90,8 +94,7 @@ def test_a_full_start_node_frees_a_place_before_the_newcomer_comes() -> None:
     node = _start_node(bc, net)
     playing, dependent = _filled(bc, net, node)
     assert len(node.sessions) == 3
-    playing.send(Pex((("127.0.0.50", 7000),)))
-    _stream(bc, net, [bc.source, node], 1.2, readers=[dependent])  # one housekeeping pass
+    _stream(bc, net, [bc.source, node], FLOW_WINDOW + 1.2, readers=[dependent], partial=[playing])
     assert playing.dropped and not dependent.dropped and node.can_accept()
 
 
@@ -100,17 +103,18 @@ def test_a_support_node_without_rotation_refuses_the_same_newcomer() -> None:
     net, bc = MemoryNetwork(), Broadcast()
     node = _start_node(bc, net, rotation=False)
     playing, dependent = _filled(bc, net, node)
-    playing.send(Pex((("127.0.0.50", 7000),)))
-    _stream(bc, net, [bc.source, node], 2.0, readers=[dependent])
+    _stream(bc, net, [bc.source, node], FLOW_WINDOW + 0.2, readers=[dependent], partial=[playing])
     assert not ScriptedPeer(net, node, ip="127.0.0.20").attached
     assert not playing.dropped and not dependent.dropped
 
 
 def test_a_peer_that_depends_on_the_start_node_alone_is_kept() -> None:
-    """Both got their start, but both ask us for every piece and name no other peer: dropping one would stall it."""
+    """Both got their start, but both ask us for every piece: dropping one would stall it. Naming other peers in a
+    PEX proves nothing (they may have nothing to give)."""
     net, bc = MemoryNetwork(), Broadcast()
     node = _start_node(bc, net)
     first, second = _filled(bc, net, node)
+    first.send(Pex((("127.0.0.50", 7000),)))
     _stream(bc, net, [bc.source, node], 6.0, readers=[first, second])
     assert not ScriptedPeer(net, node, ip="127.0.0.20").attached
     assert not first.dropped and not second.dropped
@@ -118,13 +122,12 @@ def test_a_peer_that_depends_on_the_start_node_alone_is_kept() -> None:
 
 def test_a_peer_still_starting_is_kept_even_when_it_plays_on() -> None:
     net, bc = MemoryNetwork(), Broadcast()
-    node = _start_node(bc, net)
+    node = _start_node(bc, net, handoff_bytes=100 * PIECE)
     _stream(bc, net, [bc.source, node], 8.0)
     peers = [ScriptedPeer(net, node, ip=f"127.0.0.{10 + i}") for i in range(2)]
     for peer in peers:
-        assert _fetch(peer, node.store.indices()[-5:]) == 5 * PIECE  # less than the hand-off amount
-        peer.send(Pex((("127.0.0.50", 7000),)))
-    _stream(bc, net, [bc.source, node], 2.0, readers=peers)
+        assert _fetch(peer, node.store.indices()[-5:]) == 5 * PIECE
+    _stream(bc, net, [bc.source, node], FLOW_WINDOW + 1, partial=peers)  # still under the hand-off amount
     assert not ScriptedPeer(net, node, ip="127.0.0.20").attached
     assert not any(peer.dropped for peer in peers)
 
@@ -171,13 +174,12 @@ def test_a_viewer_that_takes_its_stream_elsewhere_goes_whatever_it_got() -> None
 
 def test_handoff_after_lets_a_peer_that_never_needed_much_go() -> None:
     net, bc = MemoryNetwork(), Broadcast()
-    node = _start_node(bc, net, handoff_after=5.0)
+    node = _start_node(bc, net, handoff_after=5.0, handoff_bytes=1000 * PIECE)
     _stream(bc, net, [bc.source, node], 8.0)
     peers = [ScriptedPeer(net, node, ip=f"127.0.0.{10 + i}") for i in range(2)]
     for peer in peers:
         _fetch(peer, node.store.indices()[-5:])
-    peers[0].send(Pex((("127.0.0.50", 7000),)))
-    _stream(bc, net, [bc.source, node], 6.0, readers=peers)
+    _stream(bc, net, [bc.source, node], 6.0, readers=peers[1:], partial=peers[:1])
     assert ScriptedPeer(net, node, ip="127.0.0.20").attached
     assert peers[0].dropped and not peers[1].dropped
 
@@ -189,7 +191,7 @@ def test_the_source_and_pinned_addresses_are_never_handed_off() -> None:
     pinned = ScriptedPeer(net, node, ip="127.0.0.40", port=9000)
     node.add_candidates([("127.0.0.40", 9000)], pinned=True)
     assert _fetch(pinned, node.store.indices()[-30:]) >= HANDOFF
-    pinned.send(Pex((("127.0.0.50", 7000),)))  # started and plays on: it would go if it were not pinned
+    _stream(bc, net, [bc.source, node], FLOW_WINDOW + 1)  # it asks for nothing: it would go if it were not pinned
     assert not ScriptedPeer(net, node, ip="127.0.0.20").attached
     assert len(node.sessions) == 2 and not pinned.dropped
 

@@ -6,14 +6,16 @@ already started instead of refusing the newcomer. A peer may be handed off when 
 
 - we have given it a start: at least ``handoff_bytes`` served to it (about eight seconds of a 2 Mbit/s stream
   by default: a player's start buffer), or it has been connected ``handoff_after`` seconds whatever it got;
-- it plays on without us: it has its own pieces flowing. Any of these counts as proof: it announced (HAVE) a
-  piece we never served it within the last ``FLOW_WINDOW`` seconds; it named other peers in a PEX (it has other
-  connections); or, while pieces flowed, it asked us for fewer than ``OWN_SUPPLY_SHARE`` of the pieces we got in
-  the last ``FLOW_WINDOW`` seconds (engines ask the broadcaster's nodes last, so a viewer with other peers takes
-  most of the stream from them).
+- it plays on without us: it has its own pieces flowing. Either counts as proof: it announced (HAVE) a piece we
+  never served it within the last ``FLOW_WINDOW`` seconds, or, while pieces flowed, it asked us for fewer than
+  ``PLAYS_ON_SHARE`` of the pieces we got in the last ``FLOW_WINDOW`` seconds: the rest came from elsewhere
+  (engines ask the broadcaster's nodes last, so a viewer with other suppliers takes most of its stream from them).
+  Other peers named in a PEX are no proof: they may have nothing to give (viewers that upload nothing, or whose
+  uplink is full), and a viewer dropped on that ground stalls.
 
-A viewer that takes most of its stream elsewhere (the last test) may go whatever we gave it: typically one that
-found us through a tracker after its start and asks us for nothing, holding a place a newcomer needs.
+A viewer that takes most of its stream elsewhere (under ``INDEPENDENT_SHARE`` of the recent pieces from us) may go
+whatever we gave it: typically one that found us through a tracker after its start and asks us for nothing,
+holding a place a newcomer needs.
 
 Never the source nor the addresses the operator named (--download-from). The broadcaster's other nodes (support
 nodes, other start nodes: they hold a credential and dial every peer a tracker names) go first while the source is
@@ -43,7 +45,8 @@ from swarmcast.swarm.peer import Address, PeerSession
 DEFAULT_HANDOFF_BYTES = 2 * 1024 * 1024  # served to a peer before it may be handed off (8.4 s at 2 Mbit/s)
 DEFAULT_HANDOFF_AFTER = 30.0  # seconds connected after which a peer that plays on without us may go anyway
 FLOW_WINDOW = 5.0  # seconds of recent traffic looked at to tell whether a peer plays on without us
-OWN_SUPPLY_SHARE = 0.5  # asking us for less than this share of the recent pieces: it gets the rest elsewhere
+PLAYS_ON_SHARE = 0.75  # a started peer asking us for less than this share of the recent pieces gets the rest elsewhere
+INDEPENDENT_SHARE = 0.5  # any peer asking us for less than this share takes most of its stream elsewhere
 MIN_FLOW_PIECES = 5  # pieces we must have got in FLOW_WINDOW for the share to mean anything (not in an outage)
 MAX_TRACKED = 256  # piece indices and times remembered per peer (and of our own arrivals): bounded memory
 GONE_TTL = 120.0  # seconds a handed-off peer's address is remembered
@@ -115,17 +118,22 @@ class Rotation:
         record = self._peers.get(session.key)
         if record is not None and now - record.have_elsewhere_at <= FLOW_WINDOW:
             return True
-        return bool(session.pex_addresses) or self.independent(session, now)
+        return self._asked_share(session, now) < PLAYS_ON_SHARE
 
     def independent(self, session: PeerSession, now: float) -> bool:
-        """While pieces flow, it asked us for fewer than OWN_SUPPLY_SHARE of those of the last FLOW_WINDOW."""
+        """It takes most of its stream elsewhere."""
+        return self._asked_share(session, now) < INDEPENDENT_SHARE
+
+    def _asked_share(self, session: PeerSession, now: float) -> float:
+        """The share of the pieces we got in the last FLOW_WINDOW that it asked us for; 1 (it depends on us, as far
+        as we can tell) in an outage or when it is too new to tell."""
         record = self._peers.get(session.key)
         since = now - FLOW_WINDOW
         ours = sum(1 for t in self._stored_at if t >= since)
         if ours < MIN_FLOW_PIECES or now - session.connected_at < FLOW_WINDOW:
-            return False  # no stream to compare with (an outage), or too new to tell
+            return 1.0
         asked = 0 if record is None else sum(1 for t in record.served_at if t >= since)
-        return asked < OWN_SUPPLY_SHARE * ours
+        return asked / ours
 
     def may_go(self, session: PeerSession, now: float, pinned: set[Address]) -> bool:
         """A viewer that got its start and plays on without us."""
