@@ -139,13 +139,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                                "at once (docs/operators.md, Start nodes)")  # fmt: skip
     add_common(startup, default_port=8621, default_slots=60)
     startup.add_argument("--url", required=True, help="transport file: a path or an http(s) URL")
-    startup.add_argument("--download-from", type=address, action="append", default=[], metavar="IP:PORT")
+    startup.add_argument("--download-from", type=address, action="append", default=[], metavar="IP:PORT",
+                         help="download only from these nodes (repeatable; default: the node that served --url)")
     startup.add_argument("--startup-handoff-bytes", type=non_negative_int, default=DEFAULT_HANDOFF_BYTES,
                          metavar="BYTES", help="when full, a peer this node has served this many bytes (and that "
                          "plays on without it) may be dropped for a newcomer "
                          f"(default {DEFAULT_HANDOFF_BYTES}, about 8 s of a 2 Mbit/s stream)")  # fmt: skip
     startup.add_argument("--startup-handoff-after", type=non_negative_float, default=DEFAULT_HANDOFF_AFTER,
-                         metavar="SECONDS", help="...or connected this long, whatever it got; 0 = bytes only "
+                         metavar="SECONDS", help="when full, a peer connected this long (and that plays on without "
+                         "this node) may be dropped for a newcomer whatever it got; 0 = --startup-handoff-bytes only "
                          f"(default {DEFAULT_HANDOFF_AFTER:g})")  # fmt: skip
     startup.set_defaults(func=run_startup)
 
