@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from swarmcast.swarm.core import Role, Swarm
-from swarmcast.swarm.rotation import FLOW_WINDOW, GONE_TTL, MAX_GONE, MAX_TRACKED, Rotation, RotationConfig
+from swarmcast.swarm.rotation import FLOW_WINDOW, GONE_TTL, MAX_GONE, MAX_STAY, MAX_TRACKED, Rotation, RotationConfig
 from swarmcast.wire.messages import Have, Interested, Pex, Piece, PieceFlags, Request, Unchoke
 from tests.unit.memswarm import Broadcast, MemoryNetwork, ScriptedPeer
 
@@ -118,6 +118,17 @@ def test_a_peer_that_depends_on_the_start_node_alone_is_kept() -> None:
     _stream(bc, net, [bc.source, node], 6.0, readers=[first, second])
     assert not ScriptedPeer(net, node, ip="127.0.0.20").attached
     assert not first.dropped and not second.dropped
+
+
+def test_after_max_stay_even_a_viewer_that_depends_on_the_start_node_may_go() -> None:
+    net, bc = MemoryNetwork(), Broadcast()
+    node = _start_node(bc, net)
+    first, second = _filled(bc, net, node)
+    _stream(bc, net, [bc.source, node], MAX_STAY - 10, readers=[first, second])
+    assert not ScriptedPeer(net, node, ip="127.0.0.20").attached
+    _stream(bc, net, [bc.source, node], 10.2, readers=[first, second])
+    assert ScriptedPeer(net, node, ip="127.0.0.21").attached
+    assert first.dropped != second.dropped
 
 
 def test_a_peer_still_starting_is_kept_even_when_it_plays_on() -> None:

@@ -17,6 +17,10 @@ A viewer that takes most of its stream elsewhere (under ``INDEPENDENT_SHARE`` of
 whatever we gave it: typically one that found us through a tracker after its start and asks us for nothing,
 holding a place a newcomer needs.
 
+A viewer connected ``MAX_STAY`` seconds may go even when it still asks us for everything: two minutes is time
+enough to find other peers, and without a bound a few addresses that keep downloading (or viewers nobody else can
+serve) would hold a start node's places for good.
+
 Never the source nor the addresses the operator named (--download-from). The broadcaster's other nodes (support
 nodes, other start nodes: they hold a credential and dial every peer a tracker names) go first while the source is
 connected: they follow the source and need no start, and a start node's places are for viewers. Then, among the
@@ -49,6 +53,7 @@ PLAYS_ON_SHARE = 0.75  # a started peer asking us for less than this share of th
 INDEPENDENT_SHARE = 0.5  # any peer asking us for less than this share takes most of its stream elsewhere
 MIN_FLOW_PIECES = 5  # pieces we must have got in FLOW_WINDOW for the share to mean anything (not in an outage)
 MAX_TRACKED = 256  # piece indices and times remembered per peer (and of our own arrivals): bounded memory
+MAX_STAY = 120.0  # seconds after which any viewer may go, even one that still depends on us
 GONE_TTL = 120.0  # seconds a handed-off peer's address is remembered
 MAX_GONE = 4096  # handed-off addresses remembered (the oldest forgotten first)
 
@@ -139,6 +144,8 @@ class Rotation:
         """A viewer that got its start and plays on without us."""
         if session.is_seeder or session.address in pinned:
             return False
+        if now - session.connected_at >= MAX_STAY:
+            return True
         return (self.started(session, now) and self.plays_on(session, now)) or self.independent(session, now)
 
     def _was_handed_off(self, address: Address, now: float) -> bool:
