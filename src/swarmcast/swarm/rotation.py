@@ -1,42 +1,38 @@
-"""Start-node rotation: whom a full start node hands off so that a newcomer finds a free slot. Sans-IO.
+"""Start-node rotation: whom a full start node lets go so that a newcomer finds a free place. Sans-IO.
 
-How this works. A start node (``swarmcast node startup``) exists for the first seconds of a viewer's stream: it
-follows the source like a support node, and when a new connection arrives and it is full, it drops a peer it has
-already started instead of refusing the newcomer. A peer may be handed off when both hold:
+How this works. A start node (``swarmcast node startup``) is there for the first seconds of each viewer's stream:
+it follows the source like a support node and, when it is full, drops a viewer it no longer matters to instead of
+refusing a newcomer. It does so when a newcomer's handshake finds it full, and once a second while it is full (its
+housekeeping), so that the next newcomer finds a place at once rather than a refusal and a redial seconds later (an
+engine backs off 1, 2, 4, 8 s). ``victim`` chooses, in this order:
 
-- we have given it a start: at least ``handoff_bytes`` served to it (about eight seconds of a 2 Mbit/s stream
-  by default: a player's start buffer), or it has been connected ``handoff_after`` seconds whatever it got;
-- it plays on without us: it has its own pieces flowing. Either counts as proof: it announced (HAVE) a piece we
-  never served it within the last ``FLOW_WINDOW`` seconds, or, while pieces flowed, it asked us for fewer than
-  ``PLAYS_ON_SHARE`` of the pieces we got in the last ``FLOW_WINDOW`` seconds: the rest came from elsewhere
-  (engines ask the broadcaster's nodes last, so a viewer with other suppliers takes most of its stream from them).
-  Other peers named in a PEX are no proof: they may have nothing to give (viewers that upload nothing, or whose
-  uplink is full), and a viewer dropped on that ground stalls.
+1. another of the broadcaster's nodes (a support or start node: it holds a credential), while the source is
+   connected: they follow the source and need no start, and support nodes dial every peer a tracker names;
+2. among the viewers that may go, the one we served most (it has the deepest buffer). A viewer may go when
+   - it had its start (at least ``handoff_bytes`` served to it, about 8 s of a 2 Mbit/s stream by default, or
+     connected ``handoff_after`` seconds) and plays on without us: it announced (HAVE) a piece we never served it
+     in the last ``FLOW_WINDOW`` seconds, or it asked us for under ``PLAYS_ON_SHARE`` of the pieces we got in that
+     time (engines ask the broadcaster's nodes last, so a viewer with other suppliers takes most of its stream
+     from them); or
+   - whatever we gave it, it asked us for under ``INDEPENDENT_SHARE`` of them: it takes its stream elsewhere
+     (typically one that found us through a tracker after its start and holds a place for nothing); or
+   - it has been connected ``MAX_STAY`` seconds: time enough to find other peers; without a bound a few addresses
+     that keep downloading (or viewers nobody else serves) would hold the places for good.
 
-A viewer that takes most of its stream elsewhere (under ``INDEPENDENT_SHARE`` of the recent pieces from us) may go
-whatever we gave it: typically one that found us through a tracker after its start and asks us for nothing,
-holding a place a newcomer needs.
+Other peers named in a PEX are no proof that a viewer plays on: they may have nothing to give (viewers that upload
+nothing, or whose uplink is full), and a viewer dropped on that ground stalls. Never the source, nor the addresses
+the operator named (--download-from). Between pieces (an outage) or for a peer connected under ``FLOW_WINDOW`` the
+request share is not judged (taken as 1: it depends on us).
 
-A viewer connected ``MAX_STAY`` seconds may go even when it still asks us for everything: two minutes is time
-enough to find other peers, and without a bound a few addresses that keep downloading (or viewers nobody else can
-serve) would hold a start node's places for good.
+A peer let go is refused for ``GONE_TTL`` seconds (``refuses``): an engine redials the node it took the transport
+file from, and it had its start here; without this the free place would go round among the started viewers.
 
-Never the source nor the addresses the operator named (--download-from). The broadcaster's other nodes (support
-nodes, other start nodes: they hold a credential and dial every peer a tracker names) go first while the source is
-connected: they follow the source and need no start, and a start node's places are for viewers. Then, among the
-viewers that may go, the one we served most: it has the deepest buffer.
-
-A full start node does not wait for the newcomer: once a second (its housekeeping) it hands off a peer that may go, so
-the next newcomer finds a free place at once rather than a refusal and a redial seconds later (an engine backs off
-1, 2, 4, 8 s). A peer handed off is refused for ``GONE_TTL`` seconds (``refuses``): an engine redials the node it
-took the transport file from, and it had its start here; without this the free place would go round among them.
-
-A start node's upload slots also go to newcomers first: ``score`` ranks peers still starting (served less than
-``handoff_bytes``) above those that have started, and among them the one served least first.
+The start node's upload slots go to viewers still starting first (``score``: under ``handoff_bytes`` served ranks
+first, then the one served least).
 
 The swarm calls ``served`` for every piece it queues for a peer, ``stored`` for every piece it stores,
-``note_have`` for every HAVE and ``forget`` when a peer leaves; ``victim`` when a newcomer finds it full. Built
-without a config (every node that is not a start node) it records nothing and never names a victim.
+``note_have`` for every HAVE and ``forget`` when a peer leaves. Built without a config (every node that is not a
+start node) it records nothing, refuses nobody and never names a victim.
 """
 
 from __future__ import annotations
