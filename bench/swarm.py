@@ -12,8 +12,8 @@ swarm is full, ``--late-viewers L`` players arrive ``--late-after`` seconds afte
 ``--late-interval`` s) and their startup is reported on its own, and ``--startup-nodes K`` adds K start nodes
 (``swarmcast node startup``) that the late viewers fetch the transport file from:
 
-    python bench/swarm.py --viewers 20 --late-viewers 8 --support 2 --support-max-peers 4 --startup-nodes 1 \
-        --bitrate 1M --duration 60 --out /tmp/bstart
+    python bench/swarm.py --viewers 20 --late-viewers 8 --late-after 15 --late-interval 4 --support 2 \
+        --support-max-peers 6 --startup-nodes 1 --bitrate 1M --size 320x180 --fps 25 --duration 60 --out /tmp/b
 """
 
 from __future__ import annotations
