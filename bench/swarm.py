@@ -6,6 +6,14 @@ Every node is a real ``swarmcast`` process; the players are asyncio tasks in thi
 docs/benchmarks.md for what each figure means and how it is measured. With ``--baseline nginx``, after the swarm
 phase the nodes are stopped and bench/baseline_nginx.py runs an nginx RTMP -> HLS origin fed the same test signal,
 with the same number of players, for the same time; both are printed side by side.
+
+Start nodes (docs/benchmarks.md, "Start nodes"): ``--support-max-peers`` makes the broadcaster's nodes small so the
+swarm is full, ``--late-viewers L`` players arrive ``--late-after`` seconds after the ramp (one every
+``--late-interval`` s) and their startup is reported on its own, and ``--startup-nodes K`` adds K start nodes
+(``swarmcast node startup``) that the late viewers fetch the transport file from:
+
+    python bench/swarm.py --viewers 20 --late-viewers 8 --late-after 15 --late-interval 4 --support 2 \
+        --support-max-peers 6 --startup-nodes 1 --bitrate 1M --size 320x180 --fps 25 --duration 60 --out /tmp/b
 """
 
 from __future__ import annotations
@@ -75,6 +83,15 @@ BROADCASTER_ADMISSION = ["--max-connection-rate-per-ip", "1000", "--max-pending-
                          "--max-http-connections-per-ip", "256"]  # fmt: skip
 
 
+# --one-address: every engine on 127.0.0.1, so that a tracker can introduce engines to each other (an engine's
+# announce leaves from 127.0.0.1 whatever its --bind, and the tracker lists the address it came from: with an engine
+# on 127.0.x.y that address reaches nobody, and engines meet only through PEX). Per-address limits are lifted
+# everywhere, since every peer then shares one address.
+ONE_ADDRESS_ADMISSION = ["--max-connection-rate-per-ip", "1000", "--max-pending-per-ip", "256",
+                         "--max-http-connections-per-ip", "256", "--max-connections-per-ip", "1000",
+                         "--max-peers-per-ip", "1000"]  # fmt: skip
+
+
 def engine_address(vid: int) -> str:
     """Each engine its own loopback address, as each viewer has its own on the internet (127.0.0.1 is the
     broadcaster's: testsrc, source and support nodes), so the nodes' per-address admission limits see what they
@@ -91,8 +108,9 @@ def since_request(stats: StreamStats, wall: float | None) -> float | None:
 
 class Viewer:
     def __init__(self, vid: int, child: Child, http_port: int, url: str, upload_multiple: float,
-                 upload_flags: list[str]) -> None:  # fmt: skip
+                 upload_flags: list[str], *, late: bool = False) -> None:  # fmt: skip
         self.vid = vid
+        self.late = late  # a newcomer: its player starts once the swarm is full
         self.child = child
         self.http_port = http_port
         self.url = url
@@ -170,6 +188,9 @@ class Bench:
         self.cpu_samples: list[float] = []
         self.churn_events = 0
         self.source_support_nodes: int | None = None
+        self.startup_nodes: list[Child] = []
+        self.handed_off: int | None = None  # peers the start nodes handed off for newcomers
+        self.node_admission = ONE_ADDRESS_ADMISSION if args.one_address else BROADCASTER_ADMISSION
 
     def start_infra(self) -> None:
         a, p = self.args, self.procs
@@ -180,12 +201,19 @@ class Bench:
         port = free_port()
         # Support status is granted by the source, not claimed: it is told its support nodes' addresses.
         support_ports = [free_port() for _ in range(a.support)]
-        authorised = [arg for p_ in support_ports for arg in ("--support-node", f"{HOST}:{p_}")]
+        startup_ports = [free_port() for _ in range(a.startup_nodes)]
+        # Start nodes are the broadcaster's too: the same credential as support nodes.
+        authorised = [arg for p_ in support_ports + startup_ports for arg in ("--support-node", f"{HOST}:{p_}")]
+        # --startup-node writes them into the transport file, so that engines dial them first while they have not
+        # started (issue 8, item 6: helper E's part; until it is merged the source only parses the flag, and the
+        # late viewers are sent to a start node by taking its transport file, see spawn_viewer).
+        authorised += [arg for p_ in startup_ports for arg in ("--startup-node", f"{HOST}:{p_}")]
+        small = ["--max-peers", str(a.support_max_peers)] if a.support_max_peers else []
         self.source = p.spawn(
             "source", "source", port, "node", "source", "--bind", HOST, "--port", str(port),
             "--source", f"http://{HOST}:{self.testsrc.port}/stream.ts", "--title", "bench", "--name", "bench",
             "--publish-dir", str(self.workdir / "publish"), "--metadata-dir", str(self.workdir / "meta"),
-            "--pid-file-dir", str(self.workdir), *BROADCASTER_ADMISSION, *authorised,
+            "--pid-file-dir", str(self.workdir), *self.node_admission, *authorised,
         )  # fmt: skip
         p.wait_ports([self.source], 30)
         transport = f"http://{HOST}:{self.source.port}/app/get_transport_file?format=raw"
@@ -193,12 +221,21 @@ class Bench:
         for i, port in enumerate(support_ports):
             self.supports.append(p.spawn(f"support{i}", "support", port, "node", "support", "--bind", HOST,
                                          "--port", str(port), "--url", transport,
-                                         "--pid-file-dir", str(self.workdir), *BROADCASTER_ADMISSION))  # fmt: skip
-        p.wait_ports(self.supports, 30)
+                                         "--pid-file-dir", str(self.workdir), *self.node_admission,
+                                         *small))  # fmt: skip
+        startup_max = a.startup_max_peers or a.support_max_peers
+        for i, port in enumerate(startup_ports):
+            self.startup_nodes.append(p.spawn(
+                f"startup{i}", "startup", port, "node", "startup", "--bind", HOST, "--port", str(port),
+                "--url", transport, "--pid-file-dir", str(self.workdir), *self.node_admission,
+                *(["--max-peers", str(startup_max)] if startup_max else []),
+                *(["--startup-handoff-bytes", str(a.startup_handoff_bytes)] if a.startup_handoff_bytes else []),
+            ))  # fmt: skip
+        p.wait_ports(self.supports + self.startup_nodes, 30)
         self.transport_urls = [f"http://{HOST}:{s.port}/app/get_transport_file" for s in self.supports]
         self.transport_urls.append(f"http://{HOST}:{self.source.port}/app/get_transport_file")
 
-    def spawn_viewer(self, vid: int) -> Viewer:
+    def spawn_viewer(self, vid: int, *, late: bool = False) -> Viewer:
         total = sum(w for _m, w in self.mix)
         pick, acc, multiple = self.rng.random() * total, 0.0, self.mix[-1][0]
         for m, w in self.mix:
@@ -208,12 +245,16 @@ class Bench:
                 break
         flags = upload_flags(multiple, self.bitrate)
         http_port, p2p_port = free_port(), free_port()
+        one = self.args.one_address
         child = self.procs.spawn(f"engine{vid}", "engine", http_port, "engine", "--http-port", str(http_port),
-                                 "--port", str(p2p_port), "--bind", engine_address(vid),
+                                 "--port", str(p2p_port), "--bind", HOST if one else engine_address(vid),
+                                 *(ONE_ADDRESS_ADMISSION if one else []),
                                  "--pid-file-dir", str(self.workdir),
                                  *flags, "--startup-timeout", "30")  # fmt: skip
+        # Newcomers take the support nodes' transport files like everybody: the source wrote the start nodes into
+        # it (--startup-node), and an engine that has not started dials those first (swarm/dialer.py).
         url = self.transport_urls[vid % len(self.transport_urls)]
-        viewer = Viewer(vid, child, http_port, url, multiple, flags)
+        viewer = Viewer(vid, child, http_port, url, multiple, flags, late=late)
         self.viewers.append(viewer)
         return viewer
 
@@ -228,7 +269,8 @@ class Bench:
         a = self.args
         self.start_infra()
         first = [self.spawn_viewer(i) for i in range(a.viewers)]
-        self.procs.wait_ports([v.child for v in first], 60 + a.viewers)
+        late = [self.spawn_viewer(a.viewers + i, late=True) for i in range(a.late_viewers)]
+        self.procs.wait_ports([v.child for v in first + late], 60 + a.viewers + a.late_viewers)
         self.ledger.start_window()
         t0 = time.monotonic()
         for child in self.procs.children:
@@ -246,8 +288,11 @@ class Bench:
             for i, viewer in enumerate(first):
                 start_at = t0 + (a.ramp * i / max(1, len(first)))
                 viewer.task = asyncio.create_task(self._delayed(viewer, session, start_at, end))
+            for i, viewer in enumerate(late):  # newcomers, once the swarm is full
+                start_at = t0 + a.ramp + a.late_after + i * a.late_interval
+                viewer.task = asyncio.create_task(self._delayed(viewer, session, start_at, end))
             next_churn = t0 + a.ramp + 60.0 / a.churn if a.churn > 0 else float("inf")
-            next_vid = a.viewers
+            next_vid = a.viewers + a.late_viewers
             psutil.cpu_percent(None)
             while time.monotonic() < end:
                 await asyncio.sleep(1.0)
@@ -268,6 +313,13 @@ class Bench:
                 source_stat = f"http://{HOST}:{self.source.port}/app/stat"
                 async with session.get(source_stat, timeout=aiohttp.ClientTimeout(total=3)) as resp:
                     self.source_support_nodes = len((await resp.json())["result"]["support_nodes"])
+            if self.startup_nodes:
+                self.handed_off = 0
+                for node in self.startup_nodes:
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+                        stat_url = f"http://{HOST}:{node.port}/app/stat"
+                        async with session.get(stat_url, timeout=aiohttp.ClientTimeout(total=3)) as resp:
+                            self.handed_off += int((await resp.json())["result"]["handed_off"])
             for v in self.viewers:
                 if v.task is not None:
                     v.task.cancel()
@@ -337,8 +389,8 @@ class Bench:
             sent, recv = self.ledger.per_pid(v.child.process.pid, exclude_local_port=v.http_port)
             payload = int(v.engine_stat.get("downloaded", 0)) + int(v.engine_stat.get("uploaded", 0))
             viewers_out.append({
-                "id": v.vid, "upload_multiple": v.upload_multiple, "upload_flags": " ".join(v.upload_flags),
-                "transport_url": v.url,
+                "id": v.vid, "late": v.late, "upload_multiple": v.upload_multiple,
+                "upload_flags": " ".join(v.upload_flags), "transport_url": v.url,
                 "error": st.error, "bytes": st.bytes,
                 "startup_s": since_request(st, st.first_frame_wall),
                 "first_keyframe_s": since_request(st, st.first_keyframe_wall),
@@ -360,11 +412,12 @@ class Bench:
         flows = self.ledger.flows(self.role_of())
         source_up = sum(b for (src, dst), b in flows.items() if src == "source" and dst in {"support", "engine"})
         # Source and support nodes to viewers' engines: all the broadcaster's own machines send out.
-        broadcaster_up = source_up + sum(b for (src, dst), b in flows.items() if src == "support" and dst == "engine")
+        broadcaster_up = source_up + sum(b for (src, dst), b in flows.items()
+                                         if src in {"support", "startup"} and dst == "engine")  # fmt: skip
         stream_bytes = ref_bytes_per_s * elapsed
         nominal_bytes = self.bitrate / 8 * elapsed
         to_engines = {k[0]: b for k, b in flows.items() if k[1] == "engine"}
-        engine_in = sum(b for src, b in to_engines.items() if src in {"source", "support", "engine"})
+        engine_in = sum(b for src, b in to_engines.items() if src in {"source", "support", "startup", "engine"})
         roles: dict[str, dict[str, float]] = {}
         for child in self.procs.children:
             # Over the measured window (or the part of it the child lived): start-up work is not steady state.
@@ -381,6 +434,8 @@ class Bench:
         wire = sum(x["p2p_wire_sent"] + x["p2p_wire_received"] for x in viewers_out)
         payload_all = sum(int(x["engine_downloaded"] or 0) + int(x["engine_uploaded"] or 0) for x in viewers_out)
         startups = [x["startup_s"] for x in viewers_out if x["startup_s"] is not None]
+        early_startups = [x["startup_s"] for x in viewers_out if x["startup_s"] is not None and not x["late"]]
+        late_startups = [x["startup_s"] for x in viewers_out if x["startup_s"] is not None and x["late"]]
         playouts = [x["playout_delay"] for x in viewers_out if x["playout_delay"] is not None]
         cont_abs = [x["continuity_abs"] for x in viewers_out if x["continuity_abs"] is not None]
         cont_rel = [x["continuity_rel"] for x in viewers_out if x["continuity_rel"] is not None]
@@ -395,6 +450,14 @@ class Bench:
             "players_started": len(startups), "players_total": len(viewers_out),
             "startup_p50": percentile(startups, 50), "startup_p95": percentile(startups, 95),
             "startup_max": max(startups, default=None),
+            # Start nodes: the newcomers (--late-viewers) apart from the viewers that filled the swarm.
+            "late_viewers": a.late_viewers, "late_players_started": len(late_startups),
+            "early_startup_p50": percentile(early_startups, 50), "early_startup_p95": percentile(early_startups, 95),
+            "late_startup_p50": percentile(late_startups, 50), "late_startup_p95": percentile(late_startups, 95),
+            "late_startup_max": max(late_startups, default=None),
+            "startup_nodes": a.startup_nodes, "startup_handed_off": self.handed_off,
+            "support_max_peers": a.support_max_peers or None,
+            "engine_bytes_from_startup": to_engines.get("startup", 0),
             "delay_p50": percentile(all_delays, 50), "delay_p95": percentile(all_delays, 95),
             "delay_max": max(all_delays, default=None),
             "playout_delay_p50": percentile(playouts, 50), "playout_delay_p95": percentile(playouts, 95),
@@ -490,6 +553,14 @@ def table(o: dict[str, Any]) -> str:
         ("control overhead (engines)", f(o["control_overhead_engines"], 3)),
         ("machine CPU mean / max %", f"{f(o['cpu_machine_mean_pct'], 0)} / {f(o['cpu_machine_max_pct'], 0)}"),
     ]
+    if o.get("late_viewers"):
+        rows.insert(3, ("late viewers: started, startup p50 / p95 / max (s)",
+                        f"{o['late_players_started']}/{o['late_viewers']}, {f(o['late_startup_p50'])} / "
+                        f"{f(o['late_startup_p95'])} / {f(o['late_startup_max'])}"))  # fmt: skip
+        rows.insert(3, ("first viewers: startup p50 / p95 (s)",
+                        f"{f(o['early_startup_p50'])} / {f(o['early_startup_p95'])}"))  # fmt: skip
+    if o.get("startup_nodes"):
+        rows.append(("start nodes, peers handed off", f"{o['startup_nodes']}, {o['startup_handed_off']}"))
     rows += [(f"{k} x{int(r['count'])} cpu% / peak MB", f"{r['cpu_pct_mean']} / {r['peak_rss_max_mb']:.0f}")
              for k, r in o["roles"].items()]  # fmt: skip
     return "\n".join(f"| {k} | {v} |" for k, v in rows)
@@ -535,10 +606,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ramp", type=float, default=5.0, help="players join spread over this many seconds")
     parser.add_argument("--viewer-upload", default=DEFAULT_MIX, help="MULT:WEIGHT,... (multiples of the bitrate)")
     parser.add_argument("--churn", type=float, default=0.0, help="viewers replaced per minute")
+    parser.add_argument("--one-address", action="store_true",
+                        help="every engine on 127.0.0.1 (per-address limits lifted) so trackers introduce engines")
+    parser.add_argument("--support-max-peers", type=int, default=0,
+                        help="the support nodes' --max-peers (0 = the node's default): small makes the swarm full")
+    parser.add_argument("--late-viewers", type=int, default=0,
+                        help="newcomers whose players start --late-after s after the ramp; startup reported apart")
+    parser.add_argument("--late-after", type=float, default=15.0, help="seconds after the ramp (default 15)")
+    parser.add_argument("--late-interval", type=float, default=2.0, help="seconds between newcomers (default 2)")
+    parser.add_argument("--startup-nodes", type=int, default=0, help="start nodes; newcomers take their transport file")
+    parser.add_argument("--startup-max-peers", type=int, default=0, help="start nodes' --max-peers "
+                        "(0 = --support-max-peers, or the node's default)")  # fmt: skip
+    parser.add_argument("--startup-handoff-bytes", type=int, default=0,
+                        help="start nodes' --startup-handoff-bytes (0 = the node's default)")
     parser.add_argument("--baseline", choices=["nginx"], default=None)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    last_newcomer = args.ramp + args.late_after + max(0, args.late_viewers - 1) * args.late_interval
+    if args.late_viewers and last_newcomer > args.ramp + args.duration - 10:
+        parser.error(f"--duration {args.duration:g} leaves the last newcomer (at {last_newcomer:g} s) under 10 s")
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="swarmcast-bench-"))
     bench = Bench(args, workdir)

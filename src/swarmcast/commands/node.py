@@ -1,4 +1,4 @@
-"""``swarmcast node source|support``: the broadcaster's nodes, with the Ace Stream engine's flags."""
+"""``swarmcast node source|support|startup``: the broadcaster's nodes, with the Ace Stream engine's flags."""
 
 from __future__ import annotations
 
@@ -23,13 +23,15 @@ from swarmcast.credential import CREDENTIAL_LIFETIME, MAX_CREDENTIAL_LIFETIME, M
 from swarmcast.discovery.metatracker_protocol import check_metatracker_url
 from swarmcast.ingest.http_ts import DEFAULT_READ_TIMEOUT, source_url_problem
 from swarmcast.node.access import FilterError, load_access_filter
-from swarmcast.node.config import AccessConfig, SourceConfig, StandbyConfig, SupportConfig
+from swarmcast.node.config import AccessConfig, SourceConfig, StandbyConfig, StartupConfig, SupportConfig
 from swarmcast.node.joiner import JoinError
 from swarmcast.node.lifecycle import run_until_stopped
 from swarmcast.node.source import SourceNode
 from swarmcast.node.standby import StandbyError, StandbyNode
+from swarmcast.node.startup import StartupNode
 from swarmcast.node.support import SupportNode
 from swarmcast.swarm.peer import Address
+from swarmcast.swarm.rotation import DEFAULT_HANDOFF_AFTER, DEFAULT_HANDOFF_BYTES, RotationConfig
 from swarmcast.swarm.standby import DEFAULT_TAKEOVER_AFTER
 from swarmcast.transport import CATEGORIES, MAX_METATRACKERS, MAX_STARTUP_NODES, QUALITIES
 from swarmcast.wire.messages import MAX_PIECE_SIZE
@@ -102,8 +104,17 @@ def ip_and_port(text: str) -> Address:
     return host, port_number
 
 
+def add_follower_options(parser: argparse.ArgumentParser, *, download_from_default: str = "from any peer") -> None:
+    """The options of a node that follows a broadcast (support and start nodes)."""
+    parser.add_argument("--url", required=True, metavar="URL",
+                        help="the transport file: a path, or an http(s) URL such as "
+                             "http://SOURCE:7764/app/[TOKEN/]get_transport_file?format=raw (required)")
+    parser.add_argument("--download-from", type=address, action="append", default=[], metavar="IP:PORT",
+                        help=f"download only from these nodes (repeatable; default: {download_from_default})")
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    node = subparsers.add_parser("node", help="run a broadcaster's node (source or support)",
+    node = subparsers.add_parser("node", help="run a broadcaster's node (source, support or startup)",
                                  description="A broadcaster's node. The same program runs as acestreamengine "
                                  "with Ace Stream's mode flags (docs/operators.md).")  # fmt: skip
     roles = node.add_subparsers(dest="role", required=True)
@@ -176,12 +187,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     # A support node is the broadcaster's server: it serves every peer it accepts (--max-peers, default 60);
     # its capacity is bounded by --upload-limit, not by choking viewers that have nowhere else to go.
     add_common(support, default_port=8621, default_slots=60)
-    support.add_argument("--url", required=True, metavar="URL",
-                         help="the transport file: a path, or an http(s) URL such as "
-                              "http://SOURCE:7764/app/[TOKEN/]get_transport_file?format=raw (required)")
-    support.add_argument("--download-from", type=address, action="append", default=[], metavar="IP:PORT",
-                         help="download only from these nodes (repeatable; default: from any peer)")
+    add_follower_options(support)
     support.set_defaults(func=run_support)
+
+    # A start node takes a support node's options (Ace Stream's --stream-startup-node maps here) and two of its own.
+    startup = roles.add_parser("startup", help="a support node that hands off started viewers so newcomers start "
+                               "at once (docs/operators.md, Start nodes)")  # fmt: skip
+    add_common(startup, default_port=8621, default_slots=60)
+    add_follower_options(startup, download_from_default="the node that served --url")
+    startup.add_argument("--startup-handoff-bytes", type=non_negative_int, default=DEFAULT_HANDOFF_BYTES,
+                         metavar="BYTES", help="when full, a peer this node has served this many bytes (and that "
+                         "plays on without it) may be dropped for a newcomer "
+                         f"(default {DEFAULT_HANDOFF_BYTES}, about 8 s of a 2 Mbit/s stream)")  # fmt: skip
+    startup.add_argument("--startup-handoff-after", type=non_negative_float, default=DEFAULT_HANDOFF_AFTER,
+                         metavar="SECONDS", help="when full, a peer connected this long (and that plays on without "
+                         "this node) may be dropped for a newcomer whatever it got; 0 = --startup-handoff-bytes only "
+                         f"(default {DEFAULT_HANDOFF_AFTER:g})")  # fmt: skip
+    startup.set_defaults(func=run_startup)
 
 
 def _default_name(title: str) -> str:
@@ -282,6 +304,32 @@ def run_support(args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(run_until_stopped(SupportNode(config).run))
+    except JoinError as error:
+        log.error("cannot join: %s", error)
+        return 2
+    except FilterError as error:  # the file changed since the check above
+        log.error("%s", error)
+        return 2
+    return 0
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+def run_startup(args: argparse.Namespace) -> int:
+    support = SupportConfig(common=common_from_args(args), url=args.url, download_from=tuple(args.download_from))
+    if _filter_refused(args.command_prog, support.common.access):
+        return 2
+    rotation = RotationConfig(handoff_bytes=args.startup_handoff_bytes, handoff_after=args.startup_handoff_after)
+    try:
+        asyncio.run(run_until_stopped(StartupNode(StartupConfig(support=support, rotation=rotation)).run))
     except JoinError as error:
         log.error("cannot join: %s", error)
         return 2

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from swarmcast.node.admission import AdmissionConfig
 from swarmcast.swarm.peer import Address
+from swarmcast.swarm.rotation import RotationConfig
 
 DEFAULT_LIVE_CACHE_SIZE = 209_715_200
 
@@ -96,3 +97,11 @@ class SupportConfig:
     common: NodeCommon
     url: str  # transport file: a path or an http(s) URL
     download_from: tuple[Address, ...] = ()
+
+
+@dataclass(frozen=True)
+class StartupConfig:
+    """A start node: a support node's settings and when it hands a peer off for a newcomer (swarm/rotation.py)."""
+
+    support: SupportConfig
+    rotation: RotationConfig = field(default_factory=RotationConfig)

@@ -19,6 +19,7 @@ from swarmcast.node.host import PeerHost
 from swarmcast.node.webaccess import WebAccess
 from swarmcast.swarm.core import Role, Swarm, SwarmConfig
 from swarmcast.swarm.peer import Address
+from swarmcast.swarm.rotation import RotationConfig
 from swarmcast.swarm.store import PieceStore
 from swarmcast.transport import Descriptor
 from swarmcast.wire.messages import MAX_WINDOW_PIECES, HandshakeFlags
@@ -95,10 +96,14 @@ def tracker_routes(app: web.Application, tracker: InternalTracker, token: str | 
 def node_host_and_swarm(
     common: NodeCommon, *, role: Role, flags: HandshakeFlags, peer_id: bytes, app: web.Application,
     descriptor: Descriptor, download_from: frozenset[Address] | None = None, trusted: Iterable[str] = (),
+    rotation: RotationConfig | None = None,
 ) -> tuple[PeerHost, Swarm]:  # fmt: skip
     """The shared port (with the node's admission limits and access policy) and the broadcast's swarm, as every
     node role builds them. ``trusted``: more operator addresses a private node admits (a source's support nodes).
-    Raises FilterError (node/ipfilter.py) when the ip filter or its database is unusable."""
+    Raises FilterError (node/ipfilter.py) when the ip filter or its database is unusable.
+
+    A start node (``rotation``) keeps its slots for the newcomers that find it: it dials only the addresses it was
+    told to use (the source, --download-from), never viewers from trackers or PEX."""
     access = common.access
     policy = build_policy(access, max_connections=common.admission.max_connections,
                           download_from=[h for h, _ in download_from or ()], trusted=trusted)  # fmt: skip
@@ -118,6 +123,8 @@ def node_host_and_swarm(
             newcomer_slots=common.newcomer_slots,
             download_from=download_from,
             upload_to=frozenset(ip for ip, _ in access.upload_to) or None,
+            rotation=rotation,
+            target_peers=0 if rotation is not None else SwarmConfig.target_peers,
         ),
         store=make_store(common.cache, descriptor.content_id, common.port),
         descriptor=descriptor,

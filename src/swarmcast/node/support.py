@@ -3,6 +3,7 @@
 Its status with the source and with engines comes from a credential the source issues (swarm/authority.py): fetched
 with the service access token when ``--url`` carries one (node/credentials.py), or granted on the peer protocol when
 the source's operator listed this node's address with ``--support-node``. Without either it is served as a viewer.
+A start node (node/startup.py) is a support node with a rotation policy.
 """
 
 from __future__ import annotations
@@ -30,24 +31,31 @@ from swarmcast.node.shared import (
     transport_file_routes,
 )
 from swarmcast.swarm.core import Role
+from swarmcast.swarm.rotation import RotationConfig
 from swarmcast.wire.messages import HandshakeFlags
 
 log = logging.getLogger("swarmcast.support")
 
 
 class SupportNode:
-    def __init__(self, config: SupportConfig) -> None:
+    """A support node; with ``rotation``, a start node (node/startup.py)."""
+
+    kind = "support"  # the monitor's "type"
+
+    def __init__(self, config: SupportConfig, *, rotation: RotationConfig | None = None) -> None:
         self.config = config
+        self.rotation = rotation
         self.peer_id = new_peer_id()
         self.started_at = time.monotonic()
         self.node_state: NodeState | None = None
         self.access: AccessControl | None = None  # the operator controls /app/update reaches (node/access.py)
 
     async def run(self, stop: asyncio.Event) -> None:
-        config = self.config
+        """Follow the broadcast until ``stop``."""
+        config, kind = self.config, self.kind
         transport = await load_transport(config.url)
         descriptor = transport.descriptor
-        log.info("supporting %r, content id %s", descriptor.title, descriptor.infohash)
+        log.info("%s node for %r, content id %s", kind, descriptor.title, descriptor.infohash)
         app = web.Application()
         transport_file_routes(app, descriptor.encode(), config.common.service_access_token)
         # Engines that fetch the transport file here also announce here, so they find each other.
@@ -55,12 +63,12 @@ class SupportNode:
         download_from = frozenset(config.download_from) if config.download_from else None
         host, swarm = node_host_and_swarm(
             config.common, role=Role.SUPPORT, flags=HandshakeFlags.SEEDER, peer_id=self.peer_id, app=app,
-            descriptor=descriptor, download_from=download_from,
+            descriptor=descriptor, download_from=download_from, rotation=self.rotation,
             # Without --download-from, the node its transport file came from is its upstream: a private node admits it.
             trusted=[transport.node[0]] if transport.node is not None and download_from is None else [],
         )  # fmt: skip
         status_routes(app, swarm, config.common.service_access_token)
-        self.node_state = NodeState("support", swarm, host, config.common, self.started_at,
+        self.node_state = NodeState(kind, swarm, host, config.common, self.started_at,
                                     download_from=config.download_from, upload_to=config.common.access.upload_to)
         node_api_routes(app, self.node_state, config.common.service_access_token)
         access = self.access = AccessControl(host, swarm, config.common.access)
@@ -83,12 +91,12 @@ class SupportNode:
             trackers = ()
         membership = Membership(host, swarm, trackers)
         membership.start()
-        log.info("support node listening on %s:%d", config.common.bind, host.port)
+        log.info("%s node listening on %s:%d", kind, config.common.bind, host.port)
         with pid_file(config.common.pid_file_dir, host.port), signal_handler(signal.SIGHUP, access.on_hangup):
             try:
                 await stop.wait()
             finally:
-                log.info("support node stopping")
+                log.info("%s node stopping", kind)
                 if fetcher is not None:
                     await fetcher.close()
                 await membership.close()

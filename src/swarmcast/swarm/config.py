@@ -7,6 +7,7 @@ from enum import Enum
 
 from swarmcast.swarm.peer import Address
 from swarmcast.swarm.rates import RateMeter
+from swarmcast.swarm.rotation import RotationConfig
 
 
 class Role(Enum):
@@ -43,6 +44,7 @@ class SwarmConfig:
     dial_backoff_max: float = 8.0  # for pinned candidates; others back off to dialer.PEX_BACKOFF_MAX
     download_from: frozenset[Address] | None = None
     upload_to: frozenset[str] | None = None  # --upload-to IPs: the only peers we upload to (None: everyone)
+    rotation: RotationConfig | None = None  # a start node: hands off started peers for newcomers (rotation.py)
 
 
 @dataclass

@@ -38,6 +38,7 @@ from swarmcast.swarm.outbox import Outbox
 from swarmcast.swarm.peer import Address, PeerSession
 from swarmcast.swarm.picker import Picker, support_grace
 from swarmcast.swarm.reading import Cursor, Reading
+from swarmcast.swarm.rotation import Rotation
 from swarmcast.swarm.store import PieceStore, StoredPiece
 from swarmcast.swarm.upload import Uploader
 from swarmcast.swarm.upload_to import UploadTargets
@@ -107,6 +108,7 @@ class Swarm:
         self.picker = Picker(config, self.sessions, send=self._send, trust_changed=self._claims_changed, now=now)
         self.uploader = Uploader(config, store, now)
         self.reading = Reading(config, store, self.sessions, self.edge)
+        self.rotation = Rotation(config.rotation)  # a start node's hand-offs; inert elsewhere
         self._last_pex = now
         self._last_housekeeping = now
         self._closed = False
@@ -148,7 +150,7 @@ class Swarm:
             reason = GoodbyeReason.BANNED
         elif any(s.handshake.peer_id == handshake.peer_id for s in self.sessions.values()):
             reason = GoodbyeReason.DUPLICATE
-        elif not self.can_accept() and not self._make_room(now):
+        elif self.rotation.refuses(session, now) or (not self.can_accept() and not self._make_room(now)):
             reason = GoodbyeReason.TOO_MANY_PEERS
         if reason is not None:
             session.connection.close(reason, now)
@@ -183,6 +185,7 @@ class Swarm:
             self.dialer.connected(session.address)  # a real peer: its earlier failed attempts are forgiven
         self.picker.forget(session)
         self.choker.forget(session)
+        self.rotation.forget(session)
         self.choker.after_change(now)
 
     def ban(self, session: PeerSession, error: ProtocolError, now: float) -> None:
@@ -318,6 +321,7 @@ class Swarm:
                 if self._too_old(index):
                     return
                 self._note_have(session, index, flags)
+                self.rotation.note_have(session, index, now)
                 if index not in self.store:
                     self.picker.note_have(session, index, now, self._grace_for)
             case Window(first, have, random_access):
@@ -385,6 +389,7 @@ class Swarm:
             return
         self._send(session, Piece(piece.index, piece.flags, piece.signature, piece.data), now)
         self.uploader.queued(session, index)
+        self.rotation.served(session, index, now)
         session.last_useful = now
         session.up.add(len(piece.data), now)
         self.stats.up.add(len(piece.data), now)
@@ -413,6 +418,7 @@ class Swarm:
         if piece.index in self.store:
             return
         evicted = self.store.add(piece)
+        self.rotation.stored(now)
         self.picker.stored(piece.index)
         self.reading.claims_changed()
         if self.edge.note_verified(piece.index, now):
@@ -498,6 +504,8 @@ class Swarm:
                     self.handle_events(session, [event], now)
             self._check_backlog(now)
             self._drop_useless(now)
+            if self.rotation.enabled and not self.can_accept():
+                self._make_room(now)  # a start node keeps a place ready for the next newcomer (rotation.py)
             self._housekeep_credentials(now)
             if now - self.choker.last_rechoke >= self.config.rechoke_interval:
                 self.choker.rechoke(now)
@@ -553,11 +561,15 @@ class Swarm:
             return False
         pinned = {a for a, c in self.dialer.candidates.items() if c.pinned}
         victim = liveness.replaceable(self.sessions, now, self.edge, pinned)
+        if victim is not None:
+            self.stats.dropped_useless += 1
+            idle = now - victim.last_useful
+            self._drop(victim, GoodbyeReason.TOO_MANY_PEERS, now, f"made room for a newcomer (idle {idle:.0f} s)")
+            return True
+        victim = self.rotation.victim(self.sessions, now, pinned)  # a start node hands off a peer it started
         if victim is None:
             return False
-        self.stats.dropped_useless += 1
-        idle = now - victim.last_useful
-        self._drop(victim, GoodbyeReason.TOO_MANY_PEERS, now, f"made room for a newcomer (idle {idle:.0f} s)")
+        self._drop(victim, GoodbyeReason.TOO_MANY_PEERS, now, f"handed off for a newcomer ({victim.up.total} B served)")
         return True
 
     def _drop_useless(self, now: float) -> None:
@@ -569,6 +581,8 @@ class Swarm:
 
     def _score(self, session: PeerSession, now: float) -> tuple[bool, float]:
         role = self.config.role
+        if self.rotation.enabled:  # a start node: newcomers first (rotation.py)
+            return self.rotation.score(session, now)
         if role is Role.SOURCE:  # seeders first (they fan out), then whoever we exchange most with
             return (session.is_seeder, session.down.rate(now) + session.up.rate(now))
         if role is Role.SUPPORT:
@@ -626,6 +640,7 @@ class Swarm:
             "speed_up": round(stats.up.rate(now)),
             "banned": stats.banned,
             "dropped_useless": stats.dropped_useless,
+            "handed_off": self.rotation.handed_off,
             "withheld_requests": self.picker.withheld,
             "rejected_duplicate": self.uploader.rejected_duplicate,
             "rejected_queue_full": self.uploader.rejected_queue_full,
