@@ -38,7 +38,7 @@ class UpdateError(ValueError):
 
 def _whole(parameter: str, text: str, low: int, high: int) -> int:
     if not text.isascii() or not text.isdigit():
-        raise UpdateError(parameter, f"{text[:40]!r} is not a whole number")
+        raise UpdateError(parameter, f"{text[:40]!r} is not a whole number in {low}..{high}")
     value = int(text[:12]) if len(text) <= 12 else high + 1
     if not low <= value <= high:
         raise UpdateError(parameter, f"{text[:40]} is not in {low}..{high}")
