@@ -107,6 +107,17 @@ async def test_two_peers_learn_each_other_via_opentracker(opentracker_factory: O
     assert ("127.0.0.1", 7002) in again.peers
 
 
+@pytest.mark.parametrize("kind", ["http", "udp"])
+async def test_announces_leave_from_the_local_address_given(opentracker_factory: OpenTrackerFactory, kind: str) -> None:
+    """A node bound to one address announces from it: the tracker lists that address, which is where it listens."""
+    http_url, udp_url = opentracker_factory([INFO_HASH])
+    url = http_url if kind == "http" else udp_url
+    await announce(url, started(7011), timeout=5, local_address=("127.0.0.5", 0))
+    seen = await announce(url, started(7012), timeout=5)
+    assert ("127.0.0.5", 7011) in seen.peers, seen.peers
+    assert ("127.0.0.1", 7011) not in seen.peers
+
+
 async def test_opentracker_refuses_unlisted_info_hash(opentracker_factory: OpenTrackerFactory) -> None:
     tracker = opentracker_factory([INFO_HASH])
     with pytest.raises(TrackerError, match=f"^{re.escape(NOT_AUTHORIZED)}$"):

@@ -20,7 +20,7 @@ from typing import Final, Self
 
 import aiohttp
 
-from swarmcast.discovery.tracker_client import announce, check_tracker_url
+from swarmcast.discovery.tracker_client import announce, check_tracker_url, session_from
 from swarmcast.discovery.tracker_protocol import AnnounceEvent, AnnounceRequest, AnnounceResponse, TrackerError
 
 __all__ = ["Announcer", "TrackerSchedule", "TrackerStatus"]
@@ -117,6 +117,7 @@ class Announcer:
         timeout: float = 10.0,
         stop_timeout: float = 3.0,
         session: aiohttp.ClientSession | None = None,
+        local_address: tuple[str, int] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         # Validate everything here, once, so a bad value fails at construction rather than in a background task.
@@ -134,6 +135,9 @@ class Announcer:
         self._timeout = timeout
         self._stop_timeout = stop_timeout
         self._session = session
+        # Where announces leave from: a tracker lists the address an announce comes from, so a node bound to one
+        # address (PeerHost.local_address) must announce from it, or peers are told an address nobody listens on.
+        self._local_address = local_address
         self._own_session: aiohttp.ClientSession | None = None
         self._rng = rng or random.Random()
         self._trackers: dict[str, _Tracker] = {}
@@ -154,7 +158,7 @@ class Announcer:
         if self._task is not None:
             raise RuntimeError("Announcer already started")
         if self._session is None and any(not t.url.startswith("udp:") for t in self._trackers.values()):
-            self._own_session = aiohttp.ClientSession()
+            self._own_session = session_from(self._local_address)
         self._task = asyncio.create_task(self._run(), name=f"announcer {self._info_hash.hex()}")
 
     async def __aenter__(self) -> Self:
@@ -233,7 +237,8 @@ class Announcer:
 
     async def _send_stopped(self, tracker: _Tracker, request: AnnounceRequest) -> None:
         try:
-            await announce(tracker.url, request, timeout=self._stop_timeout, session=self._session_for())
+            await announce(tracker.url, request, timeout=self._stop_timeout, session=self._session_for(),
+                           local_address=self._local_address)
         except TrackerError as exc:
             logger.debug("stopped announce to %s failed: %s", tracker.url, exc)
         tracker.started = False
@@ -271,7 +276,8 @@ class Announcer:
                 request = self._request(AnnounceEvent.NONE if tracker.started else AnnounceEvent.STARTED)
                 # Left set if we are cancelled mid-announce: the tracker may have listed us, so close() says stopped.
                 tracker.in_flight = True
-                response = await announce(tracker.url, request, timeout=self._timeout, session=self._session_for())
+                response = await announce(tracker.url, request, timeout=self._timeout, session=self._session_for(),
+                                          local_address=self._local_address)
             except TrackerError as exc:
                 self._record_failure(tracker, str(exc), loop.time())
                 continue

@@ -62,14 +62,19 @@ def check_tracker_url(url: str) -> str:
 # The timeout is a parameter, not left to the caller's asyncio.timeout, because the UDP retransmit schedule is
 # derived from it.
 async def announce(url: str, request: AnnounceRequest, *, timeout: float = 10.0,
-                   session: aiohttp.ClientSession | None = None) -> AnnounceResponse:
-    """Announce to the tracker at ``url``; ``session`` (HTTP only) is reused when given, else one is made per call."""
+                   session: aiohttp.ClientSession | None = None,
+                   local_address: tuple[str, int] | None = None) -> AnnounceResponse:
+    """Announce to the tracker at ``url``; ``session`` (HTTP only) is reused when given, else one is made per call.
+
+    ``local_address``: where the UDP announce (and the HTTP one when no session is given) leaves from. A tracker
+    lists the address an announce comes from, so a node bound to one address must announce from it.
+    """
     scheme = check_tracker_url(url)
     try:
         async with asyncio.timeout(timeout):
             if scheme == "udp":
-                return await _announce_udp(url, request, budget=timeout)
-            return await _announce_http(url, request, session, budget=timeout)
+                return await _announce_udp(url, request, budget=timeout, local_address=local_address)
+            return await _announce_http(url, request, session, budget=timeout, local_address=local_address)
     except TimeoutError as exc:
         raise TrackerError(f"no answer from {url} within {timeout:g} s") from exc
     except (aiohttp.ClientError, OSError) as exc:
@@ -90,13 +95,20 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
     return bytes(body)
 
 
+def session_from(local_address: tuple[str, int] | None) -> aiohttp.ClientSession:
+    """An HTTP client whose connections leave from ``local_address`` (None: wherever the system routes them)."""
+    if local_address is None:
+        return aiohttp.ClientSession()
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=local_address))
+
+
 async def _announce_http(url: str, request: AnnounceRequest, session: aiohttp.ClientSession | None, *,
-                         budget: float) -> AnnounceResponse:
+                         budget: float, local_address: tuple[str, int] | None = None) -> AnnounceResponse:
     # encoded=True: the URL is already percent-encoded; yarl must send those bytes as they are, not requote them.
     target = yarl.URL(build_announce_url(url, request), encoded=True)
     own_session = session is None
     if session is None:
-        session = aiohttp.ClientSession()
+        session = session_from(local_address)
     try:
         async with session.get(target, timeout=aiohttp.ClientTimeout(total=budget), max_redirects=3) as response:
             body = await _read_capped(response)
@@ -146,13 +158,16 @@ async def _udp_exchange(transport: asyncio.DatagramTransport, client: _UdpClient
     raise TimeoutError
 
 
-async def _announce_udp(url: str, request: AnnounceRequest, *, budget: float) -> AnnounceResponse:
+async def _announce_udp(url: str, request: AnnounceRequest, *, budget: float,
+                        local_address: tuple[str, int] | None = None) -> AnnounceResponse:
     parts = urlsplit(url)
     # Both checked by check_tracker_url.
     assert parts.hostname is not None
     assert parts.port is not None
     loop = asyncio.get_running_loop()
-    transport, client = await loop.create_datagram_endpoint(_UdpClient, remote_addr=(parts.hostname, parts.port))
+    transport, client = await loop.create_datagram_endpoint(
+        _UdpClient, remote_addr=(parts.hostname, parts.port), local_addr=local_address
+    )
     try:
         # Fresh random transaction ids per exchange: BEP 15's defence against spoofed answers.
         connect_tid = secrets.randbits(32)

@@ -234,6 +234,7 @@ class Membership:
             stats=lambda: (swarm.stats.uploaded, swarm.stats.downloaded, 0),
             on_peers=self._on_peers,
             max_backoff=30.0,
+            local_address=host.local_address,
         )
         self.metatrackers: MetatrackerClient | None = None
         self.startup_nodes: dict[Address, None] = {}  # those we were given, oldest first (bounded)

@@ -238,6 +238,7 @@ class SourceNode:
             port=host.port,
             stats=lambda: (swarm.stats.uploaded, 0, 0),
             on_peers=lambda peers: None,  # the source only seeds; peers come to it
+            local_address=host.local_address,
         )
         announcer.start()
         # The metatrackers' trackers are announced to as they come (their start nodes are for viewers).
