@@ -157,6 +157,22 @@ async def http_from(local_ip: str, port: int, path: str = "/app/monitor") -> byt
         writer.close()
 
 
+async def pipelined_from(local_ip: str, port: int, paths: list[str]) -> bytes:
+    """Everything the node sends back to ``paths`` requested one after the other on one kept-alive connection."""
+    reader, writer = await asyncio.open_connection(HOST, port, local_addr=(local_ip, 0))
+    try:
+        writer.write(b"".join(f"GET {p} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode() for p in paths))
+        await writer.drain()
+        data = b""
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            async with asyncio.timeout(5):
+                while chunk := await reader.read(65536):
+                    data += chunk
+        return data
+    finally:
+        writer.close()
+
+
 async def test_remote_addresses_refused_without_service_remote_access(tmp_path: Path) -> None:
     with contextlib.ExitStack() as stack:
         signal_url = stack.enter_context(signal_source(tmp_path))
@@ -171,6 +187,13 @@ async def test_remote_addresses_refused_without_service_remote_access(tmp_path: 
         assert (await http_from("127.0.0.3", source.port)).startswith(b"HTTP/1.1 200"), "--monitor-node-ip refused"
         assert (await http_from("127.0.0.1", source.port)).startswith(b"HTTP/1.1 200"), "the local machine refused"
         assert (await http_from("127.0.0.2", open_node)).startswith(b"HTTP/1.1 200"), "--service-remote-access"
+        # The internal tracker is for viewers anywhere: a remote engine announces; but a connection let in for the
+        # tracker does not reach the web interface after it.
+        announce = f"/announce?info_hash={'%00' * 20}&peer_id={'x' * 20}&port=9&uploaded=0&downloaded=0&left=0"
+        assert (await http_from("127.0.0.2", source.port, announce)).startswith(b"HTTP/1.1 200"), "tracker refused"
+        both = await pipelined_from("127.0.0.2", source.port, [announce, "/app/monitor"])
+        assert both.startswith(b"HTTP/1.1 200") and both.count(b"HTTP/1.1 ") == 1, both[:400]
+        assert b'"infohash"' not in both
         # The peer protocol from the same remote address is served as ever.
         peer = await TestPeer.connect(HOST, source.port, source.descriptor().content_id, local_host="127.0.0.2")
         try:
@@ -180,4 +203,4 @@ async def test_remote_addresses_refused_without_service_remote_access(tmp_path: 
         async with aiohttp.ClientSession() as session:
             figures = await poll(session, f"http://{HOST}:{source.port}/app/monitor",
                                  lambda f: f["rejected_connections_total"] >= 1)  # fmt: skip
-        assert figures["rejected_connections"] == {"web interface from a remote address": 1}
+        assert figures["rejected_connections"] == {"web interface from a remote address": 1}  # the demux's count

@@ -256,3 +256,15 @@ def test_access_hook_passes_lists_and_reload_and_a_bad_filter_refuses_the_update
     with pytest.raises(ValueError, match=r"^reload_filter: blacklist.addresses"):
         access_update_hook(cast(AccessControl, bad))(UpdateRequest(download_from=(), reload_filter=True))
     assert bad.calls == ["reload"]  # the lists were left alone
+
+
+def test_tracker_paths_are_told_from_the_web_interface() -> None:
+    from swarmcast.node.webaccess import is_tracker_path
+
+    assert is_tracker_path("/announce?info_hash=x")
+    assert is_tracker_path("/app/TOKEN/announce?x=1")
+    assert not is_tracker_path("/app/announce")  # a web-interface path, not the token tracker
+    assert not is_tracker_path("/app/TOKEN/monitor")
+    assert not is_tracker_path("/app//announce")
+    assert not is_tracker_path("/app/a/b/announce")
+    assert not is_tracker_path("/announce/../app/monitor")

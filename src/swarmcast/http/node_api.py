@@ -18,6 +18,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from swarmcast.node.monitor import Monitor, NodeState, UpdateRequest, apply_update
 from swarmcast.node.shared import app_path, token_matches
+from swarmcast.node.webaccess import WebAccess, is_tracker_path
 from swarmcast.swarm.peer import Address
 
 MAX_PEERS_LIMIT = 100_000  # /update's max_peers is 1..this
@@ -119,9 +120,28 @@ def token_middleware(token: str) -> Middleware:
     return require_token
 
 
+def web_access_middleware(rule: WebAccess) -> Middleware:
+    """The web interface's access rule, request by request: the port's demux (node/demux.py) checks a connection's
+    first request, and this checks the ones a kept-alive connection sends after it (one let in for the tracker must
+    not go on to /app/monitor). A refused request is closed with no answer, as at the demux."""
+
+    @web.middleware
+    async def check_access(request: web.Request, handler: Handler) -> web.StreamResponse:
+        transport = request.transport
+        if transport is not None and not is_tracker_path(request.raw_path):
+            local = transport.get_extra_info("sockname")
+            if not rule.allows(request.remote or "", str(local[0]) if local else ""):
+                transport.abort()
+                raise web.HTTPForbidden()  # never sent: the connection is gone
+        return await handler(request)
+
+    return check_access
+
+
 def node_api_routes(app: web.Application, state: NodeState, token: str | None) -> Monitor:
     """Add /app/[token/]monitor, /monitoring and /update to ``app`` (before the node starts serving)."""
     monitor = Monitor(state)
+    app.middlewares.append(web_access_middleware(WebAccess(state.common.access)))
     if token is not None:
         app.middlewares.append(token_middleware(token))
 

@@ -13,6 +13,7 @@ import re
 import time
 from typing import TYPE_CHECKING, cast
 
+from swarmcast.node.webaccess import is_tracker_path
 from swarmcast.wire.messages import PROTOCOL_MAGIC
 
 if TYPE_CHECKING:
@@ -98,11 +99,6 @@ class DemuxProtocol(asyncio.Protocol):
             if prefix == PROTOCOL_MAGIC:
                 self._to_peer()
                 return
-            # The web interface's access rule (node/webaccess.py).
-            if not self._host.web_allowed(self._peer_ip(), self._local_ip()):
-                self._host.note_refusal(WEB_REFUSED, self._peer_ip())
-                self._transport.abort()  # closed with no answer: nothing tells a scanner what listens here
-                return
             verdict = self._host.admission.to_http(self._key, time.monotonic())
             self._host.evict(verdict.evict)
             if not verdict.admitted:
@@ -141,8 +137,15 @@ class DemuxProtocol(asyncio.Protocol):
             if len(self._buffer) > MAX_REQUEST_HEAD or not _REQUEST_LINE_START.match(self._buffer):
                 self._transport.close()  # not the start of a request line: no need to wait for the rest
             return
-        if not _REQUEST_LINE.fullmatch(self._buffer[:line_end]):
+        request_line = self._buffer[:line_end]
+        if not _REQUEST_LINE.fullmatch(request_line):
             self._transport.close()  # HTTP/0.9 or not HTTP at all: nothing we could answer it would understand
+            return
+        # The web interface's access rule (node/webaccess.py): the internal tracker is open to all.
+        target = request_line.split(b" ")[1].decode("ascii")
+        if not is_tracker_path(target) and not self._host.web_allowed(self._peer_ip(), self._local_ip()):
+            self._host.note_refusal(WEB_REFUSED, self._peer_ip())
+            self._transport.abort()  # closed with no answer: nothing tells a scanner what listens here
             return
         if b"\r\n\r\n" not in self._buffer and b"\n\n" not in self._buffer:
             if len(self._buffer) > MAX_REQUEST_HEAD:

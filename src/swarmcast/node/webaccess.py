@@ -1,6 +1,9 @@
 """Who may use a node's web interface (/app/...): the local machine and --monitor-node-ip, or anyone with
 --service-remote-access. Decided by IP when a connection's first bytes show it is HTTP (node/demux.py); a refused
-connection is closed without an answer. The peer protocol on the same port is not concerned.
+connection is closed without an answer. The peer protocol on the same port is not concerned, nor is the node's
+internal tracker (``/announce``, ``/app/TOKEN/announce``): it is for the viewers' engines, wherever they are, as
+trackers are (a token still guards the token one). A connection let in for the tracker may not go on to another
+path: each request's path is checked again (http/node_api.py's ``web_access_middleware``).
 
 "Local" is exactly 127.0.0.1 and ::1 (and 127.0.0.1 as an IPv4-mapped IPv6 address on a dual-stack socket), not
 all of 127.0.0.0/8: other loopback addresses are how this machine's other hosts (containers, test peers) appear,
@@ -44,3 +47,12 @@ class WebAccess:
         if address is None:
             return False
         return address in self.allowed or address == _normal(local_ip)
+
+
+def is_tracker_path(target: str) -> bool:
+    """``target`` (a request target, query included) is the internal tracker: ``/announce`` or ``/app/X/announce``."""
+    path = target.split("?", 1)[0]
+    if path == "/announce":
+        return True
+    parts = path.split("/")
+    return len(parts) == 4 and parts[0] == "" and parts[1] == "app" and parts[2] != "" and parts[3] == "announce"
