@@ -10,7 +10,8 @@ with the same number of players, for the same time; both are printed side by sid
 Start nodes (docs/benchmarks.md, "Start nodes"): ``--support-max-peers`` makes the broadcaster's nodes small so the
 swarm is full, ``--late-viewers L`` players arrive ``--late-after`` seconds after the ramp (one every
 ``--late-interval`` s) and their startup is reported on its own, and ``--startup-nodes K`` adds K start nodes
-(``swarmcast node startup``) that the late viewers fetch the transport file from:
+(``swarmcast node startup``), written into the transport file (``--startup-node``), which engines dial first while
+they have not started:
 
     python bench/swarm.py --viewers 20 --late-viewers 8 --late-after 15 --late-interval 4 --support 2 \
         --support-max-peers 6 --startup-nodes 1 --bitrate 1M --size 320x180 --fps 25 --duration 60 --out /tmp/b
@@ -205,8 +206,7 @@ class Bench:
         # Start nodes are the broadcaster's too: the same credential as support nodes.
         authorised = [arg for p_ in support_ports + startup_ports for arg in ("--support-node", f"{HOST}:{p_}")]
         # --startup-node writes them into the transport file, so that engines dial them first while they have not
-        # started (issue 8, item 6: helper E's part; until it is merged the source only parses the flag, and the
-        # late viewers are sent to a start node by taking its transport file, see spawn_viewer).
+        # started (swarm/dialer.py).
         authorised += [arg for p_ in startup_ports for arg in ("--startup-node", f"{HOST}:{p_}")]
         small = ["--max-peers", str(a.support_max_peers)] if a.support_max_peers else []
         self.source = p.spawn(
