@@ -360,6 +360,7 @@ class FakeHost:
     def __init__(self) -> None:
         self.port = 8621
         self.bind = "127.0.0.1"
+        self.local_address = ("127.0.0.1", 0)  # where its announces leave from
         self.peer_id = b"-SC0100-" + bytes(12)
         self.dials = 0
 
