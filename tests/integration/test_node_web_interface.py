@@ -21,7 +21,7 @@ FIELDS = {
     "version", "type", "infohash", "port", "max_connections", "max_peers", "max_upload_slots", "download_speed",
     "upload_speed", "connected_peers_count", "connected_peers", "upload_slots", "hls_manifest_url",
     "download_from", "upload_to", "bitrate", "last_piece", "downloaded", "uploaded", "cache_type", "cache_bytes",
-    "cache_max_bytes", "cache_pieces", "uptime", "support_nodes", "rejected_connections",
+    "cache_max_bytes", "cache_pieces", "uptime", "support_nodes", "metatrackers", "rejected_connections",
     "rejected_connections_total", "stats_report_interval", "updated_at",
 }  # fmt: skip
 SOURCE_FIELDS = FIELDS | {"source_url", "source_status"}

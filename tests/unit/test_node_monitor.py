@@ -268,3 +268,14 @@ def test_tracker_paths_are_told_from_the_web_interface() -> None:
     assert not is_tracker_path("/app//announce")
     assert not is_tracker_path("/app/a/b/announce")
     assert not is_tracker_path("/announce/../app/monitor")
+
+
+def test_monitor_shows_each_metatracker_and_an_empty_list_without() -> None:
+    from swarmcast.discovery.metatracker import MetatrackerStatus
+
+    _bc, net, state = source_state()
+    assert monitor_figures(state, net.now, 0.0, list_peers=False)["metatrackers"] == []
+    state.metatrackers = lambda: [MetatrackerStatus("http://127.0.0.1:9/mt", 2, 1, "no answer within 10 s")]
+    assert monitor_figures(state, net.now, 0.0, list_peers=False)["metatrackers"] == [
+        {"url": "http://127.0.0.1:9/mt", "answers": 2, "consecutive_failures": 1, "last_error": "no answer within 10 s"}
+    ]

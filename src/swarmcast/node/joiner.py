@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 import aiohttp
 
 from swarmcast.discovery.announcer import Announcer
-from swarmcast.discovery.metatracker import MetatrackerClient
+from swarmcast.discovery.metatracker import MetatrackerClient, MetatrackerStatus
 from swarmcast.discovery.metatracker_protocol import MetatrackerAnswer, format_node_address
 from swarmcast.node.host import PeerHost
 from swarmcast.swarm.core import Swarm
@@ -241,6 +241,10 @@ class Membership:
         self._started = False
         self._closed = False
         swarm.descriptor_listeners.append(self._on_descriptor)
+
+    def metatracker_status(self) -> list[MetatrackerStatus]:
+        """What each metatracker of the broadcast last answered (none until the descriptor names some)."""
+        return self.metatrackers.status() if self.metatrackers is not None else []
 
     def _own(self) -> set[Address]:
         port = self.host.port

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from swarmcast import __version__
+from swarmcast.discovery.metatracker import MetatrackerStatus
 from swarmcast.ingest.status import InputStatus
 from swarmcast.node.access import AccessControl, AccessPolicy
 from swarmcast.node.admission import Admission
@@ -66,6 +67,8 @@ class NodeState:
     hls_manifest_url: str | None = None  # an HLS source's manifest (none yet)
     download_from: tuple[Address, ...] = ()
     upload_to: tuple[Address, ...] = ()
+    # The node's metatracker clients (discovery/metatracker.py), once they exist; none: an empty list.
+    metatrackers: Callable[[], list[MetatrackerStatus]] | None = None
     # Called with every valid update before the swarm changes; raise ValueError (naming the parameter) to refuse it.
     update_hooks: list[UpdateHook] = field(default_factory=list)
 
@@ -138,6 +141,11 @@ def monitor_figures(state: NodeState, now: float, wall: float, *, list_peers: bo
         "cache_pieces": len(store),
         "uptime": round(now - state.started_at),
         # Connected peers holding a verified support credential (docs/protocol.md), as [ip, listen port].
+        "metatrackers": [
+            {"url": m.url, "answers": m.answers, "consecutive_failures": m.consecutive_failures,
+             "last_error": m.last_error}
+            for m in (state.metatrackers() if state.metatrackers is not None else [])
+        ],
         "support_nodes": sorted([s.address[0], s.address[1]] for s in sessions if s.is_seeder and not s.is_source),
         "rejected_connections": refusals,
         "rejected_connections_total": sum(refusals.values()),

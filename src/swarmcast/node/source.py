@@ -245,6 +245,7 @@ class SourceNode:
         metatrackers = MetatrackerClient(descriptor.metatrackers, info_hash=content_id,
                                          on_answer=lambda url, answer: _add_trackers(announcer, url, answer))
         metatrackers.start()
+        self.node_state.metatrackers = metatrackers.status
         log.info("source node listening on %s:%d", config.common.bind, host.port)
 
         async def pump() -> None:

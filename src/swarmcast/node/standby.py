@@ -245,6 +245,7 @@ class StandbyNode:
         host.tick_hooks.append(on_tick)
         await host.start()
         membership = Membership(host, swarm, descriptor.trackers + config.common.trackers)
+        self.node_state.metatrackers = membership.metatracker_status
         membership.start()
         log.info("standby node listening on %s:%d", config.common.bind, host.port)
         chunks = read_ts_source(

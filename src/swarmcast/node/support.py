@@ -90,6 +90,7 @@ class SupportNode:
             log.info("private node: not announcing to %d trackers", len(set(trackers)))
             trackers = ()
         membership = Membership(host, swarm, trackers)
+        self.node_state.metatrackers = membership.metatracker_status
         membership.start()
         log.info("%s node listening on %s:%d", kind, config.common.bind, host.port)
         with pid_file(config.common.pid_file_dir, host.port), signal_handler(signal.SIGHUP, access.on_hangup):
