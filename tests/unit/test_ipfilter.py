@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,10 @@ def test_bad_files(tmp_path: Path) -> None:
     path = tmp_path / "filter.json"
     with pytest.raises(FilterError, match="cannot read it"):
         load_filter(path, have_geoip=False)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # re-read on SIGHUP in the event loop: opening it must not wait for a writer
+    with pytest.raises(FilterError, match="not a regular file"):
+        load_filter(fifo, have_geoip=False)
     path.write_text("{not json")
     with pytest.raises(FilterError, match="not JSON"):
         load_filter(path, have_geoip=False)

@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from swarmcast.discovery.metatracker_protocol import (
     encode_answer,
     parse_node_address,
 )
+from swarmcast.files import UnreadableFileError, read_regular_file
 
 __all__ = ["ConfigError", "ConfigFile", "MetatrackerConfig", "make_app", "parse_config", "parse_infohash"]
 
@@ -176,18 +175,11 @@ def parse_config(data: bytes) -> MetatrackerConfig:
 def read_config(path: Path) -> MetatrackerConfig:
     """Read and parse ``path`` (a regular file, at most MAX_CONFIG_BYTES); ConfigError naming the problem."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as error:
-        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigError(f"{path} is not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as file:
-            data = file.read(MAX_CONFIG_BYTES + 1)
-    except OSError as error:
-        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
-    finally:
-        os.close(fd)
+        data = read_regular_file(path, MAX_CONFIG_BYTES)
+    except UnreadableFileError as error:
+        if error.not_regular:
+            raise ConfigError(f"{path} is not a regular file") from None
+        raise ConfigError(f"cannot read {path}: {error}") from None
     return parse_config(data)
 
 

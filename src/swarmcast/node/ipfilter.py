@@ -41,6 +41,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swarmcast.files import UnreadableFileError, read_regular_file
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # A country lookup: an address's ISO code (upper case), None when the database does not know it.
@@ -226,10 +228,10 @@ def _country_keys(ip_filter: IpFilter) -> str:
 def load_filter(path: Path, *, have_geoip: bool) -> IpFilter:
     """Read and parse ``path``; FilterError (naming the file, key and value) when it is unusable."""
     try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_FILTER_BYTES + 1)
-    except OSError as error:
-        raise FilterError(f"{path}: cannot read it: {error.strerror or error}") from None
+        # Re-read on SIGHUP inside the event loop: a FIFO or device here must be an error, not a hang.
+        raw = read_regular_file(path, MAX_FILTER_BYTES)
+    except UnreadableFileError as error:
+        raise FilterError(f"{path}: cannot read it: {error}") from None
     if len(raw) > MAX_FILTER_BYTES:
         raise FilterError(f"{path}: larger than {MAX_FILTER_BYTES} bytes")
     try:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 import re
-import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ import aiohttp
 from swarmcast.discovery.announcer import Announcer
 from swarmcast.discovery.metatracker import MetatrackerClient, MetatrackerStatus
 from swarmcast.discovery.metatracker_protocol import MetatrackerAnswer, format_node_address
+from swarmcast.files import UnreadableFileError, read_regular_file
 from swarmcast.node.host import PeerHost
 from swarmcast.swarm.core import Swarm
 from swarmcast.swarm.peer import Address
@@ -153,21 +152,11 @@ def _read_local(name: str, local: LocalFiles) -> bytes:
         if not path.is_relative_to(root):
             raise JoinError(f"url= names no file under the transport files directory {local.directory}")
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses anything but a regular file.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as error:
-        raise JoinError(f"cannot read transport file {name}: {error.strerror or error}") from None
-    except ValueError as error:  # a NUL in the name
+        data = read_regular_file(path, MAX_METADATA_SIZE)
+    except UnreadableFileError as error:
+        if error.not_regular:
+            raise JoinError(f"transport file {name} is not a regular file") from None
         raise JoinError(f"cannot read transport file {name!r}: {error}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise JoinError(f"transport file {name} is not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as file:
-            data = file.read(MAX_METADATA_SIZE + 1)
-    except OSError as error:
-        raise JoinError(f"cannot read transport file {name}: {error.strerror or error}") from None
-    finally:
-        os.close(fd)
     if len(data) > MAX_METADATA_SIZE:
         raise JoinError(f"transport file {name} is more than {MAX_METADATA_SIZE} bytes")
     return data
