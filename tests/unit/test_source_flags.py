@@ -17,6 +17,19 @@ def _args(tmp: Path, *extra: str) -> list[str]:
             "--metadata-dir", str(tmp), "--publish-dir", str(tmp), *extra]  # fmt: skip
 
 
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--source-reconnect-interval", "nan"), ("--source-reconnect-interval", "inf"), ("--handshake-timeout", "nan"),
+    ("--stats-report-interval", "inf"), ("--standby-takeover-after", "nan"),
+])  # fmt: skip
+def test_seconds_must_be_finite(tmp_path: Path, flag: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # float() takes "nan" and "inf"; a nan interval compares false with everything and would never fire.
+    with pytest.raises(SystemExit) as exit_info:
+        main(_args(tmp_path, flag, value))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "not a finite number" in err
+
+
 @pytest.mark.parametrize("value", ["0", "0.5", "-1", "3601", "nan", "inf", "ten"])
 def test_read_timeout_is_bounded(tmp_path: Path, value: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:

@@ -14,6 +14,7 @@ from swarmcast.commands.options import (
     add_common,
     address,
     common_from_args,
+    non_negative_float,
     non_negative_int,
     piece_size,
     port,
@@ -287,7 +288,7 @@ def run_source(args: argparse.Namespace) -> int:
     key_path = config.metadata_dir / f"{config.name}.sauth"
     if not key_path.is_file():
         # A standby with a fresh key would sign pieces nobody accepts: the key must be the primary's.
-        print(f"swarmcast node source: error: --standby-for needs the broadcast's key, and {key_path} does not "
+        print(f"{args.command_prog}: error: --standby-for needs the broadcast's key, and {key_path} does not "
               "exist (copy the primary's .sauth there)", file=sys.stderr)  # fmt: skip
         return 2
     try:
@@ -298,29 +299,24 @@ def run_source(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_support(args: argparse.Namespace) -> int:
-    config = SupportConfig(common=common_from_args(args), url=args.url, download_from=tuple(args.download_from))
-    if _filter_refused(args.command_prog, config.common.access):
-        return 2
+def _run_follower(node: SupportNode) -> int:
+    """Run a support or start node until it is stopped; a broadcast it cannot join is one line, exit 2."""
     try:
-        asyncio.run(run_until_stopped(SupportNode(config).run))
+        asyncio.run(run_until_stopped(node.run))
     except JoinError as error:
         log.error("cannot join: %s", error)
         return 2
-    except FilterError as error:  # the file changed since the check above
+    except FilterError as error:  # the file changed since the check before the start
         log.error("%s", error)
         return 2
     return 0
 
 
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
-    return value
+def run_support(args: argparse.Namespace) -> int:
+    config = SupportConfig(common=common_from_args(args), url=args.url, download_from=tuple(args.download_from))
+    if _filter_refused(args.command_prog, config.common.access):
+        return 2
+    return _run_follower(SupportNode(config))
 
 
 def run_startup(args: argparse.Namespace) -> int:
@@ -328,12 +324,4 @@ def run_startup(args: argparse.Namespace) -> int:
     if _filter_refused(args.command_prog, support.common.access):
         return 2
     rotation = RotationConfig(handoff_bytes=args.startup_handoff_bytes, handoff_after=args.startup_handoff_after)
-    try:
-        asyncio.run(run_until_stopped(StartupNode(StartupConfig(support=support, rotation=rotation)).run))
-    except JoinError as error:
-        log.error("cannot join: %s", error)
-        return 2
-    except FilterError as error:  # the file changed since the check above
-        log.error("%s", error)
-        return 2
-    return 0
+    return _run_follower(StartupNode(StartupConfig(support=support, rotation=rotation)))
