@@ -55,6 +55,15 @@ async def test_standby_takes_over_when_the_primary_is_killed(tmp_path: Path) -> 
             published = (tmp_path / "standby-publish" / "test.acelive").read_bytes()
             assert published == descriptor.encode()
             assert (await _standby_status(standby_port))["state"] == "following"
+            # The standby reads the input too, and its monitor says so (the ingest loop keeps its InputStatus).
+            async with aiohttp.ClientSession() as session:
+                for _ in range(100):
+                    async with session.get(f"http://{HOST}:{standby_port}/app/monitor") as response:
+                        source_status = (await response.json())["source_status"]
+                    if source_status["connected"]:
+                        break
+                    await asyncio.sleep(0.2)
+            assert source_status["connected"] and source_status["bytes_received"] > 0, source_status
             url = f"{api}/ace/getstream?url=http://{HOST}:{support_port}/app/get_transport_file"
             player = asyncio.create_task(read_timed(url, 16.0, stream))
             await wait_for(lambda: len(stream.chunks) > 20, 20.0, "the player's first pieces")

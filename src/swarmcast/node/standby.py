@@ -250,7 +250,7 @@ class StandbyNode:
         log.info("standby node listening on %s:%d", config.common.bind, host.port)
         chunks = read_ts_source(
             config.source_url, reconnect_interval=config.source_reconnect_interval,
-            read_timeout=config.source_read_timeout, on_reconnect=on_reconnect,
+            read_timeout=config.source_read_timeout, on_reconnect=on_reconnect, status=self.input_status,
         )
 
         async def pump() -> None:
