@@ -143,29 +143,21 @@ async def test_monitor_fields_token_and_update_on_running_nodes(tmp_path: Path) 
 
 async def http_from(local_ip: str, port: int, path: str = "/app/monitor") -> bytes:
     """What the node answers a GET sent from ``local_ip`` (b"" if it closes the connection without a word)."""
-    reader, writer = await asyncio.open_connection(HOST, port, local_addr=(local_ip, 0))
-    try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode())
-        await writer.drain()
-        data = b""
-        with contextlib.suppress(ConnectionResetError):
-            async with asyncio.timeout(10):
-                while chunk := await reader.read(65536):
-                    data += chunk
-        return data
-    finally:
-        writer.close()
+    return await pipelined_from(local_ip, port, [path])
 
 
 async def pipelined_from(local_ip: str, port: int, paths: list[str]) -> bytes:
-    """Everything the node sends back to ``paths`` requested one after the other on one kept-alive connection."""
+    """Everything the node sends back to ``paths`` requested one after the other on one kept-alive connection
+    (the last request asks for the connection to be closed)."""
     reader, writer = await asyncio.open_connection(HOST, port, local_addr=(local_ip, 0))
     try:
-        writer.write(b"".join(f"GET {p} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode() for p in paths))
+        heads = [f"GET {p} HTTP/1.1\r\nHost: {HOST}:{port}\r\n" for p in paths]
+        heads[-1] += "Connection: close\r\n"
+        writer.write("".join(head + "\r\n" for head in heads).encode())
         await writer.drain()
         data = b""
         with contextlib.suppress(ConnectionResetError, TimeoutError):
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(10):
                 while chunk := await reader.read(65536):
                     data += chunk
         return data
