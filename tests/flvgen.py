@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import threading
+import time
+from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
@@ -75,3 +79,64 @@ def make_flv(
                 container.mux(packet)
     container.close()
     return buffer.getvalue()
+
+
+def publish_rtmp(url: str, stop: threading.Event, *, width: int = 320, height: int = 180, fps: int = 25,
+                 video: str = "libx264", max_seconds: float = 120.0) -> None:  # fmt: skip
+    """Push the test picture and a tone to ``url`` in real time until ``stop`` (what OBS or ffmpeg -re does)."""
+    container: Any = av.open(url, "w", format="flv", options={"flvflags": "no_duration_filesize"})
+    try:
+        options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(fps)} if video == "libx264" else {}
+        vstream: Any = container.add_stream(video, rate=fps, options=options)
+        vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
+        vstream.bit_rate = 500_000
+        if video != "libx264":
+            vstream.codec_context.gop_size = fps
+        astream: Any = container.add_stream("aac", rate=48_000)
+        astream.layout = "stereo"
+        picture = _Picture(width, height, fps)
+        start = time.monotonic()
+        samples = 0
+        n = 0
+        while not stop.is_set() and n < max_seconds * fps:
+            delay = start + n / fps - time.monotonic()
+            if delay > 0 and stop.wait(delay):
+                break
+            frame = av.VideoFrame.from_ndarray(picture.draw(n), format="yuv420p")
+            frame.pts, frame.time_base = n, Fraction(1, fps)
+            for packet in vstream.encode(frame):
+                container.mux(packet)
+            while samples < (n + 1) * 48_000 // fps:
+                tone = (0.2 * np.sin(np.arange(samples, samples + 1024) * 0.06)).astype(np.float32)
+                aframe = av.AudioFrame.from_ndarray(np.stack((tone, tone)), format="fltp", layout="stereo")
+                aframe.sample_rate, aframe.pts, aframe.time_base = 48_000, samples, Fraction(1, 48_000)
+                samples += 1024
+                for packet in astream.encode(aframe):
+                    container.mux(packet)
+            n += 1
+    finally:
+        with contextlib.suppress(av.FFmpegError, OSError):
+            container.close()
+
+
+@contextlib.contextmanager
+def rtmp_publisher(url: str, **kwargs: Any) -> Iterator[threading.Thread]:
+    """``publish_rtmp`` in a thread for the duration of the ``with``; joined at the end, pass or fail."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            publish_rtmp(url, stop, **kwargs)
+        except BaseException as error:  # reported at the end of the with
+            errors.append(error)
+
+    thread = threading.Thread(target=run, name="rtmp-publisher", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(30)
+    if errors and not isinstance(errors[0], av.FFmpegError | OSError):
+        raise errors[0]

@@ -44,10 +44,11 @@ from swarmcast.media.tsmux import TsMuxer
 log = logging.getLogger("swarmcast.broadcaster")
 
 DEFAULT_MAX_QUEUE_BYTES: Final = 8 * 1024 * 1024  # of FLV not yet demuxed: ~30 s at 2 Mbit/s
-# FFmpeg's probe of the first bytes: 1 MiB and 2 s of media are plenty to see an RTMP publisher's sequence headers
-# and first frames; FFmpeg's defaults (5 MB, 5 s) only add start-up delay on a live stream.
+# FFmpeg's probe of the first bytes before the streams are known (the start-up delay of every rendition): an RTMP
+# publisher sends its sequence headers first, so 1 s of media is plenty to see video and audio; FFmpeg's default
+# (5 s) only adds delay. An audio track that starts more than this after the video is not found (and not sent).
 PROBE_SIZE: Final = 1024 * 1024
-ANALYZE_DURATION_US: Final = 2_000_000
+ANALYZE_DURATION_US: Final = 1_000_000
 DEFAULT_AUDIO_BITRATE: Final = 128_000  # for BANDWIDTH when the publisher does not say
 
 

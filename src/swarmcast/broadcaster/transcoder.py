@@ -34,6 +34,7 @@ import av
 from av.packet import Packet
 from av.stream import Stream
 from av.video.frame import VideoFrame
+from av.video.reformatter import VideoReformatter
 
 from swarmcast.broadcaster.profiles import Profile
 from swarmcast.media.tsmux import TsMuxer
@@ -163,6 +164,7 @@ class _Rendition:
         self.muxer = TsMuxer()
         self.video: Any = self._add_encoder()
         self.audio = self.muxer.add_copy(audio) if audio is not None else None
+        self._scaler = VideoReformatter()
         self._last_slot: int | None = None
         self._started = False  # a source keyframe has been encoded: frames before it are not worth sending
         self.frames_out = 0
@@ -266,7 +268,10 @@ class _Rendition:
         if frame.pts is None or not self._keep(frame.pts, keyframe):
             return
         self._started = True
-        out = frame.reformat(self.profile.width, self.profile.height, "yuv420p", interpolation="BILINEAR")
+        # Our own reformatter: VideoFrame.reformat would cache one SwsContext on the shared source picture, and the
+        # renditions' threads would scale through it at once (a deadlock inside swscale, seen).
+        out = self._scaler.reformat(frame, self.profile.width, self.profile.height, "yuv420p",
+                                    interpolation="BILINEAR", threads=1)  # fmt: skip
         out.pts = frame.pts
         out.time_base = self.time_base
         out.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE

@@ -22,7 +22,8 @@ from swarmcast.commands.options import (
 )
 from swarmcast.credential import CREDENTIAL_LIFETIME, MAX_CREDENTIAL_LIFETIME, MIN_CREDENTIAL_LIFETIME
 from swarmcast.discovery.metatracker_protocol import check_metatracker_url
-from swarmcast.ingest.http_ts import DEFAULT_READ_TIMEOUT, source_url_problem
+from swarmcast.ingest.http_ts import DEFAULT_READ_TIMEOUT
+from swarmcast.ingest.select import source_problem
 from swarmcast.node.access import FilterError, load_access_filter
 from swarmcast.node.config import AccessConfig, SourceConfig, StandbyConfig, StartupConfig, SupportConfig
 from swarmcast.node.joiner import JoinError
@@ -124,7 +125,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                               description="The source node of one broadcast. Ace Stream's spelling: "
                               "acestreamengine --stream-source-node ...")  # fmt: skip
     add_common(source, default_port=7764, default_slots=8)
-    source.add_argument("--source", required=True, metavar="URL", help="the input: MPEG-TS over HTTP(S) (required)")
+    source.add_argument("--source", required=True, metavar="URL",
+                        help="the input: MPEG-TS over HTTP(S), or rtmp://HOST/APP/NAME (pulled) (required)")
     source.add_argument("--name", type=_name, help="file name of the broadcast: NAME.acelive, NAME.sauth, "
                         "NAME.restart (default: derived from --title)")  # fmt: skip
     source.add_argument("--title", required=True, help="the broadcast's title players show (required)")
@@ -238,7 +240,7 @@ def discovery_count_error(startup_nodes: list[Address], metatrackers: list[str])
 
 
 def run_source(args: argparse.Namespace) -> int:
-    problem = source_url_problem(args.source)
+    problem = source_problem(args.source)
     if problem is not None:  # at the edge: retrying a URL we can never read would only fill the log
         print(f"{args.command_prog}: error: argument --source: {problem}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from swarmcast.discovery.metatracker import MetatrackerClient
 from swarmcast.discovery.metatracker_protocol import MetatrackerAnswer, canonical_node_address
 from swarmcast.discovery.tracker_server import InternalTracker
 from swarmcast.http.node_api import node_api_routes
-from swarmcast.ingest.http_ts import read_ts_source
+from swarmcast.ingest.select import read_source
 from swarmcast.ingest.status import InputStatus
 from swarmcast.media.ts import TsPacketizer
 from swarmcast.node.access import AccessControl
@@ -164,7 +164,7 @@ class SourceNode:
         # A non-TS or unreachable input yields nothing: with --bitrate the transport file is published and the
         # node listens (its monitor shows the input's state) while no piece is made; with bitrate detection the
         # node waits for 2 s of real TS before it has a descriptor to publish.
-        chunks = read_ts_source(
+        chunks = read_source(
             config.source_url, reconnect_interval=config.source_reconnect_interval,
             read_timeout=config.source_read_timeout, on_reconnect=on_reconnect, status=self.input_status,
         )  # fmt: skip

@@ -1,0 +1,36 @@
+"""Which reader takes a ``--source`` URL: MPEG-TS over HTTP(S), or an RTMP pull (remuxed to MPEG-TS).
+
+Every reader has ``read_ts_source``'s signature and contract (chunks of TS for ever, reconnecting, the InputStatus
+kept), so the source and standby nodes do not care which one runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from swarmcast.ingest.http_ts import read_ts_source, source_url_problem
+from swarmcast.ingest.rtmp_pull import is_rtmp_url, read_rtmp_source, rtmp_url_problem
+from swarmcast.ingest.status import InputStatus
+
+
+def source_problem(url: str) -> str | None:
+    """Why ``url`` can never be read as a source (None if it can be tried)."""
+    if is_rtmp_url(url):
+        return rtmp_url_problem(url)
+    problem = source_url_problem(url)
+    if problem is not None and "://" in url and not url.lower().startswith(("http://", "https://")):
+        return f"{url[:200]!r}: the source reads MPEG-TS over http:// or https://, or pulls rtmp://"
+    return problem
+
+
+def read_source(
+    url: str,
+    *,
+    reconnect_interval: float = 1.0,
+    read_timeout: float = 10.0,
+    on_reconnect: Callable[[], None] | None = None,
+    status: InputStatus | None = None,
+) -> AsyncIterator[bytes]:
+    reader = read_rtmp_source if is_rtmp_url(url) else read_ts_source
+    return reader(url, reconnect_interval=reconnect_interval, read_timeout=read_timeout, on_reconnect=on_reconnect,
+                  status=status)  # fmt: skip
