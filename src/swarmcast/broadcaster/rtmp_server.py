@@ -337,7 +337,7 @@ class RtmpServer:
         self.config = config
         self.target = target
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._sessions: dict[asyncio.Task[None], _Session] = {}
 
     @property
     def port(self) -> int:
@@ -347,7 +347,7 @@ class RtmpServer:
 
     @property
     def connections(self) -> int:
-        return len(self._tasks)
+        return len(self._sessions)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.config.host, self.config.port,
@@ -358,24 +358,29 @@ class RtmpServer:
         task = asyncio.current_task()
         assert task is not None
         session = _Session(self, reader, writer)
-        if len(self._tasks) >= self.config.max_connections:
+        if len(self._sessions) >= self.config.max_connections:
             log.warning("rtmp %s: refused: %d connections already (--max-rtmp-connections)", session.peer,
-                        len(self._tasks))  # fmt: skip
+                        len(self._sessions))  # fmt: skip
             writer.transport.abort()
             return
-        self._tasks.add(task)
+        self._sessions[task] = session
         try:
             await session.run()
         finally:
-            self._tasks.discard(task)
+            del self._sessions[task]
 
     async def close(self) -> None:
+        """Stop listening and end every connection. The sessions end by themselves once their transports are
+        aborted (asyncio's server, which started their tasks, reports a cancelled one as an error)."""
         if self._server is not None:
             self._server.close()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for session in self._sessions.values():
+            session.close("the broadcaster is stopping")
+        tasks = list(self._sessions)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=5.0)
+            for task in pending:
+                task.cancel()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()

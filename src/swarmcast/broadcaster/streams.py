@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
+from swarmcast.broadcaster.profiles import SOURCE_RENDITION
 from swarmcast.broadcaster.rtmp_server import Publisher, PublishRefusedError
 from swarmcast.media.hls_playlist import DEFAULT_WINDOW, SegmentWindow
 from swarmcast.media.ts_segmenter import TsSegment, TsSegmenter
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("swarmcast.broadcaster.streams")
 
-SOURCE_RENDITION: Final = "source"  # the publisher's own encoding, remuxed (profiles.SOURCE_RENDITION)
 
 DEFAULT_RECONNECT_GRACE: Final = 10.0
 DEFAULT_MAX_STREAMS: Final = 16
