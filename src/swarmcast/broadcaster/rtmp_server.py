@@ -198,7 +198,10 @@ class _Session:
                     self._log_end(f"{what} within {limit:g} s ({self.framing.bytes_received} bytes received)")
                     return
                 if not data:
-                    self._log_end("publisher disconnected" if self.publisher else "closed by the client")
+                    if self.publisher is None and not self.framing.bytes_received:
+                        log.debug("rtmp %s: closed before sending anything", self.peer)  # a port probe
+                    else:
+                        self._log_end("publisher disconnected" if self.publisher else "closed by the client")
                     return
                 before = self.media_messages
                 for message in self.framing.feed(data):
@@ -215,7 +218,8 @@ class _Session:
         except RtmpProtocolError as error:
             self._log_end(f"protocol error: {error}", warning=True)
         except PublishRefusedError as error:
-            log.warning("rtmp %s: publish refused: %s", self.peer, error)
+            what = f"stream {self.stream_id!r}: " if self.stream_id else ""
+            log.warning("rtmp %s: %spublish refused: %s", self.peer, what, error)
             self._send_status("error", error.code, str(error))
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
