@@ -43,7 +43,7 @@ def publisher(tmp_path: Path, url: str, name: str = "testsrc") -> Iterator[Swarm
 
 def get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback test URL
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
@@ -81,7 +81,7 @@ def wait_playlist(url: str, *, segments: int = 1, timeout: float = 60.0, process
 
 def decode_segment(data: bytes) -> tuple[int, int, int, float | None]:
     """(video frames decoded, width, height, frame rate) of one TS segment."""
-    with av.open(io.BytesIO(data), format="mpegts") as container:
+    with av.open(io.BytesIO(data), mode="r", format="mpegts") as container:
         stream = container.streams.video[0]
         frames = sum(1 for _ in container.decode(stream))
         rate = float(stream.average_rate) if stream.average_rate else None

@@ -56,7 +56,7 @@ def test_videodac_recipe_live_playlist_advances_and_segments_decode(tmp_path: Pa
         assert get(f"{base}/stream/nosuch.m3u8")[0] == 404
         assert get(f"{base}/stream/hello_world/P144p30fps16x9/999999.ts")[0] == 404
         # The continuous TS of a rendition starts on a segment: decodable from its first byte.
-        with av.open(f"{base}/stream/hello_world/source.ts", format="mpegts", timeout=10) as live:
+        with av.open(f"{base}/stream/hello_world/source.ts", mode="r", format="mpegts", timeout=10) as live:
             frames = 0
             for _ in live.decode(video=0):
                 frames += 1
@@ -102,12 +102,12 @@ class _Reader(threading.Thread):
     def run(self) -> None:
         deadline = time.monotonic() + self.seconds
         try:
-            with av.open(self.url, timeout=10, options={"live_start_index": "-2"}) as container:
+            with av.open(self.url, mode="r", timeout=10, options={"live_start_index": "-2"}) as container:
                 for _ in container.decode(video=0):
                     self.decoded_at.append(time.monotonic())
                     if time.monotonic() > deadline:
                         break
-        except BaseException as error:  # noqa: BLE001 - reported by the test
+        except BaseException as error:
             self.error = error
 
 

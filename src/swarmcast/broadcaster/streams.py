@@ -278,8 +278,7 @@ class StreamRegistry:
                 self._on_info(stream, infos)
 
         def on_error(message: str) -> None:
-            if current():
-                log.warning("stream %r: %s", stream_id, message)
+            if current():  # the pipeline has logged it; the session logs the close with it
                 close(message)
 
         pipeline = self._pipeline_factory(stream_id, list(self.config.profiles), on_ts=on_ts, on_info=on_info,
