@@ -149,7 +149,11 @@ def _as_pyrtmp(message: RtmpMessage, payload: bytes) -> Chunk:
 
 
 class _Closed(Exception):  # noqa: N818 - an ending, not an error
-    """The session ends for ``reason`` (already logged where it happened, or to be logged by the caller)."""
+    """The session ends for ``reason`` (logged by the session as it closes; a warning when it is the peer's fault)."""
+
+    def __init__(self, reason: str, *, warning: bool = False) -> None:
+        super().__init__(reason)
+        self.warning = warning
 
 
 class _Session:
@@ -213,8 +217,11 @@ class _Session:
                 if out:
                     self.writer.write(out)
                 if self.writer.transport.get_write_buffer_size():
-                    async with asyncio.timeout(WRITE_TIMEOUT):
-                        await self.writer.drain()
+                    try:
+                        async with asyncio.timeout(WRITE_TIMEOUT):
+                            await self.writer.drain()
+                    except TimeoutError:
+                        raise _Closed(f"our replies unread for {WRITE_TIMEOUT:g} s", warning=True) from None
         except RtmpProtocolError as error:
             self._log_end(f"protocol error: {error}", warning=True)
         except PublishRefusedError as error:
@@ -225,7 +232,7 @@ class _Session:
                 async with asyncio.timeout(1.0):
                     await self.writer.drain()
         except _Closed as ended:
-            self._log_end(str(ended))
+            self._log_end(str(ended), warning=ended.warning)
         except (ConnectionError, TimeoutError) as error:
             if self.closed_by_us is not None:
                 self._log_end(self.closed_by_us, warning=True)
