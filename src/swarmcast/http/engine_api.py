@@ -36,6 +36,7 @@ from swarmcast.http.hls_out import (
     PLAYLIST_HEADERS,
     SEGMENT_PATH,
     HlsOutputs,
+    HlsNotReadyError,
     HlsStartError,
     playlist_response,
     segment_response,
@@ -147,6 +148,8 @@ async def manifest(request: web.Request) -> web.Response:
         return _error(str(error), 503)
     except HlsStartError as error:
         return _error(str(error), 504)
+    except HlsNotReadyError as error:
+        return _error(str(error), 503)
     query = urllib.parse.urlencode([(k, v) for k, v in request.query.items() if k != "format"])
     response = {
         **_urls(request, session),

@@ -17,7 +17,8 @@ Bounds: at most ``MAX_OUTPUTS`` outputs at once (the next broadcast's first play
 evicted); an output stops ``IDLE_SECONDS`` after the last playlist or segment request (then its broadcast idles out
 as after a getstream player); a broadcast that produces nothing within the engine's ``--startup-timeout`` ends its
 output with a 504 naming the reason; a playlist request waits at most ``FIRST_SEGMENT_WAIT`` for the first segment
-(a cold start gets a playlist with a segment in it rather than an empty one that players treat as an error).
+(a cold start gets a playlist with a segment in it rather than an empty one, which players treat as an error), and
+is a 503 (retried by players) if there is none by then.
 A segment URL outside the window is a 404.
 
 A channel (several renditions of one broadcast) is answered with a master playlist by its own module, which lists
@@ -71,6 +72,10 @@ def segment_uri(infohash: str, seq: int) -> str:
 
 class HlsStartError(Exception):
     """The broadcast produced nothing within the startup timeout (answered 504, the message says why)."""
+
+
+class HlsNotReadyError(Exception):
+    """No segment yet after ``first_segment_wait`` (answered 503: players retry, hls.js by its load policy)."""
 
 
 @dataclass(frozen=True)
@@ -225,6 +230,10 @@ async def playlist_response(outputs: HlsOutputs, broadcast: EngineBroadcast, *, 
     output.touch(time.monotonic())
     if output.error is not None:
         raise HlsStartError(output.error)
+    if output.segments == 0 and not output.finished:
+        # An empty live playlist is an error to hls.js and to FFmpeg; a 503 is retried by both kinds of player.
+        raise HlsNotReadyError(f"broadcast {broadcast.infohash} has not produced its first HLS segment yet "
+                               f"(waited {outputs.settings.first_segment_wait:.0f} s); try again")  # fmt: skip
     return web.Response(text=output.playlist(), content_type=PLAYLIST_CONTENT_TYPE, headers=PLAYLIST_HEADERS)
 
 
