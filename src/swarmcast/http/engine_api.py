@@ -35,8 +35,8 @@ from swarmcast.http.engine_params import ID_KEYS, PlaybackRequest, content_id, m
 from swarmcast.http.hls_out import (
     PLAYLIST_HEADERS,
     SEGMENT_PATH,
-    HlsOutputs,
     HlsNotReadyError,
+    HlsOutputs,
     HlsStartError,
     playlist_response,
     segment_response,
@@ -136,11 +136,15 @@ async def manifest(request: web.Request) -> web.Response:
             if asked.as_json:
                 return web.Response(content_type="application/json")
             return web.Response(content_type=PLAYLIST_CONTENT_TYPE, headers=PLAYLIST_HEADERS)
+        outputs = request.app[HLS_KEY]
+        running = None if asked.as_json else outputs.running(asked.selector, asked.value)
+        if running is not None:  # a player reloading the playlist: no lookup
+            return await playlist_response(outputs, running, startup_timeout=engine.config.startup_timeout)
         broadcast = await _broadcast_for(engine, asked)
         # A channel (several renditions) is answered with a master playlist by part E's module at this point.
         if not asked.as_json:
-            return await playlist_response(request.app[HLS_KEY], broadcast,
-                                           startup_timeout=engine.config.startup_timeout)  # fmt: skip
+            outputs.remember(asked.selector, asked.value, broadcast.infohash)
+            return await playlist_response(outputs, broadcast, startup_timeout=engine.config.startup_timeout)
         session = engine.new_session(broadcast)
     except JoinError as error:
         return _error(str(error))
