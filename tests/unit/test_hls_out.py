@@ -22,9 +22,12 @@ from swarmcast.http.hls_out import (
     HlsOutputs,
     HlsSettings,
     HlsStartError,
+    master_response,
     playlist_response,
+    rendition_uri,
     segment_response,
 )
+from swarmcast.media.hls_playlist import Variant
 from swarmcast.media.testsignal import TestSignalConfig, generate_test_signal
 from swarmcast.node.engine import EngineBroadcast
 from swarmcast.node.engine_limits import EngineBusyError
@@ -184,3 +187,13 @@ async def test_a_reload_finds_the_running_output_without_a_lookup() -> None:
         assert outputs.running("url", "http://node/transport") is None
     finally:
         await outputs.close()
+
+
+def test_a_channel_master_playlist_lists_each_rendition_playlist() -> None:
+    variants = [Variant(rendition_uri("ab" * 20), 1_200_000, (640, 360), "avc1.64001e,mp4a.40.2", 25.0, "source"),
+                Variant(rendition_uri("cd" * 20), 400_000, (256, 144), None, None, "P144p30fps16x9")]  # fmt: skip
+    response = master_response(variants)
+    assert response.content_type == "application/vnd.apple.mpegurl"
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    lines = body(response).splitlines()
+    assert f"manifest.m3u8?infohash={'ab' * 20}" in lines and f"manifest.m3u8?infohash={'cd' * 20}" in lines

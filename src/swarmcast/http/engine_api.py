@@ -141,7 +141,7 @@ async def manifest(request: web.Request) -> web.Response:
         if running is not None:  # a player reloading the playlist: no lookup
             return await playlist_response(outputs, running, startup_timeout=engine.config.startup_timeout)
         broadcast = await _broadcast_for(engine, asked)
-        # A channel (several renditions) is answered with a master playlist by part E's module at this point.
+        # A channel (several renditions) is answered here with hls_out.master_response(...) by the channel module.
         if not asked.as_json:
             outputs.remember(asked.selector, asked.value, broadcast.infohash)
             return await playlist_response(outputs, broadcast, startup_timeout=engine.config.startup_timeout)

@@ -22,7 +22,7 @@ is a 503 (retried by players) if there is none by then.
 A segment URL outside the window is a 404.
 
 A channel (several renditions of one broadcast) is answered with a master playlist by its own module, which lists
-each rendition's media playlist at :func:`rendition_uri`.
+each rendition's media playlist at :func:`rendition_uri` and answers with :func:`master_response`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from swarmcast.media.hls_playlist import PLAYLIST_CONTENT_TYPE, SegmentWindow
+from swarmcast.media.hls_playlist import PLAYLIST_CONTENT_TYPE, SegmentWindow, Variant, master_playlist
 from swarmcast.media.ts_segmenter import TsSegment, TsSegmenter
 from swarmcast.node.engine import EngineBroadcast
 from swarmcast.node.engine_limits import EngineBusyError
@@ -64,6 +64,13 @@ def rendition_uri(infohash: str) -> str:
     """The media playlist of one broadcast, relative to ``/ace/manifest.m3u8``: what a channel's master playlist
     lists for each of its renditions."""
     return "manifest.m3u8?" + urllib.parse.urlencode({"infohash": infohash})
+
+
+def master_response(variants: list[Variant]) -> web.Response:
+    """A channel's master playlist, answered as the media playlists are (the seam for channels: their module
+    builds ``variants`` with ``uri=rendition_uri(infohash)`` for each rendition and returns this from the
+    ``/ace/manifest.m3u8`` route)."""
+    return web.Response(text=master_playlist(variants), content_type=PLAYLIST_CONTENT_TYPE, headers=PLAYLIST_HEADERS)
 
 
 def segment_uri(infohash: str, seq: int) -> str:
