@@ -451,6 +451,10 @@ async def test_malformed_requests_are_4xx_never_500(tmp_path: Path) -> None:
             assert (status, headers["Content-Type"]) == (200, "video/mp2t")
             status, _, _ = await get(http, f"{api}/ace/getstream?id=nothex", "HEAD")
             assert status == 400
+            status, _, headers = await get(http, f"{api}/ace/manifest.m3u8?id={ID}", "HEAD")
+            assert (status, headers["Content-Type"]) == (200, "application/vnd.apple.mpegurl")
+            status, _, _ = await get(http, f"{api}/ace/manifest.m3u8?id=nothex", "HEAD")
+            assert status == 400
             assert await engine_broadcasts(http, api) == []
             # A request line past the server's bound is refused by the HTTP layer.
             status, _, _ = await get(http, f"{api}/ace/getstream?id=" + "a" * 9000)
