@@ -54,6 +54,11 @@ def test_videodac_recipe_live_playlist_advances_and_segments_decode(tmp_path: Pa
         assert "RESOLUTION=256x144" in text and 'CODECS="avc1.' in text and "BANDWIDTH=" in text
         assert get(f"{base}/stream/current.m3u8")[2] == master
         assert get(f"{base}/stream/nosuch.m3u8")[0] == 404
+        status, headers, page = get(f"{base}/stream/hello_world/player")
+        assert status == 200 and headers["Content-Type"].startswith("text/html")
+        assert b'data-manifest="/stream/hello_world.m3u8"' in page
+        assert get(f"{base}/static/hls.min.js")[0] == 200
+        assert get(f"{base}/stream/nosuch/player")[0] == 404
         assert get(f"{base}/stream/hello_world/P144p30fps16x9/999999.ts")[0] == 404
         # The continuous TS of a rendition starts on a segment: decodable from its first byte.
         with av.open(f"{base}/stream/hello_world/source.ts", mode="r", format="mpegts", timeout=10) as live:
