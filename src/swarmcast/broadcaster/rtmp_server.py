@@ -51,6 +51,7 @@ OUR_CHUNK_SIZE: Final = 4096
 WINDOW_ACK_SIZE: Final = 2_500_000  # what FFmpeg and nginx-rtmp announce
 READ_SIZE: Final = 65536
 WRITE_TIMEOUT: Final = 10.0  # a peer that does not read our few replies
+REFUSED_LOG_INTERVAL: Final = 10.0
 STREAM_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 RESERVED_IDS: Final = frozenset({"current"})  # /stream/current.m3u8 is the last stream to start
 MAX_KEY_LENGTH: Final = 256
@@ -349,6 +350,8 @@ class RtmpServer:
         self.target = target
         self._server: asyncio.Server | None = None
         self._sessions: dict[asyncio.Task[None], _Session] = {}
+        self._refused = 0
+        self._refused_logged = float("-inf")
 
     @property
     def port(self) -> int:
@@ -370,8 +373,13 @@ class RtmpServer:
         assert task is not None
         session = _Session(self, reader, writer)
         if len(self._sessions) >= self.config.max_connections:
-            log.warning("rtmp %s: refused: %d connections already (--max-rtmp-connections)", session.peer,
-                        len(self._sessions))  # fmt: skip
+            # One line per REFUSED_LOG_INTERVAL with a count: a flood of connections must not flood the log.
+            self._refused += 1
+            now = asyncio.get_running_loop().time()
+            if now - self._refused_logged >= REFUSED_LOG_INTERVAL:
+                log.warning("rtmp %s: refused: %d connections already (--max-rtmp-connections); %d refused since "
+                            "the last report", session.peer, len(self._sessions), self._refused)  # fmt: skip
+                self._refused, self._refused_logged = 0, now
             writer.transport.abort()
             return
         self._sessions[task] = session
