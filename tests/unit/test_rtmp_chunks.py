@@ -144,9 +144,9 @@ def test_publish_key() -> None:
     check_key(None, None)
     check_key(None, "whatever")
     check_key("s3cret", "s3cret")
-    for given in (None, "s3cre", "s3cret!", ""):
+    for attempt in (None, "s3cre", "s3cret!", ""):
         with pytest.raises(PublishRefusedError) as error:
-            check_key("s3cret", given)
+            check_key("s3cret", attempt)
         assert error.value.code == "NetStream.Publish.Unauthorized"
 
 
