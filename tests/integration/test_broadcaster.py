@@ -13,6 +13,7 @@ from tests.broadcasting import (
     broadcaster,
     decode_segment,
     get,
+    keyframe_pts,
     media_sequence,
     publisher,
     segment_uris,
@@ -42,12 +43,22 @@ def test_videodac_recipe_live_playlist_advances_and_segments_decode(tmp_path: Pa
         assert int(segment_uris(later)[-1].split("/")[1][:-3]) > int(segment_uris(first)[-1].split("/")[1][:-3])
         assert media_sequence(later) >= media_sequence(first)
         assert "#EXT-X-TARGETDURATION:1" in later
+        # A segment of each rendition decodes at its size; the profile's segment has its keyframes at the PTS of
+        # a source segment's (cut alike: players switch renditions at any segment boundary).
+        keyframes: dict[str, list[list[int]]] = {}
         for rendition, size in (("P144p30fps16x9", (256, 144)), ("source", (160, 96))):
-            playlist = wait_playlist(f"{base}/stream/hello_world/{rendition}.m3u8", process=proc)
-            status, headers, data = get(f"{base}/stream/hello_world/{segment_uris(playlist)[-1]}")
-            assert status == 200 and headers["Content-Type"] == "video/mp2t"
-            frames, width, height, _ = decode_segment(data)
-            assert frames > 0 and (width, height) == size
+            uris = segment_uris(wait_playlist(f"{base}/stream/hello_world/{rendition}.m3u8", process=proc))
+            keyframes[rendition] = []
+            for uri in uris[-3:-1] if rendition != "source" else uris:
+                status, headers, data = get(f"{base}/stream/hello_world/{uri}")
+                if status == 404:
+                    continue  # left the window meanwhile
+                assert status == 200 and headers["Content-Type"] == "video/mp2t"
+                frames, width, height, _ = decode_segment(data)
+                assert frames > 0 and (width, height) == size
+                keyframes[rendition].append(keyframe_pts(data))
+        assert keyframes["P144p30fps16x9"] and all(k in keyframes["source"] for k in keyframes["P144p30fps16x9"]), \
+            keyframes
         status, _, master = get(f"{base}/stream/hello_world.m3u8")
         text = master.decode()
         assert status == 200 and "hello_world/source.m3u8" in text and "hello_world/P144p30fps16x9.m3u8" in text
