@@ -150,7 +150,7 @@ async def test_json_answers_the_playlist_as_playback_url(chain: tuple[str, str])
 
 
 
-def testsrc_on(tmp: Path, port: int, log_name: str) -> contextlib.AbstractContextManager[SwarmcastProcess]:
+def start_testsrc(tmp: Path, port: int, log_name: str) -> contextlib.AbstractContextManager[SwarmcastProcess]:
     args = ["testsrc", "--port", str(port), "--bitrate", "1M", "--size", "320x180", "--fps", "25"]
     return swarmcast_process(args, stderr_path=tmp / log_name, wait_port=(HOST, port))
 
@@ -160,13 +160,13 @@ async def test_a_restarted_input_is_a_discontinuity_not_a_stretched_playlist(tmp
     DISCONTINUITY and the playlist shows #EXT-X-DISCONTINUITY; the target duration stays 1 s."""
     port = free_port()
     signal_url = f"http://{HOST}:{port}/stream.ts"
-    with testsrc_on(tmp_path, port, "testsrc.log") as testsrc, source_node(tmp_path, signal_url) as source, \
+    with start_testsrc(tmp_path, port, "testsrc.log") as testsrc, source_node(tmp_path, signal_url) as source, \
             engine(tmp_path) as api:  # fmt: skip
         url = f"{api}/ace/manifest.m3u8?{urlencode({'url': source.transport_url})}"
         async with aiohttp.ClientSession() as http:
             await live_playlist(http, url)
             testsrc.stop()
-            with testsrc_on(tmp_path, port, "testsrc2.log"):  # within the source's reconnect interval
+            with start_testsrc(tmp_path, port, "testsrc2.log"):  # within the source's reconnect interval
                 deadline = time.monotonic() + 40
                 playlist = ""
                 while "#EXT-X-DISCONTINUITY\n" not in playlist:
