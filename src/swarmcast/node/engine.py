@@ -125,7 +125,7 @@ class EngineBroadcast:
                         async with asyncio.timeout(POLL_INTERVAL):
                             await self._new_piece.wait()
                     continue
-                jumped = cursor.skipped != skipped or (delivered and piece.flags & PieceFlags.DISCONTINUITY)
+                jumped = delivered and (cursor.skipped != skipped or bool(piece.flags & PieceFlags.DISCONTINUITY))
                 skipped, delivered = cursor.skipped, True
                 if on_discontinuity is not None and jumped:
                     on_discontinuity()
