@@ -422,6 +422,8 @@ async def test_malformed_requests_are_4xx_never_500(tmp_path: Path) -> None:
                 ("GET", f"/ace/hls/{ID.upper()}/0.ts", 404),
                 ("GET", "/player", 400),
                 ("GET", f"/player?id={ID}&transcode_ac3=x", 400),
+                ("GET", "/player?id=%0a%0d%00", 400),
+                ("GET", "/player?magnet=magnet:?xt=urn:btih:%0a", 400),
                 ("GET", "/static/..%2fengine_api.py", 404),
                 ("GET", "/static/nosuch.js", 404),
                 ("GET", f"/ace/getstream?url={quote(evil)}/loop", 400),

@@ -7,7 +7,10 @@ cursor of its own, counted as a player, so the broadcast stays joined while the 
 ``SegmentWindow`` (``WINDOW_SEGMENTS``, at most ``MAX_WINDOW_BYTES``). Every playlist and segment request of every
 player is answered from that window, so the swarm has one reader per broadcast however many HLS players watch, and
 all of them see the same playlist. A run of pieces the cursor skipped (not received in time: the data jumps to the
-next random-access piece) flags the next segment ``#EXT-X-DISCONTINUITY``.
+next random-access piece), or a piece the source flagged DISCONTINUITY (its input restarted: timestamps start
+again), flags the next segment ``#EXT-X-DISCONTINUITY``. A timestamp jump nobody flagged (a segment that would last
+longer than ``MAX_SEGMENT_SECONDS``) is treated alike: that segment is given the previous one's duration and the
+next is flagged, so one bad jump does not leave the playlist with a target duration of hours.
 
 Short segments and a short window are what keep an HLS player near live: hls.js and FFmpeg start three segments
 from the end of a live playlist, so with 1 s segments they play about 3-4 s behind the engine's live edge, where a
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -47,6 +51,7 @@ log = logging.getLogger("swarmcast.engine.hls")
 SEGMENT_SECONDS = 1.0  # target segment duration (cut at the first keyframe at least this far from the last cut)
 WINDOW_SEGMENTS = 6  # segments a playlist lists
 MAX_SEGMENT_BYTES = 8 * 1024 * 1024  # one segment (a 1 s segment at 64 Mbit/s); the segmenter cuts at the cap
+MAX_SEGMENT_SECONDS = 30.0  # a longer segment is a timestamp jump (PTS went back or leapt), not a long GOP
 MAX_WINDOW_BYTES = 24 * 1024 * 1024  # all segments an output holds; the oldest go first past it
 MAX_OUTPUTS = 8  # HLS outputs (broadcasts played over HLS) at once
 MAX_ALIASES = 64  # remembered playlist requests (url=, magnet=, ...) -> their running output; the oldest go first
@@ -113,7 +118,9 @@ class HlsOutput:
         self.error: str | None = None  # why the output ended without a segment
         self.finished = False
         self._ready = asyncio.Event()  # set at the first segment, or when the output ends
-        self._skipped = False
+        self._jumped = False  # the next piece does not continue the last one
+        self._flag_next = False  # the next segment out of the segmenter is a discontinuity
+        self._last_duration = settings.segment_seconds
         self._stop = False
 
     @property
@@ -130,17 +137,25 @@ class HlsOutput:
         # Checked by the piece reader at least every engine.POLL_INTERVAL, so an idle output ends within that.
         return self._stop or time.monotonic() - self.last_request > self.settings.idle_seconds
 
-    def _on_skip(self) -> None:
-        self._skipped = True
+    def _on_discontinuity(self) -> None:
+        self._jumped = True
 
     def _add(self, segments: list[TsSegment]) -> None:
-        for segment in segments:
+        for cut in segments:
+            segment = cut
+            if self._flag_next:
+                segment = dataclasses.replace(segment, discontinuity=True)
+                self._flag_next = False
+            if segment.duration > MAX_SEGMENT_SECONDS:
+                segment = dataclasses.replace(segment, duration=self._last_duration)
+                self._flag_next = True
+            self._last_duration = segment.duration
             self.window.add(segment)
             self.segments += 1
             self._ready.set()
 
     async def run(self) -> None:
-        pieces = self.broadcast.pieces(self._stopped, on_skip=self._on_skip)
+        pieces = self.broadcast.pieces(self._stopped, on_discontinuity=self._on_discontinuity)
         try:
             try:
                 async with asyncio.timeout(self.startup_timeout):
@@ -153,8 +168,8 @@ class HlsOutput:
                 return
             self._add(self.segmenter.feed(first))
             async for data in pieces:
-                if self._skipped:
-                    self._skipped = False
+                if self._jumped:
+                    self._jumped = False
                     self.segmenter.discontinuity()
                 self._add(self.segmenter.feed(data))
             if self.broadcast.closed.is_set():
