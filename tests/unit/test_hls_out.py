@@ -219,3 +219,25 @@ async def test_an_unflagged_timestamp_jump_does_not_stretch_the_playlist() -> No
         assert all(float(line[8:].rstrip(",")) <= 1.5 for line in playlist.splitlines() if line.startswith("#EXTINF:"))
     finally:
         await outputs.close()
+
+
+async def test_an_output_started_again_carries_on_the_media_sequence() -> None:
+    outputs = HlsOutputs(HlsSettings(idle_seconds=0.2))
+    broadcast = StandIn("cd" * 20)
+    broadcast.feed(signal(3.0))
+    try:
+        await playlist_response(outputs, broadcast.as_broadcast(), startup_timeout=5)
+        first = outputs.get(broadcast.infohash)
+        assert isinstance(first, HlsOutput)
+        await until(lambda: first.finished)
+        stopped_at = first.window.next_sequence
+        assert stopped_at > 0
+        broadcast.feed(signal(3.0))
+        await playlist_response(outputs, broadcast.as_broadcast(), startup_timeout=5)
+        second = outputs.get(broadcast.infohash)
+        assert isinstance(second, HlsOutput) and second is not first
+        text = second.playlist()
+        assert f"#EXT-X-MEDIA-SEQUENCE:{stopped_at}\n" in text
+        assert "#EXT-X-DISCONTINUITY\n" in text
+    finally:
+        await outputs.close()

@@ -106,11 +106,12 @@ class HlsOutput:
     """One broadcast's live HLS output: a reader of its pieces, a segmenter and the window players are served from."""
 
     def __init__(self, broadcast: EngineBroadcast, settings: HlsSettings, *, startup_timeout: float,
-                 now: float) -> None:  # fmt: skip
+                 now: float, first_sequence: int = 0) -> None:  # fmt: skip
         self.broadcast = broadcast
         self.settings = settings
         self.window = SegmentWindow(settings.window_segments, max_bytes=settings.max_window_bytes,
-                                    target_duration=settings.segment_seconds)  # fmt: skip
+                                    target_duration=settings.segment_seconds,
+                                    first_sequence=first_sequence)  # fmt: skip
         self.segmenter = TsSegmenter(settings.segment_seconds, max_segment_bytes=settings.max_segment_bytes)
         self.startup_timeout = startup_timeout
         self.last_request = now
@@ -119,7 +120,9 @@ class HlsOutput:
         self.finished = False
         self._ready = asyncio.Event()  # set at the first segment, or when the output ends
         self._jumped = False  # the next piece does not continue the last one
-        self._flag_next = False  # the next segment out of the segmenter is a discontinuity
+        # The next segment out of the segmenter is a discontinuity; so is the first of an output that continues
+        # the numbering of an earlier one: a player still reloading the old playlist jumps in time there.
+        self._flag_next = first_sequence > 0
         self._last_duration = settings.segment_seconds
         self._stop = False
 
@@ -201,6 +204,9 @@ class HlsOutputs:
         # every second at the URL they were given; with url= that would fetch the transport file each time (and
         # fail while its server is away). A running output answers those reloads without a lookup.
         self._aliases: dict[tuple[str, str], str] = {}
+        # Where an ended output's numbering stopped, by infohash: an output started again for the same broadcast
+        # carries on from there, so a player's media sequence never goes back (RFC 8216 §6.2.1).
+        self._next_sequence: dict[str, int] = {}
 
     def running(self, selector: str, value: str) -> HlsOutput | None:
         """The running output a playlist request like this one resolved to, if any."""
@@ -235,7 +241,8 @@ class HlsOutputs:
         if len(self) >= self.settings.max_outputs:
             raise EngineBusyError(f"the engine already gives HLS out of {self.settings.max_outputs} broadcasts "
                                   "(the limit); try again later, or play /ace/getstream")  # fmt: skip
-        output = HlsOutput(broadcast, self.settings, startup_timeout=startup_timeout, now=now)
+        output = HlsOutput(broadcast, self.settings, startup_timeout=startup_timeout, now=now,
+                           first_sequence=self._next_sequence.get(broadcast.infohash, 0))  # fmt: skip
         task = asyncio.create_task(output.run(), name=f"hls-out-{broadcast.infohash[:8]}")
         self._outputs[output.infohash] = output
         self._tasks[output.infohash] = task
@@ -255,6 +262,10 @@ class HlsOutputs:
         if self._outputs.get(output.infohash) is output:
             del self._outputs[output.infohash]
             self._tasks.pop(output.infohash, None)
+            self._next_sequence.pop(output.infohash, None)
+            self._next_sequence[output.infohash] = output.window.next_sequence
+            while len(self._next_sequence) > MAX_ALIASES:
+                del self._next_sequence[next(iter(self._next_sequence))]
 
     async def close(self) -> None:
         tasks = list(self._tasks.values())

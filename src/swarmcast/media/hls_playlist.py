@@ -76,6 +76,10 @@ class SegmentWindow:
         return None
 
     @property
+    def next_sequence(self) -> int:
+        return self._next_sequence
+
+    @property
     def newest_sequence(self) -> int | None:
         return self._entries[-1].sequence if self._entries else None
 
