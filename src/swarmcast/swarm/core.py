@@ -252,6 +252,8 @@ class Swarm:
     def next_piece(self, cursor: Cursor, now: float) -> StoredPiece | None:
         """The next piece for this reader, in order, or None when it must wait; skips holes that time out."""
         piece = self.reading.next_piece(cursor, now)
+        while piece is not None and piece.flags & PieceFlags.METADATA:  # HLS segment indexes are not media
+            piece = self.reading.next_piece(cursor, now)
         self.stats.skipped_pieces = self.reading.skipped
         return piece
 
