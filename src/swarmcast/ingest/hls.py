@@ -39,7 +39,7 @@ from swarmcast.ingest.hls_parse import (
     parse_playlist,
 )
 from swarmcast.ingest.hls_tracker import SequenceTracker, Update
-from swarmcast.ingest.http_ts import CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, HlsPlaylistInput, read_ts_source
+from swarmcast.ingest.http_ts import CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, HlsInputError, read_ts_source
 from swarmcast.ingest.reconnect import ReconnectPolicy
 from swarmcast.ingest.sniff import sniff
 from swarmcast.ingest.status import InputStatus
@@ -103,7 +103,7 @@ class _Logger:
     def __init__(self) -> None:
         self._last: dict[str, float] = {}
 
-    def warning(self, kind: str, message: str, *args: object) -> None:
+    def warn_once(self, kind: str, message: str, *args: object) -> None:
         now = time.monotonic()
         if len(self._last) > 64:
             self._last.clear()
@@ -175,14 +175,14 @@ async def read_hls_segments(
                 policy.failed(time.monotonic())
                 status.connected, status.attempts = False, policy.attempts
                 status.last_error, status.last_error_at = f"HLS playlist: {reason}"[:300], time.time()
-                logger.warning("unreachable", "HLS playlist %s unreachable: %s; retrying every %g s",
+                logger.warn_once("unreachable", "HLS playlist %s unreachable: %s; retrying every %g s",
                                media_url or url, reason, settings.reconnect_interval)  # fmt: skip
                 media_url = None  # read the master playlist again: the variant may have moved
                 await asyncio.sleep(settings.reconnect_interval)
                 continue
             if update.bad is not None:
                 status.last_error, status.last_error_at = f"bad HLS manifest: {update.bad}"[:300], time.time()
-                logger.warning("bad", "bad HLS manifest (%d in a row, reset after %d): %s", tracker.bad_count,
+                logger.warn_once("bad", "bad HLS manifest (%d in a row, reset after %d): %s", tracker.bad_count,
                                settings.bad_manifest_max_errors, update.bad)  # fmt: skip
             if update.reset:
                 log.warning("HLS stream reset after %d bad manifests: starting again at the live end",
@@ -206,7 +206,7 @@ async def read_hls_segments(
                         reason = str(error) or type(error).__name__
                         if attempt + 1 == SEGMENT_ATTEMPTS:
                             status.last_error, status.last_error_at = f"HLS segment: {reason}"[:300], time.time()
-                            logger.warning("segment", "HLS segment %s skipped: %s", wanted.segment.url[:300], reason)
+                            logger.warn_once("segment", "HLS segment %s skipped: %s", wanted.segment.url[:300], reason)
                 if data is None:
                     pending_discontinuity = True
                     continue
@@ -253,7 +253,7 @@ async def read_source(
             async for chunk in read_ts_source(url, reconnect_interval=reconnect_interval, read_timeout=read_timeout,
                                               on_reconnect=on_reconnect, status=status):  # fmt: skip
                 yield chunk
-        except HlsPlaylistInput:
+        except HlsInputError:
             log.info("the input answers with an HLS playlist: reading it as HLS: %s", url)
     async for chunk in read_hls_source(url, settings=settings, on_reconnect=on_reconnect, status=status):
         yield chunk

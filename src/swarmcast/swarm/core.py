@@ -635,6 +635,9 @@ class Swarm:
             "downloaded": stats.downloaded,
             "downloaded_from_source": stats.downloaded_from_source,
             "downloaded_from_seeders": stats.downloaded_from_seeders,
+            "downloaded_from_origin": stats.downloaded_from_origin,  # HLS fallback (node/hls_fallback.py)
+            "origin_segments": stats.origin_segments,
+            "origin_rejected": stats.origin_rejected,
             "uploaded": stats.uploaded,
             "bytes_sent": stats.bytes_sent,
             "payload_sent": stats.payload_sent,

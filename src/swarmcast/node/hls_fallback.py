@@ -1,0 +1,175 @@
+"""Origin fallback of a public ("hybrid") HLS broadcast, engine side: fetch a late segment from the origin, verify
+it against the signed segment index, and store its pieces as ordinary signed pieces (so they are shared on).
+
+How this works. Every piece the swarm stores is seen through ``piece_listeners``; a ``METADATA`` piece is a segment
+index (swarmcast/segment_index.py): its data pieces are the k indices after it, each with its length, SHA-256 and
+signature. ``FallbackPolicy.due`` (sans-IO) names the segments to fetch: the index is ``fetch_after`` seconds old
+(no peer delivered the segment in time; the signer emits the data right behind the index, so in a healthy swarm
+it is there within a fraction of a second), some data piece is still missing, a player has not yet read past the
+segment, the index names a URI (not hidden) and the segment was not tried before. ``OriginFallback`` (the I/O
+half, one task per broadcast, closed with it) GETs each due segment, at most the index's total length, within
+``FETCH_TIMEOUT``; checks every part's hash and signature; stores the missing parts with ``add_local_piece``
+(which announces them with HAVE: peers may ask us for them). A segment that fails is rejected whole and never
+stored or shared (``origin_rejected``); it is not asked for again.
+
+Bytes that came this way are counted in ``SwarmStats.downloaded_from_origin`` (bytes from peers stay in
+``downloaded``): the engine's /ace/stat (``engine_stat``) shows both, and the engine logs the share every
+``LOG_EVERY`` seconds and when it leaves the broadcast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from swarmcast.segment_index import SegmentIndex, SegmentIndexError, check_segment
+from swarmcast.swarm.core import Swarm
+from swarmcast.swarm.store import StoredPiece
+from swarmcast.transport import Descriptor, PieceVerifier
+from swarmcast.wire.messages import PieceFlags
+
+log = logging.getLogger("swarmcast.hls.fallback")
+
+FETCH_AFTER = 1.0  # seconds an index may wait for its data from peers before the origin is asked
+FETCH_TIMEOUT = 10.0  # seconds for one segment from the origin, whole
+CONNECT_TIMEOUT = 3.0
+MAX_INDEXES = 256  # segment indexes kept (older ones are forgotten: a player never goes back that far)
+TICK = 0.25
+LOG_EVERY = 30.0
+
+
+@dataclass
+class FallbackPolicy:
+    """Which segments to fetch from the origin, and when (sans-IO; ``now`` passed in)."""
+
+    fetch_after: float = FETCH_AFTER
+    indexes: dict[int, tuple[SegmentIndex, float]] = field(default_factory=dict)  # index piece -> (index, seen at)
+    tried: set[int] = field(default_factory=set)
+
+    def note_index(self, index: int, segment: SegmentIndex, now: float) -> None:
+        self.indexes[index] = (segment, now)
+        while len(self.indexes) > MAX_INDEXES:
+            oldest = min(self.indexes)
+            del self.indexes[oldest]
+            self.tried.discard(oldest)
+
+    def due(self, now: float, have: set[int] | None, positions: list[int]) -> list[int]:
+        """Index pieces whose segment should be fetched now; ``have`` = stored indices (None: ask ``missing``)."""
+        out = []
+        for index, (segment, seen) in sorted(self.indexes.items()):
+            if index in self.tried or not segment.uri or now - seen < self.fetch_after:
+                continue
+            last = index + len(segment.entries)
+            if not any(p <= last for p in positions):
+                continue  # no player will read it (all are past it, or none plays)
+            if have is not None and all(i in have for i in range(index + 1, last + 1)):
+                continue
+            out.append(index)
+        return out
+
+
+class OriginFallback:
+    def __init__(self, swarm: Swarm, descriptor: Descriptor, *, local_ip: str | None = None,
+                 fetch_after: float = FETCH_AFTER) -> None:  # fmt: skip
+        self.swarm = swarm
+        self.base = descriptor.hls_base_url or descriptor.hls_manifest
+        self.policy = FallbackPolicy(fetch_after)
+        self._verifier = PieceVerifier(descriptor.public_key, swarm.content_id)
+        self._local_ip = local_ip
+        self._task: asyncio.Task[None] | None = None
+        self._last_log = time.monotonic()
+        swarm.piece_listeners.append(self._on_piece)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"hls-fallback-{self.swarm.content_id.hex()[:8]}")
+
+    async def close(self) -> None:
+        if self._on_piece in self.swarm.piece_listeners:
+            self.swarm.piece_listeners.remove(self._on_piece)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.log_share("leaving")
+
+    def log_share(self, why: str) -> None:
+        stats = self.swarm.stats
+        total = stats.downloaded + stats.downloaded_from_origin
+        share = 100.0 * stats.downloaded_from_origin / total if total else 0.0
+        log.info("%s %s: %d bytes from peers, %d from the HLS origin (%.1f %%), %d origin segments rejected",
+                 why, self.swarm.content_id.hex(), stats.downloaded, stats.downloaded_from_origin, share,
+                 stats.origin_rejected)  # fmt: skip
+
+    def _on_piece(self, index: int) -> None:
+        piece = self.swarm.store.get(index)
+        if piece is None or not piece.flags & PieceFlags.METADATA:
+            return
+        try:
+            segment = SegmentIndex.decode(piece.data)
+        except SegmentIndexError as error:  # signed, so the signer's bug: no fallback for it
+            log.warning("segment index in piece %d unusable: %s", index, error)
+            return
+        self.policy.note_index(index, segment, time.monotonic())
+
+    def _positions(self) -> list[int]:
+        return [c.position for c in self.swarm.cursors if c.position is not None]
+
+    async def _run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT, connect=CONNECT_TIMEOUT)
+        local = (self._local_ip, 0) if self._local_ip else None
+        connector = aiohttp.TCPConnector(local_addr=local, limit=4)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False) as session:
+            while True:
+                await asyncio.sleep(TICK)
+                now = time.monotonic()
+                store = self.swarm.store
+                have = set(store.indices())
+                for index in self.policy.due(now, have, self._positions()):
+                    self.policy.tried.add(index)
+                    await self._fetch(session, index)
+                if now - self._last_log >= LOG_EVERY and self.swarm.stats.downloaded_from_origin:
+                    self._last_log = now
+                    self.log_share("broadcast")
+
+    async def _fetch(self, session: aiohttp.ClientSession, index: int) -> None:
+        segment, _seen = self.policy.indexes[index]
+        url = urljoin(self.base, segment.uri)
+        if urlsplit(url).scheme not in ("http", "https"):
+            return
+        stats = self.swarm.stats
+        limit = segment.total_length
+        try:
+            async with session.get(url) as response:
+                if response.status != 200:
+                    raise OSError(f"HTTP {response.status}")
+                data = await response.content.read(limit + 1)
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            stats.origin_failed += 1
+            log.info("HLS origin segment %s not fetched: %s", url[:300], str(error) or type(error).__name__)
+            return
+        parts = check_segment(segment, data)
+        now = time.monotonic()
+        if parts is None:
+            stats.origin_rejected += 1
+            log.warning("HLS origin segment %s (pieces %d..%d) does not match its signed index: rejected, not "
+                        "shared", url[:300], index + 1, index + len(segment.entries))  # fmt: skip
+            return
+        pieces = []
+        for offset, (entry, part) in enumerate(zip(segment.entries, parts, strict=True)):
+            number = index + 1 + offset
+            if not self._verifier.verify(number, entry.flags, part, entry.signature):
+                stats.origin_rejected += 1
+                log.warning("HLS origin segment %s: piece %d fails its signature: rejected", url[:300], number)
+                return
+            pieces.append(StoredPiece(number, entry.flags, entry.signature, part))
+        for piece in pieces:
+            if piece.index not in self.swarm.store:
+                stats.downloaded_from_origin += len(piece.data)
+                self.swarm.add_local_piece(piece, now)
+        stats.origin_segments += 1
