@@ -79,7 +79,8 @@ def sniff(data: bytes, content_type: str | None, *, ended: bool = False) -> Verd
         if not data:
             return Verdict(False, reason="the input ended before sending any byte")
         what = describe(data, content_type).removeprefix("input is not MPEG-TS: ")
-        return Verdict(False, reason=f"input is not MPEG-TS: it ended after {len(data)} bytes ({what})")
+        reason = f"input is not MPEG-TS: it ended after {len(data)} bytes ({what})"
+        return Verdict(False, reason=reason, hls=_not_ts(data, content_type).hls)
     return NEED_MORE
 
 

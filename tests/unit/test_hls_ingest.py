@@ -1,0 +1,287 @@
+"""HLS input without sockets: the playlist parser (bounded, fuzzed), the media-sequence tracker, the segment index,
+the HLS transport keys and private file, and the engine's fallback policy."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swarmcast.hls_transport import PrivateHlsFile, create_hls_transport, is_private_hls_file
+from swarmcast.ingest.hls_parse import (
+    MAX_PLAYLIST_LINES,
+    MAX_SEGMENTS,
+    MasterPlaylist,
+    MediaPlaylist,
+    PlaylistError,
+    choose_variant,
+    parse_playlist,
+)
+from swarmcast.ingest.hls_tracker import MAX_CATCH_UP, SequenceTracker
+from swarmcast.ingest.sniff import sniff
+from swarmcast.node.hls_fallback import FallbackPolicy
+from swarmcast.node.hls_signer import relative_uri
+from swarmcast.segment_index import (
+    IndexEntry,
+    SegmentIndex,
+    SegmentIndexError,
+    check_segment,
+    split_segment,
+)
+from swarmcast.transport import Descriptor, TransportError
+from swarmcast.wire.messages import PieceFlags
+
+URL = "http://origin.example/hls/live.m3u8"
+
+
+def media(first: int, count: int, *, ended: bool = False, target: int = 2, stem: str = "live") -> str:
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{target}", f"#EXT-X-MEDIA-SEQUENCE:{first}"]
+    for seq in range(first, first + count):
+        lines += ["#EXTINF:2.000,", f"{stem}-{seq}.ts"]
+    if ended:
+        lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
+def playlist(first: int, count: int, **kwargs: object) -> MediaPlaylist:
+    parsed = parse_playlist(media(first, count, **kwargs), URL)  # type: ignore[arg-type]
+    assert isinstance(parsed, MediaPlaylist)
+    return parsed
+
+
+# -- parser --------------------------------------------------------------------------------------------------
+
+
+def test_media_playlist_segments_are_resolved_and_numbered() -> None:
+    parsed = playlist(41, 3)
+    assert parsed.media_sequence == 41 and parsed.target_duration == 2
+    assert [s.sequence for s in parsed.segments] == [41, 42, 43]
+    assert parsed.segments[0].url == "http://origin.example/hls/live-41.ts"
+    assert not parsed.ended and playlist(1, 1, ended=True).ended
+
+
+def test_master_playlist_picks_highest_bandwidth_or_named_variant() -> None:
+    text = ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360\nlow/index.m3u8\n"
+            '#EXT-X-STREAM-INF:BANDWIDTH=2500000,NAME="hd"\nhigh/index.m3u8\n'
+            "#EXT-X-STREAM-INF:BANDWIDTH=1200000\nmid.m3u8\n")  # fmt: skip
+    parsed = parse_playlist(text, URL)
+    assert isinstance(parsed, MasterPlaylist)
+    assert choose_variant(parsed).url == "http://origin.example/hls/high/index.m3u8"
+    assert choose_variant(parsed, "mid").url == "http://origin.example/hls/mid.m3u8"
+    with pytest.raises(PlaylistError, match="no variant 'nope'"):
+        choose_variant(parsed, "nope")
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("<html>", "no #EXTM3U"),
+        ("#EXTM3U\nseg.ts\n", "without #EXTINF"),
+        ("#EXTM3U\n#EXTINF:nan,\nseg.ts\n", "out of range"),
+        ("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:-1\n#EXTINF:2,\nseg.ts\n", "out of range"),
+        ("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:99999999999999999999\n#EXTINF:2,\na.ts\n", "out of range"),
+        ("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:" + "9" * 100 + "\n", "not a number"),
+        ("#EXTM3U\n#EXTINF:2,\nfile:///etc/passwd\n", "not http"),
+        ("#EXTM3U\n#EXTINF:2,\n" + "a" * 5000 + ".ts\n", "URI of 5003"),
+        ("#EXTM3U\n#EXTINF:99999,\nseg.ts\n", "duration"),
+        ("#EXTM3U\n" + "#EXT-X-FOO\n" * (MAX_PLAYLIST_LINES + 1), "lines"),
+        ("#EXTM3U\n#EXT-X-TARGETDURATION:2\n" + "#EXTINF:2,\ns.ts\n" * (MAX_SEGMENTS + 1), "segments"),
+        ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n", "without variants"),
+    ],
+    ids=lambda value: value[:30] if isinstance(value, str) else None,
+)
+def test_hostile_playlists_are_refused_with_a_reason(text: str, error: str) -> None:
+    with pytest.raises(PlaylistError, match=error):
+        parse_playlist(text, URL)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=2000))
+def test_parser_fails_only_with_its_own_error(text: str) -> None:
+    for candidate in (text, "#EXTM3U\n" + text):
+        with contextlib.suppress(PlaylistError):
+            parse_playlist(candidate, URL)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["#EXTINF:2,", "#EXTINF:x,", "#EXT-X-MEDIA-SEQUENCE:5", "#EXT-X-DISCONTINUITY",
+                                 "#EXT-X-ENDLIST", "a.ts", "http://h/b.ts", "#EXT-X-STREAM-INF:BANDWIDTH=9",
+                                 "#EXT-X-TARGETDURATION:2", "", "v.m3u8"]), max_size=60))  # fmt: skip
+def test_parser_on_tag_soup(lines: list[str]) -> None:
+    with contextlib.suppress(PlaylistError):
+        parse_playlist("#EXTM3U\n" + "\n".join(lines), URL)
+
+
+def test_sniff_routes_playlists_to_hls() -> None:
+    assert sniff(media(0, 2).encode(), None).hls
+    assert sniff(b"...", "application/vnd.apple.mpegurl", ended=True).hls
+    assert not sniff(b"<html>", "text/html").hls
+
+
+# -- tracker -------------------------------------------------------------------------------------------------
+
+
+def sequences(update: object) -> list[tuple[int, bool]]:
+    return [(w.sequence, w.discontinuity) for w in update.wanted]  # type: ignore[attr-defined]
+
+
+def test_tracker_joins_at_live_end_then_takes_each_new_segment_once_in_order() -> None:
+    tracker = SequenceTracker()
+    assert sequences(tracker.update(playlist(10, 3))) == [(12, True)]
+    assert sequences(tracker.update(playlist(10, 3))) == []  # unchanged playlist
+    assert sequences(tracker.update(playlist(11, 4))) == [(13, False), (14, False)]
+
+
+def test_tracker_marks_a_gap_and_bounds_catch_up() -> None:
+    tracker = SequenceTracker()
+    tracker.update(playlist(0, 1))
+    assert sequences(tracker.update(playlist(5, 2))) == [(5, True), (6, False)]  # 1..4 went by unseen
+    got = sequences(tracker.update(playlist(7, 100)))
+    assert len(got) == MAX_CATCH_UP and got[0] == (104, True) and got[-1][0] == 106
+
+
+def test_backwards_media_sequence_is_bad_and_resets_after_max_errors() -> None:
+    tracker = SequenceTracker(max_bad=3)
+    tracker.update(playlist(100, 3))
+    for _ in range(2):
+        update = tracker.update(playlist(5, 3))
+        assert update.bad and "backwards" in update.bad and not update.wanted and not update.reset
+    update = tracker.update(playlist(5, 3))
+    assert update.reset and sequences(update) == [(7, True)]  # the live end of the new playlist
+    assert sequences(tracker.update(playlist(6, 3))) == [(8, False)]
+    assert tracker.resets == 1
+
+
+def test_a_good_playlist_clears_the_bad_count() -> None:
+    tracker = SequenceTracker(max_bad=2)
+    tracker.update(playlist(100, 3))
+    assert tracker.update(playlist(5, 3)).bad
+    assert sequences(tracker.update(playlist(101, 3))) == [(103, False)]
+    assert not tracker.update(playlist(5, 3)).reset  # one bad again, not two in a row
+
+
+def test_vanished_segments_are_bad() -> None:
+    tracker = SequenceTracker(max_bad=5)
+    tracker.update(playlist(100, 3))  # took 102
+    assert "vanished" in (tracker.update(playlist(100, 2)).bad or "")
+    assert "lost all" in (tracker.update(parse_playlist("#EXTM3U\n#EXT-X-TARGETDURATION:2\n" +
+                                                        "#EXT-X-MEDIA-SEQUENCE:100\n", URL)).bad or "")  # type: ignore[arg-type]
+
+
+def test_force_monotonic_follows_an_origin_restart_at_once_and_keeps_numbers_rising() -> None:
+    tracker = SequenceTracker(max_bad=5, force_monotonic=True)
+    assert sequences(tracker.update(playlist(100, 3))) == [(102, True)]
+    update = tracker.update(playlist(0, 2))  # the origin restarted
+    assert update.restarted and not update.bad and sequences(update) == [(103, True)]
+    assert sequences(tracker.update(playlist(0, 3))) == [(104, False)]
+    assert tracker.bad_total == 0
+
+
+def test_without_force_monotonic_our_sequence_is_the_origins() -> None:
+    tracker = SequenceTracker(max_bad=1)
+    tracker.update(playlist(100, 3))
+    update = tracker.update(playlist(0, 2))
+    assert update.reset and sequences(update) == [(1, True)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 6)), min_size=1, max_size=40), st.booleans())
+def test_tracker_never_fetches_a_segment_twice_within_a_run_and_monotonic_means_rising(
+    reads: list[tuple[int, int]], monotonic: bool
+) -> None:
+    tracker = SequenceTracker(max_bad=3, force_monotonic=monotonic)
+    taken: list[int] = []
+    for first, count in reads:
+        update = tracker.update(playlist(first, count))
+        if update.reset or update.restarted:
+            taken = []
+        for wanted in update.wanted:
+            assert wanted.segment.sequence not in taken
+            taken.append(wanted.segment.sequence)
+        ours = [w.sequence for w in update.wanted]
+        assert ours == sorted(ours)
+    if monotonic and tracker.our_last is not None:
+        assert tracker.our_last >= 0
+
+
+# -- segment index -------------------------------------------------------------------------------------------
+
+
+def make_index(data: bytes, piece_size: int) -> SegmentIndex:
+    parts = split_segment(data, piece_size)
+    entries = tuple(IndexEntry(PieceFlags.RANDOM_ACCESS if i == 0 else PieceFlags.NONE, len(p),
+                               hashlib.sha256(p).digest(), bytes([i]) * 64) for i, p in enumerate(parts))  # fmt: skip
+    return SegmentIndex("live-7.ts", 7, 2000, entries)
+
+
+def test_segment_index_round_trips_and_checks_a_segment() -> None:
+    data = bytes(range(256)) * 100
+    index = make_index(data, 188 * 40)
+    assert SegmentIndex.decode(index.encode()) == index
+    parts = check_segment(index, data)
+    assert parts is not None and b"".join(parts) == data and len(parts) == len(index.entries)
+    tampered = bytearray(data)
+    tampered[5000] ^= 1
+    assert check_segment(index, bytes(tampered)) is None
+    assert check_segment(index, data + b"x") is None and check_segment(index, data[:-1]) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_segment_index_decoder_fails_only_with_its_own_error(data: bytes) -> None:
+    for candidate in (data, b"SCSI\x01" + data):
+        with contextlib.suppress(SegmentIndexError):
+            SegmentIndex.decode(candidate)
+
+
+def test_relative_uri() -> None:
+    assert relative_uri(URL, "http://origin.example/hls/live-3.ts") == "live-3.ts"
+    assert relative_uri(URL, "http://cdn.example/x/live-3.ts") == "http://cdn.example/x/live-3.ts"
+
+
+# -- transport keys and the private file ---------------------------------------------------------------------
+
+
+def test_hls_keys_are_optional_and_hashed() -> None:
+    base = Descriptor(name="n", title="T", piece_size=18800, bitrate=1, public_key=b"k" * 32)
+    hls = Descriptor(name="n", title="T", piece_size=18800, bitrate=1, public_key=b"k" * 32, hls_manifest=URL,
+                     hls_base_url="http://cdn.example/hls/")  # fmt: skip
+    assert b"hls_" not in base.encode()  # absent: existing content ids unchanged
+    assert Descriptor.decode(hls.encode()) == hls and hls.content_id != base.content_id
+    bad = hls.encode().replace(b"http://origin", b"file:///origin")
+    with pytest.raises(TransportError, match="hls_manifest"):
+        Descriptor.decode(bad.replace(b"35:file", b"36:file"))
+
+
+def test_private_file_round_trip_and_key_check() -> None:
+    template = Descriptor(name="n", title="T", piece_size=18800, bitrate=1, public_key=b"\0" * 32)
+    descriptor, private = create_hls_transport(template, URL)
+    data = private.encode()
+    assert is_private_hls_file(data) and not is_private_hls_file(descriptor.encode())
+    assert PrivateHlsFile.decode(data).descriptor == descriptor
+    _, other = create_hls_transport(template, URL)
+    forged = PrivateHlsFile(private.transport, URL, other.private_key).encode()
+    with pytest.raises(TransportError, match="does not match"):
+        PrivateHlsFile.decode(forged)
+
+
+# -- fallback policy ------------------------------------------------------------------------------------------
+
+
+def test_fallback_waits_for_peers_then_fetches_what_a_player_still_needs() -> None:
+    policy = FallbackPolicy(fetch_after=1.0)
+    index = make_index(b"x" * 1000, 400)  # 3 data pieces: 11, 12, 13
+    policy.note_index(10, index, now=100.0)
+    assert policy.due(100.5, set(), [10]) == []  # peers still have time
+    assert policy.due(101.0, set(), [10]) == [10]
+    assert policy.due(101.0, {11, 12, 13}, [10]) == []  # peers delivered
+    assert policy.due(101.0, set(), [14]) == []  # the player is past it
+    assert policy.due(101.0, set(), []) == []  # nobody plays
+    policy.tried.add(10)
+    assert policy.due(102.0, set(), [10]) == []  # tried once: never again
+    hidden = SegmentIndex("", 1, 2000, index.entries)
+    policy.note_index(20, hidden, now=100.0)
+    assert policy.due(105.0, set(), [20]) == []  # --hide-hls-segments: nothing to fetch
