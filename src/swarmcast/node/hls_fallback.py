@@ -5,7 +5,8 @@ How this works. Every piece the swarm stores is seen through ``piece_listeners``
 index (swarmcast/segment_index.py): its data pieces are the k indices after it, each with its length, SHA-256 and
 signature. ``FallbackPolicy.due`` (sans-IO) names the segments to fetch: the index is ``fetch_after`` seconds old
 (no peer delivered the segment in time; the signer emits the data right behind the index, so in a healthy swarm
-it is there within a fraction of a second), some data piece is still missing, a player has not yet read past the
+it is there within a fraction of a second; a random jitter of up to ``FETCH_JITTER`` is added so that engines do
+not all ask at once), some data piece is still missing, a player has not yet read past the
 segment, the index names a URI (not hidden) and the segment was not tried before. ``OriginFallback`` (the I/O
 half, one task per broadcast, closed with it) GETs each due segment, at most the index's total length, within
 ``FETCH_TIMEOUT``; checks every part's hash and signature; stores the missing parts with ``add_local_piece``
@@ -22,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
+from swarmcast.ingest.hls import SegmentError, read_bounded
 from swarmcast.segment_index import SegmentIndex, SegmentIndexError, check_segment
 from swarmcast.swarm.core import Swarm
 from swarmcast.swarm.store import StoredPiece
@@ -37,6 +40,9 @@ from swarmcast.wire.messages import PieceFlags
 log = logging.getLogger("swarmcast.hls.fallback")
 
 FETCH_AFTER = 1.0  # seconds an index may wait for its data from peers before the origin is asked
+# Plus a random 0..FETCH_JITTER s per segment and engine: the engine that asks first announces the pieces and the
+# others get them from it instead of all asking the origin at the same moment.
+FETCH_JITTER = 0.8
 FETCH_TIMEOUT = 10.0  # seconds for one segment from the origin, whole
 CONNECT_TIMEOUT = 3.0
 MAX_INDEXES = 256  # segment indexes kept (older ones are forgotten: a player never goes back that far)
@@ -49,11 +55,14 @@ class FallbackPolicy:
     """Which segments to fetch from the origin, and when (sans-IO; ``now`` passed in)."""
 
     fetch_after: float = FETCH_AFTER
-    indexes: dict[int, tuple[SegmentIndex, float]] = field(default_factory=dict)  # index piece -> (index, seen at)
+    jitter: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)
+    # index piece -> (its segment index, when the origin may be asked for it)
+    indexes: dict[int, tuple[SegmentIndex, float]] = field(default_factory=dict)
     tried: set[int] = field(default_factory=set)
 
     def note_index(self, index: int, segment: SegmentIndex, now: float) -> None:
-        self.indexes[index] = (segment, now)
+        self.indexes[index] = (segment, now + self.fetch_after + self.rng.uniform(0, self.jitter))
         while len(self.indexes) > MAX_INDEXES:
             oldest = min(self.indexes)
             del self.indexes[oldest]
@@ -62,8 +71,8 @@ class FallbackPolicy:
     def due(self, now: float, have: set[int] | None, positions: list[int]) -> list[int]:
         """Index pieces whose segment should be fetched now; ``have`` = stored indices (None: ask ``missing``)."""
         out = []
-        for index, (segment, seen) in sorted(self.indexes.items()):
-            if index in self.tried or not segment.uri or now - seen < self.fetch_after:
+        for index, (segment, at) in sorted(self.indexes.items()):
+            if index in self.tried or not segment.uri or now < at:
                 continue
             last = index + len(segment.entries)
             if not any(p <= last for p in positions):
@@ -79,7 +88,7 @@ class OriginFallback:
                  fetch_after: float = FETCH_AFTER) -> None:  # fmt: skip
         self.swarm = swarm
         self.base = descriptor.hls_base_url or descriptor.hls_manifest
-        self.policy = FallbackPolicy(fetch_after)
+        self.policy = FallbackPolicy(fetch_after, FETCH_JITTER)
         self._verifier = PieceVerifier(descriptor.public_key, swarm.content_id)
         self._local_ip = local_ip
         self._task: asyncio.Task[None] | None = None
@@ -148,7 +157,11 @@ class OriginFallback:
             async with session.get(url) as response:
                 if response.status != 200:
                     raise OSError(f"HTTP {response.status}")
-                data = await response.content.read(limit + 1)
+                data = await read_bounded(response, limit, "segment")
+        except SegmentError as error:  # bigger than its index says: not the signer's segment
+            stats.origin_rejected += 1
+            log.warning("HLS origin segment %s rejected, not shared: %s", url[:300], error)
+            return
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             stats.origin_failed += 1
             log.info("HLS origin segment %s not fetched: %s", url[:300], str(error) or type(error).__name__)

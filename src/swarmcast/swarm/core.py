@@ -113,6 +113,7 @@ class Swarm:
         self._last_housekeeping = now
         self._closed = False
         self.piece_listeners: list[Callable[[int], None]] = []
+        self._metadata: set[int] = set()  # indices announced as METADATA (HLS segment indexes), bounded
         self.descriptor_listeners: list[Callable[[Descriptor], None]] = []
         # Who is the broadcaster's: verified credentials, not handshake flags (swarm/authority.py).
         self.authority = Authority(content_id, accept_grants=config.role is Role.SUPPORT)
@@ -374,6 +375,8 @@ class Swarm:
 
     def _note_have(self, session: PeerSession, index: int, flags: PieceFlags) -> None:
         session.have.add(index)
+        if flags & PieceFlags.METADATA and len(self._metadata) < MAX_WINDOW_PIECES:
+            self._metadata.add(index)  # an HLS segment index: asked for first (_fill_requests)
         if flags & PieceFlags.RANDOM_ACCESS:
             session.random_access.add(index)
         if session.newest_have is None or index > session.newest_have:
@@ -437,6 +440,7 @@ class Swarm:
             floor = piece.index - MAX_WINDOW_PIECES
             for session in self.sessions.values():
                 session.forget_before(floor)
+            self._metadata = {i for i in self._metadata if i >= floor}
         for listener in list(self.piece_listeners):
             listener(piece.index)
 
@@ -477,6 +481,8 @@ class Swarm:
         if self.descriptor is None or self.config.role is Role.SOURCE:
             return
         wanted = sorted({i for low, high in self._wanted_ranges() for i in range(low, high + 1)})
+        if self._metadata:  # HLS segment indexes first: tiny, and what an origin fallback needs (hls_fallback.py)
+            wanted.sort(key=lambda i: i not in self._metadata)
         if wanted:
             self.picker.fill(now, wanted, self.store.__contains__, self._spared_predicate(), self.reading.agreed_edge())
 

@@ -1,0 +1,134 @@
+"""HLS ingest from a real origin (nginx-rtmp's HLS, fed by testsrc over RTMP), played by engines through
+/ace/getstream and decoded with PyAV: ``node source --source URL.m3u8``, the HLS support node of a public ("hybrid")
+broadcast with engines falling back to the origin, and a private one whose engines never contact the origin.
+
+Engines bind their own loopback addresses (127.0.0.2, 127.0.0.3), the support node 127.0.0.1: the origin's access
+log then tells who asked it for what. Needs nginx and libnginx-mod-rtmp (bench/setup.sh): skipped without them
+except under CI=true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from swarmcast.media.ts import TS_PACKET_SIZE
+from tests.hls_origin import HlsOrigin, hls_origin, nginx_available
+from tests.integration.chain import decode_video, read_stream, source_node, support_node
+from tests.procs import free_port, swarmcast_process
+
+HOST = "127.0.0.1"
+
+
+@pytest.fixture(autouse=True)
+def _need_nginx() -> None:
+    problem = nginx_available()
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{problem} (CI=true: the HLS origin must run)")
+        pytest.skip(problem)
+
+
+@contextlib.contextmanager
+def engine_at(tmp: Path, ip: str, name: str) -> Iterator[str]:
+    """An engine whose P2P port and origin requests use ``ip``; its API on 127.0.0.1."""
+    http_port, p2p_port = free_port(), free_port(ip)
+    args = ["engine", "--http-port", str(http_port), "--port", str(p2p_port), "--bind", ip,
+            "--pid-file-dir", str(tmp), "--startup-timeout", "30", "--allow-local-transport-files"]  # fmt: skip
+    with swarmcast_process(args, stderr_path=tmp / f"{name}.log", wait_port=(HOST, http_port)):
+        yield f"http://{HOST}:{http_port}"
+
+
+def create_transport(tmp: Path, origin: HlsOrigin, support_port: int, *extra: str) -> tuple[Path, Path]:
+    """The files, with the support node's own tracker in them: engines given the public file find it there."""
+    public, private = tmp / "x.acelive", tmp / "y.acelive"
+    subprocess.run([sys.executable, "-m", "swarmcast.cli", "hls", "create-transport", "--url", origin.playlist_url,
+                    "--title", "HLS test", "--name", "hls", "--output-public", str(public), "--output-private",
+                    str(private), "--bitrate", "75000", "--tracker", f"http://{HOST}:{support_port}/announce",
+                    *extra], check=True, capture_output=True)  # fmt: skip
+    return public, private
+
+
+def hls_support(tmp: Path, private: Path, public: Path, port: int,
+                *extra: str) -> contextlib.AbstractContextManager[int]:  # fmt: skip
+    return support_node(tmp, str(private), "--public-transport-file", str(public), "--state-dir", str(tmp / "state"),
+                        "--hls-broadcast-last-source-piece", "--hls-bad-manifest-max-errors", "5",
+                        "--hls-bad-manifest-retry-interval", "2", *extra, port=port)  # fmt: skip
+
+
+def engine_stat(api: str) -> dict[str, object]:
+    with urllib.request.urlopen(f"{api}/app/stat", timeout=5) as response:
+        result = json.loads(response.read())["result"]
+    assert isinstance(result, list) and result, result
+    entry = result[0]
+    assert isinstance(entry, dict)
+    return entry
+
+
+def assert_plays(data: bytes, frames: int = 25) -> None:
+    assert len(data) > 50_000, len(data)
+    whole = len(data) - len(data) % TS_PACKET_SIZE  # the reader stops anywhere in a chunk
+    assert all(data[i] == 0x47 for i in range(0, whole, TS_PACKET_SIZE)), (
+        "the stream is not whole TS packets (a METADATA piece reached the player?)")
+    assert len(decode_video(data)) >= frames
+
+
+async def play(api: str, transport: str, seconds: float) -> bytes:
+    return await read_stream(f"{api}/ace/getstream?url={transport}", seconds)
+
+
+async def test_source_node_reads_an_m3u8_and_engines_play_it(tmp_path: Path) -> None:
+    with (
+        hls_origin(tmp_path) as origin,
+        source_node(tmp_path, origin.playlist_url, "--bitrate", "75000") as source,
+        engine_at(tmp_path, HOST, "engine") as api,
+    ):
+        data = await play(api, source.transport_url, 5)
+    assert_plays(data)
+    assert "HLS input connected" in (tmp_path / "source.log").read_text()
+
+
+async def test_public_hybrid_broadcast_plays_and_a_slow_swarm_falls_back_to_the_origin(tmp_path: Path) -> None:
+    with hls_origin(tmp_path) as origin:
+        port = free_port()
+        public, private = create_transport(tmp_path, origin, port)
+        # 30 KB/s of upload for a 75 KB/s stream: the swarm cannot deliver in time, the engine asks the origin.
+        with (
+            hls_support(tmp_path, private, public, port, "--upload-limit", "30"),
+            engine_at(tmp_path, "127.0.0.2", "engine") as api,
+        ):
+            data = await play(api, str(public), 6)
+            stat = engine_stat(api)
+        clients = origin.requests_by_client()
+    assert_plays(data)
+    assert isinstance(stat["downloaded_from_origin"], int) and stat["downloaded_from_origin"] > 0, stat
+    assert stat["origin_rejected"] == 0, stat
+    assert clients["127.0.0.2"] > 0, clients  # the engine's segment requests
+    assert "HLS origin" in (tmp_path / "engine.log").read_text()
+
+
+async def test_private_broadcast_engines_never_contact_the_origin(tmp_path: Path) -> None:
+    with hls_origin(tmp_path) as origin:
+        port = free_port()
+        public, private = create_transport(tmp_path, origin, port, "--hide-hls-manifest")
+        assert origin.playlist_url.encode() not in public.read_bytes()
+        with (
+            hls_support(tmp_path, private, public, port, "--hide-hls-segments"),
+            engine_at(tmp_path, "127.0.0.2", "engine2") as api2,
+            engine_at(tmp_path, "127.0.0.3", "engine3") as api3,
+        ):
+            first, second = await asyncio.gather(play(api2, str(public), 6), play(api3, str(public), 6))
+        clients = origin.requests_by_client()
+    assert_plays(first)
+    assert_plays(second)
+    assert set(clients) == {HOST}, clients  # the support node only; nothing from 127.0.0.2 or 127.0.0.3
+    (tmp_path / "origin-clients.json").write_text(json.dumps(clients))
