@@ -16,8 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from bench.hls_origin import hls_origin
 
-from tests.hls_origin import hls_origin
 from tests.integration.chain import HOST, source_node, wait_until
 from tests.integration.test_hls_ingest import _need_nginx, create_transport, engine_at, engine_stat, hls_support, play
 from tests.procs import free_port

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bench.hls_origin import HlsOrigin, hls_origin, nginx_available
 
 from swarmcast.media.ts import TS_PACKET_SIZE
-from tests.hls_origin import HlsOrigin, hls_origin, nginx_available
 from tests.integration.chain import decode_video, read_stream, source_node, support_node
 from tests.procs import free_port, swarmcast_process
 

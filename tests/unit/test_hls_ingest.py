@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -285,3 +286,52 @@ def test_fallback_waits_for_peers_then_fetches_what_a_player_still_needs() -> No
     hidden = SegmentIndex("", 1, 2000, index.entries)
     policy.note_index(20, hidden, now=100.0)
     assert policy.due(105.0, set(), [20]) == []  # --hide-hls-segments: nothing to fetch
+
+
+# -- command lines --------------------------------------------------------------------------------------------
+
+
+def test_streaming_utils_hls_support_line_parses_as_a_support_node(tmp_path: Path) -> None:
+    from swarmcast.cli import build_parser
+    from swarmcast.commands.acestream import translate
+
+    line = ["--url", "Y.acelive", "--public-transport-file", "X.acelive", "--stream-support-node",
+            "--hide-hls-segments", "--hls-broadcast-last-source-piece", "--hls-bad-manifest-max-errors", "5",
+            "--hls-bad-manifest-retry-interval", "2", "--hls-force-monotonic-sequence", "1",
+            "--port", "8621"]  # fmt: skip
+    words = translate(line)
+    assert words[:2] == ["node", "support"]
+    args = build_parser().parse_args(words)
+    assert args.hide_hls_segments and args.hls_broadcast_last_source_piece
+    assert args.hls_bad_manifest_max_errors == 5 and args.hls_bad_manifest_retry_interval == 2.0
+    assert args.hls_force_monotonic_sequence is True and args.public_transport_file == Path("X.acelive")
+
+
+def test_create_hls_transport_writes_both_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from swarmcast.commands.acestream import main
+
+    public, private = tmp_path / "x.acelive", tmp_path / "y.acelive"
+    code = main(["--create-hls-transport", "--url", URL, "--title", "T", "--output-public", str(public),
+                 "--output-private", str(private), "--hide-hls-manifest", "--base-url", "http://cdn.example/hls/",
+                 "--provider-key", "pk", "--sid", "s1", "--tracker", "udp://t.example:6969",
+                 "--category", "sport"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    descriptor = Descriptor.decode(public.read_bytes())
+    assert descriptor.hls_manifest == "" and descriptor.hls_base_url == "http://cdn.example/hls/"
+    assert descriptor.provider_key == "pk" and descriptor.categories == ("sport",)
+    secret = PrivateHlsFile.decode(private.read_bytes())
+    assert secret.hls_manifest == URL and secret.descriptor == descriptor
+    assert private.stat().st_mode & 0o077 == 0
+    assert descriptor.infohash in capsys.readouterr().out
+
+
+def test_create_hls_transport_refuses_a_bad_url(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from swarmcast.commands.acestream import main
+
+    try:
+        code = main(["--create-hls-transport", "--url", "file:///x.m3u8", "--title", "T", "--output-public",
+                     str(tmp_path / "x.acelive")])  # fmt: skip
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2 and "--url" in err and err.count("\n") == 1

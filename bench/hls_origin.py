@@ -1,4 +1,4 @@
-"""A real HLS origin for tests and the HLS offload benchmark: testsrc -> PyAV publisher (RTMP) -> nginx-rtmp (HLS).
+"""A real HLS origin for the HLS offload benchmark and the tests: testsrc -> PyAV publisher (RTMP) -> nginx-rtmp (HLS).
 
 nginx runs as our own child (bench/baseline_nginx.py writes its config), with an access log that names the client
 address of every request, so a test can count who contacted the origin (``requests_by_client``).
@@ -7,6 +7,7 @@ address of every request, so a test can count who contacted the origin (``reques
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import baseline_nginx
-from tests.procs import free_port, swarmcast_process, wait_for_port
+from bench.common import free_port
 
 HOST = "127.0.0.1"
 LOG_FORMAT = """log_format egress '$msec $bytes_sent $status "$request_uri"';"""
@@ -57,6 +58,18 @@ def nginx_available() -> str | None:
     return None
 
 
+def _wait_tcp(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"nothing listening on {HOST}:{port} after {timeout:.0f} s") from None
+            time.sleep(0.1)
+
+
 def _wait_playlist(url: str, timeout: float, segments: int = 2) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -78,30 +91,34 @@ def hls_origin(tmp: Path, *, fragment: float = 1.0, playlist: float = 6.0,
     conf = baseline_nginx.write_nginx_conf(base, rtmp_port, http_port, fragment_s=fragment, playlist_s=playlist,
                                            module=module)  # fmt: skip
     conf.write_text(conf.read_text().replace(LOG_FORMAT, CLIENT_LOG_FORMAT))
-    src_args = ["testsrc", "--port", str(src_port), "--bitrate", bitrate, "--size", "320x180", "--fps", "25"]
+    src_args = [sys.executable, "-m", "swarmcast.cli", "testsrc", "--port", str(src_port), "--bitrate", bitrate,
+                "--size", "320x180", "--fps", "25"]  # fmt: skip
     procs: list[subprocess.Popen[bytes]] = []
-    with swarmcast_process(src_args, stderr_path=tmp / "testsrc.log", wait_port=(HOST, src_port)):
-        try:
-            with (base / "nginx.log").open("wb") as log:
-                procs.append(subprocess.Popen([nginx_bin, "-c", str(conf), "-p", f"{base}/"], stdin=subprocess.DEVNULL,
-                                              stdout=log, stderr=log, start_new_session=True))  # fmt: skip
-            wait_for_port(HOST, rtmp_port, 15)
-            with (base / "publisher.log").open("wb") as log:
-                procs.append(subprocess.Popen(
-                    [sys.executable, str(Path(baseline_nginx.__file__).resolve()), "publish", "--source",
-                     f"http://{HOST}:{src_port}/stream.ts", "--rtmp",
-                     f"rtmp://{HOST}:{rtmp_port}/{baseline_nginx.APP}/{baseline_nginx.STREAM}",
-                     "--table", str(base / "stamps.txt")],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True))  # fmt: skip
-            url = f"http://{HOST}:{http_port}/hls/{baseline_nginx.STREAM}.m3u8"
-            _wait_playlist(url, 40)
-            yield HlsOrigin(url, base / "access.log", base / "hls")
-        finally:
-            for process in reversed(procs):
-                if process.poll() is None:
-                    process.terminate()
-                    try:
-                        process.wait(5)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
-                process.wait()
+    try:
+        with (base / "testsrc.log").open("wb") as log:
+            procs.append(subprocess.Popen(src_args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                          start_new_session=True))  # fmt: skip
+        _wait_tcp(src_port, 30)
+        with (base / "nginx.log").open("wb") as log:
+            procs.append(subprocess.Popen([nginx_bin, "-c", str(conf), "-p", f"{base}/"], stdin=subprocess.DEVNULL,
+                                          stdout=log, stderr=log, start_new_session=True))  # fmt: skip
+        _wait_tcp(rtmp_port, 15)
+        with (base / "publisher.log").open("wb") as log:
+            procs.append(subprocess.Popen(
+                [sys.executable, str(Path(baseline_nginx.__file__).resolve()), "publish", "--source",
+                 f"http://{HOST}:{src_port}/stream.ts", "--rtmp",
+                 f"rtmp://{HOST}:{rtmp_port}/{baseline_nginx.APP}/{baseline_nginx.STREAM}",
+                 "--table", str(base / "stamps.txt")],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True))  # fmt: skip
+        url = f"http://{HOST}:{http_port}/hls/{baseline_nginx.STREAM}.m3u8"
+        _wait_playlist(url, 40)
+        yield HlsOrigin(url, base / "access.log", base / "hls")
+    finally:
+        for process in reversed(procs):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            process.wait()
