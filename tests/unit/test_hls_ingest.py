@@ -23,7 +23,7 @@ from swarmcast.ingest.hls_parse import (
 )
 from swarmcast.ingest.hls_tracker import MAX_CATCH_UP, SequenceTracker
 from swarmcast.ingest.sniff import sniff
-from swarmcast.node.hls_fallback import FallbackPolicy
+from swarmcast.node.hls_fallback import FallbackPolicy, segment_url
 from swarmcast.node.hls_signer import relative_uri
 from swarmcast.segment_index import (
     IndexEntry,
@@ -335,3 +335,11 @@ def test_create_hls_transport_refuses_a_bad_url(capsys: pytest.CaptureFixture[st
         code = int(exit_.code or 0)
     err = capsys.readouterr().err
     assert code == 2 and "--url" in err and err.count("\n") == 1
+
+
+def test_fallback_fetches_only_from_the_origin_the_transport_file_names() -> None:
+    assert segment_url(URL, "live-3.ts") == "http://origin.example/hls/live-3.ts"
+    assert segment_url(URL, "/other/live-3.ts") == "http://origin.example/other/live-3.ts"
+    for uri in ("http://192.168.1.1/admin", "//evil.example/x.ts", "https://origin.example/hls/x.ts",
+                "http://origin.example:8080/hls/x.ts", "file:///etc/passwd"):
+        assert segment_url(URL, uri) is None, uri

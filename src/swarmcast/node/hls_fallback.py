@@ -50,6 +50,19 @@ TICK = 0.25
 LOG_EVERY = 30.0
 
 
+def segment_url(base: str, uri: str) -> str | None:
+    """Where to fetch a segment: ``uri`` resolved against ``base``; None unless on the base's scheme, host and port
+    (a broadcast cannot point its viewers' engines at other hosts, their LAN say, through its index)."""
+    url = urljoin(base, uri)
+    try:
+        target, origin = urlsplit(url), urlsplit(base)
+    except ValueError:
+        return None
+    if target.scheme not in ("http", "https") or (target.scheme, target.netloc) != (origin.scheme, origin.netloc):
+        return None
+    return url
+
+
 @dataclass
 class FallbackPolicy:
     """Which segments to fetch from the origin, and when (sans-IO; ``now`` passed in)."""
@@ -148,8 +161,10 @@ class OriginFallback:
 
     async def _fetch(self, session: aiohttp.ClientSession, index: int) -> None:
         segment, _seen = self.policy.indexes[index]
-        url = urljoin(self.base, segment.uri)
-        if urlsplit(url).scheme not in ("http", "https"):
+        url = segment_url(self.base, segment.uri)
+        if url is None:
+            self.swarm.stats.origin_failed += 1
+            log.info("HLS segment URI %r is not on the origin %s: not fetched", segment.uri[:300], self.base[:300])
             return
         stats = self.swarm.stats
         limit = segment.total_length
