@@ -9,7 +9,9 @@ create-transport`` writes the files; the HLS support node (the signer, 127.0.0.1
 mode is for); N engines on 127.0.0.10, .11, ... each play /ace/getstream for ``--duration`` s. Reported per N:
 each engine's ``downloaded`` (from peers) and ``downloaded_from_origin`` (verified segments fetched from the origin,
 node/hls_fallback.py), their sum and the origin's share, and the origin's egress to the engines from nginx's access
-log (bytes on the wire, by client address), against what N engines reading HLS directly would have cost.
+log (bytes on the wire, by client address), against what N engines reading HLS directly would have cost, and the
+origin's requests per client address. ``--private`` runs a private broadcast instead (``--hide-hls-manifest``,
+``--hide-hls-segments``): the engines' addresses must not appear in the origin's log at all.
 """
 
 from __future__ import annotations
@@ -84,20 +86,22 @@ async def stat(api: str) -> dict[str, Any]:
     return dict(result[0]) if result else {}
 
 
-async def one_run(engines: int, duration: float, upload_limit: int, work: Path) -> dict[str, Any]:
+async def one_run(engines: int, duration: float, upload_limit: int, work: Path, *,
+                  hidden: bool = False) -> dict[str, Any]:  # fmt: skip
     py = [sys.executable, "-m", "swarmcast.cli"]
     with hls_origin(work) as origin, contextlib.ExitStack() as stack:
         port = free_port()
         public, private = work / "x.acelive", work / "y.acelive"
         create = [*py, "hls", "create-transport", "--url", origin.playlist_url, "--title", "offload", "--name",
                   "offload", "--output-public", str(public), "--output-private", str(private), "--bitrate", "75000",
-                  "--tracker", f"http://{HOST}:{port}/announce"]  # fmt: skip
+                  "--tracker", f"http://{HOST}:{port}/announce", *(["--hide-hls-manifest"] if hidden else [])]
         await asyncio.to_thread(subprocess.run, create, check=True, capture_output=True)
         stack.enter_context(spawned([*py, "node", "support", "--bind", HOST, "--port", str(port), "--url",
                                      str(private), "--public-transport-file", str(public), "--state-dir",
                                      str(work / "state"), "--pid-file-dir", str(work), "--upload-limit",
                                      str(upload_limit), "--hls-bad-manifest-max-errors", "5",
-                                     "--hls-bad-manifest-retry-interval", "2"], work / "support.log"))  # fmt: skip
+                                     "--hls-bad-manifest-retry-interval", "2",
+                                     *(["--hide-hls-segments"] if hidden else [])], work / "support.log"))  # fmt: skip
         await wait_http(f"http://{HOST}:{port}/app/stat", 30)
         apis = []
         for i in range(engines):
@@ -109,14 +113,17 @@ async def one_run(engines: int, duration: float, upload_limit: int, work: Path) 
             apis.append(f"http://{HOST}:{http_port}")
         await asyncio.gather(*(wait_http(f"{api}/app/stat", 30) for api in apis))
         origin_before = origin.bytes_by_client()
+        requests_before = origin.requests_by_client()
         played = await asyncio.gather(*(play(f"{api}/ace/getstream?url={public}", duration) for api in apis))
         stats = await asyncio.gather(*(stat(api) for api in apis))
         origin_after = origin.bytes_by_client()
+        requests = origin.requests_by_client()
     peers = sum(int(s.get("downloaded", 0)) for s in stats)
     from_origin = sum(int(s.get("downloaded_from_origin", 0)) for s in stats)
     egress = {ip: origin_after[ip] - origin_before.get(ip, 0) for ip in origin_after}
     to_engines = sum(v for ip, v in egress.items() if ip != HOST)
     return {
+        "mode": "private" if hidden else "public",
         "engines": engines,
         "played_bytes": sum(played),
         "from_peers": peers,
@@ -125,6 +132,8 @@ async def one_run(engines: int, duration: float, upload_limit: int, work: Path) 
         "origin_egress_to_engines": to_engines,
         "origin_egress_to_support": egress.get(HOST, 0),
         "origin_rejected": sum(int(s.get("origin_rejected", 0)) for s in stats),
+        # Requests the origin's access log names per client address during the run (the support node is 127.0.0.1).
+        "origin_requests_by_client": {ip: n - requests_before.get(ip, 0) for ip, n in sorted(requests.items())},
     }
 
 
@@ -134,12 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds each engine plays (default 20)")
     parser.add_argument("--support-upload-limit", type=int, default=30, metavar="KB_PER_S",
                         help="the HLS support node's --upload-limit; 0 = none (default 30, the stream is ~75)")
+    parser.add_argument("--private", action="store_true",
+                        help="a private broadcast (--hide-hls-manifest, --hide-hls-segments): engines must not "
+                             "contact the origin at all")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     results = []
     for count in (int(c) for c in args.engines.split(",")):
         with tempfile.TemporaryDirectory(prefix="hls-offload-") as tmp:
-            result = asyncio.run(one_run(count, args.duration, args.support_upload_limit, Path(tmp)))
+            result = asyncio.run(one_run(count, args.duration, args.support_upload_limit, Path(tmp),
+                                         hidden=args.private))  # fmt: skip
         results.append(result)
         print(json.dumps(result), flush=True)
     print("\n| engines | from peers (MB) | from origin (MB) | origin share | origin egress to engines (MB) | "
