@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 
 import pytest
+from bench.hls_origin import nginx_available
 
 from bench import hls_offload
-from bench.hls_origin import nginx_available
 
 
 def _require_nginx() -> None:

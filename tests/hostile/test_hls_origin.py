@@ -52,6 +52,11 @@ class HostileOrigin:
                     await response.write(b"#EXTINF:1.0,\nseg-0.ts\n" * 200)
                     await asyncio.sleep(0)
             return response
+        if self.mode == "restart":
+            # An origin that restarted: 100, 101, ... then 0, 1, ... (nginx restarted without hls_continuous).
+            self.sequence += 1
+            first = 99 + self.sequence if self.sequence < 4 else self.sequence - 4
+            return web.Response(text=self._playlist(first))
         if self.mode == "backwards":
             self.sequence += 1
             # 100, then 10 for ever: backwards, and again; after the limit the reader resets onto 10's live end.
@@ -107,20 +112,24 @@ def log_text(path: Path) -> str:
         ("backwards", "HLS stream reset after 2 bad manifests"),
         ("garbage", "HLS segment"),
         ("oversized", "segment of more than"),
+        ("restart", "HLS origin restarted its media sequence"),
     ],
 )
 async def test_hostile_origin_is_survived_and_named(tmp_path: Path, mode: str, expected: str) -> None:
     log = tmp_path / "source.log"
+    monotonic = ["--hls-force-monotonic-sequence", "1"] if mode == "restart" else []
     async with hostile_origin() as (origin, url):
         origin.mode = mode
         with source_node(tmp_path, url, "--bitrate", "75000", "--hls-bad-manifest-max-errors", "2",
-                         "--hls-bad-manifest-retry-interval", "0.5") as source:  # fmt: skip
+                         "--hls-bad-manifest-retry-interval", "0.5", *monotonic) as source:  # fmt: skip
             await wait_until(lambda: expected in log_text(log), 25.0)
             if mode in ("huge", "infinite", "garbage", "oversized"):
                 assert await asyncio.to_thread(newest_piece, source.port) is None, "a piece came of hostile input"
             assert source.process.popen.poll() is None, "the source node died"
     text = log_text(log)
     assert "Traceback" not in text, text[-3000:]
+    if mode == "restart":
+        assert "bad HLS manifest" not in text  # a restart followed at once, not counted as bad
 
 
 @pytest.mark.usefixtures("_need_nginx")

@@ -343,3 +343,45 @@ def test_fallback_fetches_only_from_the_origin_the_transport_file_names() -> Non
     for uri in ("http://192.168.1.1/admin", "//evil.example/x.ts", "https://origin.example/hls/x.ts",
                 "http://origin.example:8080/hls/x.ts", "file:///etc/passwd"):
         assert segment_url(URL, uri) is None, uri
+
+
+# -- the signer's pieces --------------------------------------------------------------------------------------
+
+
+class _Swarm:
+    def __init__(self) -> None:
+        self.pieces: list[object] = []
+
+    def add_local_piece(self, piece: object, now: float) -> None:
+        self.pieces.append(piece)
+
+
+@pytest.mark.parametrize("hide", [False, True])
+def test_signer_emits_a_signed_index_then_the_segment_cut_at_piece_size(tmp_path: Path, hide: bool) -> None:
+    from swarmcast.ingest.hls import FetchedSegment, HlsSettings
+    from swarmcast.node.config import NodeCommon, SourceConfig
+    from swarmcast.node.hls_signer import HlsSignerNode
+    from swarmcast.transport import PieceVerifier
+
+    template = Descriptor(name="n", title="T", piece_size=188 * 10, bitrate=1, public_key=b"\0" * 32,
+                          hls_manifest=URL)  # fmt: skip
+    descriptor, private = create_hls_transport(template, URL)
+    config = SourceConfig(common=NodeCommon(port=0), source_url=URL, name="n", title="T", bitrate=1,
+                          metadata_dir=tmp_path, publish_dir=tmp_path)  # fmt: skip
+    node = HlsSignerNode(config, private, hls=HlsSettings(), hide_segments=hide)
+    swarm = _Swarm()
+    node.swarm, node._key, node.descriptor, node._next_index = swarm, private.key(), descriptor, 40  # type: ignore[assignment]
+    data = bytes(range(188)) * 25  # 4700 bytes: pieces of 1880, 1880, 940
+    node.emit_segment(FetchedSegment(data, "http://origin.example/hls/live-9.ts", 9, 1.0, True))
+    pieces = swarm.pieces
+    assert [p.index for p in pieces] == [40, 41, 42, 43]  # type: ignore[attr-defined]
+    verifier = PieceVerifier(descriptor.public_key, descriptor.content_id)
+    assert all(verifier.verify(p.index, p.flags, p.data, p.signature) for p in pieces)  # type: ignore[attr-defined]
+    index = SegmentIndex.decode(pieces[0].data)  # type: ignore[attr-defined]
+    assert pieces[0].flags == PieceFlags.METADATA  # type: ignore[attr-defined]
+    assert index.uri == ("" if hide else "live-9.ts") and index.sequence == 9 and index.duration_ms == 1000
+    assert [e.length for e in index.entries] == [1880, 1880, 940]
+    assert pieces[1].flags == PieceFlags.RANDOM_ACCESS | PieceFlags.DISCONTINUITY  # type: ignore[attr-defined]
+    assert [e.signature for e in index.entries] == [p.signature for p in pieces[1:]]  # type: ignore[attr-defined]
+    assert check_segment(index, data) is not None and node._next_index == 44
+    assert (tmp_path / "n.sauth").exists()  # the private file's key became the .sauth
