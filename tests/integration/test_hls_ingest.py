@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -23,7 +24,7 @@ import pytest
 from bench.hls_origin import HlsOrigin, hls_origin, nginx_available
 
 from swarmcast.media.ts import TS_PACKET_SIZE
-from tests.integration.chain import decode_video, read_stream, source_node, support_node
+from tests.integration.chain import decode_video, read_stream, source_node, support_node, wait_until
 from tests.procs import free_port, swarmcast_process
 
 HOST = "127.0.0.1"
@@ -132,3 +133,39 @@ async def test_private_broadcast_engines_never_contact_the_origin(tmp_path: Path
     assert_plays(second)
     assert set(clients) == {HOST}, clients  # the support node only; nothing from 127.0.0.2 or 127.0.0.3
     (tmp_path / "origin-clients.json").write_text(json.dumps(clients))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("swarmcast.commands.broadcaster") is None,
+                    reason="swarmcast broadcaster (issue 9 part A) not in this tree")  # fmt: skip
+async def test_hybrid_broadcast_from_swarmcast_broadcaster_master_playlist(tmp_path: Path) -> None:
+    """Our own origin: testsrc --rtmp -> swarmcast broadcaster; the support node follows its master playlist."""
+    rtmp_port, http_port, port = free_port(), free_port(), free_port()
+    broadcaster = ["broadcaster", "--rtmp-addr", f"{HOST}:{rtmp_port}", "--http-addr", f"{HOST}:{http_port}",
+                   "--segment-duration", "1"]  # fmt: skip
+    publisher = ["testsrc", "--rtmp", f"rtmp://{HOST}:{rtmp_port}/hello_world", "--bitrate", "600k",
+                 "--size", "320x180", "--fps", "25"]  # fmt: skip
+    master = f"http://{HOST}:{http_port}/stream/hello_world.m3u8"
+    with (
+        swarmcast_process(broadcaster, stderr_path=tmp_path / "broadcaster.log", wait_port=(HOST, http_port)),
+        swarmcast_process(publisher, stderr_path=tmp_path / "publisher.log"),
+    ):
+        await wait_until(lambda: b"#EXTINF" in _get(master.replace(".m3u8", "/source.m3u8")), 30.0)
+        origin = HlsOrigin(master, tmp_path / "no-log", tmp_path)
+        public, private = create_transport(tmp_path, origin, port)
+        with (
+            hls_support(tmp_path, private, public, port, "--upload-limit", "30"),
+            engine_at(tmp_path, "127.0.0.2", "engine") as api,
+        ):
+            data = await play(api, str(public), 6)
+            stat = engine_stat(api)
+    assert_plays(data)
+    assert stat["origin_rejected"] == 0, stat
+    assert "master playlist: variant 'source'" in (tmp_path / "support.log").read_text()
+
+
+def _get(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bytes(response.read())
+    except OSError:
+        return b""
