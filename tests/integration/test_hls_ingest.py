@@ -109,8 +109,12 @@ async def test_public_hybrid_broadcast_plays_and_a_slow_swarm_falls_back_to_the_
         ):
             data = await play(api, str(public), 6)
             stat = engine_stat(api)
+            monitor = json.loads(await asyncio.to_thread(_get, f"http://{HOST}:{port}/app/monitor"))
         clients = origin.requests_by_client()
     assert_plays(data)
+    # The signer shows as a support node (no source_url: streaming-utils' TS-source marker) with the origin's state.
+    assert monitor["type"] == "support" and "source_url" not in monitor, monitor
+    assert monitor["hls_status"]["connected"] and monitor["hls_status"]["url"] == origin.playlist_url, monitor
     assert isinstance(stat["downloaded_from_origin"], int) and stat["downloaded_from_origin"] > 0, stat
     assert stat["origin_rejected"] == 0, stat
     assert clients["127.0.0.2"] > 0, clients  # the engine's segment requests
