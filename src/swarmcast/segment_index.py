@@ -103,16 +103,29 @@ def split_segment(data: bytes, piece_size: int) -> list[bytes]:
     return [data[i : i + piece_size] for i in range(0, len(data), piece_size)]
 
 
-def check_segment(index: SegmentIndex, data: bytes) -> list[bytes] | None:
-    """The data pieces of ``data`` when every part matches the index (length and SHA-256); None otherwise."""
-    if len(data) != index.total_length:
+def part_span(index: SegmentIndex, first: int, stop: int) -> tuple[int, int]:
+    """Byte offsets ``[start, end)`` of data pieces ``first .. stop - 1`` (0-based) within the segment."""
+    lengths = [e.length for e in index.entries]
+    return sum(lengths[:first]), sum(lengths[:stop])
+
+
+def check_parts(index: SegmentIndex, first: int, stop: int, data: bytes) -> list[bytes] | None:
+    """Data pieces ``first .. stop - 1`` (0-based) cut from ``data`` (exactly their bytes) when each matches its
+    entry's length and SHA-256; None otherwise."""
+    start, end = part_span(index, first, stop)
+    if not 0 <= first < stop <= len(index.entries) or len(data) != end - start:
         return None
     parts = []
     offset = 0
-    for entry in index.entries:
+    for entry in index.entries[first:stop]:
         part = data[offset : offset + entry.length]
         offset += entry.length
         if hashlib.sha256(part).digest() != entry.sha256:
             return None
         parts.append(part)
     return parts
+
+
+def check_segment(index: SegmentIndex, data: bytes) -> list[bytes] | None:
+    """The data pieces of ``data`` when every part matches the index (length and SHA-256); None otherwise."""
+    return check_parts(index, 0, len(index.entries), data)

@@ -29,7 +29,9 @@ from swarmcast.segment_index import (
     IndexEntry,
     SegmentIndex,
     SegmentIndexError,
+    check_parts,
     check_segment,
+    part_span,
     split_segment,
 )
 from swarmcast.transport import Descriptor, TransportError
@@ -228,6 +230,17 @@ def test_segment_index_round_trips_and_checks_a_segment() -> None:
     tampered[5000] ^= 1
     assert check_segment(index, bytes(tampered)) is None
     assert check_segment(index, data + b"x") is None and check_segment(index, data[:-1]) is None
+
+
+def test_a_byte_range_of_the_missing_pieces_is_checked_alone() -> None:
+    data = bytes(range(256)) * 100  # 25600 bytes as pieces of 7520: 7520, 7520, 7520, 3040
+    index = make_index(data, 188 * 40)
+    assert part_span(index, 1, 3) == (7520, 22560)
+    parts = check_parts(index, 1, 3, data[7520:22560])
+    assert parts == [data[7520:15040], data[15040:22560]]
+    assert check_parts(index, 1, 3, data[7520:22561]) is None  # one byte too many
+    assert check_parts(index, 1, 3, data[7521:22561]) is None  # shifted
+    assert check_parts(index, 3, 2, b"") is None and check_parts(index, 0, 5, data) is None
 
 
 @settings(max_examples=300, deadline=None)

@@ -9,7 +9,8 @@ it is there within a fraction of a second; a random jitter of up to ``FETCH_JITT
 not all ask at once), some data piece is still missing, a player has not yet read past the
 segment, the index names a URI (not hidden) and the segment was not tried before. ``OriginFallback`` (the I/O
 half, one task per broadcast, closed with it) GETs each due segment, at most the index's total length, within
-``FETCH_TIMEOUT``; checks every part's hash and signature; stores the missing parts with ``add_local_piece``
+``FETCH_TIMEOUT`` (only the byte range of the pieces still missing, when the origin takes HTTP Range requests);
+checks every part's hash and signature; stores the missing parts with ``add_local_piece``
 (which announces them with HAVE: peers may ask us for them). A segment that fails is rejected whole and never
 stored or shared (``origin_rejected``); it is not asked for again.
 
@@ -31,7 +32,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from swarmcast.ingest.hls import SegmentError, read_bounded
-from swarmcast.segment_index import SegmentIndex, SegmentIndexError, check_segment
+from swarmcast.segment_index import SegmentIndex, SegmentIndexError, check_parts, check_segment, part_span
 from swarmcast.swarm.core import Swarm
 from swarmcast.swarm.store import StoredPiece
 from swarmcast.transport import Descriptor, PieceVerifier
@@ -167,12 +168,30 @@ class OriginFallback:
             log.info("HLS segment URI %r is not on the origin %s: not fetched", segment.uri[:300], self.base[:300])
             return
         stats = self.swarm.stats
-        limit = segment.total_length
+        store = self.swarm.store
+        count = len(segment.entries)
+        missing = [j for j in range(count) if index + 1 + j not in store]
+        if not missing:
+            return
+        # Only the bytes of the pieces still missing (HTTP Range, RFC 9110 §14): what peers gave is not fetched
+        # again. An origin that ignores Range answers 200 with the whole segment, which is checked whole.
+        first, stop = missing[0], missing[-1] + 1
+        start, end = part_span(segment, first, stop)
+        whole = (first, stop) == (0, count)
+        headers = {} if whole else {"Range": f"bytes={start}-{end - 1}"}
         try:
-            async with session.get(url) as response:
-                if response.status != 200:
+            async with session.get(url, headers=headers) as response:
+                if response.status == 206 and not whole:
+                    if response.headers.get("Content-Range", "").split("/")[0] != f"bytes {start}-{end - 1}":
+                        raise SegmentError(f"Content-Range {response.headers.get('Content-Range', '')[:80]!r}")
+                    data = await read_bounded(response, end - start, "segment range")
+                    parts = check_parts(segment, first, stop, data)
+                elif response.status == 200:
+                    data = await read_bounded(response, segment.total_length, "segment")
+                    all_parts = check_segment(segment, data)
+                    parts = None if all_parts is None else all_parts[first:stop]
+                else:
                     raise OSError(f"HTTP {response.status}")
-                data = await read_bounded(response, limit, "segment")
         except SegmentError as error:  # bigger than its index says: not the signer's segment
             stats.origin_rejected += 1
             log.warning("HLS origin segment %s rejected, not shared: %s", url[:300], error)
@@ -181,23 +200,23 @@ class OriginFallback:
             stats.origin_failed += 1
             log.info("HLS origin segment %s not fetched: %s", url[:300], str(error) or type(error).__name__)
             return
-        parts = check_segment(segment, data)
+        stats.origin_fetched += len(data)
         now = time.monotonic()
         if parts is None:
             stats.origin_rejected += 1
             log.warning("HLS origin segment %s (pieces %d..%d) does not match its signed index: rejected, not "
-                        "shared", url[:300], index + 1, index + len(segment.entries))  # fmt: skip
+                        "shared", url[:300], index + 1 + first, index + stop)  # fmt: skip
             return
         pieces = []
-        for offset, (entry, part) in enumerate(zip(segment.entries, parts, strict=True)):
-            number = index + 1 + offset
+        for offset, part in enumerate(parts, start=first):
+            entry, number = segment.entries[offset], index + 1 + offset
             if not self._verifier.verify(number, entry.flags, part, entry.signature):
                 stats.origin_rejected += 1
                 log.warning("HLS origin segment %s: piece %d fails its signature: rejected", url[:300], number)
                 return
             pieces.append(StoredPiece(number, entry.flags, entry.signature, part))
         for piece in pieces:
-            if piece.index not in self.swarm.store:
+            if piece.index not in store:
                 stats.downloaded_from_origin += len(piece.data)
                 self.swarm.add_local_piece(piece, now)
         stats.origin_segments += 1

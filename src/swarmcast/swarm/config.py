@@ -63,6 +63,7 @@ class SwarmStats:
     # An HLS broadcast's origin fallback (node/hls_fallback.py): verified bytes stored from the origin, segments
     # fetched, segments that failed their signed index (rejected, never shared), fetches that failed.
     downloaded_from_origin: int = 0
+    origin_fetched: int = 0  # body bytes received from the origin (rejected and already-held pieces included)
     origin_segments: int = 0
     origin_rejected: int = 0
     origin_failed: int = 0

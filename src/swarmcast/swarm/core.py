@@ -643,6 +643,7 @@ class Swarm:
             "downloaded_from_seeders": stats.downloaded_from_seeders,
             "downloaded_from_origin": stats.downloaded_from_origin,  # HLS fallback (node/hls_fallback.py)
             "origin_segments": stats.origin_segments,
+            "origin_fetched": stats.origin_fetched,
             "origin_rejected": stats.origin_rejected,
             "uploaded": stats.uploaded,
             "bytes_sent": stats.bytes_sent,
