@@ -93,6 +93,8 @@ def test_master_playlist_picks_highest_bandwidth_or_named_variant() -> None:
         ("#EXTM3U\n" + "#EXT-X-FOO\n" * (MAX_PLAYLIST_LINES + 1), "lines"),
         ("#EXTM3U\n#EXT-X-TARGETDURATION:2\n" + "#EXTINF:2,\ns.ts\n" * (MAX_SEGMENTS + 1), "segments"),
         ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n", "without variants"),
+        ("#EXTM3U\n#EXTINF:2,\na.ts\n#EXT-X-MEDIA-SEQUENCE:5\n#EXTINF:2,\nb.ts\n", "after a segment"),  # fuzz find
+        ("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:5\n#EXT-X-MEDIA-SEQUENCE:9\n", "twice"),
     ],
     ids=lambda value: value[:30] if isinstance(value, str) else None,
 )

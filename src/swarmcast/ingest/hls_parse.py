@@ -29,7 +29,8 @@ MAX_URI_CHARS = 2_048
 MAX_SEQUENCE = 2**63 - 1
 MAX_DURATION = 3_600.0  # seconds: of one segment, and TARGETDURATION
 
-_ATTRIBUTE = re.compile(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)')
+_KEY = re.compile(r"[A-Z0-9-]{1,64}")
+MAX_ATTRIBUTES = 64
 
 
 class PlaylistError(ValueError):
@@ -95,8 +96,29 @@ def _number(text: str, what: str, *, integer: bool) -> float:
 
 
 def attributes(text: str) -> dict[str, str]:
-    """An attribute list (RFC 8216 §4.2): ``KEY=value,KEY="quoted"``."""
-    return {key: value.strip('"') for key, value in _ATTRIBUTE.findall(text[:4096])}
+    """An attribute list (RFC 8216 §4.2): ``KEY=value,KEY="quoted"``; linear in the text (the first 4096 characters:
+    a regular expression here backtracked quadratically on a long run of key characters, found by fuzzing)."""
+    text = text[:4096]
+    out: dict[str, str] = {}
+    i = 0
+    while len(out) < MAX_ATTRIBUTES:
+        eq = text.find("=", i)
+        if eq < 0:
+            break
+        key = text[i:eq].strip()
+        if text.startswith('"', eq + 1):
+            close = text.find('"', eq + 2)
+            close = len(text) if close < 0 else close
+            value, comma = text[eq + 2 : close], text.find(",", close)
+        else:
+            comma = text.find(",", eq + 1)
+            value = text[eq + 1 : comma if comma >= 0 else len(text)]
+        if _KEY.fullmatch(key):
+            out[key] = value
+        if comma < 0:
+            break
+        i = comma + 1
+    return out
 
 
 def parse_playlist(text: str, url: str) -> Playlist:
@@ -137,6 +159,7 @@ def _parse_media(lines: list[str], url: str) -> MediaPlaylist:
     segments: list[Segment] = []
     duration: float | None = None
     discontinuity = False
+    seen_sequence = False
     for raw in lines[1:]:
         line = raw.strip()
         if not line:
@@ -144,6 +167,9 @@ def _parse_media(lines: list[str], url: str) -> MediaPlaylist:
         if line.startswith("#"):
             tag, _, value = line.partition(":")
             if tag == "#EXT-X-MEDIA-SEQUENCE":
+                if segments or seen_sequence:  # RFC 8216 §4.3.3.2: once, before the first segment
+                    raise PlaylistError("#EXT-X-MEDIA-SEQUENCE after a segment or twice")
+                seen_sequence = True
                 media_sequence = int(_number(value, "#EXT-X-MEDIA-SEQUENCE", integer=True))
                 if media_sequence > MAX_SEQUENCE:
                     raise PlaylistError(f"#EXT-X-MEDIA-SEQUENCE {media_sequence} out of range")
