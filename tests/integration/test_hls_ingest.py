@@ -173,3 +173,22 @@ def _get(url: str) -> bytes:
             return bytes(response.read())
     except OSError:
         return b""
+
+
+async def test_private_hls_broadcast_plays_through_ace_manifest(tmp_path: Path) -> None:
+    """/ace/manifest.m3u8 (part D) on an HLS broadcast: the engine's own segments, cut from the verified pieces
+    (segment indexes left out), decoded by FFmpeg's HLS demuxer; the origin still sees only the support node."""
+    from tests.integration.test_hls_out import decode_hls
+
+    with hls_origin(tmp_path) as origin:
+        port = free_port()
+        public, private = create_transport(tmp_path, origin, port, "--hide-hls-manifest")
+        with (
+            hls_support(tmp_path, private, public, port, "--hide-hls-segments"),
+            engine_at(tmp_path, "127.0.0.2", "engine") as api,
+        ):
+            url = f"{api}/ace/manifest.m3u8?url={public}"
+            frames, first, last = await asyncio.to_thread(decode_hls, url, 4.0)
+        clients = origin.requests_by_client()
+    assert last - first >= 4.0 and frames >= 4 * 25 * 0.8, (frames, first, last)
+    assert set(clients) == {HOST}, clients
