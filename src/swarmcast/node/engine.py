@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -31,6 +32,7 @@ from swarmcast.node.engine_limits import (
     check_join,
     should_leave,
 )
+from swarmcast.node.hls_fallback import OriginFallback
 from swarmcast.node.host import PeerHost
 from swarmcast.node.joiner import JoinError, LocalFiles, Membership
 from swarmcast.node.shared import make_store, new_peer_id
@@ -82,6 +84,12 @@ class EngineBroadcast:
         self._new_piece = asyncio.Event()
         self._has_piece = False
         self.swarm.piece_listeners.append(self._on_piece)
+        self.fallback: OriginFallback | None = None  # a public HLS broadcast's origin fallback (hls_fallback.py)
+
+    def start_fallback(self, descriptor: Descriptor, local_ip: str | None) -> None:
+        if descriptor.hls_manifest and self.fallback is None:
+            self.fallback = OriginFallback(self.swarm, descriptor, local_ip=local_ip)
+            self.fallback.start()
 
     def _on_piece(self, _index: int) -> None:
         self._has_piece = True
@@ -238,6 +246,11 @@ class Engine:
                 membership = Membership(self.host, swarm, all_trackers)
                 membership.start()
                 broadcast = self.broadcasts[content_id] = EngineBroadcast(membership, now=now)
+                local_ip = None if self.config.bind in ("0.0.0.0", "::") else self.config.bind
+                if descriptor is not None:
+                    broadcast.start_fallback(descriptor, local_ip)
+                else:
+                    swarm.descriptor_listeners.append(partial(broadcast.start_fallback, local_ip=local_ip))
                 log.info("joined broadcast %s (%s)", content_id.hex(), broadcast.state.value)
             else:
                 if node is not None:
@@ -278,6 +291,8 @@ class Engine:
             return
         broadcast.closed.set()
         self.sessions.remove_broadcast(broadcast)
+        if broadcast.fallback is not None:
+            await broadcast.fallback.close()
         await broadcast.membership.close()
 
     async def close(self) -> None:

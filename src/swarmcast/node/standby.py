@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from swarmcast.credential import CredentialIssuer, CredentialRole
 from swarmcast.discovery.tracker_server import InternalTracker
 from swarmcast.http.node_api import node_api_routes
-from swarmcast.ingest.http_ts import read_ts_source
+from swarmcast.ingest.hls import read_source
 from swarmcast.ingest.status import InputStatus
 from swarmcast.media.ts import TsPacketizer
 from swarmcast.node.access import AccessControl
@@ -248,9 +248,10 @@ class StandbyNode:
         self.node_state.metatrackers = membership.metatracker_status
         membership.start()
         log.info("standby node listening on %s:%d", config.common.bind, host.port)
-        chunks = read_ts_source(
+        chunks = read_source(  # TS or HLS, as the primary's (ingest/hls.py)
             config.source_url, reconnect_interval=config.source_reconnect_interval,
             read_timeout=config.source_read_timeout, on_reconnect=on_reconnect, status=self.input_status,
+            hls=config.hls,
         )
 
         async def pump() -> None:
