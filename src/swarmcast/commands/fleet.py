@@ -1,0 +1,214 @@
+"""``swarmcast fleet``: a broadcaster's nodes on this server, from streaming-utils' config files (swarmcast/fleet/).
+
+Subcommands mirror streaming-utils' scripts: start-sources, start-support, stop, monitor, update-metadata,
+cleanup; and status, receiver, systemd. Exit codes: 0 done, 1 something failed (each failure is a line on stdout
+starting ``error:``), 2 a bad command line or config (nothing was started or stopped), 3 another run holds the lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from swarmcast.commands.options import non_negative_float, port, positive_float
+from swarmcast.fleet import processes, receiver, systemd
+from swarmcast.fleet.commandline import source_specs, support_specs
+from swarmcast.fleet.config import AppConfig, ConfigError, check_sources, check_supports, load_app_config
+from swarmcast.fleet.controller import ControllerError, load_list
+from swarmcast.fleet.push import push_monitor, restore_metadata, update_metadata
+from swarmcast.fleet.reconcile import START_TIMEOUT, Runner, describe, observe, plan
+from swarmcast.fleet.records import delete_record, load_records
+from swarmcast.fleet.status import status_rows, status_table
+
+PROG = "swarmcast fleet"
+EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 1, 2, 3
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "fleet", help="start, stop and reconcile a broadcaster's nodes from streaming-utils' config files",
+        description="Runs the source and support nodes a streaming-utils config describes (docs/fleet.md).",
+    )  # fmt: skip
+    parser.add_argument("--config", type=Path, default=Path("config/config.json"), metavar="PATH",
+                        help="the app config (default: config/config.json under the current directory)")  # fmt: skip
+    subs = parser.add_subparsers(dest="fleet_command", required=True, metavar="SUBCOMMAND")
+
+    def timing(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--start-timeout", type=positive_float, default=START_TIMEOUT, metavar="SECONDS",
+                       help=f"how long a started node has to answer its monitor (default {START_TIMEOUT:g})")
+        p.add_argument("--stop-timeout", type=non_negative_float, default=processes.STOP_TIMEOUT,
+                       metavar="SECONDS", help="SIGTERM to SIGKILL (default %(default)g)")  # fmt: skip
+
+    src = subs.add_parser("start-sources", help="start the config's source nodes; stop and restart to match it")
+    src.add_argument("--port", type=port, help="only the node on this port (nothing else is stopped)")
+    src.add_argument("--dry-run", action="store_true", help="print what would be done and the command lines")
+    src.add_argument("--get-remote-metadata", action="store_true",
+                     help="ask the controller for each stream's metadata (?get_metadata) and restore it")
+    src.add_argument("--force-creating-transport-files", action="store_true",
+                     help="HLS streams: make the transport files again even if they exist")
+    src.add_argument("--clear-logs-on-start", action="store_true", help="remove a node's log before starting it")
+    timing(src)
+    src.set_defaults(func=lambda a: _reconcile(a, "source"))
+
+    sup = subs.add_parser("start-support", help="start the config's support nodes; stop and restart to match it")
+    sup.add_argument("--port", type=port, help="only the node on this port (nothing else is stopped)")
+    sup.add_argument("--dry-run", action="store_true", help="print what would be done and the command lines")
+    sup.add_argument("--clear-logs-on-start", action="store_true", help="remove a node's log before starting it")
+    timing(sup)
+    sup.set_defaults(func=lambda a: _reconcile(a, "support"), get_remote_metadata=False,
+                     force_creating_transport_files=False)  # fmt: skip
+
+    stop = subs.add_parser("stop", help="stop all nodes, or the one on PORT (SIGTERM, then SIGKILL)")
+    stop.add_argument("which", metavar="all|PORT", type=_all_or_port)
+    stop.add_argument("--stop-timeout", type=non_negative_float, default=processes.STOP_TIMEOUT, metavar="SECONDS",
+                      help="SIGTERM to SIGKILL (default %(default)g)")  # fmt: skip
+    stop.add_argument("--dry-run", action="store_true", help="print what would be stopped")
+    stop.set_defaults(func=_stop)
+
+    mon = subs.add_parser("monitor", help="POST each node's monitor JSON to controller.monitor")
+    mon.add_argument("--node-type", choices=("source", "support"), required=True)
+    mon.set_defaults(func=lambda a: _with_app(a, lambda app: push_monitor(app, a.node_type)))
+
+    meta = subs.add_parser("update-metadata",
+                           help="POST every stream's .sauth/.restart to controller.metadata_receiver")
+    meta.set_defaults(func=lambda a: _with_app(a, update_metadata))
+
+    clean = subs.add_parser("cleanup", help="remove the log, cache and pid dirs (as streaming-utils' cleanup.py)")
+    clean.set_defaults(func=_cleanup)
+
+    stat = subs.add_parser("status", help="a table of every node: port, type, stream, pid, up/down, peers, upload")
+    stat.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    stat.set_defaults(func=_status)
+
+    receiver.register(subs)
+    systemd.register(subs)
+
+
+def _all_or_port(text: str) -> int:
+    return 0 if text == "all" else port(text)
+
+
+def _load(args: argparse.Namespace) -> AppConfig:
+    return load_app_config(args.config)
+
+
+def _with_app(args: argparse.Namespace, action: Callable[[AppConfig], int]) -> int:
+    try:
+        app = _load(args)
+    except ConfigError as error:
+        return _config_error(error)
+    return action(app)
+
+
+def _config_error(error: Exception) -> int:
+    for line in str(error).splitlines():
+        print(f"{PROG}: error: {line}", file=sys.stderr)
+    print(f"{PROG}: nothing was started or stopped", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _reconcile(args: argparse.Namespace, kind: str) -> int:
+    try:
+        app = _load(args)
+        endpoint = "source_node" if kind == "source" else "support_node"
+        raw, origin = load_list(app, endpoint, get_metadata=kind == "source" and args.get_remote_metadata)
+        if kind == "source":
+            entries, warnings = check_sources(raw, app, origin)
+            specs = source_specs(app, entries)
+        else:
+            supports, warnings = check_supports(raw, app, origin)
+            specs = support_specs(app, supports)
+    except (ConfigError, ControllerError) as error:
+        return _config_error(error)
+    for warning in warnings:
+        print(f"warning: {warning}")
+    if args.port is not None and all(s.port != args.port for s in specs):
+        print(f"{PROG}: error: --port {args.port}: no {kind} node on that port in {origin}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.dry_run:
+        actions = plan(kind, specs, observe(app), host=app.bind or "0.0.0.0", only_port=args.port)
+        for line in describe(actions):
+            print(f"DRY-RUN: {line}")
+        return 0
+    try:
+        with processes.run_lock(app.dir("state")):
+            actions = plan(kind, specs, observe(app), host=app.bind or "0.0.0.0", only_port=args.port)
+            runner = Runner(app, clear_logs=args.clear_logs_on_start,
+                            force_transport=args.force_creating_transport_files,
+                            start_timeout=args.start_timeout, stop_timeout=args.stop_timeout,
+                            before_start=lambda spec: restore_metadata(app, spec))  # fmt: skip
+            failed = runner.apply(actions)
+    except processes.LockedError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return EXIT_LOCKED
+    print(f"{kind}: {len(specs)} in the config, {failed} problem(s)")
+    return EXIT_FAILED if failed else 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    try:
+        app = _load(args)
+    except ConfigError as error:
+        return _config_error(error)
+    def run() -> int:
+        found = processes.read_pid_files(app.dir("pid"))
+        records = load_records(app.dir("state"))
+        ports = sorted(set(found) | set(records)) if args.which == 0 else [args.which]
+        if args.which and args.which not in found and args.which not in records:
+            print(f"stop: no node on port {args.which}")
+            return EXIT_FAILED
+        for p in ports:
+            pf = found.get(p)
+            pid = pf.pid if pf is not None else None
+            if args.dry_run:
+                print(f"DRY-RUN: stop: port {p}, pid {pid}")
+                continue
+            how = processes.stop(pid, pf.path, args.stop_timeout) if pid is not None and pf is not None \
+                else "was not running"  # fmt: skip
+            if pid is None and pf is not None:
+                pf.path.unlink(missing_ok=True)
+            delete_record(app.dir("state"), p)
+            print(f"stop: port {p}, pid {pid}: {how}")
+        if not ports:
+            print("stop: no running nodes")
+        return 0
+
+    if args.dry_run:
+        return run()
+    try:
+        with processes.run_lock(app.dir("state")):
+            return run()
+    except processes.LockedError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return EXIT_LOCKED
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    try:
+        app = _load(args)
+    except ConfigError as error:
+        return _config_error(error)
+    for name in ("log", "cache", "pid"):
+        path = app.dir(name)
+        if path.is_dir():
+            print(f"remove dir {path}")
+            shutil.rmtree(path)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        app = _load(args)
+    except ConfigError as error:
+        return _config_error(error)
+    rows = status_rows(app)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print(status_table(rows))
+    return 0
