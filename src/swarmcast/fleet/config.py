@@ -220,7 +220,7 @@ def parse_text(text: str, origin: str) -> object:
 
 
 def load_app_config(path: Path) -> AppConfig:
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError([f"{path}: no such config file (--config)"])
     return check_app_config(parse_text(read_text(path), str(path)), path)
 
