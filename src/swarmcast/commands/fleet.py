@@ -26,6 +26,7 @@ from swarmcast.fleet.status import status_rows, status_table
 
 PROG = "swarmcast fleet"
 EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 1, 2, 3
+DEFAULT_CONFIG = Path("config/config.json")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,9 +34,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "fleet", help="start, stop and reconcile a broadcaster's nodes from streaming-utils' config files",
         description="Runs the source and support nodes a streaming-utils config describes (docs/fleet.md).",
     )  # fmt: skip
-    parser.add_argument("--config", type=Path, default=Path("config/config.json"), metavar="PATH",
-                        help="the app config (default: config/config.json under the current directory)")  # fmt: skip
+    add_config(parser, DEFAULT_CONFIG)
     subs = parser.add_subparsers(dest="fleet_command", required=True, metavar="SUBCOMMAND")
+    real_add = subs.add_parser
+
+    def add_parser(name: str, **kwargs: object) -> argparse.ArgumentParser:
+        sub = real_add(name, **kwargs)  # type: ignore[arg-type]
+        add_config(sub, argparse.SUPPRESS)
+        return sub
+
+    subs.add_parser = add_parser  # type: ignore[method-assign]
 
     def timing(p: argparse.ArgumentParser) -> None:
         p.add_argument("--start-timeout", type=positive_float, default=START_TIMEOUT, metavar="SECONDS",
@@ -86,6 +94,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     receiver.register(subs)
     systemd.register(subs)
+
+
+def add_config(parser: argparse.ArgumentParser, default: object) -> None:
+    """``--config`` before or after the subcommand (``swarmcast fleet start-sources --config PATH --dry-run``: the
+    command line's unknown-option check reads the subcommand's own options)."""
+    parser.add_argument("--config", type=Path, default=default, metavar="PATH",
+                        help="the app config (default: config/config.json under the current directory)")  # fmt: skip
 
 
 def _all_or_port(text: str) -> int:
