@@ -54,9 +54,10 @@ def signal_url(tmp: Path) -> Iterator[str]:
 
 def write_root(root: Path, *, source_node: str = "source.json", support_node: str = "support.json",
                bind: str | None = None, monitor: str | None = None, metadata: str | None = None,
-               token: str | None = None, engine_path: str | None = None) -> Path:  # fmt: skip
+               token: str | None = None, engine_path: str | None = None,
+               tracker: str | None = None) -> Path:  # fmt: skip
     """streaming-utils' template, comments kept, with this test's paths (and trackers that go nowhere)."""
-    tracker = f"{HOST}:{free_port()}"
+    tracker = tracker or f"{HOST}:{free_port()}"
     text = (TEMPLATE.replace("/opt/acestream-stable/start-engine", engine_path or engine_script())
             .replace('"/opt/app"', json.dumps(str(root)))
             .replace('"http://example.com/source_node/get_config.php"', json.dumps(source_node))
