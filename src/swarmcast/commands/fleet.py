@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from swarmcast.commands.options import non_negative_float, port, positive_float
 from swarmcast.fleet import processes, receiver, systemd
-from swarmcast.fleet.commandline import source_specs, support_specs
+from swarmcast.fleet.commandline import NodeSpec, source_specs, support_specs
 from swarmcast.fleet.config import AppConfig, ConfigError, check_sources, check_supports, load_app_config
 from swarmcast.fleet.controller import ControllerError, load_list
 from swarmcast.fleet.push import push_monitor, restore_metadata, update_metadata
@@ -92,6 +93,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     stat.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     stat.set_defaults(func=_status)
 
+    ex = subs.add_parser("exec", help="become the engine of the configured node on PORT (for systemd units)")
+    ex.add_argument("kind", choices=("source", "support"))
+    ex.add_argument("node_port", type=port, metavar="PORT")
+    ex.set_defaults(func=_exec_node)
+
     receiver.register(subs)
     systemd.register(subs)
 
@@ -129,14 +135,7 @@ def _config_error(error: Exception) -> int:
 def _reconcile(args: argparse.Namespace, kind: str) -> int:
     try:
         app = _load(args)
-        endpoint = "source_node" if kind == "source" else "support_node"
-        raw, origin = load_list(app, endpoint, get_metadata=kind == "source" and args.get_remote_metadata)
-        if kind == "source":
-            entries, warnings = check_sources(raw, app, origin)
-            specs = source_specs(app, entries)
-        else:
-            supports, warnings = check_supports(raw, app, origin)
-            specs = support_specs(app, supports)
+        specs, warnings, origin = _specs(app, kind, get_metadata=kind == "source" and args.get_remote_metadata)
     except (ConfigError, ControllerError) as error:
         return _config_error(error)
     for warning in warnings:
@@ -162,6 +161,44 @@ def _reconcile(args: argparse.Namespace, kind: str) -> int:
         return EXIT_LOCKED
     print(f"{kind}: {len(specs)} in the config, {failed} problem(s)")
     return EXIT_FAILED if failed else 0
+
+
+def _specs(app: AppConfig, kind: str, *, get_metadata: bool) -> tuple[list[NodeSpec], list[str], str]:
+    endpoint = "source_node" if kind == "source" else "support_node"
+    raw, origin = load_list(app, endpoint, get_metadata=get_metadata)
+    if kind == "source":
+        entries, warnings = check_sources(raw, app, origin)
+        return source_specs(app, entries), warnings, origin
+    supports, warnings = check_supports(raw, app, origin)
+    return support_specs(app, supports), warnings, origin
+
+
+def _exec_node(args: argparse.Namespace) -> int:
+    """Look the node up, restore its metadata, make HLS transport files, then exec its engine (pid stays)."""
+    try:
+        app = _load(args)
+        specs, warnings, origin = _specs(app, args.kind, get_metadata=False)
+    except (ConfigError, ControllerError) as error:
+        return _config_error(error)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    spec = next((s for s in specs if s.port == args.node_port), None)
+    if spec is None:
+        print(f"{PROG}: error: no {args.kind} node on port {args.node_port} in {origin}", file=sys.stderr)
+        return EXIT_USAGE
+    runner = Runner(app, before_start=lambda s: restore_metadata(app, s))
+    try:
+        for name in ("public", "private", "metadata", "log", "cache", "pid", "state"):
+            app.dir(name).mkdir(parents=True, exist_ok=True)
+        restore_metadata(app, spec)
+        if spec.prepare is not None and not all(p.is_file() for p in spec.prepare_outputs):
+            runner.prepare(spec)
+    except (ValueError, OSError) as error:
+        print(f"{PROG}: error: {spec.kind} {spec.port}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    sys.stdout.flush()
+    os.execv(spec.argv[0], spec.argv)  # noqa: S606 (the engine, as the reconcile starts it, without a shell)
+    return EXIT_FAILED  # not reached: execv replaces this process or raises
 
 
 def _stop(args: argparse.Namespace) -> int:

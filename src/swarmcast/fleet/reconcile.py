@@ -269,7 +269,7 @@ class Runner:
                 self.before_start(spec)
             if spec.prepare is not None and (self.force_transport
                                              or not all(p.is_file() for p in spec.prepare_outputs)):  # fmt: skip
-                self._prepare(spec)
+                self.prepare(spec)
         except (ValueError, OSError) as error:
             self.failed += 1
             self.say(f"error: {spec.kind} {spec.port}: not started: {error}")
@@ -284,7 +284,7 @@ class Runner:
                                            pid=child.pid, started_at=time.time()))  # fmt: skip
         return True
 
-    def _prepare(self, spec: NodeSpec) -> None:
+    def prepare(self, spec: NodeSpec) -> None:
         assert spec.prepare is not None
         with open(spec.log_path, "ab") as log:
             try:
