@@ -244,6 +244,13 @@ def _cleanup(args: argparse.Namespace) -> int:
         app = _load(args)
     except ConfigError as error:
         return _config_error(error)
+    running = sorted(p for p, f in processes.read_pid_files(app.dir("pid")).items()
+                     if f.pid is not None and processes.alive(f.pid))  # fmt: skip
+    if running:
+        # Without their pid files, running nodes would be invisible to every later run (and started twice).
+        print(f"{PROG}: error: nodes still run on port(s) {', '.join(map(str, running))}: stop all first",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
     for name in ("log", "cache", "pid"):
         path = app.dir(name)
         if path.is_dir():
