@@ -33,6 +33,7 @@ from tests.procs import free_port, swarmcast_process
 
 SERVER_A, SERVER_B, SERVER_C, SERVER_D = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"
 TOKEN = "ctl-token-1234"
+NODE_TOKEN = "node-token-5678"  # node_access_token: every node's web interface is /app/NODE_TOKEN/...
 MAX_PLAY = 90.0  # seconds: the player's read is bounded even if the test hangs
 
 
@@ -104,7 +105,7 @@ async def test_four_servers_restore_after_losing_the_source_server(tmp_path: Pat
         return write_root(tmp_path / name, source_node=f"{base}/source_node?token={TOKEN}",
                           support_node=f"{base}/support_node?token={TOKEN}", monitor=f"{base}/monitor?token={TOKEN}",
                           metadata=f"{base}/metadata?token={TOKEN}", bind=ip,
-                          tracker=tracker)  # fmt: skip
+                          tracker=tracker, token=NODE_TOKEN)  # fmt: skip
 
     a, b, c, d = root("a", SERVER_A), root("b", SERVER_B), root("c", SERVER_C), root("d", SERVER_D)
 
@@ -128,7 +129,7 @@ async def test_four_servers_restore_after_losing_the_source_server(tmp_path: Pat
 
         async with contextlib.AsyncExitStack() as stack:
             api = stack.enter_context(engine(tmp_path))
-            transport = f"http://{SERVER_B}:{p_b}/app/get_transport_file?format=raw"
+            transport = f"http://{SERVER_B}:{p_b}/app/{NODE_TOKEN}/get_transport_file?format=raw"
             player = Player(f"{api}/ace/getstream?url={urllib.parse.quote(transport, safe='')}")
             stack.push_async_callback(player.stop)
             await player.wait_bytes_after(0.0, 20_000, 60)

@@ -202,7 +202,8 @@ class Runner:
         self.before_start = before_start
         self.say = say
         self.failed = 0
-        self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self.children: dict[int, subprocess.Popen[bytes]] = {}  # by pid
+        self.started_on: dict[int, subprocess.Popen[bytes]] = {}  # by port
 
     @property
     def state_dir(self) -> Path:
@@ -280,6 +281,7 @@ class Runner:
             spec.log_path.unlink(missing_ok=True)
         child = processes.start(spec.argv, spec.log_path)
         self.children[child.pid] = child
+        self.started_on[spec.port] = child
         save_record(self.state_dir, Record(kind=spec.kind, port=spec.port, name=spec.name, argv=spec.argv,
                                            pid=child.pid, started_at=time.time()))  # fmt: skip
         return True
@@ -302,8 +304,9 @@ class Runner:
         while pending:
             for port, a in list(pending.items()):
                 assert a.spec is not None
-                child = self._child_for(port)
-                if child is not None and child.poll() is not None:
+                child = self.started_on.get(port)
+                # A launcher that exits 0 may have left the engine running (a start-engine wrapper): keep waiting.
+                if child is not None and child.poll() is not None and child.returncode != 0:
                     del pending[port]
                     self._start_failed(a, f"exited with {child.returncode} (see {a.spec.log_path})")
                     continue
@@ -325,10 +328,6 @@ class Runner:
                 return
             if pending:
                 time.sleep(0.2)
-
-    def _child_for(self, port: int) -> subprocess.Popen[bytes] | None:
-        record = load_records(self.state_dir).get(port)
-        return self.children.get(record.pid) if record is not None and record.pid is not None else None
 
     def _start_failed(self, a: Action, why: str) -> None:
         assert a.spec is not None
