@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from swarmcast.fleet.controller import request
-from tests.integration.test_fleet_nodes import env
+from tests.integration.test_fleet_nodes import env, fleet, write_root
 from tests.integration.test_fleet_restore import TOKEN, receiver
 from tests.procs import free_port
 
@@ -47,3 +47,22 @@ def test_a_short_token_is_refused() -> None:
                              "--dir", "/tmp/x", "--token", "short"],
                             capture_output=True, text=True, env=env(), timeout=60, check=False)  # fmt: skip
     assert result.returncode == 2 and "--token: at least 8 characters" in result.stderr
+
+
+def test_a_controller_error_aborts_the_run_with_its_message(tmp_path: Path) -> None:
+    """``{"error": "..."}`` from the controller (here: its source list is broken) stops the run, nothing started."""
+    (tmp_path / "ctl").mkdir()
+    (tmp_path / "ctl" / "source.json").write_text("[{")
+    (tmp_path / "ctl" / "support.json").write_text("[]")
+    port = free_port()
+    config = write_root(tmp_path / "app", source_node=f"http://{HOST}:{port}/source_node?token={TOKEN}")
+    with receiver(tmp_path, port):
+        result = fleet(config, "start-sources")
+        bad_token = write_root(tmp_path / "app2", source_node=f"http://{HOST}:{port}/source_node?token=nope")
+        refused = fleet(bad_token, "start-sources")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "controller.source_node http://127.0.0.1:" in result.stderr and "token=***" in result.stderr
+    assert "error: " in result.stderr and "source.json: line 1" in result.stderr
+    assert "nothing was started or stopped" in result.stderr
+    assert not (tmp_path / "app" / "tmp").exists()
+    assert refused.returncode == 2 and "HTTP 403" in refused.stderr
