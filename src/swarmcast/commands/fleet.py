@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     def timing(p: argparse.ArgumentParser) -> None:
         p.add_argument("--start-timeout", type=positive_float, default=START_TIMEOUT, metavar="SECONDS",
-                       help=f"how long a started node has to answer its monitor (default {START_TIMEOUT:g})")
+                       help="how long a started node has to answer its monitor, counted from the last node that "
+                            f"came up (default {START_TIMEOUT:g})")  # fmt: skip
         p.add_argument("--stop-timeout", type=non_negative_float, default=processes.STOP_TIMEOUT,
                        metavar="SECONDS", help="SIGTERM to SIGKILL (default %(default)g)")  # fmt: skip
 

@@ -298,7 +298,10 @@ class Runner:
             raise ValueError(f"--create-hls-transport exited with {code} (see {spec.log_path})")
 
     def _wait_up(self, started: Sequence[Action]) -> None:
-        """Wait (bounded) until each started node answers its monitor; record the pid it wrote."""
+        """Wait (bounded) until each started node answers its monitor; record the pid it wrote.
+
+        The timeout counts from the last node that came up: 25 engines started at once on a busy machine take
+        longer than one, and that is not a failure as long as they keep coming up."""
         pending = {a.port: a for a in started}
         deadline = time.monotonic() + self.start_timeout
         while pending:
@@ -315,6 +318,7 @@ class Runner:
                 except ControllerError:
                     continue
                 del pending[port]
+                deadline = time.monotonic() + self.start_timeout
                 pid_file = processes.read_pid_files(self.app.dir("pid")).get(port)
                 pid = pid_file.pid if pid_file is not None else None
                 if pid is not None:
