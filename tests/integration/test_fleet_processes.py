@@ -73,3 +73,61 @@ def test_stubborn_node_failed_twice_sigkill_and_lock(tmp_path: Path) -> None:
         for pid in seen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+FAKE_HLS = """#!{python}
+import json, os, signal, sys, time
+args = sys.argv
+with open({log!r}, "a") as f:
+    f.write(json.dumps(args[1:]) + "\\n")
+if "--create-hls-transport" in args:
+    if os.environ.get("FAIL_HLS"):
+        sys.exit(1)
+    for flag in ("--output-public", "--output-private"):
+        with open(args[args.index(flag) + 1], "w") as f:
+            f.write("transport")
+    sys.exit(0)
+port, pid_dir = args[args.index("--port") + 1], args[args.index("--pid-file-dir") + 1]
+with open(os.path.join(pid_dir, "acestreamengine-%s.pid" % port), "w") as f:
+    f.write(str(os.getpid()))
+time.sleep(120)
+"""
+
+
+def test_hls_stream_makes_its_transport_files_first(tmp_path: Path) -> None:
+    """The orchestration of an HLS entry, with a stand-in engine (the real --create-hls-transport is issue 9's):
+    transport files first (a failure starts nothing), then the node on the private file; made only once."""
+    root = tmp_path / "app"
+    calls = tmp_path / "calls.jsonl"
+    stub = tmp_path / "bin" / "acestreamengine"
+    stub.parent.mkdir()
+    stub.write_text(FAKE_HLS.format(python=sys.executable, log=str(calls)))
+    stub.chmod(0o755)
+    config = write_root(root, engine_path=str(stub))
+    port = free_port()
+    (root / "source.json").write_text(json.dumps([source_entry("h1", port, "http://127.0.0.1:1/live.m3u8?x=1",
+                                                               type="hls", extended_logging=0)]))  # fmt: skip
+    try:
+        os.environ["FAIL_HLS"] = "1"
+        failed = fleet(config, "start-sources", "--start-timeout", "1")
+        del os.environ["FAIL_HLS"]
+        assert failed.returncode == 1
+        assert f"error: source {port}: not started: --create-hls-transport exited with 1" in failed.stdout
+        assert pids(root) == {}
+        first = fleet(config, "start-sources", "--start-timeout", "1", "--stop-timeout", "1")
+        words = [json.loads(line) for line in calls.read_text().splitlines()]
+        assert [w[0] for w in words] == ["--create-hls-transport", "--create-hls-transport", "--log-file"], first
+        private = str(root / "tmp" / "private" / "h1_private.acelive")
+        assert words[2][words[2].index("--url") + 1] == private
+        assert "--base-url" in words[1] and words[1][words[1].index("--base-url") + 1] == "http://127.0.0.1:1/live.m3u8"
+        assert len(pids(root)) == 1
+        # The stand-in never answers its monitor: each run finds it silent a second time (the first being the
+        # start that never came up) and restarts it; the files, already there, are not made again.
+        fleet(config, "start-sources", "--start-timeout", "1", "--stop-timeout", "1")
+        fleet(config, "start-sources", "--start-timeout", "1", "--stop-timeout", "1")
+        words = [json.loads(line) for line in calls.read_text().splitlines()]
+        assert [w[0] for w in words].count("--create-hls-transport") == 2
+        assert [w[0] for w in words].count("--log-file") == 3
+    finally:
+        os.environ.pop("FAIL_HLS", None)
+        fleet(config, "stop", "all", "--stop-timeout", "1")

@@ -268,18 +268,18 @@ class Runner:
                 self.app.dir(name).mkdir(parents=True, exist_ok=True)
             if self.before_start is not None:
                 self.before_start(spec)
+            if self.clear_logs:
+                spec.log_path.unlink(missing_ok=True)
             if spec.prepare is not None and (self.force_transport
                                              or not all(p.is_file() for p in spec.prepare_outputs)):  # fmt: skip
                 self.prepare(spec)
+            child = processes.start(spec.argv, spec.log_path)
         except (ValueError, OSError) as error:
             self.failed += 1
             self.say(f"error: {spec.kind} {spec.port}: not started: {error}")
             save_record(self.state_dir, Record(kind=spec.kind, port=spec.port, name=spec.name, argv=spec.argv,
                                                failures=1, last_error=str(error)))  # fmt: skip
             return False
-        if self.clear_logs:
-            spec.log_path.unlink(missing_ok=True)
-        child = processes.start(spec.argv, spec.log_path)
         self.children[child.pid] = child
         self.started_on[spec.port] = child
         save_record(self.state_dir, Record(kind=spec.kind, port=spec.port, name=spec.name, argv=spec.argv,
