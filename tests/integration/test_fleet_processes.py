@@ -13,6 +13,8 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from swarmcast.fleet.processes import alive, run_lock
 from tests.integration.test_fleet_nodes import fleet, source_entry, write_root
 from tests.procs import free_port
@@ -94,7 +96,7 @@ time.sleep(120)
 """
 
 
-def test_hls_stream_makes_its_transport_files_first(tmp_path: Path) -> None:
+def test_hls_stream_makes_its_transport_files_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The orchestration of an HLS entry, with a stand-in engine (the real --create-hls-transport is issue 9's):
     transport files first (a failure starts nothing), then the node on the private file; made only once."""
     root = tmp_path / "app"
@@ -108,9 +110,9 @@ def test_hls_stream_makes_its_transport_files_first(tmp_path: Path) -> None:
     (root / "source.json").write_text(json.dumps([source_entry("h1", port, "http://127.0.0.1:1/live.m3u8?x=1",
                                                                type="hls", extended_logging=0)]))  # fmt: skip
     try:
-        os.environ["FAIL_HLS"] = "1"
+        monkeypatch.setenv("FAIL_HLS", "1")  # the fleet's environment, and so its engine's
         failed = fleet(config, "start-sources", "--start-timeout", "1")
-        del os.environ["FAIL_HLS"]
+        monkeypatch.delenv("FAIL_HLS")
         assert failed.returncode == 1
         assert f"error: source {port}: not started: --create-hls-transport exited with 1" in failed.stdout
         assert pids(root) == {}
@@ -129,5 +131,5 @@ def test_hls_stream_makes_its_transport_files_first(tmp_path: Path) -> None:
         assert [w[0] for w in words].count("--create-hls-transport") == 2
         assert [w[0] for w in words].count("--log-file") == 3
     finally:
-        os.environ.pop("FAIL_HLS", None)
+        monkeypatch.delenv("FAIL_HLS", raising=False)
         fleet(config, "stop", "all", "--stop-timeout", "1")
