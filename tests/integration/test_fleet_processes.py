@@ -133,3 +133,36 @@ def test_hls_stream_makes_its_transport_files_first(tmp_path: Path, monkeypatch:
     finally:
         monkeypatch.delenv("FAIL_HLS", raising=False)
         fleet(config, "stop", "all", "--stop-timeout", "1")
+
+
+def test_a_restart_that_does_not_come_up_stops_the_other_restarts(tmp_path: Path) -> None:
+    """A new command line that breaks nodes (here: every node is the stubborn stand-in) must not take every stream
+    down in one run: after the first restart fails, the other changed nodes keep running until the next run."""
+    root = tmp_path / "app"
+    stub = tmp_path / "bin" / "acestreamengine"
+    stub.parent.mkdir()
+    stub.write_text(STUBBORN.format(python=sys.executable))
+    stub.chmod(0o755)
+    config = write_root(root, engine_path=str(stub))
+    p1, p2 = free_port(), free_port()
+
+    def entries(title: str) -> str:
+        return json.dumps([source_entry(f"s{i}", p, "http://127.0.0.1:1/none.ts", title=title)
+                           for i, p in enumerate((p1, p2))])  # fmt: skip
+
+    (root / "source.json").write_text(entries("Old"))
+    try:
+        fleet(config, "start-sources", "--start-timeout", "1")
+        before = pids(root)
+        assert len(before) == 2
+        (root / "source.json").write_text(entries("New"))
+        out = fleet(config, "start-sources", "--start-timeout", "1", "--stop-timeout", "1").stdout
+        first, second = sorted((p1, p2))  # restarts go in port order
+        i = (p1, p2).index(first)
+        assert f"restart: source {first} (s{i}, source_node[{i}]): command line changed (--title)" in out, out
+        assert f"error: restart of {first} failed: not restarting {second} in this run" in out, out
+        after = pids(root)
+        assert after[f"acestreamengine-{second}.pid"] == before[f"acestreamengine-{second}.pid"]
+        assert after[f"acestreamengine-{first}.pid"] != before[f"acestreamengine-{first}.pid"]
+    finally:
+        fleet(config, "stop", "all", "--stop-timeout", "1")

@@ -218,12 +218,20 @@ class Runner:
             if a.verb == "start" and self._start(a):
                 started.append(a)
         self._wait_up(started)
-        for a in actions:
-            if a.verb == "restart":
-                self.say(f"restart: {a.text}")
-                self._stop(a, quiet=True)
-                if self._start(a, quiet=True):
-                    self._wait_up([a])
+        restarts = [a for a in actions if a.verb == "restart"]
+        for i, a in enumerate(restarts):
+            self.say(f"restart: {a.text}")
+            self._stop(a, quiet=True)
+            before = self.failed
+            if self._start(a, quiet=True):
+                self._wait_up([a])
+            if self.failed > before and i + 1 < len(restarts):
+                # A new command line that does not come up (a broken beta engine, a bad flag) must not take every
+                # stream down one after the other: the rest keep running their old line until the next run.
+                rest = ", ".join(str(r.port) for r in restarts[i + 1 :])
+                self.failed += 1
+                self.say(f"error: restart of {a.port} failed: not restarting {rest} in this run")
+                break
         for a in actions:
             if a.verb == "adopt" and a.spec is not None and a.observed is not None:
                 save_record(self.state_dir, Record(kind=a.spec.kind, port=a.port, name=a.spec.name,
