@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import swarmcast
 from swarmcast.fleet import jsonc
 from swarmcast.fleet.config import AppConfig, ConfigError, check_sources, check_supports, load_app_config
+from swarmcast.fleet.controller import redact, with_get_metadata
 
 # streaming-utils' config/config-template.json (commit 54a17d6), as it is: comments and a trailing comma.
 TEMPLATE = """{
@@ -190,10 +193,6 @@ def test_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
 
 def test_a_bad_config_changes_nothing(tmp_path: Path) -> None:
     """The command: exit 2, every problem on stderr, and no directory made."""
-    import sys
-
-    import swarmcast
-
     app = json.loads(jsonc.strip(TEMPLATE))
     app["root"] = str(tmp_path)
     app["engine_path"] = {"stable": engine(tmp_path)}
@@ -207,3 +206,10 @@ def test_a_bad_config_changes_nothing(tmp_path: Path) -> None:
     assert "source_node[0].port: 'abc' is not a port" in result.stderr
     assert "nothing was started or stopped" in result.stderr
     assert not (tmp_path / "tmp").exists()
+
+
+def test_controller_urls() -> None:
+    assert with_get_metadata("http://c/get_config.php") == "http://c/get_config.php?get_metadata"
+    assert with_get_metadata("http://c/s?token=t") == "http://c/s?token=t&get_metadata"
+    assert redact("http://c/s?token=secret&x=1") == "http://c/s?token=***&x=1"
+    assert redact("http://c/s") == "http://c/s"
