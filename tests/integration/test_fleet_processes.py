@@ -67,7 +67,10 @@ def test_stubborn_node_failed_twice_sigkill_and_lock(tmp_path: Path) -> None:
         seen.append(pid2)
         assert pid2 != pid1
 
-        stop = fleet(config, "stop", "all", "--stop-timeout", "1")
+        other = fleet(config, "stop", str(port + 1 if port < 65535 else port - 1))
+        assert other.returncode == 1 and "stop: no node on port" in other.stdout
+        assert alive(pid2)
+        stop = fleet(config, "stop", str(port), "--stop-timeout", "1")
         assert f"stop: port {port}, pid {pid2}: killed (SIGKILL after 1 s)" in stop.stdout, stop.stdout
         assert pids(root) == {}
         assert not alive(pid2)
