@@ -49,8 +49,8 @@ def _write_private(path: Path, data: bytes) -> None:
 def restore_metadata(app: AppConfig, spec: NodeSpec, say: Callable[[str], None] = print) -> None:
     """Before a source starts: its entry's metadata into dirs.metadata. ValueError refuses the start."""
     entry = spec.source
-    if entry is None or entry.metadata is None:
-        return
+    if entry is None or entry.metadata is None or entry.type != "ts":
+        return  # streaming-utils restores TS streams' keys only (an HLS stream's transport files are its own)
     directory = app.dir("metadata")
     directory.mkdir(parents=True, exist_ok=True)
     key_path = directory / f"{entry.stream_uid}.sauth"

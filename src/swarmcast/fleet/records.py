@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from swarmcast.files import UnreadableFileError, read_regular_file
@@ -31,7 +31,6 @@ class Record:
     failures: int = 0
     last_error: str = ""
     adopted: bool = False  # found running (started by something else) and taken over as it was
-    extra: dict[str, str] = field(default_factory=dict)
 
     def with_(self, **changes: object) -> Record:
         return replace(self, **changes)  # type: ignore[arg-type]
