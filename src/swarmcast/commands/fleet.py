@@ -90,8 +90,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     clean = subs.add_parser("cleanup", help="remove the log, cache and pid dirs (as streaming-utils' cleanup.py)")
     clean.set_defaults(func=_cleanup)
 
-    stat = subs.add_parser("status", help="a table of every node: port, type, stream, pid, up/down, peers, upload")
+    stat = subs.add_parser("status", help="a table of every node: port, type, stream, pid, up/down, peers, upload "
+                                          "(exit 1 if one is not up)")
     stat.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    stat.add_argument("--running-only", action="store_true",
+                      help="do not load the stream lists (configured nodes that do not run are then not shown)")
     stat.set_defaults(func=_status)
 
     ex = subs.add_parser("exec", help="become the engine of the configured node on PORT (for systemd units)")
@@ -265,10 +268,21 @@ def _status(args: argparse.Namespace) -> int:
         app = _load(args)
     except ConfigError as error:
         return _config_error(error)
-    rows = status_rows(app)
+    configured: list[NodeSpec] = []
+    if not args.running_only:
+        for kind in ("source", "support"):
+            try:
+                specs, _, _ = _specs(app, kind, get_metadata=False)
+            except (ConfigError, ControllerError) as error:
+                first = str(error).splitlines()[0]
+                print(f"warning: {kind} list not loaded ({first}): its nodes that do not run are not shown",
+                      file=sys.stderr)  # fmt: skip
+                continue
+            configured += specs
+    rows = status_rows(app, configured)
     if args.json:
         for row in rows:
             print(json.dumps(row))
     else:
         print(status_table(rows))
-    return 0
+    return 0 if all(row["state"] == "up" for row in rows) else EXIT_FAILED

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from swarmcast.fleet.commandline import NodeSpec
 from swarmcast.fleet.config import AppConfig
 from swarmcast.fleet.reconcile import observe
 
 COLUMNS = ("port", "type", "stream", "pid", "state", "peers", "upload", "last_error")
 
 
-def status_rows(app: AppConfig) -> list[dict[str, object]]:
+def status_rows(app: AppConfig, configured: Sequence[NodeSpec] = ()) -> list[dict[str, object]]:
+    """Every node with a pid file or a record, and every configured node that has neither ("not started")."""
     rows: list[dict[str, object]] = []
-    for port, o in sorted(observe(app).items()):
+    observed = observe(app)
+    for spec in configured:
+        if spec.port not in observed:
+            rows.append({"port": spec.port, "type": spec.kind, "stream": spec.name, "pid": None,
+                         "state": "not started", "peers": None, "upload": None, "last_error": ""})  # fmt: skip
+    for port, o in sorted(observed.items()):
         record = o.record
         monitor = o.monitor or {}
         if not o.running:
@@ -32,7 +41,7 @@ def status_rows(app: AppConfig) -> list[dict[str, object]]:
             "upload": monitor.get("upload_speed"),
             "last_error": error,
         })  # fmt: skip
-    return rows
+    return sorted(rows, key=lambda row: int(str(row["port"])))
 
 
 def _cell(key: str, value: object) -> str:
