@@ -54,20 +54,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        metavar="SECONDS", help="SIGTERM to SIGKILL (default %(default)g)")  # fmt: skip
 
     src = subs.add_parser("start-sources", help="start the config's source nodes; stop and restart to match it")
-    src.add_argument("--port", type=port, help="only the node on this port (nothing else is stopped)")
-    src.add_argument("--dry-run", action="store_true", help="print what would be done and the command lines")
+    src.add_argument("--port", type=port, help="only the node on this port, nothing else is stopped "
+                                               "(default: every node)")
+    src.add_argument("--dry-run", action="store_true", help="print what would be done and the command "
+                                                            "lines (default: do it)")
     src.add_argument("--get-remote-metadata", action="store_true",
-                     help="ask the controller for each stream's metadata (?get_metadata) and restore it")
+                     help="ask the controller for each stream's metadata (?get_metadata) and restore it (default: off)")
     src.add_argument("--force-creating-transport-files", action="store_true",
-                     help="HLS streams: make the transport files again even if they exist")
-    src.add_argument("--clear-logs-on-start", action="store_true", help="remove a node's log before starting it")
+                     help="HLS streams: make the transport files again even if they exist (default: only when missing)")
+    src.add_argument("--clear-logs-on-start", action="store_true", help="remove a node's log before "
+                                                                        "starting it (default: append)")
     timing(src)
     src.set_defaults(func=lambda a: _reconcile(a, "source"))
 
     sup = subs.add_parser("start-support", help="start the config's support nodes; stop and restart to match it")
-    sup.add_argument("--port", type=port, help="only the node on this port (nothing else is stopped)")
-    sup.add_argument("--dry-run", action="store_true", help="print what would be done and the command lines")
-    sup.add_argument("--clear-logs-on-start", action="store_true", help="remove a node's log before starting it")
+    sup.add_argument("--port", type=port, help="only the node on this port, nothing else is stopped "
+                                               "(default: every node)")
+    sup.add_argument("--dry-run", action="store_true", help="print what would be done and the command "
+                                                            "lines (default: do it)")
+    sup.add_argument("--clear-logs-on-start", action="store_true", help="remove a node's log before "
+                                                                        "starting it (default: append)")
     timing(sup)
     sup.set_defaults(func=lambda a: _reconcile(a, "support"), get_remote_metadata=False,
                      force_creating_transport_files=False)  # fmt: skip
@@ -76,11 +82,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     stop.add_argument("which", metavar="all|PORT", type=_all_or_port)
     stop.add_argument("--stop-timeout", type=non_negative_float, default=processes.STOP_TIMEOUT, metavar="SECONDS",
                       help="SIGTERM to SIGKILL (default %(default)g)")  # fmt: skip
-    stop.add_argument("--dry-run", action="store_true", help="print what would be stopped")
+    stop.add_argument("--dry-run", action="store_true", help="print what would be stopped (default: stop)")
     stop.set_defaults(func=_stop)
 
     mon = subs.add_parser("monitor", help="POST each node's monitor JSON to controller.monitor")
-    mon.add_argument("--node-type", choices=("source", "support"), required=True)
+    mon.add_argument("--node-type", choices=("source", "support"), required=True,
+                     help="the type sent with each node's figures (required)")
     mon.set_defaults(func=lambda a: _with_app(a, lambda app: push_monitor(app, a.node_type)))
 
     meta = subs.add_parser("update-metadata",
@@ -92,9 +99,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     stat = subs.add_parser("status", help="a table of every node: port, type, stream, pid, up/down, peers, upload "
                                           "(exit 1 if one is not up)")
-    stat.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    stat.add_argument("--json", action="store_true", help="JSON lines instead of a table (default: a table)")
     stat.add_argument("--running-only", action="store_true",
-                      help="do not load the stream lists (configured nodes that do not run are then not shown)")
+                      help="do not load the stream lists, so configured nodes that do not run are not "
+                           "shown (default: load them)")
     stat.set_defaults(func=_status)
 
     ex = subs.add_parser("exec", help="become the engine of the configured node on PORT (for systemd units)")

@@ -191,13 +191,17 @@ def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subs.add_parser("receiver", help="store pushed monitoring and metadata; serve stream lists (token-protected)")
     p.add_argument("--port", type=port, required=True, help="TCP port to answer on (required)")
     p.add_argument("--bind", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    p.add_argument("--dir", type=Path, required=True, help="where to store (metadata/, monitor/; mode 0700)")
+    p.add_argument("--dir", type=Path, required=True, help="where to store: metadata/, monitor/, mode 0700 (required)")
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--token", help="the token every request must carry")
-    group.add_argument("--token-file", type=Path, help="a file holding the token (kept off the command line)")
-    p.add_argument("--source-config", type=Path, metavar="FILE", help="served at GET /source_node")
-    p.add_argument("--support-config", type=Path, metavar="FILE", help="served at GET /support_node")
-    p.add_argument("--allow-key-change", action="store_true", help="let a push replace a stream's stored key")
+    group.add_argument("--token", help="the token every request must carry (this or --token-file is required)")
+    group.add_argument("--token-file", type=Path, help="a file holding the token, kept off the command "
+                                                       "line (this or --token is required)")
+    p.add_argument("--source-config", type=Path, metavar="FILE", help="served at GET /source_node "
+                                                                      "(default: none, answered with an error)")
+    p.add_argument("--support-config", type=Path, metavar="FILE", help="served at GET /support_node "
+                                                                       "(default: none, answered with an error)")
+    p.add_argument("--allow-key-change", action="store_true", help="let a push replace a stream's stored "
+                                                                   "key (default: refused, 409)")
     p.add_argument("--log-file", type=Path, help="log to this file (default: stderr)")
     p.set_defaults(func=run_receiver)
 

@@ -100,10 +100,12 @@ def write_units(output: Path, units: dict[str, str]) -> list[Path]:
 
 def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subs.add_parser("systemd", help="write systemd units: the fleet timer, node templates, the broadcaster")
-    p.add_argument("--output", type=Path, required=True, metavar="DIR", help="directory to write the units to")
+    p.add_argument("--output", type=Path, required=True, metavar="DIR", help="directory to write the "
+                                                                             "units to (required)")
     p.add_argument("--user", help="run as this user (default: root, as streaming-utils' cron lines)")
     p.add_argument("--pushes-only", action="store_true",
-                   help="the timer only pushes monitoring and metadata (nodes run as swarmcast-*@PORT units)")
+                   help="the timer only pushes monitoring and metadata, nodes run as swarmcast-*@PORT "
+                        "units (default: reconcile too)")
     p.set_defaults(func=run_systemd)
 
 
