@@ -1,7 +1,7 @@
 """The fleet's engine command lines are streaming-utils' (tests/streaming_utils.py holds its lines word for word).
 
-HLS lines are checked here only: ``--create-hls-transport`` is being built in parallel (issue 9), so no HLS node
-runs in the fleet's integration tests yet.
+HLS lines are checked here, and parsed by our own acestreamengine command line; no HLS node runs in the fleet's
+integration tests (tests/integration/test_hls_ingest.py runs those nodes from streaming-utils' words).
 """
 
 from __future__ import annotations
@@ -113,6 +113,17 @@ def test_hls_lines_are_streaming_utils(tmp_path: Path) -> None:
         "--hls-force-monotonic-sequence", "1", "--upload-to", "127.0.0.1:8641", "--log-debug", "1",
     )  # fmt: skip
     assert spec.prepare_outputs == (public, private)
+    # Both steps are accepted word for word by our acestreamengine (--log-debug on the create step and
+    # --metadata-dir on the HLS support node were refused once).
+    from swarmcast.cli import build_parser, known_options, split_debug_switches
+    from swarmcast.commands.acestream import translate
+
+    parser = build_parser()
+    create = parser.parse_args(translate(list(spec.prepare[1:])))
+    assert create.log_debug == 1 and create.output_private == private
+    words, _ = split_debug_switches(translate(list(spec.argv[1:])), known_options(parser))
+    node = parser.parse_args(words)
+    assert node.metadata_dir == d["metadata"] and node.public_transport_file == public
 
 
 def test_bind_adds_host_and_cache_size_is_not_a_change(tmp_path: Path) -> None:

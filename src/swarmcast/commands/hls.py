@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from swarmcast.commands.node import _default_name, _name, category
-from swarmcast.commands.options import non_negative_int, tracker_url
+from swarmcast.commands.options import add_log_options, non_negative_int, start_logging, tracker_url
 from swarmcast.hls_transport import create_hls_transport, write_file
 from swarmcast.swarm.cutter import choose_piece_size
 from swarmcast.transport import QUALITIES, Descriptor, check_hls_url
@@ -61,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create.add_argument("--quality", choices=QUALITIES, default="SD", help="SD or HD (default %(default)s)")
     create.add_argument("--bitrate", type=non_negative_int, default=DEFAULT_HLS_BITRATE, metavar="BYTES_PER_S",
                         help="the stream's bitrate in bytes/s: sets the piece size (default %(default)s)")
-    create.set_defaults(func=run_create, command_prog=create.prog)
+    # streaming-utils runs this step with --log-debug 1 (start_streamers.py, create_transport_files).
+    add_log_options(create)
+    create.set_defaults(func=run_create, prepare=start_logging, command_prog=create.prog)
 
 
 def run_create(args: argparse.Namespace) -> int:

@@ -57,6 +57,11 @@ def add_hls_options(parser: argparse.ArgumentParser, *, support: bool) -> None:
     group.add_argument("--hide-hls-segments", action="store_true",
                        help="with a private HLS file: segment indexes name no URI, engines cannot fetch from the "
                             "origin (default: they name it when the public file has the manifest)")
+    # streaming-utils gives the HLS support node its --metadata-dir (start_streamers.py): the signer keeps its
+    # .sauth and .restart there, where update-metadata looks for them.
+    group.add_argument("--metadata-dir", type=Path, metavar="DIR",
+                       help="with a private HLS file: where the signer keeps <name>.sauth and <name>.restart "
+                            "(default: --state-dir, or the private file's directory)")
     group.add_argument("--hls-broadcast-last-source-piece", action="store_true",
                        help="accepted for Ace Stream command lines: every signed piece is announced at once "
                             "anyway (default: off, the same)")
@@ -109,6 +114,6 @@ def signer_config(args: argparse.Namespace, private: PrivateHlsFile) -> SourceCo
     return SourceConfig(
         common=replace(common, trackers=trackers), source_url=private.hls_manifest, name=descriptor.name,
         title=descriptor.title, bitrate=descriptor.bitrate, quality=descriptor.quality,
-        categories=descriptor.categories, publish_dir=directory, metadata_dir=directory,
+        categories=descriptor.categories, publish_dir=directory, metadata_dir=args.metadata_dir or directory,
         provider_key=descriptor.provider_key, hls=hls_settings(args),
     )  # fmt: skip
