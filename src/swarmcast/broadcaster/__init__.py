@@ -1,0 +1,1 @@
+"""The broadcaster: RTMP in, transcoding ladder, HLS origin, P2P renditions."""
