@@ -97,9 +97,21 @@ class EngineBroadcast:
             return BroadcastState.PLAYING
         return BroadcastState.STARTING if self.swarm.descriptor is not None else BroadcastState.LOOKUP
 
-    async def pieces(self, stopped: Callable[[], bool]) -> AsyncGenerator[bytes, None]:
-        """Verified piece data in order, from a random-access point, for one player, until ``stopped()``."""
+    def startup_problem(self) -> str:
+        """Why this broadcast has produced nothing yet, for the error a waiting player gets."""
+        if self.swarm.descriptor is None:
+            return "could not get the broadcast's descriptor from any peer"
+        return "no peers found" if self.swarm.peer_count == 0 else "no data from peers"
+
+    async def pieces(
+        self, stopped: Callable[[], bool], on_skip: Callable[[], None] | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """Verified piece data in order, from a random-access point, for one player, until ``stopped()``.
+
+        ``on_skip`` is called before the first piece after a run of pieces was skipped (the data jumps ahead to a
+        random-access piece: an HLS output marks a discontinuity there)."""
         cursor: Cursor = self.swarm.open_cursor()
+        skipped = 0
         if self.players == 0 and self.state is not BroadcastState.PLAYING:
             self.joined = time.monotonic()  # the startup timeout counts from the first player that waits
         self.players += 1
@@ -112,6 +124,9 @@ class EngineBroadcast:
                         async with asyncio.timeout(POLL_INTERVAL):
                             await self._new_piece.wait()
                     continue
+                if on_skip is not None and cursor.skipped != skipped:
+                    skipped = cursor.skipped
+                    on_skip()
                 self.delivered += len(piece.data)
                 # The source's stamp travels in the random-access piece with its keyframe: scan only those.
                 stamp = latest_clock_us(piece.data) if piece.flags & PieceFlags.RANDOM_ACCESS else None
