@@ -28,9 +28,12 @@ from urllib.parse import urlsplit
 
 from swarmcast import bencoding
 from swarmcast.transport import Descriptor, TransportError
+from swarmcast.wire.messages import MAX_METADATA_SIZE
 
 CHANNEL_VERSION = 1
-MAX_CHANNEL_SIZE = 262_144  # bytes of a channel file; real ones are a few hundred bytes per rendition
+# Bytes of a channel file: fetched like a transport file, under the same cap; real ones are a few hundred bytes
+# per rendition (the transport files embedded are most of it).
+MAX_CHANNEL_SIZE = MAX_METADATA_SIZE
 MAX_RENDITIONS = 16  # renditions of one channel (Livepeer's ladder has 14 profiles plus the source)
 MAX_TITLE_BYTES = 512
 MAX_URL_LENGTH = 2048  # the same bound as a transport file's location (node/joiner.py)

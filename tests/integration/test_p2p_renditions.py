@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 
-from swarmcast.broadcaster.p2p import P2PBroadcaster, P2PConfig
+from swarmcast.broadcaster.p2p import CHANNEL_PATH, P2PBroadcaster, P2PConfig, channel_handler
 from swarmcast.channel import Channel
 from swarmcast.transport import Descriptor
 from tests.integration.chain import decode_video, engine, read_stream, wait_until
@@ -80,15 +82,56 @@ async def test_every_rendition_is_a_signed_broadcast_an_engine_plays(tmp_path: P
             assert rendition.url is not None and rendition.resolution == SIZES[rendition.name]
         keys = {Descriptor.decode(r.transport).public_key for r in channel.renditions}
         assert len(keys) == 2
-        with engine(tmp_path) as api:
-            for rendition in channel.renditions:
-                data = await read_stream(f"{api}/ace/getstream?url={rendition.url}", 3.0)
-                frames = decode_video(data)
-                assert frames, f"{rendition.name}: nothing decoded from {len(data)} bytes"
-                assert {(f.width, f.height) for f in frames} == {SIZES[rendition.name]}
+        # The channel file over HTTP, as the broadcaster's origin serves it.
+        app = web.Application()
+        app.router.add_get(CHANNEL_PATH, channel_handler(p2p))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, HOST, port).start()
+        channel_url = f"http://{HOST}:{port}/stream/hello_world.acechannel"
+        try:
+            with engine(tmp_path) as api:
+                await _engine_plays_the_channel(api, channel_url, channel)
+        finally:
+            await runner.cleanup()
     finally:
         await p2p.close()
     assert not (tmp_path / "publish" / "hello_world.acechannel").exists()
+
+
+async def _engine_plays_the_channel(api: str, channel_url: str, channel: Channel) -> None:
+    # getstream of the channel plays its first (source) rendition.
+    data = await read_stream(f"{api}/ace/getstream?url={channel_url}", 3.0)
+    assert {(f.width, f.height) for f in decode_video(data)} == {SIZES["source"]}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        # The master playlist lists every rendition, in the channel's order, each the engine's own playlist.
+        async with session.get(f"{api}/ace/manifest.m3u8", params={"url": channel_url}) as response:
+            assert response.status == 200, await response.text()
+            assert response.content_type == "application/vnd.apple.mpegurl"
+            master = await response.text()
+        lines = master.splitlines()
+        assert lines[0] == "#EXTM3U"
+        infs = [line for line in lines if line.startswith("#EXT-X-STREAM-INF:")]
+        uris = [line for line in lines if line and not line.startswith("#")]
+        assert len(infs) == len(uris) == 2
+        for inf, uri, rendition in zip(infs, uris, channel.renditions, strict=True):
+            width, height = SIZES[rendition.name]
+            assert f"RESOLUTION={width}x{height}" in inf and "BANDWIDTH=300000" in inf
+            assert 'CODECS="avc1.42c01e,mp4a.40.2"' in inf and "FRAME-RATE=15.000" in inf
+            assert uri == f"manifest.m3u8?infohash={rendition.content_id.hex()}"
+            # Each variant: a live media playlist of segments of that rendition, at its size.
+            async with session.get(f"{api}/ace/{uri}") as response:
+                assert response.status == 200, await response.text()
+                media = await response.text()
+            segment = next(line for line in media.splitlines() if line and not line.startswith("#"))
+            async with session.get(f"{api}/ace/{segment}") as response:
+                assert response.status == 200
+                frames = decode_video(await response.read())
+            assert frames and {(f.width, f.height) for f in frames} == {(width, height)}
+            # And through /ace/getstream by the rendition's id, which the engine learned from the channel.
+            data = await read_stream(f"{api}/ace/getstream?infohash={rendition.content_id.hex()}", 2.0)
+            assert {(f.width, f.height) for f in decode_video(data)} == {(width, height)}
 
 
 async def test_killed_node_is_restarted_and_republished_stream_keeps_its_ids(tmp_path: Path, standin: str) -> None:

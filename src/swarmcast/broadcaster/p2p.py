@@ -28,12 +28,13 @@ import logging
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import aiohttp
+from aiohttp import web
 
 from swarmcast.channel import CHANNEL_CONTENT_TYPE, Channel, ChannelError, Rendition
 from swarmcast.transport import Descriptor, TransportError
@@ -390,3 +391,17 @@ class P2PBroadcaster:
 
 CHANNEL_HEADERS = {"Content-Type": CHANNEL_CONTENT_TYPE, "Cache-Control": "no-cache",
                    "Access-Control-Allow-Origin": "*"}  # fmt: skip
+CHANNEL_PATH = "/stream/{stream_id}.acechannel"  # on the origin's HTTP server, beside /stream/<id>.m3u8
+
+
+def channel_handler(p2p: P2PBroadcaster) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``GET /stream/<id>.acechannel``: the stream's channel file (what engines take as ``url=``), 404 until a
+    rendition node is up."""
+
+    async def handler(request: web.Request) -> web.Response:
+        data = p2p.channel_bytes(request.match_info["stream_id"])
+        if data is None:
+            return web.Response(status=404, text="no P2P channel for this stream (yet)\n")
+        return web.Response(body=data, headers=CHANNEL_HEADERS)
+
+    return handler
