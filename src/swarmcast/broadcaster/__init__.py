@@ -1,1 +1,0 @@
-"""The broadcaster: RTMP in, transcoding ladder, HLS origin, P2P renditions."""
