@@ -7,9 +7,20 @@ Kept apart from commands/broadcaster.py (the broadcaster's own flags): that pars
 from __future__ import annotations
 
 import argparse
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from swarmcast.broadcaster.p2p import DEFAULT_MAX_NODES, DEFAULT_PORT_BASE, P2PConfig
+from aiohttp import web
+
+from swarmcast.broadcaster.p2p import (
+    CHANNEL_PATH,
+    DEFAULT_MAX_NODES,
+    DEFAULT_PORT_BASE,
+    P2PBroadcaster,
+    P2PConfig,
+    channel_handler,
+)
+from swarmcast.broadcaster.streams import StreamRegistry
 from swarmcast.commands.options import bounded_int, ip_literal, port, tracker_url
 from swarmcast.commands.preflight import UsageError, check_directory
 
@@ -66,3 +77,19 @@ def p2p_config_from_args(args: argparse.Namespace, ts_base_url: str) -> P2PConfi
         trackers=tuple(dict.fromkeys(args.tracker)), bind=args.p2p_bind, public_host=args.p2p_public_host,
         port_base=args.p2p_port_base, max_nodes=args.p2p_max_nodes, extra_args=extra,
     )  # fmt: skip
+
+
+def ts_base_url(http_host: str, http_port: int) -> str:
+    """The origin as the rendition nodes (on this host) reach it: a wildcard listen address through loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(http_host, http_host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{http_port}"
+
+
+def attach_p2p(config: P2PConfig, registry: StreamRegistry, app: web.Application) -> Callable[[], Awaitable[None]]:
+    """Plug the rendition nodes into the registry's hooks and serve the channel files on the origin's ``app``
+    (before it is frozen); returns the cleanup that stops every node."""
+    p2p = P2PBroadcaster(config)
+    registry.on_stream_started.append(p2p.on_stream_started)
+    registry.on_stream_ended.append(p2p.on_stream_ended)
+    app.router.add_get(CHANNEL_PATH, channel_handler(p2p))
+    return p2p.close
