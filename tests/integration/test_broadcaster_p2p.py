@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from swarmcast.channel import Channel, ChannelError
-from tests.integration.chain import decode_video, engine, read_stream
+from tests.integration.chain import decode_video, engine, read_stream, wait_until
 from tests.procs import SwarmcastProcess, free_port, swarmcast_process
 
 HOST = "127.0.0.1"
@@ -107,15 +107,17 @@ async def test_broadcaster_p2p_renditions_play_through_an_engine(tmp_path: Path)
                 assert len(nodes) == len(SIZES)
                 victim = min(nodes)
                 os.kill(victim, signal.SIGKILL)
-                async with asyncio.timeout(60):
-                    while victim in _children(process.pid) or len(_children(process.pid)) < len(SIZES):
-                        await asyncio.sleep(0.2)
+                await wait_until(lambda: victim not in (now := _children(process.pid)) and len(now) == len(SIZES),
+                                 60.0)  # fmt: skip
                 restarted = await _channel(session, channel_url, process)
                 assert [r.content_id for r in restarted.renditions] == [r.content_id for r in channel.renditions]
             # The publisher gone past the grace: the stream ends, its nodes stop, the channel goes.
-            async with asyncio.timeout(30):
-                while (await _get(session, channel_url))[0] != 404 or _children(process.pid):
-                    await asyncio.sleep(0.3)
+            for _ in range(100):
+                if (await _get(session, channel_url))[0] == 404 and not _children(process.pid):
+                    break
+                await asyncio.sleep(0.3)
+            else:
+                raise AssertionError("the stream's nodes did not stop after the publisher went")
             # Published again: the same keys, so the same content ids.
             with publisher(tmp_path, rtmp, 2):
                 again = await _channel(session, channel_url, process)
