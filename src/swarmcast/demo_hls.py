@@ -50,6 +50,20 @@ def _wait_for(what: str, processes: Processes, check: object, timeout: float) ->
     raise DemoError(f"{what} did not happen within {timeout:.0f} s; see the logs in {processes.workdir}")
 
 
+def _status_line(channel: Channel, stats: list[object]) -> str:
+    by_id = {s.get("content_id"): s for s in stats if isinstance(s, dict)}
+    parts = []
+    for rendition in channel.renditions:
+        stat = by_id.get(rendition.content_id.hex())
+        if stat is None:
+            parts.append(f"{rendition.name}: not joined")
+        else:
+            down = int(stat.get("downloaded") or 0) // 1024
+            parts.append(f"{rendition.name}: {stat.get('state')}, {stat.get('peers')} peers, {down} KiB, "
+                         f"{stat.get('players')} players")  # fmt: skip
+    return "engine: " + "; ".join(parts)
+
+
 def run() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="swarmcast-demo-hls-"))
     processes = Processes(workdir)
@@ -90,8 +104,13 @@ def run() -> int:
             api = f"http://{HOST}:{ports['engine']}"
             query = urllib.parse.urlencode({"url": channel_url})
             master_url = f"{api}/ace/manifest.m3u8?{query}"
-            print("  waiting for the engine's master playlist ...")
+            print("  waiting for the engine's master playlist and each rendition's playlist through the swarm ...")
             _wait_for("the engine's master playlist", processes, lambda: _get(master_url, 60.0)[0] == 200, 60.0)
+            for rendition in channel.renditions:
+                # The variant URI the master lists; answered once the engine has cut a segment from verified pieces.
+                variant = f"{api}/ace/manifest.m3u8?infohash={rendition.content_id.hex()}"
+                _wait_for(f"the engine's playlist of {rendition.name}", processes,
+                          lambda url=variant: _get(url, 60.0)[0] == 200, 60.0)  # fmt: skip
             print()
             print("Open in a player (VLC, mpv, ffplay) or a browser:")
             print(f"  engine, master playlist of every rendition (through the swarm): {master_url}")
@@ -100,8 +119,8 @@ def run() -> int:
             print(f"  origin, master playlist (HLS from the broadcaster):             {origin}/stream/{STREAM_ID}.m3u8")
             for rendition in channel.renditions:
                 size = "x".join(map(str, rendition.resolution)) if rendition.resolution else "audio"
-                print(f"  origin, {rendition.name:<16} {size:>9}:                        "
-                      f"{origin}/stream/{STREAM_ID}/{rendition.name}.m3u8")  # fmt: skip
+                label = f"origin, {rendition.name} ({size}):"
+                print(f"  {label:<63} {origin}/stream/{STREAM_ID}/{rendition.name}.m3u8")
             print("Rendition broadcasts (content id, node web interface):")
             for rendition in channel.renditions:
                 monitor = rendition.url.replace("/app/get_transport_file", "/app/monitor") if rendition.url else "-"
@@ -112,10 +131,7 @@ def run() -> int:
                 processes.check()
                 stats = _get_json(f"{api}/app/stat").get("result")
                 if isinstance(stats, list):
-                    parts = [f"{str(s.get('infohash', ''))[:8]} peers {s.get('peers')} {s.get('state')}"
-                             for s in stats if isinstance(s, dict)]  # fmt: skip
-                    line = "engine: " + ("; ".join(parts) if parts else "no broadcast joined (open a URL)")
-                    print("\r" + line[:140].ljust(140), end="", flush=True)
+                    print("\r" + _status_line(channel, stats)[:150].ljust(150), end="", flush=True)
                 time.sleep(STATUS_INTERVAL)
     except KeyboardInterrupt:
         print("\nstopping")
