@@ -198,7 +198,10 @@ class _Session:
                     self._log_end(f"{what} within {limit:g} s ({self.framing.bytes_received} bytes received)")
                     return
                 if not data:
-                    self._log_end("publisher disconnected" if self.publisher else "closed by the client")
+                    if self.publisher is None and not self.framing.bytes_received:
+                        log.debug("rtmp %s: closed before sending anything", self.peer)  # a port probe
+                    else:
+                        self._log_end("publisher disconnected" if self.publisher else "closed by the client")
                     return
                 before = self.media_messages
                 for message in self.framing.feed(data):
@@ -215,7 +218,8 @@ class _Session:
         except RtmpProtocolError as error:
             self._log_end(f"protocol error: {error}", warning=True)
         except PublishRefusedError as error:
-            log.warning("rtmp %s: publish refused: %s", self.peer, error)
+            what = f"stream {self.stream_id!r}: " if self.stream_id else ""
+            log.warning("rtmp %s: %spublish refused: %s", self.peer, what, error)
             self._send_status("error", error.code, str(error))
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
@@ -337,7 +341,7 @@ class RtmpServer:
         self.config = config
         self.target = target
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._sessions: dict[asyncio.Task[None], _Session] = {}
 
     @property
     def port(self) -> int:
@@ -347,7 +351,7 @@ class RtmpServer:
 
     @property
     def connections(self) -> int:
-        return len(self._tasks)
+        return len(self._sessions)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.config.host, self.config.port,
@@ -358,24 +362,29 @@ class RtmpServer:
         task = asyncio.current_task()
         assert task is not None
         session = _Session(self, reader, writer)
-        if len(self._tasks) >= self.config.max_connections:
+        if len(self._sessions) >= self.config.max_connections:
             log.warning("rtmp %s: refused: %d connections already (--max-rtmp-connections)", session.peer,
-                        len(self._tasks))  # fmt: skip
+                        len(self._sessions))  # fmt: skip
             writer.transport.abort()
             return
-        self._tasks.add(task)
+        self._sessions[task] = session
         try:
             await session.run()
         finally:
-            self._tasks.discard(task)
+            del self._sessions[task]
 
     async def close(self) -> None:
+        """Stop listening and end every connection. The sessions end by themselves once their transports are
+        aborted (asyncio's server, which started their tasks, reports a cancelled one as an error)."""
         if self._server is not None:
             self._server.close()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for session in self._sessions.values():
+            session.close("the broadcaster is stopping")
+        tasks = list(self._sessions)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=5.0)
+            for task in pending:
+                task.cancel()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
+from swarmcast.broadcaster.profiles import SOURCE_RENDITION
 from swarmcast.broadcaster.rtmp_server import Publisher, PublishRefusedError
 from swarmcast.media.hls_playlist import DEFAULT_WINDOW, SegmentWindow
 from swarmcast.media.ts_segmenter import TsSegment, TsSegmenter
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("swarmcast.broadcaster.streams")
 
-SOURCE_RENDITION: Final = "source"  # the publisher's own encoding, remuxed (profiles.SOURCE_RENDITION)
 
 DEFAULT_RECONNECT_GRACE: Final = 10.0
 DEFAULT_MAX_STREAMS: Final = 16
@@ -278,8 +278,7 @@ class StreamRegistry:
                 self._on_info(stream, infos)
 
         def on_error(message: str) -> None:
-            if current():
-                log.warning("stream %r: %s", stream_id, message)
+            if current():  # the pipeline has logged it; the session logs the close with it
                 close(message)
 
         pipeline = self._pipeline_factory(stream_id, list(self.config.profiles), on_ts=on_ts, on_info=on_info,

@@ -29,13 +29,12 @@ log = logging.getLogger("swarmcast.testsrc")
 
 MIN_RETRY_DELAY: Final = 0.5
 MAX_RETRY_DELAY: Final = 5.0
-IO_TIMEOUT_US: Final = 5_000_000  # FFmpeg's rw_timeout: a server that stops reading fails the push after 5 s
 _AUDIO_FRAME: Final = 1024
 
 
 def _push_once(config: TestSignalConfig, url: str, stop: threading.Event, on_connected: Callable[[], None]) -> None:
     """Push until ``stop`` or an error (raised); ``on_connected`` runs once the first frame is sent."""
-    container = av.open(url, mode="w", format="flv", options={"rw_timeout": str(IO_TIMEOUT_US)})
+    container = av.open(url, mode="w", format="flv")
     try:
         rate = str(config.video_bitrate)
         video = container.add_stream("libx264", rate=config.fps, options={
