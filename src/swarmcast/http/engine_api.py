@@ -36,6 +36,7 @@ from swarmcast.http.engine_params import ID_KEYS, PlaybackRequest, content_id, m
 from swarmcast.http.hls_out import (
     PLAYLIST_HEADERS,
     SEGMENT_PATH,
+    HlsNotReadyError,
     HlsOutputs,
     HlsStartError,
     playlist_response,
@@ -141,13 +142,17 @@ async def manifest(request: web.Request) -> web.Response:
             if asked.as_json:
                 return web.Response(content_type="application/json")
             return web.Response(content_type=PLAYLIST_CONTENT_TYPE, headers=PLAYLIST_HEADERS)
+        outputs = request.app[HLS_KEY]
+        running = None if asked.as_json else outputs.running(asked.selector, asked.value)
+        if running is not None:  # a player reloading the playlist: no lookup
+            return await playlist_response(outputs, running, startup_timeout=engine.config.startup_timeout)
         master = await channel_master(engine, asked)  # a channel: the master playlist of its renditions
         if master is not None:
             return master
         broadcast = await _broadcast_for(engine, asked)
         if not asked.as_json:
-            return await playlist_response(request.app[HLS_KEY], broadcast,
-                                           startup_timeout=engine.config.startup_timeout)  # fmt: skip
+            outputs.remember(asked.selector, asked.value, broadcast.infohash)
+            return await playlist_response(outputs, broadcast, startup_timeout=engine.config.startup_timeout)
         session = engine.new_session(broadcast)
     except JoinError as error:
         return _error(str(error))
@@ -155,6 +160,8 @@ async def manifest(request: web.Request) -> web.Response:
         return _error(str(error), 503)
     except HlsStartError as error:
         return _error(str(error), 504)
+    except HlsNotReadyError as error:
+        return _error(str(error), 503)
     query = urllib.parse.urlencode([(k, v) for k, v in request.query.items() if k != "format"])
     response = {
         **_urls(request, session),

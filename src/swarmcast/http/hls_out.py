@@ -17,7 +17,8 @@ Bounds: at most ``MAX_OUTPUTS`` outputs at once (the next broadcast's first play
 evicted); an output stops ``IDLE_SECONDS`` after the last playlist or segment request (then its broadcast idles out
 as after a getstream player); a broadcast that produces nothing within the engine's ``--startup-timeout`` ends its
 output with a 504 naming the reason; a playlist request waits at most ``FIRST_SEGMENT_WAIT`` for the first segment
-(a cold start gets a playlist with a segment in it rather than an empty one that players treat as an error).
+(a cold start gets a playlist with a segment in it rather than an empty one, which players treat as an error), and
+is a 503 (retried by players) if there is none by then.
 A segment URL outside the window is a 404.
 
 A channel (several renditions of one broadcast) is answered with a master playlist by its own module, which lists
@@ -48,6 +49,7 @@ WINDOW_SEGMENTS = 6  # segments a playlist lists
 MAX_SEGMENT_BYTES = 8 * 1024 * 1024  # one segment (a 1 s segment at 64 Mbit/s); the segmenter cuts at the cap
 MAX_WINDOW_BYTES = 24 * 1024 * 1024  # all segments an output holds; the oldest go first past it
 MAX_OUTPUTS = 8  # HLS outputs (broadcasts played over HLS) at once
+MAX_ALIASES = 64  # remembered playlist requests (url=, magnet=, ...) -> their running output; the oldest go first
 IDLE_SECONDS = 20.0  # an output nobody asked for a playlist or segment for this long stops
 FIRST_SEGMENT_WAIT = 8.0  # a playlist request waits up to this long for an output's first segment
 
@@ -73,6 +75,10 @@ class HlsStartError(Exception):
     """The broadcast produced nothing within the startup timeout (answered 504, the message says why)."""
 
 
+class HlsNotReadyError(Exception):
+    """No segment yet after ``first_segment_wait`` (answered 503: players retry, hls.js by its load policy)."""
+
+
 @dataclass(frozen=True)
 class HlsSettings:
     segment_seconds: float = SEGMENT_SECONDS
@@ -91,7 +97,8 @@ class HlsOutput:
                  now: float) -> None:  # fmt: skip
         self.broadcast = broadcast
         self.settings = settings
-        self.window = SegmentWindow(settings.window_segments, max_bytes=settings.max_window_bytes)
+        self.window = SegmentWindow(settings.window_segments, max_bytes=settings.max_window_bytes,
+                                    target_duration=settings.segment_seconds)  # fmt: skip
         self.segmenter = TsSegmenter(settings.segment_seconds, max_segment_bytes=settings.max_segment_bytes)
         self.startup_timeout = startup_timeout
         self.last_request = now
@@ -168,6 +175,25 @@ class HlsOutputs:
         self.settings = settings or HlsSettings()
         self._outputs: dict[str, HlsOutput] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # What a playlist request named (selector, value) -> the infohash it resolved to. Players reload the playlist
+        # every second at the URL they were given; with url= that would fetch the transport file each time (and
+        # fail while its server is away). A running output answers those reloads without a lookup.
+        self._aliases: dict[tuple[str, str], str] = {}
+
+    def running(self, selector: str, value: str) -> HlsOutput | None:
+        """The running output a playlist request like this one resolved to, if any."""
+        infohash = self._aliases.get((selector, value))
+        output = self._outputs.get(infohash) if infohash is not None else None
+        if output is None or output.finished or output.broadcast.closed.is_set():
+            return None
+        return output
+
+    def remember(self, selector: str, value: str, infohash: str) -> None:
+        key = (selector, value)
+        self._aliases.pop(key, None)
+        self._aliases[key] = infohash
+        while len(self._aliases) > MAX_ALIASES:
+            del self._aliases[next(iter(self._aliases))]
 
     def __len__(self) -> int:
         return len(self._outputs)
@@ -218,13 +244,22 @@ class HlsOutputs:
         self._tasks.clear()
 
 
-async def playlist_response(outputs: HlsOutputs, broadcast: EngineBroadcast, *, startup_timeout: float) -> web.Response:
-    """The broadcast's live media playlist; HlsStartError (504) if it did not start, EngineBusyError (503)."""
-    output = outputs.start(broadcast, startup_timeout=startup_timeout, now=time.monotonic())
+async def playlist_response(outputs: HlsOutputs, broadcast: EngineBroadcast | HlsOutput, *,
+                            startup_timeout: float) -> web.Response:  # fmt: skip
+    """The broadcast's (or a running output's) live media playlist; HlsStartError (504) if it did not start,
+    HlsNotReadyError (503) if no segment came in time, EngineBusyError (503) at the limit of outputs."""
+    if isinstance(broadcast, HlsOutput):
+        output = broadcast
+    else:
+        output = outputs.start(broadcast, startup_timeout=startup_timeout, now=time.monotonic())
     await output.wait_ready(outputs.settings.first_segment_wait)
     output.touch(time.monotonic())
     if output.error is not None:
         raise HlsStartError(output.error)
+    if output.segments == 0 and not output.finished:
+        # An empty live playlist is an error to hls.js and to FFmpeg; a 503 is retried by both kinds of player.
+        raise HlsNotReadyError(f"broadcast {broadcast.infohash} has not produced its first HLS segment yet "
+                               f"(waited {outputs.settings.first_segment_wait:.0f} s); try again")  # fmt: skip
     return web.Response(text=output.playlist(), content_type=PLAYLIST_CONTENT_TYPE, headers=PLAYLIST_HEADERS)
 
 

@@ -22,7 +22,9 @@
       });
       state.hls = hls;
       hls.on(window.Hls.Events.ERROR, (_event, data) => {
-        state.errors.push({ type: data.type, details: data.details, fatal: data.fatal, at: Date.now() });
+        const code = data.response ? data.response.code : null;
+        const reason = data.reason || (data.error ? String(data.error.message) : null);
+        state.errors.push({ type: data.type, details: data.details, fatal: data.fatal, code, reason, at: Date.now() });
         if (!data.fatal) return; // hls.js retries those itself
         state.fatal += 1;
         state.recoveries += 1;
