@@ -142,7 +142,7 @@ async def test_killed_node_is_restarted_and_republished_stream_keeps_its_ids(tmp
         node = p2p.streams["hello_world"].nodes[0]
         assert node.process is not None
         os.kill(node.process.pid, signal.SIGKILL)
-        await wait_until(lambda: node.starts == 2 and node.transport is not None, 60.0)
+        await wait_until(lambda: node.starts == 2 and node.up, 60.0)
         restarted = await _channel(p2p, "hello_world", 1)
         assert restarted.renditions[0].content_id == first.renditions[0].content_id
         # The stream ends (its nodes stop) and is published again: same keys, same content ids.

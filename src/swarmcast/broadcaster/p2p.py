@@ -13,8 +13,9 @@ The registry's observer hooks drive it: ``on_stream_started`` starts a :class:`S
 per rendition: start the child, restart it with a growing delay when it dies, stop it on stream end or shutdown),
 ``on_stream_ended`` stops it. A stream started again before the old nodes are gone waits for them (two processes
 must never share a ``.restart`` file). Once a rendition's node serves its transport file, the channel file
-(swarmcast/channel.py) is rewritten atomically as ``--publish-dir/<id>.acechannel``, listing the renditions that
-are up in ladder order; each node itself writes ``<id>-<rendition>.acelive`` there.
+(swarmcast/channel.py) is rewritten atomically as ``--publish-dir/<id>.acechannel``, listing in ladder order every
+rendition whose node has served its transport file (a node being restarted stays listed: same key, same content
+id); each node itself writes ``<id>-<rendition>.acelive`` there.
 
 Bounded: at most ``max_nodes`` children in all (one port each); renditions past it are not broadcast over P2P
 (logged; HLS from the origin is unaffected).
@@ -137,7 +138,8 @@ class RenditionNode:
         self.name = f"{owner.stream_id}-{info.name}"
         self.port: int | None = None
         self.process: asyncio.subprocess.Process | None = None
-        self.transport: bytes | None = None  # the transport file the running node serves
+        self.transport: bytes | None = None  # the transport file the node served last
+        self.up = False  # the running node serves it
         self.starts = 0
         self.directory = owner.config.metadata_dir / owner.stream_id / info.name
 
@@ -217,9 +219,9 @@ class RenditionNode:
             if process.returncode is None:
                 await _terminate(process)
             await asyncio.gather(exited, return_exceptions=True)
-            if self.transport is not None:
-                self.transport = None
-                self.owner.renditions_changed()
+            # The transport file stays listed in the channel while the node is restarted: the key and the saved
+            # descriptor are the same, so is the content id; players keep the variant they have.
+            self.up = False
         return process.returncode
 
     async def _fetch_transport(self, port: int, exited: asyncio.Task[int]) -> None:
@@ -234,7 +236,7 @@ class RenditionNode:
                     async with session.get(url) as response:
                         data = await response.content.read(MAX_METADATA_SIZE + 1)
                         if response.status == 200 and _is_transport(data):
-                            self.transport = data
+                            self.transport, self.up = data, True
                             log.info("stream %s rendition %s: content id %s", self.owner.stream_id,
                                      self.info.name, Descriptor.decode(data).infohash)  # fmt: skip
                             self.owner.renditions_changed()
