@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -45,6 +44,7 @@ DEFAULT_MAX_STREAMS: Final = 16
 DEFAULT_FORGET_AFTER: Final = 60.0  # seconds an ended stream's playlists (with ENDLIST) stay up
 DEFAULT_SEGMENT_DURATION: Final = 2.0
 DEFAULT_LIVE_QUEUE_BYTES: Final = 8 * 1024 * 1024  # per /stream/<id>/<rendition>.ts client
+PIPELINE_CLOSE_TIMEOUT: Final = 5.0  # at shutdown: a pipeline thread stuck in FFmpeg must not hold the process
 
 
 class Pipeline(Protocol):
@@ -396,8 +396,12 @@ class StreamRegistry:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for pipeline in pipelines:
-            with contextlib.suppress(Exception):
-                await pipeline.wait_closed()
+            try:
+                await asyncio.wait_for(pipeline.wait_closed(), PIPELINE_CLOSE_TIMEOUT)
+            except TimeoutError:
+                log.warning("a media pipeline did not stop within %g s; leaving it", PIPELINE_CLOSE_TIMEOUT)
+            except Exception:
+                log.exception("a media pipeline failed while stopping")
         for stream in self._streams.values():
             if stream.state != "ended":
                 self._end(stream)
