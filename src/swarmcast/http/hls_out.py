@@ -196,7 +196,8 @@ class HlsOutputs:
             del self._aliases[next(iter(self._aliases))]
 
     def __len__(self) -> int:
-        return len(self._outputs)
+        """Outputs running (one that has just ended is not counted: its slot is free)."""
+        return sum(1 for output in self._outputs.values() if not output.finished)
 
     def get(self, infohash: str) -> HlsOutput | None:
         return self._outputs.get(infohash)
@@ -209,7 +210,7 @@ class HlsOutputs:
             return output
         if output is not None:
             self._forget(output)  # ended, or of a broadcast the engine left and joined again
-        if len(self._outputs) >= self.settings.max_outputs:
+        if len(self) >= self.settings.max_outputs:
             raise EngineBusyError(f"the engine already gives HLS out of {self.settings.max_outputs} broadcasts "
                                   "(the limit); try again later, or play /ace/getstream")  # fmt: skip
         output = HlsOutput(broadcast, self.settings, startup_timeout=startup_timeout, now=now)
