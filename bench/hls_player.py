@@ -7,16 +7,25 @@ source stamp is found: the engine passes the source's bytes through unchanged an
 packet with the keyframe it precedes, so each segment is fed to the swarm players' own ``StreamWatcher`` at the
 moment it finished downloading: startup (first decoded frame), and (stamp, arrival) for every keyframe, arrival
 being the segment's (a player cannot use a segment before it has it all), as in the nginx baseline.
+
+Alone, against any live playlist whose segments carry the clock packets (e.g. a second player joining an output
+that already runs): ``python bench/hls_player.py 'http://127.0.0.1:6878/ace/manifest.m3u8?url=...' --duration 20``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
+import sys
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.baseline_nginx import (
     LIVE_START_FROM_END,
@@ -28,7 +37,7 @@ from bench.baseline_nginx import (
     _HttpStatusError,
     parse_playlist,
 )
-from bench.common import StreamStats, StreamWatcher
+from bench.common import StreamStats, StreamWatcher, percentile
 
 REQUEST_TIMEOUT_S = 20.0  # the engine may hold a cold playlist request up to ~8 s for its first segment
 
@@ -81,3 +90,27 @@ async def _download_new(session: aiohttp.ClientSession, url: str, playlist: Play
         counters.segments += 1
         next_sequence = segment.sequence + 1
     return next_sequence
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python bench/hls_player.py URL [--duration S]``: one player of a live playlist; its delay figures."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("url")
+    parser.add_argument("--duration", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    stats = StreamStats(requested_wall=time.time())
+    counters = asyncio.run(play_hls(args.url, stats, time.monotonic() + args.duration))
+    delays = [arrival - stamp for stamp, arrival in stats.stamps]
+    first = stats.stamps[0][1] - stats.stamps[0][0] if stats.stamps else None
+    startup = None if stats.first_frame_wall is None else stats.first_frame_wall - stats.requested_wall
+    print(json.dumps({
+        "startup_s": None if startup is None else round(startup, 3),
+        "first_segment_delay_s": None if first is None else round(first, 3),
+        "delay_p50": percentile(delays, 50), "delay_p95": percentile(delays, 95),
+        "delay_max": max(delays, default=None), "stamps": len(delays), **asdict(counters),
+    }))  # fmt: skip
+    return 0 if delays else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

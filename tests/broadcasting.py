@@ -88,6 +88,12 @@ def decode_segment(data: bytes) -> tuple[int, int, int, float | None]:
         return frames, stream.codec_context.width, stream.codec_context.height, rate
 
 
+def keyframe_pts(data: bytes) -> list[int]:
+    """The PTS of every video keyframe of one TS segment."""
+    with av.open(io.BytesIO(data), mode="r", format="mpegts") as container:
+        return [p.pts for p in container.demux(video=0) if p.is_keyframe and p.pts is not None]
+
+
 def wait_log(process: SwarmcastProcess, text: str, timeout: float = 20.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

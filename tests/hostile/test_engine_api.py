@@ -422,6 +422,8 @@ async def test_malformed_requests_are_4xx_never_500(tmp_path: Path) -> None:
                 ("GET", f"/ace/hls/{ID.upper()}/0.ts", 404),
                 ("GET", "/player", 400),
                 ("GET", f"/player?id={ID}&transcode_ac3=x", 400),
+                ("GET", "/player?id=%0a%0d%00", 400),
+                ("GET", "/player?magnet=magnet:?xt=urn:btih:%0a", 400),
                 ("GET", "/static/..%2fengine_api.py", 404),
                 ("GET", "/static/nosuch.js", 404),
                 ("GET", f"/ace/getstream?url={quote(evil)}/loop", 400),
@@ -450,6 +452,10 @@ async def test_malformed_requests_are_4xx_never_500(tmp_path: Path) -> None:
             status, _, headers = await get(http, f"{api}/ace/getstream?id={ID}", "HEAD")
             assert (status, headers["Content-Type"]) == (200, "video/mp2t")
             status, _, _ = await get(http, f"{api}/ace/getstream?id=nothex", "HEAD")
+            assert status == 400
+            status, _, headers = await get(http, f"{api}/ace/manifest.m3u8?id={ID}", "HEAD")
+            assert (status, headers["Content-Type"]) == (200, "application/vnd.apple.mpegurl")
+            status, _, _ = await get(http, f"{api}/ace/manifest.m3u8?id=nothex", "HEAD")
             assert status == 400
             assert await engine_broadcasts(http, api) == []
             # A request line past the server's bound is refused by the HTTP layer.

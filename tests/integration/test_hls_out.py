@@ -8,9 +8,11 @@ outside the window are 404s; ``format=json`` answers the playlist as ``playback_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
@@ -18,7 +20,8 @@ import aiohttp
 import av
 import pytest
 
-from tests.integration.chain import engine, signal_source, source_node
+from tests.integration.chain import HOST, engine, signal_source, source_node
+from tests.procs import SwarmcastProcess, free_port, swarmcast_process
 
 WINDOW = 6
 
@@ -80,6 +83,8 @@ async def test_ffmpeg_hls_demuxer_plays_the_manifest_live(chain: tuple[str, str]
     started = time.monotonic()
     frames, first, last = await asyncio.to_thread(decode_hls, url, 6.0)
     elapsed = time.monotonic() - started
+    print(f"PyAV (FFmpeg's HLS demuxer) on {url}: {frames} video frames, media time {first:.2f}..{last:.2f} s, "
+          f"in {elapsed:.1f} s of wall time")
     # 25 fps: six seconds of media decoded, and it came in live (a playlist read once would end after 6 segments).
     assert last - first >= 6.0, (frames, first, last)
     assert frames >= 6 * 25 * 0.9, frames
@@ -142,3 +147,31 @@ async def test_json_answers_the_playlist_as_playback_url(chain: tuple[str, str])
         assert segments_of(playlist)
         status, body, _ = await fetch(http, response["stat_url"])
         assert status == 200 and json.loads(body)["response"]["is_live"] == 1
+
+
+
+def start_testsrc(tmp: Path, port: int, log_name: str) -> contextlib.AbstractContextManager[SwarmcastProcess]:
+    args = ["testsrc", "--port", str(port), "--bitrate", "1M", "--size", "320x180", "--fps", "25"]
+    return swarmcast_process(args, stderr_path=tmp / log_name, wait_port=(HOST, port))
+
+
+async def test_a_restarted_input_is_a_discontinuity_not_a_stretched_playlist(tmp_path: Path) -> None:
+    """The source's input restarts (its timestamps start again): the source flags the first piece after it
+    DISCONTINUITY and the playlist shows #EXT-X-DISCONTINUITY; the target duration stays 1 s."""
+    port = free_port()
+    signal_url = f"http://{HOST}:{port}/stream.ts"
+    with start_testsrc(tmp_path, port, "testsrc.log") as testsrc, source_node(tmp_path, signal_url) as source, \
+            engine(tmp_path) as api:  # fmt: skip
+        url = f"{api}/ace/manifest.m3u8?{urlencode({'url': source.transport_url})}"
+        async with aiohttp.ClientSession() as http:
+            await live_playlist(http, url)
+            testsrc.stop()
+            with start_testsrc(tmp_path, port, "testsrc2.log"):  # within the source's reconnect interval
+                deadline = time.monotonic() + 40
+                playlist = ""
+                while "#EXT-X-DISCONTINUITY\n" not in playlist:
+                    assert time.monotonic() < deadline, f"no discontinuity after the input restarted:\n{playlist}"
+                    await asyncio.sleep(0.5)
+                    status, body, _ = await fetch(http, url)
+                    playlist = body.decode() if status == 200 else ""
+                assert "#EXT-X-TARGETDURATION:1\n" in playlist, playlist

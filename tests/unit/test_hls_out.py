@@ -1,8 +1,9 @@
 """The engine's HLS outputs (http/hls_out.py) over a stand-in broadcast: no sockets, no swarm.
 
 The stand-in hands out what the test puts in its queue as ``EngineBroadcast.pieces`` would (verified piece data in
-order, ``on_skip`` before the first piece after a skipped run), so the output's own rules are what is tested:
-one output per broadcast, the window and its 404s, discontinuities, the limits, the idle stop, the startup errors.
+order, ``on_discontinuity`` before a piece that does not continue the one before), so the output's own rules are
+what is tested: one output per broadcast, the window and its 404s, discontinuities, timestamp jumps, the limits,
+the idle stop, the startup errors.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from swarmcast.http.hls_out import (
     HlsOutputs,
     HlsSettings,
     HlsStartError,
+    master_response,
     playlist_response,
+    rendition_uri,
     segment_response,
 )
+from swarmcast.media.hls_playlist import Variant
 from swarmcast.media.testsignal import TestSignalConfig, generate_test_signal
 from swarmcast.node.engine import EngineBroadcast
 from swarmcast.node.engine_limits import EngineBusyError
@@ -51,15 +55,15 @@ class StandIn:
         return "no peers found"
 
     async def pieces(self, stopped: Callable[[], bool],
-                     on_skip: Callable[[], None] | None = None) -> AsyncGenerator[bytes, None]:  # fmt: skip
+                     on_discontinuity: Callable[[], None] | None = None) -> AsyncGenerator[bytes, None]:  # fmt: skip
         self.readers += 1
         try:
             while not stopped() and not self.closed.is_set():
                 with contextlib.suppress(TimeoutError):
                     data = await asyncio.wait_for(self.queue.get(), 0.02)
                     if data == SKIP:
-                        assert on_skip is not None
-                        on_skip()
+                        assert on_discontinuity is not None
+                        on_discontinuity()
                         continue
                     yield data
         finally:
@@ -115,6 +119,7 @@ async def test_every_player_is_served_from_one_output_and_its_window() -> None:
 
 
 async def test_a_skipped_run_of_pieces_is_a_discontinuity() -> None:
+    """A skip (or a piece flagged DISCONTINUITY: the same call) closes the open segment and flags the next."""
     outputs = HlsOutputs()
     broadcast = StandIn("ab" * 20)
     try:
@@ -182,5 +187,57 @@ async def test_a_reload_finds_the_running_output_without_a_lookup() -> None:
         assert outputs.running("url", "http://node/transport") is outputs.get(broadcast.infohash)
         broadcast.closed.set()  # the engine left the broadcast: the next request looks it up again
         assert outputs.running("url", "http://node/transport") is None
+    finally:
+        await outputs.close()
+
+
+def test_a_channel_master_playlist_lists_each_rendition_playlist() -> None:
+    variants = [Variant(rendition_uri("ab" * 20), 1_200_000, (640, 360), "avc1.64001e,mp4a.40.2", 25.0, "source"),
+                Variant(rendition_uri("cd" * 20), 400_000, (256, 144), None, None, "P144p30fps16x9")]  # fmt: skip
+    response = master_response(variants)
+    assert response.content_type == "application/vnd.apple.mpegurl"
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    lines = body(response).splitlines()
+    assert f"manifest.m3u8?infohash={'ab' * 20}" in lines and f"manifest.m3u8?infohash={'cd' * 20}" in lines
+
+
+async def test_an_unflagged_timestamp_jump_does_not_stretch_the_playlist() -> None:
+    """The input restarted under a source that did not say so: PTS start again. Without the guard the segment
+    before the jump would last ~95 000 s (PTS wrap arithmetic) and the target duration with it."""
+    outputs = HlsOutputs()
+    broadcast = StandIn("ab" * 20)
+    broadcast.feed(signal(3.0))
+    broadcast.feed(signal(4.0))  # the same signal again: PTS back to the start, no discontinuity announced
+    try:
+        await playlist_response(outputs, broadcast.as_broadcast(), startup_timeout=5)
+        output = outputs.get(broadcast.infohash)
+        assert output is not None
+        await until(lambda: output.segments >= 5)
+        playlist = output.playlist()
+        assert "#EXT-X-TARGETDURATION:1\n" in playlist, playlist
+        assert "#EXT-X-DISCONTINUITY\n" in playlist, playlist
+        assert all(float(line[8:].rstrip(",")) <= 1.5 for line in playlist.splitlines() if line.startswith("#EXTINF:"))
+    finally:
+        await outputs.close()
+
+
+async def test_an_output_started_again_carries_on_the_media_sequence() -> None:
+    outputs = HlsOutputs(HlsSettings(idle_seconds=0.2))
+    broadcast = StandIn("cd" * 20)
+    broadcast.feed(signal(3.0))
+    try:
+        await playlist_response(outputs, broadcast.as_broadcast(), startup_timeout=5)
+        first = outputs.get(broadcast.infohash)
+        assert isinstance(first, HlsOutput)
+        await until(lambda: first.finished)
+        stopped_at = first.window.next_sequence
+        assert stopped_at > 0
+        broadcast.feed(signal(3.0))
+        await playlist_response(outputs, broadcast.as_broadcast(), startup_timeout=5)
+        second = outputs.get(broadcast.infohash)
+        assert isinstance(second, HlsOutput) and second is not first
+        text = second.playlist()
+        assert f"#EXT-X-MEDIA-SEQUENCE:{stopped_at}\n" in text
+        assert "#EXT-X-DISCONTINUITY\n" in text
     finally:
         await outputs.close()

@@ -83,3 +83,9 @@ def test_master_playlist_lists_every_variant() -> None:
     assert lines[4] == "source.m3u8"
     assert lines[5] == "#EXT-X-STREAM-INF:BANDWIDTH=400000,RESOLUTION=256x144"
     assert lines[6] == "P144p30fps16x9.m3u8"
+
+
+def test_a_restarted_window_carries_on_from_its_first_sequence() -> None:
+    window = SegmentWindow(first_sequence=41)
+    assert window.add(seg()) == 41
+    assert tags(window.render(str), "#EXT-X-MEDIA-SEQUENCE") == ["41"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from swarmcast.broadcaster.rtmp_chunks import (
     HANDSHAKE_SIZE,
@@ -142,7 +144,20 @@ def test_publish_key() -> None:
     check_key(None, None)
     check_key(None, "whatever")
     check_key("s3cret", "s3cret")
-    for given in (None, "s3cre", "s3cret!", ""):
+    for attempt in (None, "s3cre", "s3cret!", ""):
         with pytest.raises(PublishRefusedError) as error:
-            check_key("s3cret", given)
+            check_key("s3cret", attempt)
         assert error.value.code == "NetStream.Publish.Unauthorized"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=600), max_size=8))
+def test_any_bytes_after_the_handshake_give_messages_or_our_error(chunks: list[bytes]) -> None:
+    framing = framing_after_handshake(max_message_bytes=4096)
+    try:
+        for chunk in chunks:
+            for message in framing.feed(chunk):
+                assert len(message.payload) <= 4096
+    except RtmpProtocolError:
+        pass
+    assert len(framing._buffer) <= 4096 + 64  # never more than one chunk's worth waits unparsed

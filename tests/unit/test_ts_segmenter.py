@@ -119,3 +119,12 @@ def test_pts_wrap_is_a_short_step() -> None:
 def test_non_positive_target_is_refused() -> None:
     with pytest.raises(ValueError, match="positive"):
         TsSegmenter(0.0)
+
+
+def test_an_unannounced_timestamp_jump_back_is_a_discontinuity() -> None:
+    data = signal(3.0)
+    segmenter = TsSegmenter(1.0)
+    # The same stream twice on one connection: PTS fall back to zero with no discontinuity() call.
+    segments = segmenter.feed(data) + segmenter.feed(data) + segmenter.flush()
+    assert max(s.duration for s in segments) < 1.5
+    assert [s.discontinuity for s in segments] == [False] * 3 + [True, False, False]

@@ -5,6 +5,7 @@
     /stream/<id>/<rendition>/<seq>.ts      one segment, while it is in the window
     /stream/<id>/<rendition>.ts            the rendition as one continuous MPEG-TS (ffplay; part E's sources)
     /stream/current.m3u8                   with --current-manifest: the master playlist of the last stream to start
+    /stream/<id>/player                    a player page (hls.js, http/player.py) on the master playlist
 
 Every answer carries ``Access-Control-Allow-Origin: *`` (players on other origins: hls.js in a page). Playlists
 are ``application/vnd.apple.mpegurl`` with ``Cache-Control: max-age=1`` (a live playlist changes every segment);
@@ -22,6 +23,7 @@ from typing import Final
 from aiohttp import web
 
 from swarmcast.broadcaster.streams import Rendition, Stream, StreamRegistry
+from swarmcast.http.player import add_static_routes, player_handler
 from swarmcast.media.hls_playlist import PLAYLIST_CONTENT_TYPE, SEGMENT_CONTENT_TYPE, Variant, master_playlist
 
 log = logging.getLogger("swarmcast.broadcaster.http")
@@ -143,6 +145,15 @@ async def _handle_live_ts(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _player_manifest(request: web.Request) -> str | None:
+    stream_id = request.match_info["id"]
+    return f"/stream/{stream_id}.m3u8" if request.app[REGISTRY_KEY].get(stream_id) is not None else None
+
+
+def _player_title(request: web.Request) -> str:
+    return f"{request.match_info['id']} (swarmcast broadcaster)"
+
+
 def make_origin_app(registry: StreamRegistry, *, current_manifest: bool = False) -> web.Application:
     app = web.Application(middlewares=[_cors])
     app[REGISTRY_KEY] = registry
@@ -152,11 +163,7 @@ def make_origin_app(registry: StreamRegistry, *, current_manifest: bool = False)
     app.router.add_get(f"/stream/{{id:{_NAME}}}/{{rendition:{_NAME}}}.m3u8", _handle_media_playlist)
     app.router.add_get(f"/stream/{{id:{_NAME}}}/{{rendition:{_NAME}}}.ts", _handle_live_ts)
     app.router.add_get(f"/stream/{{id:{_NAME}}}/{{rendition:{_NAME}}}/{{seq}}.ts", _handle_segment)
-    # TODO(lead, when merging h-hlsout): mount part D's player page here, e.g.
-    #     from swarmcast.http.player import add_static_routes, player_handler
-    #     app.router.add_get(f"/stream/{{id:{_NAME}}}/player",
-    #                        player_handler(lambda r: f"/stream/{r.match_info['id']}.m3u8"
-    #                                       if registry.get(r.match_info["id"]) else None))
-    #     add_static_routes(app)
-    # (http/player.py is on h-hlsout, not on main yet, when this was written.)
+    # The hls.js player page (http/player.py) on the master playlist; its scripts under /static/.
+    app.router.add_get(f"/stream/{{id:{_NAME}}}/player", player_handler(_player_manifest, title=_player_title))
+    add_static_routes(app)
     return app

@@ -51,6 +51,7 @@ OUR_CHUNK_SIZE: Final = 4096
 WINDOW_ACK_SIZE: Final = 2_500_000  # what FFmpeg and nginx-rtmp announce
 READ_SIZE: Final = 65536
 WRITE_TIMEOUT: Final = 10.0  # a peer that does not read our few replies
+REFUSED_LOG_INTERVAL: Final = 10.0
 STREAM_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 RESERVED_IDS: Final = frozenset({"current"})  # /stream/current.m3u8 is the last stream to start
 MAX_KEY_LENGTH: Final = 256
@@ -149,7 +150,11 @@ def _as_pyrtmp(message: RtmpMessage, payload: bytes) -> Chunk:
 
 
 class _Closed(Exception):  # noqa: N818 - an ending, not an error
-    """The session ends for ``reason`` (already logged where it happened, or to be logged by the caller)."""
+    """The session ends for ``reason`` (logged by the session as it closes; a warning when it is the peer's fault)."""
+
+    def __init__(self, reason: str, *, warning: bool = False) -> None:
+        super().__init__(reason)
+        self.warning = warning
 
 
 class _Session:
@@ -213,8 +218,11 @@ class _Session:
                 if out:
                     self.writer.write(out)
                 if self.writer.transport.get_write_buffer_size():
-                    async with asyncio.timeout(WRITE_TIMEOUT):
-                        await self.writer.drain()
+                    try:
+                        async with asyncio.timeout(WRITE_TIMEOUT):
+                            await self.writer.drain()
+                    except TimeoutError:
+                        raise _Closed(f"our replies unread for {WRITE_TIMEOUT:g} s", warning=True) from None
         except RtmpProtocolError as error:
             self._log_end(f"protocol error: {error}", warning=True)
         except PublishRefusedError as error:
@@ -225,7 +233,7 @@ class _Session:
                 async with asyncio.timeout(1.0):
                     await self.writer.drain()
         except _Closed as ended:
-            self._log_end(str(ended))
+            self._log_end(str(ended), warning=ended.warning)
         except (ConnectionError, TimeoutError) as error:
             if self.closed_by_us is not None:
                 self._log_end(self.closed_by_us, warning=True)
@@ -342,6 +350,8 @@ class RtmpServer:
         self.target = target
         self._server: asyncio.Server | None = None
         self._sessions: dict[asyncio.Task[None], _Session] = {}
+        self._refused = 0
+        self._refused_logged = float("-inf")
 
     @property
     def port(self) -> int:
@@ -363,8 +373,13 @@ class RtmpServer:
         assert task is not None
         session = _Session(self, reader, writer)
         if len(self._sessions) >= self.config.max_connections:
-            log.warning("rtmp %s: refused: %d connections already (--max-rtmp-connections)", session.peer,
-                        len(self._sessions))  # fmt: skip
+            # One line per REFUSED_LOG_INTERVAL with a count: a flood of connections must not flood the log.
+            self._refused += 1
+            now = asyncio.get_running_loop().time()
+            if now - self._refused_logged >= REFUSED_LOG_INTERVAL:
+                log.warning("rtmp %s: refused: %d connections already (--max-rtmp-connections); %d refused since "
+                            "the last report", session.peer, len(self._sessions), self._refused)  # fmt: skip
+                self._refused, self._refused_logged = 0, now
             writer.transport.abort()
             return
         self._sessions[task] = session

@@ -34,6 +34,7 @@ import av
 from av.packet import Packet
 from av.stream import Stream
 from av.video.frame import VideoFrame
+from av.video.reformatter import VideoReformatter
 
 from swarmcast.broadcaster.profiles import Profile
 from swarmcast.media.tsmux import TsMuxer
@@ -166,6 +167,9 @@ class _Rendition:
         self._last_slot: int | None = None
         self._started = False  # a source keyframe has been encoded: frames before it are not worth sending
         self.frames_out = 0
+        # Its own scaler: frame.reformat() caches one SwsContext on the *frame*, which every rendition gets, and
+        # two threads scaling through one SwsContext deadlock (two profiles stalled after their first segment).
+        self.reformatter = VideoReformatter()
         self.thread = threading.Thread(target=self._run, name=f"rendition-{profile.name}", daemon=True)
         self.thread.start()
 
@@ -266,7 +270,8 @@ class _Rendition:
         if frame.pts is None or not self._keep(frame.pts, keyframe):
             return
         self._started = True
-        out = frame.reformat(self.profile.width, self.profile.height, "yuv420p", interpolation="BILINEAR")
+        out = self.reformatter.reformat(frame, self.profile.width, self.profile.height, "yuv420p",
+                                        interpolation="BILINEAR")
         out.pts = frame.pts
         out.time_base = self.time_base
         out.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE

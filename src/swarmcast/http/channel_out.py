@@ -30,9 +30,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from swarmcast.channel import Channel, ChannelError
+from swarmcast.http import hls_out
 from swarmcast.http.engine_params import ID_KEYS, PlaybackRequest, content_id
-from swarmcast.http.hls_out import PLAYLIST_HEADERS, rendition_uri
-from swarmcast.media.hls_playlist import PLAYLIST_CONTENT_TYPE, Variant, master_playlist
+from swarmcast.http.hls_out import rendition_uri
+from swarmcast.media.hls_playlist import Variant
 from swarmcast.node.engine import Engine
 from swarmcast.node.joiner import JoinError, LocalFiles, TransportSource, internal_tracker_url, load_location
 from swarmcast.swarm.peer import Address
@@ -168,7 +169,7 @@ def master_response(channel: Channel) -> web.Response:
                 codecs=r.codecs, frame_rate=r.frame_rate, name=r.name)
         for r in channel.renditions
     ]
-    return web.Response(text=master_playlist(variants), content_type=PLAYLIST_CONTENT_TYPE, headers=PLAYLIST_HEADERS)
+    return hls_out.master_response(variants)
 
 
 async def channel_master(engine: Engine, asked: PlaybackRequest) -> web.Response | None:

@@ -185,7 +185,8 @@ def _player_manifest(request: web.Request) -> str:
     try:
         parse_playback(request.query)
     except JoinError as error:
-        raise web.HTTPBadRequest(reason=str(error)[:200]) from None
+        # The reason becomes the JSON error (json_errors); aiohttp refuses a reason with a line break in it.
+        raise web.HTTPBadRequest(reason=" ".join(str(error).split())[:300]) from None
     return "/ace/manifest.m3u8?" + urllib.parse.urlencode([(k, v) for k, v in request.query.items() if k != "format"])
 
 

@@ -7,7 +7,10 @@ cursor of its own, counted as a player, so the broadcast stays joined while the 
 ``SegmentWindow`` (``WINDOW_SEGMENTS``, at most ``MAX_WINDOW_BYTES``). Every playlist and segment request of every
 player is answered from that window, so the swarm has one reader per broadcast however many HLS players watch, and
 all of them see the same playlist. A run of pieces the cursor skipped (not received in time: the data jumps to the
-next random-access piece) flags the next segment ``#EXT-X-DISCONTINUITY``.
+next random-access piece), or a piece the source flagged DISCONTINUITY (its input restarted: timestamps start
+again), flags the next segment ``#EXT-X-DISCONTINUITY``. A timestamp jump nobody flagged (a segment that would last
+longer than ``MAX_SEGMENT_SECONDS``) is treated alike: that segment is given the previous one's duration and the
+next is flagged, so one bad jump does not leave the playlist with a target duration of hours.
 
 Short segments and a short window are what keep an HLS player near live: hls.js and FFmpeg start three segments
 from the end of a live playlist, so with 1 s segments they play about 3-4 s behind the engine's live edge, where a
@@ -22,13 +25,14 @@ is a 503 (retried by players) if there is none by then.
 A segment URL outside the window is a 404.
 
 A channel (several renditions of one broadcast) is answered with a master playlist by its own module, which lists
-each rendition's media playlist at :func:`rendition_uri`.
+each rendition's media playlist at :func:`rendition_uri` and answers with :func:`master_response`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -37,7 +41,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from swarmcast.media.hls_playlist import PLAYLIST_CONTENT_TYPE, SegmentWindow
+from swarmcast.media.hls_playlist import PLAYLIST_CONTENT_TYPE, SegmentWindow, Variant, master_playlist
 from swarmcast.media.ts_segmenter import TsSegment, TsSegmenter
 from swarmcast.node.engine import EngineBroadcast
 from swarmcast.node.engine_limits import EngineBusyError
@@ -47,6 +51,7 @@ log = logging.getLogger("swarmcast.engine.hls")
 SEGMENT_SECONDS = 1.0  # target segment duration (cut at the first keyframe at least this far from the last cut)
 WINDOW_SEGMENTS = 6  # segments a playlist lists
 MAX_SEGMENT_BYTES = 8 * 1024 * 1024  # one segment (a 1 s segment at 64 Mbit/s); the segmenter cuts at the cap
+MAX_SEGMENT_SECONDS = 30.0  # a longer segment is a timestamp jump (PTS went back or leapt), not a long GOP
 MAX_WINDOW_BYTES = 24 * 1024 * 1024  # all segments an output holds; the oldest go first past it
 MAX_OUTPUTS = 8  # HLS outputs (broadcasts played over HLS) at once
 MAX_ALIASES = 64  # remembered playlist requests (url=, magnet=, ...) -> their running output; the oldest go first
@@ -64,6 +69,13 @@ def rendition_uri(infohash: str) -> str:
     """The media playlist of one broadcast, relative to ``/ace/manifest.m3u8``: what a channel's master playlist
     lists for each of its renditions."""
     return "manifest.m3u8?" + urllib.parse.urlencode({"infohash": infohash})
+
+
+def master_response(variants: list[Variant]) -> web.Response:
+    """A channel's master playlist, answered as the media playlists are (the seam for channels: their module
+    builds ``variants`` with ``uri=rendition_uri(infohash)`` for each rendition and returns this from the
+    ``/ace/manifest.m3u8`` route)."""
+    return web.Response(text=master_playlist(variants), content_type=PLAYLIST_CONTENT_TYPE, headers=PLAYLIST_HEADERS)
 
 
 def segment_uri(infohash: str, seq: int) -> str:
@@ -94,11 +106,12 @@ class HlsOutput:
     """One broadcast's live HLS output: a reader of its pieces, a segmenter and the window players are served from."""
 
     def __init__(self, broadcast: EngineBroadcast, settings: HlsSettings, *, startup_timeout: float,
-                 now: float) -> None:  # fmt: skip
+                 now: float, first_sequence: int = 0) -> None:  # fmt: skip
         self.broadcast = broadcast
         self.settings = settings
         self.window = SegmentWindow(settings.window_segments, max_bytes=settings.max_window_bytes,
-                                    target_duration=settings.segment_seconds)  # fmt: skip
+                                    target_duration=settings.segment_seconds,
+                                    first_sequence=first_sequence)  # fmt: skip
         self.segmenter = TsSegmenter(settings.segment_seconds, max_segment_bytes=settings.max_segment_bytes)
         self.startup_timeout = startup_timeout
         self.last_request = now
@@ -106,7 +119,11 @@ class HlsOutput:
         self.error: str | None = None  # why the output ended without a segment
         self.finished = False
         self._ready = asyncio.Event()  # set at the first segment, or when the output ends
-        self._skipped = False
+        self._jumped = False  # the next piece does not continue the last one
+        # The next segment out of the segmenter is a discontinuity; so is the first of an output that continues
+        # the numbering of an earlier one: a player still reloading the old playlist jumps in time there.
+        self._flag_next = first_sequence > 0
+        self._last_duration = settings.segment_seconds
         self._stop = False
 
     @property
@@ -123,17 +140,25 @@ class HlsOutput:
         # Checked by the piece reader at least every engine.POLL_INTERVAL, so an idle output ends within that.
         return self._stop or time.monotonic() - self.last_request > self.settings.idle_seconds
 
-    def _on_skip(self) -> None:
-        self._skipped = True
+    def _on_discontinuity(self) -> None:
+        self._jumped = True
 
     def _add(self, segments: list[TsSegment]) -> None:
-        for segment in segments:
+        for cut in segments:
+            segment = cut
+            if self._flag_next:
+                segment = dataclasses.replace(segment, discontinuity=True)
+                self._flag_next = False
+            if segment.duration > MAX_SEGMENT_SECONDS:
+                segment = dataclasses.replace(segment, duration=self._last_duration)
+                self._flag_next = True
+            self._last_duration = segment.duration
             self.window.add(segment)
             self.segments += 1
             self._ready.set()
 
     async def run(self) -> None:
-        pieces = self.broadcast.pieces(self._stopped, on_skip=self._on_skip)
+        pieces = self.broadcast.pieces(self._stopped, on_discontinuity=self._on_discontinuity)
         try:
             try:
                 async with asyncio.timeout(self.startup_timeout):
@@ -146,8 +171,8 @@ class HlsOutput:
                 return
             self._add(self.segmenter.feed(first))
             async for data in pieces:
-                if self._skipped:
-                    self._skipped = False
+                if self._jumped:
+                    self._jumped = False
                     self.segmenter.discontinuity()
                 self._add(self.segmenter.feed(data))
             if self.broadcast.closed.is_set():
@@ -179,6 +204,9 @@ class HlsOutputs:
         # every second at the URL they were given; with url= that would fetch the transport file each time (and
         # fail while its server is away). A running output answers those reloads without a lookup.
         self._aliases: dict[tuple[str, str], str] = {}
+        # Where an ended output's numbering stopped, by infohash: an output started again for the same broadcast
+        # carries on from there, so a player's media sequence never goes back (RFC 8216 §6.2.1).
+        self._next_sequence: dict[str, int] = {}
 
     def running(self, selector: str, value: str) -> HlsOutput | None:
         """The running output a playlist request like this one resolved to, if any."""
@@ -213,7 +241,8 @@ class HlsOutputs:
         if len(self) >= self.settings.max_outputs:
             raise EngineBusyError(f"the engine already gives HLS out of {self.settings.max_outputs} broadcasts "
                                   "(the limit); try again later, or play /ace/getstream")  # fmt: skip
-        output = HlsOutput(broadcast, self.settings, startup_timeout=startup_timeout, now=now)
+        output = HlsOutput(broadcast, self.settings, startup_timeout=startup_timeout, now=now,
+                           first_sequence=self._next_sequence.get(broadcast.infohash, 0))  # fmt: skip
         task = asyncio.create_task(output.run(), name=f"hls-out-{broadcast.infohash[:8]}")
         self._outputs[output.infohash] = output
         self._tasks[output.infohash] = task
@@ -233,6 +262,10 @@ class HlsOutputs:
         if self._outputs.get(output.infohash) is output:
             del self._outputs[output.infohash]
             self._tasks.pop(output.infohash, None)
+            self._next_sequence.pop(output.infohash, None)
+            self._next_sequence[output.infohash] = output.window.next_sequence
+            while len(self._next_sequence) > MAX_ALIASES:
+                del self._next_sequence[next(iter(self._next_sequence))]
 
     async def close(self) -> None:
         tasks = list(self._tasks.values())

@@ -34,14 +34,15 @@ class _Entry:
 
 class SegmentWindow:
     def __init__(self, size: int = DEFAULT_WINDOW, *, max_bytes: int = DEFAULT_WINDOW_BYTES,
-                 target_duration: float = 0.0) -> None:  # fmt: skip
+                 target_duration: float = 0.0, first_sequence: int = 0) -> None:  # fmt: skip
         if size < 1:
             raise ValueError(f"a window holds at least one segment, got {size}")
         self.size = size
         self.max_bytes = max_bytes
         self._entries: deque[_Entry] = deque()
         self._bytes = 0
-        self._next_sequence = 0
+        # A restarted output carries on from its last number (§6.2.1: a sequence number never goes back).
+        self._next_sequence = first_sequence
         self._discontinuity_sequence = 0
         self._target = max(1, math.ceil(target_duration))
         self.ended = False
@@ -73,6 +74,10 @@ class SegmentWindow:
         if 0 <= index < len(self._entries):
             return self._entries[index].segment
         return None
+
+    @property
+    def next_sequence(self) -> int:
+        return self._next_sequence
 
     @property
     def newest_sequence(self) -> int | None:

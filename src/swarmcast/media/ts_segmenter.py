@@ -12,6 +12,9 @@ same PTS (the transcoder forces them there) are therefore cut at the same PTS, a
 renditions at any segment boundary. The tolerance is a fixed number, not a fraction of a frame, for the same
 reason: renditions at different frame rates must decide alike.
 
+A keyframe whose PTS is behind the segment's start, or more than ``MAX_SEGMENT_SECONDS`` after it, is a timestamp
+jump nobody announced: the open segment is closed at its own last frame and the next is flagged a discontinuity.
+
 Bytes before the first keyframe are dropped (a player could not start there). A segment that grows past
 ``max_segment_bytes`` without a keyframe (an input with keyframes far apart, or none) is dropped and the cutter
 waits for the next keyframe: it bounds memory and no HLS player could use such a segment anyway.
@@ -34,6 +37,7 @@ from swarmcast.media.ts import (
 
 PTS_HZ: Final = 90_000
 CUT_TOLERANCE: Final = 0.05  # seconds: keyframes a little early (29.97 fps, encoder rounding) still cut on time
+MAX_SEGMENT_SECONDS: Final = 60  # a keyframe further on than this from the segment's start is a jump, not a GOP
 DEFAULT_MAX_SEGMENT_BYTES: Final = 16 * 1024 * 1024
 MAX_PREAMBLE_PACKETS: Final = 32  # a stream of nothing but tables and padding is cut as it comes
 _DEFAULT_FRAME: Final = 1 / 30  # the duration given to the last frame of a stream whose frame rate is unknown
@@ -91,6 +95,11 @@ class TsSegmenter:
         info = self._analyzer.feed_packet(packet)
         pts = pes_pts(packet) if info.pid == self._analyzer.video_pid else None
         if info.is_video_keyframe_start and pts is not None:
+            if self._current is not None and self._jumped(pts):
+                # Timestamps went back or leapt ahead with nobody calling discontinuity() (an encoder restart
+                # behind an unchanged connection): measuring across the jump would give a segment of hours.
+                self._close_open(out)
+                self._flag_next = True
             if self._current is None or self._due(pts):
                 self._close(pts, out)
                 self._open(pts)
@@ -110,6 +119,10 @@ class TsSegmenter:
             self.dropped_bytes += len(self._current)
             self._current = None
             self._last_pts = None
+
+    def _jumped(self, pts: int) -> bool:
+        step = (pts - self._start_pts) % PTS_WRAP
+        return step >= PTS_WRAP // 2 or step > MAX_SEGMENT_SECONDS * PTS_HZ
 
     def _due(self, pts: int) -> bool:
         return (pts - self._start_pts) % PTS_WRAP >= self._cut_after

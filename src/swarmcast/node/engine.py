@@ -104,14 +104,15 @@ class EngineBroadcast:
         return "no peers found" if self.swarm.peer_count == 0 else "no data from peers"
 
     async def pieces(
-        self, stopped: Callable[[], bool], on_skip: Callable[[], None] | None = None
+        self, stopped: Callable[[], bool], on_discontinuity: Callable[[], None] | None = None
     ) -> AsyncGenerator[bytes, None]:
         """Verified piece data in order, from a random-access point, for one player, until ``stopped()``.
 
-        ``on_skip`` is called before the first piece after a run of pieces was skipped (the data jumps ahead to a
-        random-access piece: an HLS output marks a discontinuity there)."""
+        ``on_discontinuity`` is called before a piece that does not continue the one before: after a run of pieces
+        was skipped (the data jumps ahead to a random-access piece), or flagged DISCONTINUITY (the source's input
+        restarted: timestamps may start again). An HLS output marks a discontinuity there."""
         cursor: Cursor = self.swarm.open_cursor()
-        skipped = 0
+        skipped, delivered = 0, False
         if self.players == 0 and self.state is not BroadcastState.PLAYING:
             self.joined = time.monotonic()  # the startup timeout counts from the first player that waits
         self.players += 1
@@ -124,9 +125,10 @@ class EngineBroadcast:
                         async with asyncio.timeout(POLL_INTERVAL):
                             await self._new_piece.wait()
                     continue
-                if on_skip is not None and cursor.skipped != skipped:
-                    skipped = cursor.skipped
-                    on_skip()
+                jumped = delivered and (cursor.skipped != skipped or bool(piece.flags & PieceFlags.DISCONTINUITY))
+                skipped, delivered = cursor.skipped, True
+                if on_discontinuity is not None and jumped:
+                    on_discontinuity()
                 self.delivered += len(piece.data)
                 # The source's stamp travels in the random-access piece with its keyframe: scan only those.
                 stamp = latest_clock_us(piece.data) if piece.flags & PieceFlags.RANDOM_ACCESS else None
