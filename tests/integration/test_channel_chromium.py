@@ -59,9 +59,10 @@ def test_channel_plays_in_chromium_and_switches_rendition(tmp_path: Path) -> Non
             assert sorted(map(tuple, levels)) == sorted(SIZES.values())
             chromium_tests.wait_playing(driver, 60)
             chromium_tests.advances_for(driver, 5)
-            # Switch to each rendition in turn: the picture takes its size, playback goes on.
+            # Switch to each rendition in turn, as ABR does (nextLevel: at the next segment boundary, no buffer
+            # flush; the renditions' keyframes are at equal timestamps): the picture takes its size, playback goes on.
             for index, (width, height) in enumerate(map(tuple, levels)):
-                driver.execute_script(f"window.swarmcastPlayer.hls.currentLevel = {index};")
+                driver.execute_script(f"window.swarmcastPlayer.hls.nextLevel = {index};")
                 _wait(driver, SIZE, lambda v, w=width, h=height: tuple(v) == (w, h), 40,
                       f"the video did not switch to {width}x{height}")  # fmt: skip
                 chromium_tests.advances_for(driver, 3)
