@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarmcast import bencoding
+from swarmcast.channel import Channel, ChannelError, Rendition
 from swarmcast.credential import CredentialError, CredentialRole, CredentialVerifier, make_credential
 from swarmcast.discovery import tracker_protocol
 from swarmcast.discovery.metatracker_protocol import (
@@ -230,6 +231,22 @@ def _run_transport(data: bytes) -> object:
     return descriptor
 
 
+_CHANNEL = Channel(name="news", title="Evening news", renditions=(
+    Rendition(name="source", bandwidth=2_000_000, transport=_DESCRIPTOR.encode(), width=1280, height=720,
+              codecs="avc1.64001f,mp4a.40.2", frame_rate=29.97, url="http://127.0.0.1:7800/app/get_transport_file"),
+    Rendition(name="P144p30fps16x9", bandwidth=400_000, transport=_DESCRIPTOR_WITH_DISCOVERY.encode()),
+))  # fmt: skip
+
+
+def _run_channel(data: bytes) -> object:
+    channel = Channel.decode(data)
+    if channel.encode() != data:
+        raise PropertyFailedError("an accepted channel file does not re-encode to its own bytes")
+    if any(len(r.content_id) != 20 for r in channel.renditions):
+        raise PropertyFailedError("a rendition's content id is not 20 bytes")
+    return channel
+
+
 def _run_frames(data: bytes) -> object:
     # Feed in pieces cut where the data says, so frames split across reads are covered too.
     decoder = codec.FrameDecoder()
@@ -411,6 +428,7 @@ def all_targets() -> dict[str, Target]:
         Target("bencode_lenient", _run_bencode_lenient, (bencoding.BencodeError,), bencode_seeds),
         Target("transport", _run_transport, (TransportError,),
                (_DESCRIPTOR.encode(), _DESCRIPTOR_WITH_DISCOVERY.encode(), *bencode_seeds[:2])),
+        Target("channel", _run_channel, (ChannelError,), (_CHANNEL.encode(), *bencode_seeds[:2])),
         Target("frames", _run_frames, (ProtocolError,), _frame_seeds()),
         Target("handshake", _run_handshake, (ProtocolError,), _handshake_seeds()),
         Target("tracker_http", _run_tracker_http, (TrackerError,), bencode_seeds[1:4]),

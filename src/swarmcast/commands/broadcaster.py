@@ -37,6 +37,7 @@ from swarmcast.broadcaster.streams import (
     StreamRegistry,
 )
 from swarmcast.commands.options import add_log_options, address, positive_float, positive_int, start_logging
+from swarmcast.commands.p2p_options import add_p2p_arguments, attach_p2p, p2p_config_from_args, ts_base_url
 from swarmcast.commands.preflight import UsageError, check_listen, check_log_file
 from swarmcast.node.lifecycle import run_until_stopped
 
@@ -132,7 +133,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="a publisher that sends no audio or video for this long is closed "
                             f"(default {DEFAULT_STALL_TIMEOUT:g})")  # fmt: skip
     add_log_options(parser)
-    # --- part E (broadcaster/p2p.py) adds --p2p and its options here, and reads them in config_from_args ---
+    add_p2p_arguments(parser)  # --p2p and its options (commands/p2p_options.py)
     parser.set_defaults(func=run_broadcaster, preflight=preflight_broadcaster, prepare=start_logging,
                         command_prog=parser.prog)  # fmt: skip
 
@@ -169,6 +170,7 @@ START_HOOKS: list[StartHook] = []
 
 def run_broadcaster(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    p2p = p2p_config_from_args(args, ts_base_url(config.http_host, config.http_port)) if args.p2p else None
     failed: list[str] = []
 
     async def main(stop: asyncio.Event) -> None:
@@ -177,8 +179,10 @@ def run_broadcaster(args: argparse.Namespace) -> int:
         rtmp = RtmpServer(config.rtmp, registry)
         from swarmcast.broadcaster.origin_http import make_origin_app  # noqa: PLC0415
 
-        runner = web.AppRunner(make_origin_app(registry, current_manifest=config.current_manifest),
-                               access_log=None, handle_signals=False, shutdown_timeout=2.0)  # fmt: skip
+        app = make_origin_app(registry, current_manifest=config.current_manifest)
+        if p2p is not None:  # rendition nodes on the registry's hooks, /stream/<id>.acechannel on the origin
+            cleanups.append(attach_p2p(p2p, registry, app))
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         try:
             for hook in START_HOOKS:

@@ -31,6 +31,7 @@ from aiohttp import HttpVersion10, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from swarmcast import VERSION_CODE, __version__
+from swarmcast.http.channel_out import channel_master, join_hints, resolve
 from swarmcast.http.engine_params import ID_KEYS, PlaybackRequest, content_id, magnet, parse_playback, transport_data
 from swarmcast.http.hls_out import (
     PLAYLIST_HEADERS,
@@ -46,7 +47,7 @@ from swarmcast.http.player import add_static_routes, player_handler
 from swarmcast.media.hls_playlist import PLAYLIST_CONTENT_TYPE
 from swarmcast.node.engine import Engine, EngineBroadcast, PlaybackSession
 from swarmcast.node.engine_limits import RETRY_AFTER_SECONDS, EngineBusyError
-from swarmcast.node.joiner import JoinError, load_transport
+from swarmcast.node.joiner import JoinError
 
 log = logging.getLogger("swarmcast.engine")
 
@@ -71,14 +72,19 @@ def _error(message: str, status: int = 400, headers: Mapping[str, str] | None = 
 
 async def _broadcast_for(engine: Engine, asked: PlaybackRequest) -> EngineBroadcast:
     if asked.selector in ID_KEYS:
-        return await engine.join(content_id(asked.value))
-    if asked.selector == "magnet":
+        # A rendition (or channel) id the engine read in a channel file joins with what the file said of it.
+        known = join_hints(engine, content_id(asked.value))
+        if known is None:
+            return await engine.join(content_id(asked.value))
+        transport = known
+    elif asked.selector == "magnet":
         cid, trackers = magnet(asked.value)
         return await engine.join(cid, trackers=trackers)
-    if asked.selector == "data":
+    elif asked.selector == "data":
         descriptor = transport_data(asked.value)
         return await engine.join(descriptor.content_id, descriptor=descriptor)
-    transport = await load_transport(asked.value, engine.local_files)
+    else:  # url=: a transport file, or a channel file (its first rendition plays)
+        transport = (await resolve(engine, asked.value, engine.local_files)).transport
     return await engine.join(
         transport.descriptor.content_id,
         descriptor=transport.descriptor,
@@ -140,8 +146,10 @@ async def manifest(request: web.Request) -> web.Response:
         running = None if asked.as_json else outputs.running(asked.selector, asked.value)
         if running is not None:  # a player reloading the playlist: no lookup
             return await playlist_response(outputs, running, startup_timeout=engine.config.startup_timeout)
+        master = await channel_master(engine, asked)  # a channel: the master playlist of its renditions
+        if master is not None:
+            return master
         broadcast = await _broadcast_for(engine, asked)
-        # A channel (several renditions) is answered here with hls_out.master_response(...) by the channel module.
         if not asked.as_json:
             outputs.remember(asked.selector, asked.value, broadcast.infohash)
             return await playlist_response(outputs, broadcast, startup_timeout=engine.config.startup_timeout)
