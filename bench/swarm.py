@@ -7,6 +7,12 @@ docs/benchmarks.md for what each figure means and how it is measured. With ``--b
 phase the nodes are stopped and bench/baseline_nginx.py runs an nginx RTMP -> HLS origin fed the same test signal,
 with the same number of players, for the same time; both are printed side by side.
 
+With ``--player hls`` the viewers' players read the engine's HLS output (``/ace/manifest.m3u8``, ~1 s segments)
+instead of ``/ace/getstream``, played and measured as the nginx baseline's HLS players are (bench/hls_player.py):
+
+    python bench/swarm.py --viewers 5 --support 1 --player hls --baseline nginx --bitrate 1M --size 320x180 \
+        --fps 25 --duration 40 --out /tmp/bench-hls
+
 Start nodes (docs/benchmarks.md, "Start nodes"): ``--support-max-peers`` makes the broadcaster's nodes small so the
 swarm is full, ``--late-viewers L`` players arrive ``--late-after`` seconds after the ramp (one every
 ``--late-interval`` s) and their startup is reported on its own, and ``--startup-nodes K`` adds K start nodes
@@ -51,6 +57,7 @@ from bench.common import (
     percentile,
     playout,
 )
+from bench.hls_player import HlsCounters, play_hls
 
 DEFAULT_MIX = "0:0.2,0.5:0.2,1:0.2,2:0.2,3:0.2"
 BUFFER_S = 2.0
@@ -121,6 +128,8 @@ class Viewer:
         self.task: asyncio.Task[None] | None = None
         self.engine_stat: dict[str, Any] = {}
         self.stat_url: str | None = None
+        self.player = "ts"  # or "hls": /ace/manifest.m3u8 instead of /ace/getstream
+        self.hls: HlsCounters | None = None
 
 
 async def play(viewer: Viewer, session: aiohttp.ClientSession, until: float) -> None:
@@ -129,14 +138,22 @@ async def play(viewer: Viewer, session: aiohttp.ClientSession, until: float) -> 
     st.requested_wall = time.time()
     quoted = urllib.parse.quote(viewer.url, safe="")
     api = f"http://{HOST}:{viewer.http_port}"
+    hls = viewer.player == "hls"
     try:
-        async with session.get(f"{api}/ace/getstream?url={quoted}&format=json") as resp:
+        path = "/ace/manifest.m3u8" if hls else "/ace/getstream"
+        async with session.get(f"{api}{path}?url={quoted}&format=json") as resp:
             body = await resp.json()
         info = body.get("response") or {}
         if not info:
             st.error = str(body.get("error"))
             return
         viewer.stat_url = info["stat_url"]
+        if hls:  # an HLS player of the engine's playlist (bench/hls_player.py), measured as the nginx baseline's
+            counters = await play_hls(info["playback_url"], st, until)
+            viewer.hls = counters
+            if st.first_frame_wall is None:
+                st.error = counters.last_error or "no video frame decoded"
+            return
         timeout = aiohttp.ClientTimeout(total=None, sock_read=30)
         async with session.get(info["playback_url"], timeout=timeout) as resp:
             if resp.status != 200:
@@ -255,6 +272,7 @@ class Bench:
         # it (--startup-node), and an engine that has not started dials those first (swarm/dialer.py).
         url = self.transport_urls[vid % len(self.transport_urls)]
         viewer = Viewer(vid, child, http_port, url, multiple, flags, late=late)
+        viewer.player = self.args.player
         self.viewers.append(viewer)
         return viewer
 
@@ -408,6 +426,10 @@ class Bench:
                 "control_overhead": None if sent + recv == 0 else max(0.0, 1 - payload / (sent + recv)),
                 "cpu_seconds": round(v.child.cpu_seconds, 2), "peak_rss": v.child.peak_rss,
                 "churned_out": v.child.stopped is not None and v.task is not None and v.task.cancelled(),
+                "player": v.player,
+                "hls_segments": v.hls.segments if v.hls else None,
+                "hls_skipped_segments": v.hls.skipped_segments if v.hls else None,
+                "hls_http_errors": v.hls.http_errors if v.hls else None,
             })  # fmt: skip
         flows = self.ledger.flows(self.role_of())
         source_up = sum(b for (src, dst), b in flows.items() if src == "source" and dst in {"support", "engine"})
@@ -440,7 +462,8 @@ class Bench:
         cont_abs = [x["continuity_abs"] for x in viewers_out if x["continuity_abs"] is not None]
         cont_rel = [x["continuity_rel"] for x in viewers_out if x["continuity_rel"] is not None]
         overall = {
-            "viewers": a.viewers, "support": a.support, "bitrate": self.bitrate, "duration": a.duration,
+            "viewers": a.viewers, "player": a.player, "support": a.support, "bitrate": self.bitrate,
+            "duration": a.duration,
             "ramp": a.ramp, "churn_per_min": a.churn, "churn_events": self.churn_events,
             "elapsed_s": round(elapsed, 1), "buffer_s": BUFFER_S,
             "measured_stream_bytes_per_s": round(ref_bytes_per_s),
@@ -578,7 +601,8 @@ def side_by_side(swarm: dict[str, Any], hls: dict[str, Any]) -> str:
     def trio(d: dict[str, Any]) -> str:
         return f"{f(d['p50'])} / {f(d['p95'])} / {f(d['max'])}"
 
-    rows = [("figure", "swarm", "nginx HLS (2 s fragments)", "HLS / swarm"), ("---", "---", "---", "---")]
+    name = "swarm, engine HLS (1 s segments)" if swarm.get("player") == "hls" else "swarm"
+    rows = [("figure", name, "nginx HLS (2 s fragments)", "nginx / swarm"), ("---", "---", "---", "---")]
     rows.append(("players with video", f"{swarm['players_started']}/{swarm['players_total']}",
                  f"{hls['players_with_video']}/{hls['players']}", ""))  # fmt: skip
     for label, key_s, key_h in (("startup", "startup", "startup_s"), ("delay at arrival", "delay", "delay_s"),
@@ -619,6 +643,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(0 = --support-max-peers, or the node's default)")  # fmt: skip
     parser.add_argument("--startup-handoff-bytes", type=int, default=0,
                         help="start nodes' --startup-handoff-bytes (0 = the node's default)")
+    parser.add_argument("--player", choices=["ts", "hls"], default="ts",
+                        help="what the viewers' players read: ts = /ace/getstream (MPEG-TS), hls = the engine's "
+                        "/ace/manifest.m3u8 (~1 s segments), played like the nginx baseline's HLS players")
     parser.add_argument("--baseline", choices=["nginx"], default=None)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)

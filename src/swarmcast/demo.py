@@ -44,7 +44,8 @@ class Processes:
         self.workdir = workdir
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, *args: str, wait_port: int) -> None:
+    def start(self, name: str, *args: str, wait_port: int | None) -> None:
+        """Start ``swarmcast ARGS``; return once it listens on ``wait_port`` (None: at once)."""
         log = self.workdir / f"{name}.log"
         with log.open("wb") as stderr:
             process = subprocess.Popen(
@@ -52,6 +53,9 @@ class Processes:
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, cwd=self.workdir,
             )  # fmt: skip
         self.children.append((name, process))
+        if wait_port is None:
+            print(f"  started {name:<10} pid {process.pid:<7}")
+            return
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             self.check()

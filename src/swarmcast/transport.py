@@ -13,6 +13,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -35,11 +36,13 @@ _INDEX_FLAGS = struct.Struct(">QB")
 _KNOWN_KEYS = frozenset(
     k.encode()
     for k in ("swarmcast", "name", "title", "piece_size", "bitrate", "public_key", "signature", "quality",
-              "categories", "trackers", "content_type", "provider_key", "startup_nodes", "metatrackers")
+              "categories", "trackers", "content_type", "provider_key", "startup_nodes", "metatrackers",
+              "hls_manifest", "hls_base_url")
 )  # fmt: skip
 # The transport file names at most this many start nodes and metatrackers (each entry is checked as well).
 MAX_STARTUP_NODES = 16
 MAX_METATRACKERS = 8
+MAX_HLS_URL_CHARS = 2048  # hls_manifest and hls_base_url
 
 
 class TransportError(ValueError):
@@ -61,6 +64,10 @@ class Descriptor:
     # Optional keys, left out of the encoding when empty: a broadcast without them keeps its content id.
     startup_nodes: tuple[tuple[str, int], ...] = ()  # --startup-node: engines dial these first while starting
     metatrackers: tuple[str, ...] = ()  # --metatracker: asked for more trackers and start nodes (docs/protocol.md)
+    # An HLS broadcast's origin (docs/protocol.md, "HLS broadcasts"): engines may fetch segments there and verify
+    # them against the signed segment index. Absent for TS broadcasts and hidden (--hide-hls-manifest) ones.
+    hls_manifest: str = ""
+    hls_base_url: str = ""  # --base-url: segment URIs of the index are relative to it (else to hls_manifest)
     extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     def encode(self) -> bytes:
@@ -83,6 +90,10 @@ class Descriptor:
             fields[b"startup_nodes"] = [format_node_address(a).encode() for a in self.startup_nodes]
         if self.metatrackers:
             fields[b"metatrackers"] = [m.encode() for m in self.metatrackers]
+        if self.hls_manifest:
+            fields[b"hls_manifest"] = self.hls_manifest.encode()
+        if self.hls_base_url:
+            fields[b"hls_base_url"] = self.hls_base_url.encode()
         return bencoding.encode(fields)
 
     @property
@@ -125,6 +136,8 @@ class Descriptor:
             content_type=_get_str(fields, "content_type"),
             startup_nodes=_get_startup_nodes(fields),
             metatrackers=_get_metatrackers(fields),
+            hls_manifest=_get_hls_url(fields, "hls_manifest"),
+            hls_base_url=_get_hls_url(fields, "hls_base_url"),
         )
         if not 188 <= descriptor.piece_size <= MAX_PIECE_SIZE:
             raise TransportError(f"transport file key 'piece_size' = {descriptor.piece_size} out of range")
@@ -209,6 +222,30 @@ def _get_metatrackers(fields: dict[bytes, object]) -> tuple[str, ...]:
     if len(set(urls)) != len(urls):
         raise TransportError("transport file key 'metatrackers' names a URL twice")
     return tuple(urls)
+
+
+def check_hls_url(url: str) -> str:
+    """``url`` if it can be an HLS origin URL (http(s), a host, bounded); ValueError saying why not."""
+    if len(url) > MAX_HLS_URL_CHARS:
+        raise ValueError(f"URL of {len(url)} characters (more than {MAX_HLS_URL_CHARS})")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError when out of range)
+    except ValueError as error:
+        raise ValueError(f"{url[:200]!r} is not a URL ({error})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url[:200]!r} is not an http:// or https:// URL")
+    return url
+
+
+def _get_hls_url(fields: dict[bytes, object], key: str) -> str:
+    if key.encode() not in fields:
+        return ""
+    value = _get_str(fields, key)
+    try:
+        return check_hls_url(value)
+    except ValueError as error:
+        raise TransportError(f"transport file key {key!r}: {error}") from None
 
 
 # -- keys and piece signatures -------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarmcast import bencoding
+from swarmcast.channel import Channel, ChannelError, Rendition
 from swarmcast.credential import CredentialError, CredentialRole, CredentialVerifier, make_credential
 from swarmcast.discovery import tracker_protocol
 from swarmcast.discovery.metatracker_protocol import (
@@ -44,8 +45,11 @@ from swarmcast.discovery.tracker_protocol import (
     parse_udp_connect_response,
 )
 from swarmcast.discovery.tracker_server import InternalTracker, parse_raw_query
+from swarmcast.ingest.hls_parse import MediaPlaylist, PlaylistError, choose_variant, parse_playlist
+from swarmcast.ingest.hls_tracker import SequenceTracker
 from swarmcast.media import ts
 from swarmcast.node.joiner import JoinError, parse_content_id, parse_magnet
+from swarmcast.segment_index import IndexEntry, SegmentIndex, SegmentIndexError
 from swarmcast.transport import Descriptor, TransportError
 from swarmcast.wire import codec
 from swarmcast.wire.errors import ProtocolError
@@ -227,6 +231,22 @@ def _run_transport(data: bytes) -> object:
     return descriptor
 
 
+_CHANNEL = Channel(name="news", title="Evening news", renditions=(
+    Rendition(name="source", bandwidth=2_000_000, transport=_DESCRIPTOR.encode(), width=1280, height=720,
+              codecs="avc1.64001f,mp4a.40.2", frame_rate=29.97, url="http://127.0.0.1:7800/app/get_transport_file"),
+    Rendition(name="P144p30fps16x9", bandwidth=400_000, transport=_DESCRIPTOR_WITH_DISCOVERY.encode()),
+))  # fmt: skip
+
+
+def _run_channel(data: bytes) -> object:
+    channel = Channel.decode(data)
+    if channel.encode() != data:
+        raise PropertyFailedError("an accepted channel file does not re-encode to its own bytes")
+    if any(len(r.content_id) != 20 for r in channel.renditions):
+        raise PropertyFailedError("a rendition's content id is not 20 bytes")
+    return channel
+
+
 def _run_frames(data: bytes) -> object:
     # Feed in pieces cut where the data says, so frames split across reads are covered too.
     decoder = codec.FrameDecoder()
@@ -364,6 +384,42 @@ def _run_metatracker_query(data: bytes) -> object:
     return infohash
 
 
+_HLS_URL = "http://origin.example/hls/live.m3u8"
+_HLS_SEEDS = (
+    b"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:41\n#EXTINF:2.000,\nlive-41.ts\n"
+    b"#EXT-X-DISCONTINUITY\n#EXTINF:2.0,\nhttp://cdn.example/live-42.ts\n#EXT-X-ENDLIST\n",
+    b'#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000,NAME="lo"\nlo.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=2500000\nhi.m3u8\n',
+)
+
+
+def _run_hls_playlist(data: bytes) -> object:
+    parsed = parse_playlist(data.decode("utf-8", "replace"), _HLS_URL)
+    if isinstance(parsed, MediaPlaylist):
+        sequences = [s.sequence for s in parsed.segments]
+        if sequences != list(range(parsed.media_sequence, parsed.media_sequence + len(sequences))):
+            raise PropertyFailedError("segments are not numbered from the media sequence on")
+        tracker = SequenceTracker(max_bad=2)
+        for _ in range(3):  # the same playlist again and again: taken once
+            taken = tracker.update(parsed).wanted
+            if len(taken) > 1:
+                raise PropertyFailedError("more than the live end taken from a first playlist")
+        return parsed
+    choose_variant(parsed)
+    return parsed
+
+
+def _segment_index_seeds() -> tuple[bytes, ...]:
+    entry = IndexEntry(PieceFlags.RANDOM_ACCESS, 1880, b"\x11" * 32, b"\x22" * 64)
+    return (SegmentIndex("live-9.ts", 9, 2000, (entry, entry)).encode(), SegmentIndex("", 0, 0, (entry,)).encode())
+
+
+def _run_segment_index(data: bytes) -> object:
+    index = SegmentIndex.decode(data)
+    if index.encode() != data:
+        raise PropertyFailedError("a decoded segment index does not re-encode to its bytes")
+    return index
+
+
 def all_targets() -> dict[str, Target]:
     """Fresh targets (the tracker-server one keeps state across inputs, like a real tracker)."""
     bencode_seeds = _bencode_seeds()
@@ -372,6 +428,7 @@ def all_targets() -> dict[str, Target]:
         Target("bencode_lenient", _run_bencode_lenient, (bencoding.BencodeError,), bencode_seeds),
         Target("transport", _run_transport, (TransportError,),
                (_DESCRIPTOR.encode(), _DESCRIPTOR_WITH_DISCOVERY.encode(), *bencode_seeds[:2])),
+        Target("channel", _run_channel, (ChannelError,), (_CHANNEL.encode(), *bencode_seeds[:2])),
         Target("frames", _run_frames, (ProtocolError,), _frame_seeds()),
         Target("handshake", _run_handshake, (ProtocolError,), _handshake_seeds()),
         Target("tracker_http", _run_tracker_http, (TrackerError,), bencode_seeds[1:4]),
@@ -384,6 +441,8 @@ def all_targets() -> dict[str, Target]:
         Target("metatracker_config", _run_metatracker_config, (ConfigError,), _METATRACKER_CONFIG_SEEDS),
         Target("metatracker_query", _run_metatracker_query, (ValueError,),
                (b"infohash=" + b"ab" * 20, b"x=1&infohash=" + b"AB" * 20)),
+        Target("hls_playlist", _run_hls_playlist, (PlaylistError,), _HLS_SEEDS),
+        Target("segment_index", _run_segment_index, (SegmentIndexError,), _segment_index_seeds()),
     ]
     return {t.name: t for t in targets}
 

@@ -412,7 +412,20 @@ async def test_malformed_requests_are_4xx_never_500(tmp_path: Path) -> None:
                 ("GET", "/ace/getstream?direct_url=http://cdn.example/a.mp4", 400),
                 ("GET", f"/ace/manifest.m3u8?id={ID}&transcode_ac3=x", 400),
                 ("GET", "/ace/manifest.m3u8", 400),
-                ("GET", f"/ace/manifest.m3u8?id={ID}", 501),
+                ("GET", "/ace/manifest.m3u8?id=" + "z" * 40, 400),
+                ("GET", f"/ace/manifest.m3u8?id={ID}&format=m3u8", 400),
+                # HLS segments of an output that does not run, or malformed: 404, never a 500.
+                ("GET", f"/ace/hls/{ID}/0.ts", 404),
+                ("GET", f"/ace/hls/{ID}/99999999999999999999.ts", 404),
+                ("GET", f"/ace/hls/{ID}/-1.ts", 404),
+                ("GET", "/ace/hls/..%2f..%2fetc/0.ts", 404),
+                ("GET", f"/ace/hls/{ID.upper()}/0.ts", 404),
+                ("GET", "/player", 400),
+                ("GET", f"/player?id={ID}&transcode_ac3=x", 400),
+                ("GET", "/player?id=%0a%0d%00", 400),
+                ("GET", "/player?magnet=magnet:?xt=urn:btih:%0a", 400),
+                ("GET", "/static/..%2fengine_api.py", 404),
+                ("GET", "/static/nosuch.js", 404),
                 ("GET", f"/ace/getstream?url={quote(evil)}/loop", 400),
                 ("GET", f"/ace/getstream?url={quote(evil)}/endless", 400),
                 ("GET", f"/ace/getstream?url={quote(evil)}/huge", 400),
@@ -439,6 +452,10 @@ async def test_malformed_requests_are_4xx_never_500(tmp_path: Path) -> None:
             status, _, headers = await get(http, f"{api}/ace/getstream?id={ID}", "HEAD")
             assert (status, headers["Content-Type"]) == (200, "video/mp2t")
             status, _, _ = await get(http, f"{api}/ace/getstream?id=nothex", "HEAD")
+            assert status == 400
+            status, _, headers = await get(http, f"{api}/ace/manifest.m3u8?id={ID}", "HEAD")
+            assert (status, headers["Content-Type"]) == (200, "application/vnd.apple.mpegurl")
+            status, _, _ = await get(http, f"{api}/ace/manifest.m3u8?id=nothex", "HEAD")
             assert status == 400
             assert await engine_broadcasts(http, api) == []
             # A request line past the server's bound is refused by the HTTP layer.

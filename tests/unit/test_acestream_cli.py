@@ -167,7 +167,7 @@ def run_main(words: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int,
     return code, capsys.readouterr().err
 
 
-UNKNOWN = ["--stream-source", "--bind-all", "--live-buffer", "--hls-bad-manifest-max-errors"]
+UNKNOWN = ["--stream-source", "--bind-all", "--live-buffer", "--hls-no-such-option"]
 
 
 @pytest.mark.parametrize("option", UNKNOWN)

@@ -60,7 +60,7 @@ from swarmcast.wire.messages import (
 # -- strategies ----------------------------------------------------------------------------------------------------
 
 indices = st.integers(min_value=0, max_value=MAX_INDEX)
-piece_flags = st.integers(min_value=0, max_value=3).map(PieceFlags)
+piece_flags = st.integers(min_value=0, max_value=7).map(PieceFlags)
 handshake_flags = st.integers(min_value=0, max_value=3).map(HandshakeFlags)
 ports = st.integers(min_value=0, max_value=65535)
 # str() of an ipaddress object is the canonical text the decoder produces.
@@ -352,7 +352,7 @@ def test_metadata_size_bound() -> None:
         encode_message(Metadata(b"x" * (MAX_METADATA_SIZE + 1)))
 
 
-@pytest.mark.parametrize("flags", [4, 8, 0x80, 0xFF])
+@pytest.mark.parametrize("flags", [8, 0x80, 0xFF])
 def test_unknown_piece_flags_rejected(flags: int) -> None:
     have = _frame(MessageType.HAVE, struct.pack(">QB", 1, flags))
     assert _decode_error(have).code is ErrorCode.MALFORMED_MESSAGE
@@ -360,7 +360,7 @@ def test_unknown_piece_flags_rejected(flags: int) -> None:
     assert _decode_error(piece).code is ErrorCode.MALFORMED_MESSAGE
 
 
-@pytest.mark.parametrize("flags", [4, 8, 0x80, 0xFF])
+@pytest.mark.parametrize("flags", [8, 0x80, 0xFF])
 def test_unknown_handshake_flags_rejected(flags: int) -> None:
     data = bytearray(encode_handshake(Handshake(b"c" * 20, b"p" * 20, 1)))
     data[5] = flags
@@ -443,8 +443,8 @@ def test_error_leaves_no_messages_after_the_bad_frame() -> None:
     "build",
     [
         lambda: encode_message(Window(MAX_INDEX, (True, True), (False, False))),
-        lambda: encode_message(Have(1, PieceFlags(4))),
-        lambda: encode_message(Piece(1, PieceFlags(4), b"\x00" * SIGNATURE_LENGTH, b"x")),
+        lambda: encode_message(Have(1, PieceFlags(8))),
+        lambda: encode_message(Piece(1, PieceFlags(8), b"\x00" * SIGNATURE_LENGTH, b"x")),
         lambda: encode_handshake(Handshake(b"c" * 20, b"p" * 20, 1, HandshakeFlags(4))),
     ],
     ids=["window-past-max-index", "have-flags", "piece-flags", "handshake-flags"],

@@ -164,10 +164,12 @@ class _Rendition:
         self.muxer = TsMuxer()
         self.video: Any = self._add_encoder()
         self.audio = self.muxer.add_copy(audio) if audio is not None else None
-        self._scaler = VideoReformatter()
         self._last_slot: int | None = None
         self._started = False  # a source keyframe has been encoded: frames before it are not worth sending
         self.frames_out = 0
+        # Its own scaler: frame.reformat() caches one SwsContext on the *frame*, which every rendition gets, and
+        # two threads scaling through one SwsContext deadlock (two profiles stalled after their first segment).
+        self.reformatter = VideoReformatter()
         self.thread = threading.Thread(target=self._run, name=f"rendition-{profile.name}", daemon=True)
         self.thread.start()
 
@@ -268,10 +270,8 @@ class _Rendition:
         if frame.pts is None or not self._keep(frame.pts, keyframe):
             return
         self._started = True
-        # Our own reformatter: VideoFrame.reformat would cache one SwsContext on the shared source picture, and the
-        # renditions' threads would scale through it at once (a deadlock inside swscale, seen).
-        out = self._scaler.reformat(frame, self.profile.width, self.profile.height, "yuv420p",
-                                    interpolation="BILINEAR", threads=1)  # fmt: skip
+        out = self.reformatter.reformat(frame, self.profile.width, self.profile.height, "yuv420p",
+                                        interpolation="BILINEAR")
         out.pts = frame.pts
         out.time_base = self.time_base
         out.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE

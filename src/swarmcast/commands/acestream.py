@@ -9,6 +9,7 @@ the rest. So ``acestreamengine --stream-source-node --port 7764 ...`` is exactly
     --stream-support-node  -> node support
     --stream-startup-node  -> node startup
     --client-console       -> engine          (the viewer engine; Ace Stream's console client)
+    --create-hls-transport -> hls create-transport (an HLS broadcast's transport files)
     --version              -> prints ``version: <version> revision: <revision>``, as the Ace Stream engine does
 
 Run under either name, the process calls itself ``acestreamengine`` (what streaming-utils matches with psutil)
@@ -32,6 +33,7 @@ MODES = {
     "--stream-support-node": ("node", "support"),
     "--stream-startup-node": ("node", "startup"),
     "--client-console": ("engine",),
+    "--create-hls-transport": ("hls", "create-transport"),
 }
 # ``--version``'s revision: the package's numeric version code (also /webui/api/service?method=get_version's
 # ``code``), which grows with every release as Ace Stream's revision does.
@@ -46,6 +48,7 @@ MODE is one of
   --stream-support-node   a support node (swarmcast node support)
   --stream-startup-node   a start node (swarmcast node startup)
   --client-console        the viewer engine (swarmcast engine)
+  --create-hls-transport  write an HLS broadcast's transport files (swarmcast hls create-transport)
 
 `{prog} MODE --help` lists the options of a mode; docs/operators.md, "Command line (acestreamengine)", maps every
 Ace Stream option.

@@ -7,8 +7,10 @@ import asyncio
 import ipaddress
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+from swarmcast.commands.hls_support import add_hls_options, hls_settings, private_hls_file, signer_config
 from swarmcast.commands.options import (
     MIN_PIECE_SIZE,
     add_common,
@@ -22,10 +24,12 @@ from swarmcast.commands.options import (
 )
 from swarmcast.credential import CREDENTIAL_LIFETIME, MAX_CREDENTIAL_LIFETIME, MIN_CREDENTIAL_LIFETIME
 from swarmcast.discovery.metatracker_protocol import check_metatracker_url
+from swarmcast.ingest.hls import HlsSettings
 from swarmcast.ingest.http_ts import DEFAULT_READ_TIMEOUT
 from swarmcast.ingest.select import source_problem
 from swarmcast.node.access import FilterError, load_access_filter
 from swarmcast.node.config import AccessConfig, SourceConfig, StandbyConfig, StartupConfig, SupportConfig
+from swarmcast.node.hls_signer import HlsSignerNode
 from swarmcast.node.joiner import JoinError
 from swarmcast.node.lifecycle import run_until_stopped
 from swarmcast.node.source import SourceNode
@@ -35,7 +39,7 @@ from swarmcast.node.support import SupportNode
 from swarmcast.swarm.peer import Address
 from swarmcast.swarm.rotation import DEFAULT_HANDOFF_AFTER, DEFAULT_HANDOFF_BYTES, RotationConfig
 from swarmcast.swarm.standby import DEFAULT_TAKEOVER_AFTER
-from swarmcast.transport import CATEGORIES, MAX_METATRACKERS, MAX_STARTUP_NODES, QUALITIES
+from swarmcast.transport import CATEGORIES, MAX_METATRACKERS, MAX_STARTUP_NODES, QUALITIES, TransportError
 from swarmcast.wire.messages import MAX_PIECE_SIZE
 
 log = logging.getLogger("swarmcast.node")
@@ -126,7 +130,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                               "acestreamengine --stream-source-node ...")  # fmt: skip
     add_common(source, default_port=7764, default_slots=8)
     source.add_argument("--source", required=True, metavar="URL",
-                        help="the input: MPEG-TS over HTTP(S), or rtmp://HOST/APP/NAME (pulled) (required)")
+                        help="the input: MPEG-TS over HTTP(S), an HLS playlist URL, or rtmp://HOST/APP/NAME (pulled) "
+                        "(required)")
     source.add_argument("--name", type=_name, help="file name of the broadcast: NAME.acelive, NAME.sauth, "
                         "NAME.restart (default: derived from --title)")  # fmt: skip
     source.add_argument("--title", required=True, help="the broadcast's title players show (required)")
@@ -182,6 +187,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source.add_argument("--metatracker", type=metatracker_url, action="append", default=[], metavar="URL",
                         help="a metatracker, written into the transport file: nodes and engines ask it for "
                              "trackers and start nodes (repeatable; default: none)")  # fmt: skip
+    add_hls_options(source, support=False)
     source.set_defaults(func=run_source)
 
     support = roles.add_parser("support", help="follow a broadcast and feed the swarm",
@@ -191,6 +197,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     # its capacity is bounded by --upload-limit, not by choking viewers that have nowhere else to go.
     add_common(support, default_port=8621, default_slots=60)
     add_follower_options(support)
+    add_hls_options(support, support=True)
     support.set_defaults(func=run_support)
 
     # A start node takes a support node's options (Ace Stream's --stream-startup-node maps here) and two of its own.
@@ -277,6 +284,7 @@ def run_source(args: argparse.Namespace) -> int:
         metatrackers=tuple(dict.fromkeys(args.metatracker)),
         piece_size=args.piecesize,
         sid=args.sid if args.provider_key else "",
+        hls=replace(hls_settings(args), reconnect_interval=args.source_reconnect_interval),
     )
     if _filter_refused(args.command_prog, config.common.access):
         return 2
@@ -315,6 +323,30 @@ def _run_follower(node: SupportNode) -> int:
 
 
 def run_support(args: argparse.Namespace) -> int:
+    try:
+        private = private_hls_file(args.url)
+        signer = signer_config(args, private) if private is not None else None
+    except TransportError as error:
+        print(f"{args.command_prog}: error: argument --url: {error}", file=sys.stderr)
+        return 2
+    if private is not None and signer is not None:
+        if _filter_refused(args.command_prog, signer.common.access):
+            return 2
+        try:
+            node = HlsSignerNode(signer, private, hls=signer.hls or HlsSettings(),
+                                 hide_segments=args.hide_hls_segments)  # fmt: skip
+        except (TransportError, ValueError) as error:
+            print(f"{args.command_prog}: error: {error}", file=sys.stderr)
+            return 2
+        log.info("HLS support node: signing %s from %s", private.descriptor.infohash, private.hls_manifest)
+        try:
+            asyncio.run(run_until_stopped(node.run))
+        except FilterError as error:
+            log.error("%s", error)
+            return 2
+        return 0
+    if args.public_transport_file is not None:
+        log.warning("--public-transport-file is used only with a private HLS file as --url: ignored")
     config = SupportConfig(common=common_from_args(args), url=args.url, download_from=tuple(args.download_from))
     if _filter_refused(args.command_prog, config.common.access):
         return 2

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import threading
 from pathlib import Path
 
 from swarmcast.commands.options import bounded_int
@@ -57,12 +58,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--fps", type=bounded_int(1, MAX_FPS), default=30, help=f"frames per second, 1..{MAX_FPS} (default: 30)"
     )
+    parser.add_argument("--rtmp", type=_rtmp_url, metavar="URL",
+                        help="push the signal over RTMP to URL (rtmp://127.0.0.1:1935/hello_world), reconnecting "
+                             "when the server goes away, instead of serving HTTP (default: serve HTTP)")  # fmt: skip
     parser.add_argument("--log-file", type=Path, default=None, help="log here instead of stderr (default: stderr)")
     parser.set_defaults(func=run)
 
 
+def _rtmp_url(text: str) -> str:
+    if not text.startswith("rtmp://") or len(text) > 2048:
+        raise argparse.ArgumentTypeError(f"{text[:100]!r} is not an rtmp:// URL")
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_file)
+    if args.rtmp is not None:
+        try:
+            return asyncio.run(_push(args.rtmp, bitrate=args.bitrate, size=args.size, fps=args.fps))
+        except KeyboardInterrupt:
+            return 0
     try:
         return asyncio.run(_main(host=args.host, port=args.port, bitrate=args.bitrate, size=args.size, fps=args.fps))
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
@@ -99,4 +114,23 @@ async def _main(host: str, port: int, bitrate: int, size: tuple[int, int], fps: 
     if isinstance(error, BaseException) and not isinstance(error, asyncio.CancelledError):
         logger.error("testsrc failed", exc_info=error)
         return 1
+    return 0
+
+
+async def _push(url: str, bitrate: int, size: tuple[int, int], fps: int) -> int:
+    """``--rtmp URL``: push in a thread until SIGINT/SIGTERM."""
+    from swarmcast.media.testsignal import TestSignalConfig  # noqa: PLC0415 - PyAV: see _main
+    from swarmcast.media.testsignal_rtmp import push_test_signal_rtmp  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    config = TestSignalConfig(bitrate=bitrate, width=size[0], height=size[1], fps=fps)
+    try:
+        await asyncio.to_thread(push_test_signal_rtmp, config, url, stop)
+    finally:
+        stop.set()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
     return 0

@@ -3,7 +3,9 @@
 - ``GET /ace/getstream?id=|content_id=|infohash=|url=|magnet=|data=`` plays MPEG-TS; ``format=json`` answers the
   playback/stat/command URLs instead. Any number of players per broadcast; no ``pid`` needed. Every parameter Ace
   Stream documents is accepted and its value checked (swarmcast.http.engine_params); unknown ones are ignored.
-- ``GET /ace/manifest.m3u8`` checks the same parameters; its HLS output is not built yet (501).
+- ``GET /ace/manifest.m3u8`` the same parameters: a live HLS playlist of ~1 s segments cut from the verified pieces
+  (http/hls_out.py), its segments at ``/ace/hls/<infohash>/<seq>.ts``; ``GET /player?...`` a page playing it with
+  hls.js (http/player.py; scripts at ``/static/``).
 - ``GET /ace/r/<infohash>/<session>`` the playback URL of a JSON session.
 - ``GET /ace/stat/<infohash>/<session>`` status; ``GET /ace/cmd/<infohash>/<session>?method=stop``.
 - ``GET /webui/api/service?method=get_version``.
@@ -22,21 +24,35 @@ import asyncio
 import ipaddress
 import logging
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import HttpVersion10, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from swarmcast import VERSION_CODE, __version__
+from swarmcast.http.channel_out import channel_master, join_hints, resolve
 from swarmcast.http.engine_params import ID_KEYS, PlaybackRequest, content_id, magnet, parse_playback, transport_data
+from swarmcast.http.hls_out import (
+    PLAYLIST_HEADERS,
+    SEGMENT_PATH,
+    HlsNotReadyError,
+    HlsOutputs,
+    HlsStartError,
+    playlist_response,
+    segment_response,
+)
 from swarmcast.http.livepos import livepos, piece_seconds
+from swarmcast.http.player import add_static_routes, player_handler
+from swarmcast.media.hls_playlist import PLAYLIST_CONTENT_TYPE
 from swarmcast.node.engine import Engine, EngineBroadcast, PlaybackSession
 from swarmcast.node.engine_limits import RETRY_AFTER_SECONDS, EngineBusyError
-from swarmcast.node.joiner import JoinError, load_transport
+from swarmcast.node.joiner import JoinError
 
 log = logging.getLogger("swarmcast.engine")
 
 ENGINE_KEY: web.AppKey[Engine] = web.AppKey("engine", Engine)
+HLS_KEY: web.AppKey[HlsOutputs] = web.AppKey("hls", HlsOutputs)
 
 MAX_REQUEST_LINE = 8190  # bytes of the request line (aiohttp's own 400 beyond), also of each header
 KEEPALIVE_TIMEOUT = 15.0  # an idle connection (also one that sends nothing, or half a request) is closed after this
@@ -56,14 +72,19 @@ def _error(message: str, status: int = 400, headers: Mapping[str, str] | None = 
 
 async def _broadcast_for(engine: Engine, asked: PlaybackRequest) -> EngineBroadcast:
     if asked.selector in ID_KEYS:
-        return await engine.join(content_id(asked.value))
-    if asked.selector == "magnet":
+        # A rendition (or channel) id the engine read in a channel file joins with what the file said of it.
+        known = join_hints(engine, content_id(asked.value))
+        if known is None:
+            return await engine.join(content_id(asked.value))
+        transport = known
+    elif asked.selector == "magnet":
         cid, trackers = magnet(asked.value)
         return await engine.join(cid, trackers=trackers)
-    if asked.selector == "data":
+    elif asked.selector == "data":
         descriptor = transport_data(asked.value)
         return await engine.join(descriptor.content_id, descriptor=descriptor)
-    transport = await load_transport(asked.value, engine.local_files)
+    else:  # url=: a transport file, or a channel file (its first rendition plays)
+        transport = (await resolve(engine, asked.value, engine.local_files)).transport
     return await engine.join(
         transport.descriptor.content_id,
         descriptor=transport.descriptor,
@@ -112,13 +133,61 @@ async def getstream(request: web.Request) -> web.StreamResponse:
 
 
 async def manifest(request: web.Request) -> web.Response:
-    """``/ace/manifest.m3u8``: the parameters are those of getstream (checked alike); HLS output is not built yet."""
+    """``/ace/manifest.m3u8``: the broadcast's live HLS playlist (http/hls_out.py), the parameters those of
+    getstream, checked alike; ``format=json`` answers the session's URLs with the playlist as ``playback_url``."""
+    engine = request.app[ENGINE_KEY]
+    try:
+        asked = parse_playback(request.query)
+        if request.method == "HEAD":
+            if asked.as_json:
+                return web.Response(content_type="application/json")
+            return web.Response(content_type=PLAYLIST_CONTENT_TYPE, headers=PLAYLIST_HEADERS)
+        outputs = request.app[HLS_KEY]
+        running = None if asked.as_json else outputs.running(asked.selector, asked.value)
+        if running is not None:  # a player reloading the playlist: no lookup
+            return await playlist_response(outputs, running, startup_timeout=engine.config.startup_timeout)
+        master = await channel_master(engine, asked)  # a channel: the master playlist of its renditions
+        if master is not None:
+            return master
+        broadcast = await _broadcast_for(engine, asked)
+        if not asked.as_json:
+            outputs.remember(asked.selector, asked.value, broadcast.infohash)
+            return await playlist_response(outputs, broadcast, startup_timeout=engine.config.startup_timeout)
+        session = engine.new_session(broadcast)
+    except JoinError as error:
+        return _error(str(error))
+    except EngineBusyError as error:
+        return _error(str(error), 503)
+    except HlsStartError as error:
+        return _error(str(error), 504)
+    except HlsNotReadyError as error:
+        return _error(str(error), 503)
+    query = urllib.parse.urlencode([(k, v) for k, v in request.query.items() if k != "format"])
+    response = {
+        **_urls(request, session),
+        "playback_url": f"{request.scheme}://{request.host}/ace/manifest.m3u8?{query}",
+        "infohash": broadcast.infohash,
+        "playback_session_id": session.session_id,
+        "is_live": 1,
+        "is_encrypted": 0,
+        "client_session_id": CLIENT_SESSION_ID,
+    }
+    return web.json_response({"response": response, "error": None})
+
+
+async def hls_segment(request: web.Request) -> web.Response:
+    return segment_response(request.app[HLS_KEY], request.match_info["infohash"], request.match_info["seq"])
+
+
+def _player_manifest(request: web.Request) -> str:
+    """``/player?id=...``: the page plays ``/ace/manifest.m3u8`` with the same parameters (checked first: a bad
+    one is the same 400 as getstream's)."""
     try:
         parse_playback(request.query)
     except JoinError as error:
-        return _error(str(error))
-    return _error("HLS output (/ace/manifest.m3u8) is not available in this engine yet; play /ace/getstream "
-                  "(MPEG-TS) with the same parameters", 501)  # fmt: skip
+        # The reason becomes the JSON error (json_errors); aiohttp refuses a reason with a line break in it.
+        raise web.HTTPBadRequest(reason=" ".join(str(error).split())[:300]) from None
+    return "/ace/manifest.m3u8?" + urllib.parse.urlencode([(k, v) for k, v in request.query.items() if k != "format"])
 
 
 async def playback(request: web.Request) -> web.StreamResponse:
@@ -152,11 +221,8 @@ async def _play(request: web.Request, engine: Engine, broadcast: EngineBroadcast
             async with asyncio.timeout(engine.config.startup_timeout):
                 first = await anext(pieces)
         except (TimeoutError, StopAsyncIteration):
-            reason = "no peers found" if broadcast.swarm.peer_count == 0 else "no data from peers"
-            if broadcast.swarm.descriptor is None:
-                reason = "could not get the broadcast's descriptor from any peer"
             return _error(f"broadcast {broadcast.infohash} did not start within "
-                          f"{engine.config.startup_timeout:.0f} s: {reason}", 504)  # fmt: skip
+                          f"{engine.config.startup_timeout:.0f} s: {broadcast.startup_problem()}", 504)  # fmt: skip
         response = web.StreamResponse(headers=TS_HEADERS)
         try:
             await response.prepare(request)
@@ -296,8 +362,17 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 def make_app(engine: Engine) -> web.Application:
     app = web.Application(middlewares=[json_errors])
     app[ENGINE_KEY] = engine
+    app[HLS_KEY] = outputs = HlsOutputs()
+
+    async def close_outputs(_app: web.Application) -> None:
+        await outputs.close()
+
+    app.on_shutdown.append(close_outputs)  # before the server waits for its handlers: the outputs' tasks end first
     app.router.add_get("/ace/getstream", getstream)
     app.router.add_get("/ace/manifest.m3u8", manifest)
+    app.router.add_get(SEGMENT_PATH, hls_segment)
+    app.router.add_get("/player", player_handler(_player_manifest))
+    add_static_routes(app)
     app.router.add_get("/ace/r/{infohash}/{session}", playback)
     app.router.add_get("/ace/stat/{infohash}/{session}", stat)
     app.router.add_get("/ace/cmd/{infohash}/{session}", command)

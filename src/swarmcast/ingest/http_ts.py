@@ -56,6 +56,10 @@ class InputError(Exception):
     """The input answered, but not with a stream we can use; the message says why."""
 
 
+class HlsInputError(InputError):
+    """The input answered with an HLS playlist: ``read_ts_source`` ends with it so the HLS reader takes over."""
+
+
 def describe_error(error: BaseException, read_timeout: float) -> str:
     """One line saying why an attempt failed, in the operator's terms (not aiohttp's class names)."""
     if isinstance(error, aiohttp.ClientConnectorDNSError):
@@ -88,7 +92,7 @@ async def _first_bytes(response: aiohttp.ClientResponse) -> bytes:
         if verdict.is_ts:
             return data
         if verdict.is_ts is False:
-            raise InputError(verdict.reason)
+            raise HlsInputError(verdict.reason) if verdict.hls else InputError(verdict.reason)
         assert len(data) < SNIFF_BYTES  # sniff's answer is final from SNIFF_BYTES on
 
 
@@ -138,6 +142,8 @@ async def read_ts_source(
                         status.bytes_received += len(chunk)
                         yield chunk
                 reason = f"the input ended after {received} bytes"
+            except HlsInputError:
+                raise  # ingest/hls.py's read_source reads it as HLS
             except InputError as error:
                 reason = str(error)
             except (aiohttp.ClientError, TimeoutError, OSError) as error:

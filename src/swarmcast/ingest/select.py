@@ -1,14 +1,16 @@
-"""Which reader takes a ``--source`` URL: MPEG-TS over HTTP(S), or an RTMP pull (remuxed to MPEG-TS).
+"""Which reader takes a ``--source`` URL: an RTMP pull (remuxed to MPEG-TS), or else MPEG-TS / HLS over HTTP(S).
 
-Every reader has ``read_ts_source``'s signature and contract (chunks of TS for ever, reconnecting, the InputStatus
-kept), so the source and standby nodes do not care which one runs.
+Every reader has ``read_ts_source``'s contract (chunks of TS for ever, reconnecting, the InputStatus kept), so the
+source and standby nodes do not care which one runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-from swarmcast.ingest.http_ts import read_ts_source, source_url_problem
+from swarmcast.ingest.hls import HlsSettings
+from swarmcast.ingest.hls import read_source as read_ts_or_hls_source
+from swarmcast.ingest.http_ts import DEFAULT_READ_TIMEOUT, source_url_problem
 from swarmcast.ingest.rtmp_pull import is_rtmp_url, read_rtmp_source, rtmp_url_problem
 from swarmcast.ingest.status import InputStatus
 
@@ -19,7 +21,7 @@ def source_problem(url: str) -> str | None:
         return rtmp_url_problem(url)
     problem = source_url_problem(url)
     if problem is not None and "://" in url and not url.lower().startswith(("http://", "https://")):
-        return f"{url[:200]!r}: the source reads MPEG-TS over http:// or https://, or pulls rtmp://"
+        return f"{url[:200]!r}: the source reads MPEG-TS or HLS over http:// or https://, or pulls rtmp://"
     return problem
 
 
@@ -27,10 +29,13 @@ def read_source(
     url: str,
     *,
     reconnect_interval: float = 1.0,
-    read_timeout: float = 10.0,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
     on_reconnect: Callable[[], None] | None = None,
     status: InputStatus | None = None,
+    hls: HlsSettings | None = None,
 ) -> AsyncIterator[bytes]:
-    reader = read_rtmp_source if is_rtmp_url(url) else read_ts_source
-    return reader(url, reconnect_interval=reconnect_interval, read_timeout=read_timeout, on_reconnect=on_reconnect,
-                  status=status)  # fmt: skip
+    if is_rtmp_url(url):
+        return read_rtmp_source(url, reconnect_interval=reconnect_interval, read_timeout=read_timeout,
+                                on_reconnect=on_reconnect, status=status)  # fmt: skip
+    return read_ts_or_hls_source(url, reconnect_interval=reconnect_interval, read_timeout=read_timeout,
+                                 on_reconnect=on_reconnect, status=status, hls=hls)  # fmt: skip

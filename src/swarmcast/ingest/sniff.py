@@ -8,7 +8,8 @@ HLS playlist opens with ``#EXTM3U``, a web page with ``<``) and, failing that, f
 that the log can say what the operator gave us rather than only that it is wrong.
 
 Nothing of a non-TS input reaches the cutter: the ingest loop drops the connection and tries again later (the URL
-may start serving TS, e.g. an encoder that was not running yet behind a web server's error page).
+may start serving TS, e.g. an encoder that was not running yet behind a web server's error page). An HLS playlist
+is the one exception: the verdict says ``hls`` and the ingest switches to the HLS reader (ingest/hls.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from swarmcast.media.ts import SYNC_BYTE, TS_PACKET_SIZE
 SYNC_PACKETS = 7  # sync bytes in a row at 188-byte spacing that make an input MPEG-TS (7 x 188 = one UDP payload)
 # Bytes needed for a final answer: any offset in the first packet plus SYNC_PACKETS packets from there.
 SNIFF_BYTES = TS_PACKET_SIZE * (SYNC_PACKETS + 1)
-HLS_HINT = "HLS input: see issue 9 / --create-hls-transport"
+HLS_HINT = "read as HLS; for an HLS broadcast see --create-hls-transport"
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _HLS_TYPES = ("application/vnd.apple.mpegurl", "application/x-mpegurl", "audio/mpegurl", "audio/x-mpegurl")
@@ -33,6 +34,7 @@ class Verdict:
     is_ts: bool | None
     offset: int = 0
     reason: str = ""
+    hls: bool = False  # not TS but an HLS playlist: the ingest routes it to the HLS reader (ingest/hls.py)
 
 
 NEED_MORE = Verdict(None)
@@ -70,12 +72,20 @@ def sniff(data: bytes, content_type: str | None, *, ended: bool = False) -> Verd
     head = data.lstrip(b"\xef\xbb\xbf \t\r\n")
     # A playlist or a page is recognised from its first bytes: no need to wait for SNIFF_BYTES of it.
     if head[:1] in (b"<", b"{") or head[:7].lower() == b"#extm3u":
-        return Verdict(False, reason=describe(data, content_type))
+        return _not_ts(data, content_type)
     if len(data) >= SNIFF_BYTES:
-        return Verdict(False, reason=describe(data, content_type))
+        return _not_ts(data, content_type)
     if ended:
         if not data:
             return Verdict(False, reason="the input ended before sending any byte")
         what = describe(data, content_type).removeprefix("input is not MPEG-TS: ")
-        return Verdict(False, reason=f"input is not MPEG-TS: it ended after {len(data)} bytes ({what})")
+        reason = f"input is not MPEG-TS: it ended after {len(data)} bytes ({what})"
+        return Verdict(False, reason=reason, hls=_not_ts(data, content_type).hls)
     return NEED_MORE
+
+
+def _not_ts(data: bytes, content_type: str | None) -> Verdict:
+    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:7].lower()
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    hls = head == b"#extm3u" or (media_type in _HLS_TYPES and head[:1] != b"<")
+    return Verdict(False, reason=describe(data, content_type), hls=hls)

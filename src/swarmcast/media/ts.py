@@ -158,6 +158,24 @@ def _parse_header(packet: bytes) -> _Header | None:
     return _Header(pid, pusi, random_access, payload_start)
 
 
+PTS_WRAP: Final = 1 << 33  # PTS/DTS are 33-bit counters of a 90 kHz clock (13818-1 §2.4.3.7)
+
+
+def pes_pts(packet: bytes) -> int | None:
+    """The PTS of the PES packet that starts in this TS packet, or None (no PES start here, no PTS, malformed)."""
+    header = _parse_header(packet)
+    if header is None or not header.pusi:
+        return None
+    pes = packet[header.payload_start :]
+    # packet_start_code_prefix, stream_id, PES_packet_length, two flag bytes, PES_header_data_length, PTS.
+    if len(pes) < 14 or pes[0:3] != b"\x00\x00\x01" or not pes[7] & 0x80:
+        return None
+    b = pes[9:14]
+    if not (b[0] & 1 and b[2] & 1 and b[4] & 1):
+        return None  # the marker bits are missing: not a PTS
+    return ((b[0] >> 1) & 0x07) << 30 | b[1] << 22 | (b[2] >> 1) << 15 | b[3] << 7 | b[4] >> 1
+
+
 def make_clock_packet(wall_time_us: int, continuity_counter: int) -> bytes:
     """One TS packet on CLOCK_PID carrying ``wall_time_us`` (u64 big-endian) after the magic."""
     if not 0 <= wall_time_us <= _U64_MAX:
@@ -310,7 +328,7 @@ def find_random_access_offset(data: bytes) -> int | None:
 
 # PIDs that may sit between the end of one GOP and the keyframe that starts the next (FFmpeg repeats SDT, PAT
 # and PMT right before a keyframe; we put the clock packet there). They are kept with the GOP they announce.
-_PREAMBLE_PIDS: Final = frozenset({PAT_PID, SDT_PID, NULL_PID, CLOCK_PID})
+PREAMBLE_PIDS: Final = frozenset({PAT_PID, SDT_PID, NULL_PID, CLOCK_PID})
 
 
 class GopCache:
@@ -347,7 +365,7 @@ class GopCache:
                 self._valid = True
                 started = True
                 self._end_run()
-            elif info.pid in _PREAMBLE_PIDS or info.is_pmt:
+            elif info.pid in PREAMBLE_PIDS or info.is_pmt:
                 if self._run_start is None:
                     self._run_start = len(self._gop)
                 self._run_has_pat |= info.is_pat

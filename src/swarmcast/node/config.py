@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swarmcast.ingest.hls import HlsSettings
 from swarmcast.node.admission import AdmissionConfig
 from swarmcast.swarm.peer import Address
 from swarmcast.swarm.rotation import RotationConfig
@@ -84,6 +85,7 @@ class SourceConfig:
     metatrackers: tuple[str, ...] = ()  # --metatracker URL: written into the transport file
     piece_size: int = 0  # --piecesize: bytes, whole TS packets; 0 = chosen from the bitrate
     sid: str = ""  # --sid: the provider's stream id (Ace Stream); kept and logged, no transport-file key for it yet
+    hls: HlsSettings | None = None  # an HLS --source: bad-manifest and sequence settings (ingest/hls.py)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -31,6 +32,7 @@ from swarmcast.node.engine_limits import (
     check_join,
     should_leave,
 )
+from swarmcast.node.hls_fallback import OriginFallback
 from swarmcast.node.host import PeerHost
 from swarmcast.node.joiner import JoinError, LocalFiles, Membership
 from swarmcast.node.shared import make_store, new_peer_id
@@ -82,6 +84,12 @@ class EngineBroadcast:
         self._new_piece = asyncio.Event()
         self._has_piece = False
         self.swarm.piece_listeners.append(self._on_piece)
+        self.fallback: OriginFallback | None = None  # a public HLS broadcast's origin fallback (hls_fallback.py)
+
+    def start_fallback(self, descriptor: Descriptor, local_ip: str | None) -> None:
+        if descriptor.hls_manifest and self.fallback is None:
+            self.fallback = OriginFallback(self.swarm, descriptor, local_ip=local_ip)
+            self.fallback.start()
 
     def _on_piece(self, _index: int) -> None:
         self._has_piece = True
@@ -97,9 +105,22 @@ class EngineBroadcast:
             return BroadcastState.PLAYING
         return BroadcastState.STARTING if self.swarm.descriptor is not None else BroadcastState.LOOKUP
 
-    async def pieces(self, stopped: Callable[[], bool]) -> AsyncGenerator[bytes, None]:
-        """Verified piece data in order, from a random-access point, for one player, until ``stopped()``."""
+    def startup_problem(self) -> str:
+        """Why this broadcast has produced nothing yet, for the error a waiting player gets."""
+        if self.swarm.descriptor is None:
+            return "could not get the broadcast's descriptor from any peer"
+        return "no peers found" if self.swarm.peer_count == 0 else "no data from peers"
+
+    async def pieces(
+        self, stopped: Callable[[], bool], on_discontinuity: Callable[[], None] | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """Verified piece data in order, from a random-access point, for one player, until ``stopped()``.
+
+        ``on_discontinuity`` is called before a piece that does not continue the one before: after a run of pieces
+        was skipped (the data jumps ahead to a random-access piece), or flagged DISCONTINUITY (the source's input
+        restarted: timestamps may start again). An HLS output marks a discontinuity there."""
         cursor: Cursor = self.swarm.open_cursor()
+        skipped, delivered = 0, False
         if self.players == 0 and self.state is not BroadcastState.PLAYING:
             self.joined = time.monotonic()  # the startup timeout counts from the first player that waits
         self.players += 1
@@ -112,6 +133,10 @@ class EngineBroadcast:
                         async with asyncio.timeout(POLL_INTERVAL):
                             await self._new_piece.wait()
                     continue
+                jumped = delivered and (cursor.skipped != skipped or bool(piece.flags & PieceFlags.DISCONTINUITY))
+                skipped, delivered = cursor.skipped, True
+                if on_discontinuity is not None and jumped:
+                    on_discontinuity()
                 self.delivered += len(piece.data)
                 # The source's stamp travels in the random-access piece with its keyframe: scan only those.
                 stamp = latest_clock_us(piece.data) if piece.flags & PieceFlags.RANDOM_ACCESS else None
@@ -221,6 +246,11 @@ class Engine:
                 membership = Membership(self.host, swarm, all_trackers)
                 membership.start()
                 broadcast = self.broadcasts[content_id] = EngineBroadcast(membership, now=now)
+                local_ip = None if self.config.bind in ("0.0.0.0", "::") else self.config.bind
+                if descriptor is not None:
+                    broadcast.start_fallback(descriptor, local_ip)
+                else:
+                    swarm.descriptor_listeners.append(partial(broadcast.start_fallback, local_ip=local_ip))
                 log.info("joined broadcast %s (%s)", content_id.hex(), broadcast.state.value)
             else:
                 if node is not None:
@@ -261,6 +291,8 @@ class Engine:
             return
         broadcast.closed.set()
         self.sessions.remove_broadcast(broadcast)
+        if broadcast.fallback is not None:
+            await broadcast.fallback.close()
         await broadcast.membership.close()
 
     async def close(self) -> None:

@@ -81,6 +81,18 @@ async def load_transport(location: str, local: LocalFiles = OPERATOR_FILES) -> T
     Every failure is a JoinError with a message for the client; what a refused path names is never looked at, so
     the message does not tell whether it exists.
     """
+    data, node, trackers = await load_location(location, local)
+    try:
+        descriptor = Descriptor.decode(data)
+    except TransportError as error:
+        raise JoinError(str(error)) from None
+    return TransportSource(descriptor, node, trackers)
+
+
+async def load_location(location: str, local: LocalFiles = OPERATOR_FILES,
+                        ) -> tuple[bytes, Address | None, tuple[str, ...]]:  # fmt: skip
+    """The bytes at a transport file's location (at most MAX_METADATA_SIZE), not yet decoded, with the node that
+    served them and its internal tracker (http(s) only); a channel file (swarmcast/channel.py) is loaded alike."""
     if len(location) > MAX_LOCATION_LENGTH:
         raise JoinError(f"transport file location is {len(location)} characters, more than {MAX_LOCATION_LENGTH}")
     try:
@@ -107,11 +119,7 @@ async def load_transport(location: str, local: LocalFiles = OPERATOR_FILES) -> T
         node, trackers = None, ()
     else:
         raise JoinError(f"transport file URL {location!r}: scheme must be http or https")
-    try:
-        descriptor = Descriptor.decode(data)
-    except TransportError as error:
-        raise JoinError(str(error)) from None
-    return TransportSource(descriptor, node, trackers)
+    return data, node, trackers
 
 
 async def _fetch(url: str) -> bytes:

@@ -156,6 +156,9 @@ def monitor_figures(state: NodeState, now: float, wall: float, *, list_peers: bo
     if state.kind == "source":
         figures["source_url"] = state.source_url
         figures["source_status"] = state.input_status.as_json() if state.input_status is not None else None
+    elif state.input_status is not None:
+        # The HLS support node (node/hls_signer.py): a support node to streaming-utils, and the origin it reads.
+        figures["hls_status"] = state.input_status.as_json()
     return figures
 
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -96,6 +96,8 @@ def _add_trackers(announcer: Announcer, url: str, answer: MetatrackerAnswer) -> 
 
 
 class SourceNode:
+    kind = "source"  # the monitor's "type"
+
     def __init__(self, config: SourceConfig) -> None:
         self.config = config
         self.metadata = BroadcastMetadata(config.metadata_dir, config.name)
@@ -141,6 +143,28 @@ class SourceNode:
             log.info("detected bitrate %d bytes/s in %.1f s", bitrate, time.monotonic() - started)
         return self._descriptor_for(bitrate)
 
+    def _open_input(self, on_reconnect: Callable[[], None]) -> AsyncIterator[bytes]:
+        # A non-TS or unreachable input yields nothing: with --bitrate the transport file is published and the
+        # node listens (its monitor shows the input's state) while no piece is made; with bitrate detection the
+        # node waits for 2 s of real TS before it has a descriptor to publish. An HLS URL is read as HLS.
+        config = self.config
+        return read_source(
+            config.source_url, reconnect_interval=config.source_reconnect_interval,
+            read_timeout=config.source_read_timeout, on_reconnect=on_reconnect, status=self.input_status,
+            hls=config.hls,
+        )  # fmt: skip
+
+    async def _pump(self, chunks: AsyncIterator[bytes], buffered: list[bytes], cutter: PieceCutter) -> None:
+        """Input to signed pieces until the input ends (it does not: the readers retry for ever)."""
+        packetizer = TsPacketizer()
+        for chunk in buffered:
+            for cut in cutter.feed(packetizer.feed(chunk), time.monotonic()):
+                self._emit(cut)
+        buffered.clear()
+        async for chunk in chunks:
+            for cut in cutter.feed(packetizer.feed(chunk), time.monotonic()):
+                self._emit(cut)
+
     def _publish(self, descriptor: Descriptor) -> Path:
         return publish_transport_file(self.config, self.metadata, descriptor)
 
@@ -161,13 +185,7 @@ class SourceNode:
             if self._cutter is not None:
                 self._cutter.mark_discontinuity(resync=True, now=time.monotonic())
 
-        # A non-TS or unreachable input yields nothing: with --bitrate the transport file is published and the
-        # node listens (its monitor shows the input's state) while no piece is made; with bitrate detection the
-        # node waits for 2 s of real TS before it has a descriptor to publish.
-        chunks = read_source(
-            config.source_url, reconnect_interval=config.source_reconnect_interval,
-            read_timeout=config.source_read_timeout, on_reconnect=on_reconnect, status=self.input_status,
-        )  # fmt: skip
+        chunks = self._open_input(on_reconnect)
         if config.permanent:
             log.info("--permanent: the source keeps running through any input outage (it always does)")
         buffered: list[bytes] = []
@@ -212,13 +230,12 @@ class SourceNode:
             log.info("support nodes: %s", ", ".join(f"{ip}:{port or '*'}" for ip, port in config.support_nodes))
         # -- end of credentials ---------------------------------------------------------------------------------
         status_routes(app, swarm, config.common.service_access_token)
-        self.node_state = NodeState("source", swarm, host, config.common, self.started_at,
+        self.node_state = NodeState(self.kind, swarm, host, config.common, self.started_at,
                                     source_url=config.source_url, input_status=self.input_status,
                                     upload_to=config.common.access.upload_to)  # fmt: skip
         node_api_routes(app, self.node_state, config.common.service_access_token)
         self.node_state.update_hooks.append(access_update_hook(access))
         cutter = self._cutter = PieceCutter(piece_size=descriptor.piece_size)
-        packetizer = TsPacketizer()
 
         def flush_on_tick(now: float) -> None:
             for cut in cutter.poll(now):
@@ -248,18 +265,9 @@ class SourceNode:
         self.node_state.metatrackers = metatrackers.status
         log.info("source node listening on %s:%d", config.common.bind, host.port)
 
-        async def pump() -> None:
-            for chunk in buffered:
-                for cut in cutter.feed(packetizer.feed(chunk), time.monotonic()):
-                    self._emit(cut)
-            buffered.clear()
-            async for chunk in chunks:
-                for cut in cutter.feed(packetizer.feed(chunk), time.monotonic()):
-                    self._emit(cut)
-
         with pid_file(config.common.pid_file_dir, host.port), signal_handler(signal.SIGHUP, access.on_hangup):
             try:
-                await run_until_stopped_or_done(pump(), stop, name="source-pump")
+                await run_until_stopped_or_done(self._pump(chunks, buffered, cutter), stop, name="source-pump")
             finally:
                 log.info("source node stopping")
                 await chunks.aclose()  # type: ignore[attr-defined]

@@ -248,9 +248,10 @@ class StandbyNode:
         self.node_state.metatrackers = membership.metatracker_status
         membership.start()
         log.info("standby node listening on %s:%d", config.common.bind, host.port)
-        chunks = read_source(
+        chunks = read_source(  # TS or HLS, as the primary's (ingest/hls.py)
             config.source_url, reconnect_interval=config.source_reconnect_interval,
             read_timeout=config.source_read_timeout, on_reconnect=on_reconnect, status=self.input_status,
+            hls=config.hls,
         )
 
         async def pump() -> None:

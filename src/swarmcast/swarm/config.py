@@ -60,5 +60,12 @@ class SwarmStats:
     bad_pieces: int = 0
     skipped_pieces: int = 0
     rejected_over_limit: int = 0
+    # An HLS broadcast's origin fallback (node/hls_fallback.py): verified bytes stored from the origin, segments
+    # fetched, segments that failed their signed index (rejected, never shared), fetches that failed.
+    downloaded_from_origin: int = 0
+    origin_fetched: int = 0  # body bytes received from the origin (rejected and already-held pieces included)
+    origin_segments: int = 0
+    origin_rejected: int = 0
+    origin_failed: int = 0
     down: RateMeter = field(default_factory=RateMeter)
     up: RateMeter = field(default_factory=RateMeter)

@@ -113,6 +113,7 @@ class Swarm:
         self._last_housekeeping = now
         self._closed = False
         self.piece_listeners: list[Callable[[int], None]] = []
+        self._metadata: set[int] = set()  # indices announced as METADATA (HLS segment indexes), bounded
         self.descriptor_listeners: list[Callable[[Descriptor], None]] = []
         # Who is the broadcaster's: verified credentials, not handshake flags (swarm/authority.py).
         self.authority = Authority(content_id, accept_grants=config.role is Role.SUPPORT)
@@ -252,6 +253,8 @@ class Swarm:
     def next_piece(self, cursor: Cursor, now: float) -> StoredPiece | None:
         """The next piece for this reader, in order, or None when it must wait; skips holes that time out."""
         piece = self.reading.next_piece(cursor, now)
+        while piece is not None and piece.flags & PieceFlags.METADATA:  # HLS segment indexes are not media
+            piece = self.reading.next_piece(cursor, now)
         self.stats.skipped_pieces = self.reading.skipped
         return piece
 
@@ -372,6 +375,8 @@ class Swarm:
 
     def _note_have(self, session: PeerSession, index: int, flags: PieceFlags) -> None:
         session.have.add(index)
+        if flags & PieceFlags.METADATA and len(self._metadata) < MAX_WINDOW_PIECES:
+            self._metadata.add(index)  # an HLS segment index: asked for first (_fill_requests)
         if flags & PieceFlags.RANDOM_ACCESS:
             session.random_access.add(index)
         if session.newest_have is None or index > session.newest_have:
@@ -435,6 +440,7 @@ class Swarm:
             floor = piece.index - MAX_WINDOW_PIECES
             for session in self.sessions.values():
                 session.forget_before(floor)
+            self._metadata = {i for i in self._metadata if i >= floor}
         for listener in list(self.piece_listeners):
             listener(piece.index)
 
@@ -475,6 +481,8 @@ class Swarm:
         if self.descriptor is None or self.config.role is Role.SOURCE:
             return
         wanted = sorted({i for low, high in self._wanted_ranges() for i in range(low, high + 1)})
+        if self._metadata:  # HLS segment indexes first: tiny, and what an origin fallback needs (hls_fallback.py)
+            wanted.sort(key=lambda i: i not in self._metadata)
         if wanted:
             self.picker.fill(now, wanted, self.store.__contains__, self._spared_predicate(), self.reading.agreed_edge())
 
@@ -633,6 +641,10 @@ class Swarm:
             "downloaded": stats.downloaded,
             "downloaded_from_source": stats.downloaded_from_source,
             "downloaded_from_seeders": stats.downloaded_from_seeders,
+            "downloaded_from_origin": stats.downloaded_from_origin,  # HLS fallback (node/hls_fallback.py)
+            "origin_segments": stats.origin_segments,
+            "origin_fetched": stats.origin_fetched,
+            "origin_rejected": stats.origin_rejected,
             "uploaded": stats.uploaded,
             "bytes_sent": stats.bytes_sent,
             "payload_sent": stats.payload_sent,

@@ -68,7 +68,7 @@ _EMPTY_TYPES: dict[MessageType, Message] = {
     MessageType.METADATA_REQUEST: MetadataRequest(),
 }
 _VALID_HANDSHAKE_FLAGS = HandshakeFlags.SOURCE | HandshakeFlags.SEEDER
-_VALID_PIECE_FLAGS = PieceFlags.RANDOM_ACCESS | PieceFlags.DISCONTINUITY
+_VALID_PIECE_FLAGS = PieceFlags.RANDOM_ACCESS | PieceFlags.DISCONTINUITY | PieceFlags.METADATA
 
 
 def encode_handshake(handshake: Handshake) -> bytes:

@@ -58,6 +58,7 @@ class PieceFlags(IntFlag):
     NONE = 0
     RANDOM_ACCESS = 1  # the piece opens with PAT, PMT and a video keyframe: a player may start here
     DISCONTINUITY = 2  # first piece after the source (re)started: numbering jumped, timestamps may too
+    METADATA = 4  # an HLS segment index (swarmcast/segment_index.py), never passed to players
 
 
 class CredentialKind(IntEnum):
