@@ -18,9 +18,10 @@ def test_usable_sources(url: str) -> None:
 
 @pytest.mark.parametrize(("url", "message"), [
     ("rtmp://127.0.0.1", "names no application and stream"),
+    ("rtmp://127.0.0.1/live", "names no application and stream"),
     ("rtmp://127.0.0.1:99999/live/x", "is not a URL"),
     ("rtmp:///live/x", "is not an rtmp:// URL"),
-    ("udp://239.0.0.1:1234", "reads MPEG-TS over http:// or https://, or pulls rtmp://"),
+    ("udp://239.0.0.1:1234", "reads MPEG-TS or HLS over http:// or https://, or pulls rtmp://"),
     ("stream.ts", "is not an http:// or https:// URL"),
 ])  # fmt: skip
 def test_unusable_sources(url: str, message: str) -> None:

@@ -61,7 +61,7 @@ def rtmp_url_problem(url: str) -> str | None:
         return f"{url[:200]!r} is not a URL ({error})"
     if parts.scheme.lower() not in RTMP_SCHEMES or not parts.hostname:
         return f"{url[:200]!r} is not an rtmp:// URL"
-    if not parts.path.strip("/"):
+    if len([part for part in parts.path.split("/") if part]) < 2:
         return f"{url[:200]!r} names no application and stream (rtmp://HOST[:PORT]/APP/NAME)"
     return None
 
