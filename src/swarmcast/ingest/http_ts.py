@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from swarmcast.ingest.reconnect import ReconnectPolicy
+from swarmcast.ingest.reconnect import ReconnectPolicy, note_connected
 from swarmcast.ingest.sniff import SNIFF_BYTES, sniff
 from swarmcast.ingest.status import InputStatus
 
@@ -121,18 +121,8 @@ async def read_ts_source(
                     if response.status != 200:
                         raise InputError(f"HTTP {response.status} {response.reason or ''}".rstrip())
                     head = await _first_bytes(response)
-                    if policy.down_since is not None:
-                        log.info("source input back after %.1f s (%d failed attempts): %s",
-                                 policy.outage(time.monotonic()), policy.attempts, url)  # fmt: skip
-                    else:
-                        log.info("source input connected (MPEG-TS): %s", url)
-                    policy.connected()
-                    logged_kinds.clear()
-                    status.connected, status.attempts = True, 0
-                    if ever_connected:
-                        status.reconnects += 1
-                        if on_reconnect is not None:
-                            on_reconnect()
+                    note_connected(policy, status, logged_kinds, url=url, what="MPEG-TS", reconnected=ever_connected,
+                                   on_reconnect=on_reconnect)  # fmt: skip
                     ever_connected = True
                     received = len(head)
                     status.bytes_received += len(head)

@@ -10,7 +10,14 @@ every ``LOG_EVERY`` seconds.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from swarmcast.ingest.status import InputStatus
+
+log = logging.getLogger("swarmcast.ingest")
 
 LOG_EVERY = 30.0  # seconds between "input still down" lines during a long outage
 
@@ -47,3 +54,21 @@ class ReconnectPolicy:
 
     def outage(self, now: float) -> float:
         return 0.0 if self.down_since is None else now - self.down_since
+
+
+def note_connected(policy: ReconnectPolicy, status: InputStatus, logged_kinds: set[str], *, url: str, what: str,
+                   reconnected: bool, on_reconnect: Callable[[], None] | None) -> None:  # fmt: skip
+    """The input answered: one log line (naming the outage it ends), the policy and status reset, a reconnect counted
+    and announced (the cutter then marks a discontinuity). Shared by every reader of the source's input."""
+    if policy.down_since is not None:
+        log.info("source input back after %.1f s (%d failed attempts): %s",
+                 policy.outage(time.monotonic()), policy.attempts, url)  # fmt: skip
+    else:
+        log.info("source input connected (%s): %s", what, url)
+    policy.connected()
+    logged_kinds.clear()
+    status.connected, status.attempts = True, 0
+    if reconnected:
+        status.reconnects += 1
+        if on_reconnect is not None:
+            on_reconnect()

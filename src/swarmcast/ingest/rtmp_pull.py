@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import av
 
-from swarmcast.ingest.reconnect import ReconnectPolicy
+from swarmcast.ingest.reconnect import ReconnectPolicy, note_connected
 from swarmcast.ingest.status import InputStatus
 from swarmcast.media.codecs import unsupported_codec_problem
 from swarmcast.media.tsmux import TsMuxer
@@ -213,18 +213,8 @@ async def read_rtmp_source(
         try:
             while (event := await events.get()).kind != "end":
                 if event.kind == "connected":
-                    if policy.down_since is not None:
-                        log.info("source input back after %.1f s (%d failed attempts): %s",
-                                 policy.outage(time.monotonic()), policy.attempts, url)  # fmt: skip
-                    else:
-                        log.info("source input connected (RTMP, remuxed to MPEG-TS): %s", url)
-                    policy.connected()
-                    logged_kinds.clear()
-                    status.connected, status.attempts = True, 0
-                    if ever_connected:
-                        status.reconnects += 1
-                        if on_reconnect is not None:
-                            on_reconnect()
+                    note_connected(policy, status, logged_kinds, url=url, what="RTMP, remuxed to MPEG-TS",
+                                   reconnected=ever_connected, on_reconnect=on_reconnect)  # fmt: skip
                     ever_connected = True
                     continue
                 received += len(event.data)

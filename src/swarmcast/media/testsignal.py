@@ -39,6 +39,7 @@ from av.packet import Packet
 from av.video.stream import VideoStream
 
 from swarmcast.media.ts import GopCache, TsAnalyzer, TsPacketizer, make_clock_packet
+from swarmcast.media.tsmux import MemorySink
 from swarmcast.media.units import MAX_FPS, MIN_BITRATE
 
 logger = logging.getLogger(__name__)
@@ -145,23 +146,7 @@ class _Picture:
         return self._buffer.reshape(h * 3 // 2, w)
 
 
-class _Sink:
-    """The file object the muxer writes into; drained after every frame."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def write(self, data: bytes) -> int:
-        self.data += data
-        return len(data)
-
-    def take(self) -> bytes:
-        out = bytes(self.data)
-        self.data.clear()
-        return out
-
-
-def _open_muxer(config: TestSignalConfig, sink: _Sink) -> tuple[OutputContainer, VideoStream, AudioStream]:
+def _open_muxer(config: TestSignalConfig, sink: MemorySink) -> tuple[OutputContainer, VideoStream, AudioStream]:
     container = av.open(
         sink,
         mode="w",
@@ -220,7 +205,7 @@ def generate_test_signal(
     """
     if stop is None:
         stop = threading.Event()
-    sink = _Sink()
+    sink = MemorySink()
     container, video, audio = _open_muxer(config, sink)
     picture = _Picture(config.width, config.height, config.fps)
     packetizer = TsPacketizer()

@@ -32,7 +32,9 @@ TS_OPTIONS: Final = {
 }
 
 
-class _Sink:
+class MemorySink:
+    """The file object a PyAV muxer writes into; ``take()`` drains what it wrote."""
+
     def __init__(self) -> None:
         self.data = bytearray()
 
@@ -50,7 +52,7 @@ class TsMuxer:
     """One continuous MPEG-TS stream. Add streams (copied from an input stream, or encoders), then mux packets."""
 
     def __init__(self) -> None:
-        self._sink = _Sink()
+        self._sink = MemorySink()
         self.container: OutputContainer = av.open(
             self._sink, mode="w", format="mpegts", container_options=dict(TS_OPTIONS)
         )
