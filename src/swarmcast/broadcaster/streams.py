@@ -20,7 +20,6 @@ known) and ``on_stream_ended``: lists of callables on the registry, called on th
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from swarmcast.broadcaster.profiles import SOURCE_RENDITION
 from swarmcast.broadcaster.rtmp_server import Publisher, PublishRefusedError
+from swarmcast.bytequeue import BoundedByteQueue
 from swarmcast.media.hls_playlist import DEFAULT_WINDOW, SegmentWindow
 from swarmcast.media.ts_segmenter import TsSegment, TsSegmenter
 
@@ -74,48 +74,11 @@ class RegistryConfig:
     live_queue_bytes: int = DEFAULT_LIVE_QUEUE_BYTES
 
 
-class LiveClient:
+class LiveClient(BoundedByteQueue):
     """One reader of a rendition's continuous MPEG-TS: whole segments as they complete, from a keyframe on.
 
     The queue is bounded: a client more than ``max_bytes`` behind is dropped (``on_drop``), so a slow reader
     never holds memory or the others."""
-
-    def __init__(self, max_bytes: int, on_drop: Callable[[], None]) -> None:
-        self._max_bytes = max_bytes
-        self._on_drop = on_drop
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._queued = 0
-        self._wakeup = asyncio.Event()
-        self.closed = False
-        self.dropped = False
-
-    def push(self, data: bytes) -> None:
-        if self.closed:
-            return
-        self._chunks.append(data)
-        self._queued += len(data)
-        self._wakeup.set()
-        if self._queued > self._max_bytes:
-            self.dropped = True
-            self.end()
-            self._on_drop()
-
-    def end(self) -> None:
-        self.closed = True
-        self._chunks.clear()
-        self._queued = 0
-        self._wakeup.set()
-
-    async def get(self) -> bytes | None:
-        """The next queued bytes, or None once ended."""
-        while not self._chunks:
-            if self.closed:
-                return None
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        data = self._chunks.popleft()
-        self._queued -= len(data)
-        return data
 
 
 class Rendition:

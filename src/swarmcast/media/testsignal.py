@@ -38,6 +38,7 @@ from av.container import OutputContainer
 from av.packet import Packet
 from av.video.stream import VideoStream
 
+from swarmcast.bytequeue import BoundedByteQueue
 from swarmcast.media.ts import GopCache, TsAnalyzer, TsPacketizer, make_clock_packet
 from swarmcast.media.tsmux import MemorySink
 from swarmcast.media.units import MAX_FPS, MIN_BITRATE
@@ -283,53 +284,20 @@ def generate_test_signal(
         container.close()  # idempotent in PyAV; releases the encoders when the consumer stops early
 
 
-class Subscription:
+class Subscription(BoundedByteQueue):
     """One consumer's view of the broadcast: a byte queue that the broadcaster fills and may cut off."""
 
+    JOIN_CHUNKS = True  # a consumer gets everything queued at once: one write per wake-up
+
     def __init__(self, broadcaster: TestSignalBroadcaster, max_bytes: int, on_drop: Callable[[], None] | None) -> None:
+        super().__init__(max_bytes, on_drop=self._dropped)
         self._broadcaster = broadcaster
-        self._max_bytes = max_bytes
-        self._on_drop = on_drop
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._queued = 0
-        self._wakeup = asyncio.Event()
-        self.closed = False
-        self.dropped = False  # closed because it fell more than max_bytes behind
+        self._consumer_on_drop = on_drop
 
-    def _push(self, chunk: bytes) -> None:
-        if self.closed:
-            return
-        self._chunks.append(chunk)
-        self._queued += len(chunk)
-        self._wakeup.set()
-        if self._queued > self._max_bytes:
-            self.dropped = True
-            self._broadcaster._unsubscribe(self)
-            self._end()
-            if self._on_drop is not None:
-                self._on_drop()
-
-    def _end(self) -> None:
-        self.closed = True
-        self._chunks.clear()
-        self._queued = 0
-        self._wakeup.set()
-
-    @property
-    def queued_bytes(self) -> int:
-        return self._queued
-
-    async def get(self) -> bytes | None:
-        """All bytes queued so far (waiting for some), or None once the subscription has ended."""
-        while not self._chunks:
-            if self.closed:
-                return None
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        self._queued = 0
-        return data
+    def _dropped(self) -> None:
+        self._broadcaster._unsubscribe(self)
+        if self._consumer_on_drop is not None:
+            self._consumer_on_drop()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterate()
@@ -340,7 +308,7 @@ class Subscription:
 
     def close(self) -> None:
         self._broadcaster._unsubscribe(self)
-        self._end()
+        self.end()
 
     def __enter__(self) -> Self:
         return self
@@ -406,13 +374,13 @@ class TestSignalBroadcaster:
         self.bytes_out += len(chunk)
         gop_started = self._gop.feed(chunk)
         for sub in tuple(self._live):
-            sub._push(chunk)
+            sub.push(chunk)
         if gop_started and self._waiting:
             snapshot = self._gop.snapshot()
             if snapshot is not None:
                 for sub in self._waiting:
                     self._live.add(sub)
-                    sub._push(snapshot)
+                    sub.push(snapshot)
                 self._waiting.clear()
 
     def _on_finished(self, error: BaseException | None) -> None:
@@ -427,7 +395,7 @@ class TestSignalBroadcaster:
 
     def _end_all(self) -> None:
         for sub in (*self._live, *self._waiting):
-            sub._end()
+            sub.end()
         self._live.clear()
         self._waiting.clear()
 
@@ -435,14 +403,14 @@ class TestSignalBroadcaster:
         """A new subscription, primed with the current GOP. ``on_drop`` runs if it is cut off for lagging."""
         sub = Subscription(self, self._max_queue_bytes, on_drop)
         if self._done is not None and self._done.done():
-            sub._end()
+            sub.end()
             return sub
         snapshot = self._gop.snapshot()
         if snapshot is None:
             self._waiting.add(sub)
         else:
             self._live.add(sub)
-            sub._push(snapshot)
+            sub.push(snapshot)
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
