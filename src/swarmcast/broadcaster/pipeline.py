@@ -29,7 +29,6 @@ from typing import Any, Final
 
 import av
 from av.container import InputContainer
-from av.packet import Packet
 from av.stream import Stream
 
 from swarmcast.broadcaster.profiles import SOURCE_RENDITION, Profile
@@ -39,7 +38,7 @@ from swarmcast.media.codecs import (
     avc_codec_string,
     unsupported_codec_problem,
 )
-from swarmcast.media.tsmux import TsMuxer
+from swarmcast.media.tsmux import TsMuxer, copy_packet
 
 log = logging.getLogger("swarmcast.broadcaster")
 
@@ -289,7 +288,7 @@ class MediaPipeline:
             stream = packet.stream
             if transcoder is not None:
                 transcoder.feed(packet)  # before the remux: muxing rescales the packet's timestamps
-            source.mux(_copy(packet), out_video if stream is video else out_audio)  # type: ignore[arg-type]
+            source.mux(copy_packet(packet), out_video if stream is video else out_audio)  # type: ignore[arg-type]
             self.post_ts(SOURCE_RENDITION, source.take())
         self.post_ts(SOURCE_RENDITION, source.close())
 
@@ -311,16 +310,6 @@ class MediaPipeline:
             bandwidth = int((profile.bitrate + audio_rate) * TS_OVERHEAD)
             infos.append(RenditionInfo(profile.name, profile.width, profile.height, bandwidth, codecs, out_fps))
         return infos
-
-
-def _copy(packet: Packet[Any]) -> Packet[Any]:
-    """A packet sharing ``packet``'s data whose timestamps the muxer may rescale without touching the original."""
-    copy = Packet(bytes(packet))
-    copy.pts, copy.dts, copy.time_base = packet.pts, packet.dts, packet.time_base
-    copy.is_keyframe = packet.is_keyframe
-    if packet.duration is not None:
-        copy.duration = packet.duration
-    return copy
 
 
 def _rate_from_metadata(meta: dict[str, str], key: str) -> int | None:

@@ -37,7 +37,7 @@ from av.video.frame import VideoFrame
 from av.video.reformatter import VideoReformatter
 
 from swarmcast.broadcaster.profiles import Profile
-from swarmcast.media.tsmux import TsMuxer
+from swarmcast.media.tsmux import TsMuxer, copy_packet
 
 if TYPE_CHECKING:
     from swarmcast.broadcaster.pipeline import MediaPipeline
@@ -119,15 +119,6 @@ class _Queue:
             item, size = self._items.popleft()
             self.queued -= size
             return item
-
-
-def _copy_packet(packet: Packet[Any]) -> Packet[Any]:
-    copy = Packet(bytes(packet))
-    copy.pts, copy.dts, copy.time_base = packet.pts, packet.dts, packet.time_base
-    copy.is_keyframe = packet.is_keyframe
-    if packet.duration is not None:
-        copy.duration = packet.duration
-    return copy
 
 
 class _DropLog:
@@ -239,7 +230,7 @@ class _Rendition:
                     self._video(payload, keyframe)
                 elif self._started:
                     assert self.audio is not None
-                    self.muxer.mux(_copy_packet(payload), self.audio)
+                    self.muxer.mux(copy_packet(payload), self.audio)
                 self._emit()
             if not self.stopped and not self.pipeline.stopping:
                 for packet in self.video.encode(None):
@@ -318,7 +309,7 @@ class Transcoder:
             if not packet.is_keyframe:
                 return
             self._skip_to_keyframe = False
-        self._queue.put((is_video, _copy_packet(packet)), packet.size)
+        self._queue.put((is_video, copy_packet(packet)), packet.size)
 
     def close(self) -> None:
         """End of input (or stop): flush and join every thread of the ladder."""

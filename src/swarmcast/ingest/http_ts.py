@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import time
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from swarmcast.ingest.reconnect import ReconnectPolicy, note_connected
+from swarmcast.ingest.reconnect import ReconnectPolicy, note_connected, note_failed
 from swarmcast.ingest.sniff import SNIFF_BYTES, sniff
 from swarmcast.ingest.status import InputStatus
 
@@ -36,7 +34,6 @@ CHUNK_SIZE = 64 * 1024
 # two-minute SYN timeout; 3 s covers the first SYN retransmit (1 s) with room for a slow path.
 CONNECT_TIMEOUT = 3.0
 DEFAULT_READ_TIMEOUT = 10.0  # --source-read-timeout: seconds without a byte before the input counts as lost
-MAX_LOGGED_KINDS = 8  # kinds of failure logged at once per outage; the rest wait for the 30 s summary
 MAX_REASON_CHARS = 300  # of one error line (a server's reason phrase is its own choice)
 
 
@@ -139,17 +136,5 @@ async def read_ts_source(
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 reason = describe_error(error, read_timeout)
             reason = reason[:MAX_REASON_CHARS]
-            now = time.monotonic()
-            delay = policy.failed(now)
-            status.connected, status.attempts = False, policy.attempts
-            status.last_error, status.last_error_at = reason, time.time()
-            kind = re.sub(r"\d+", "N", reason)
-            # should_log first: it also restarts the summary period.
-            if policy.should_log(now) or (kind not in logged_kinds and len(logged_kinds) < MAX_LOGGED_KINDS):
-                logged_kinds.add(kind)
-                if policy.attempts == 1:
-                    log.warning("source input failed: %s; retrying every %g s: %s", reason, delay, url)
-                else:
-                    log.warning("source input still down after %.0f s (%d attempts; last: %s); retrying every "
-                                "%g s: %s", policy.outage(now), policy.attempts, reason, delay, url)  # fmt: skip
+            delay = note_failed(policy, status, logged_kinds, url=url, reason=reason)
             await asyncio.sleep(delay)

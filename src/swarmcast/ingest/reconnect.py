@@ -11,6 +11,7 @@ every ``LOG_EVERY`` seconds.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,3 +73,27 @@ def note_connected(policy: ReconnectPolicy, status: InputStatus, logged_kinds: s
         status.reconnects += 1
         if on_reconnect is not None:
             on_reconnect()
+
+
+MAX_LOGGED_KINDS = 8  # kinds of failure logged at once per outage; the rest wait for the LOG_EVERY summary
+
+
+def note_failed(policy: ReconnectPolicy, status: InputStatus, logged_kinds: set[str], *, url: str,
+                reason: str) -> float:  # fmt: skip
+    """An attempt failed: the status updated, a log line when due; returns the seconds to wait before the next.
+
+    Each new kind of failure (digits aside) is logged at once, a few per outage; repeats wait for the summary."""
+    now = time.monotonic()
+    delay = policy.failed(now)
+    status.connected, status.attempts = False, policy.attempts
+    status.last_error, status.last_error_at = reason, time.time()
+    kind = re.sub(r"\d+", "N", reason)
+    # should_log first: it also restarts the summary period.
+    if policy.should_log(now) or (kind not in logged_kinds and len(logged_kinds) < MAX_LOGGED_KINDS):
+        logged_kinds.add(kind)
+        if policy.attempts == 1:
+            log.warning("source input failed: %s; retrying every %g s: %s", reason, delay, url)
+        else:
+            log.warning("source input still down after %.0f s (%d attempts; last: %s); retrying every "
+                        "%g s: %s", policy.outage(now), policy.attempts, reason, delay, url)  # fmt: skip
+    return delay

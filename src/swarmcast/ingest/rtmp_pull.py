@@ -21,9 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -31,7 +29,7 @@ from urllib.parse import urlsplit
 
 import av
 
-from swarmcast.ingest.reconnect import ReconnectPolicy, note_connected
+from swarmcast.ingest.reconnect import ReconnectPolicy, note_connected, note_failed
 from swarmcast.ingest.status import InputStatus
 from swarmcast.media.codecs import unsupported_codec_problem
 from swarmcast.media.tsmux import TsMuxer
@@ -42,7 +40,6 @@ RTMP_SCHEMES: Final = ("rtmp", "rtmps")
 CONNECT_TIMEOUT: Final = 5.0  # seconds for TCP + RTMP handshake + connect/play before the first packet
 MAX_BUFFERED_BYTES: Final = 8 * 1024 * 1024  # TS made and not yet taken by the consumer; then the puller waits
 MAX_REASON_CHARS: Final = 300
-MAX_LOGGED_KINDS: Final = 8
 PROBE_SIZE: Final = 1024 * 1024
 ANALYZE_DURATION_US: Final = 1_000_000  # as the broadcaster's pipeline: an RTMP server sends sequence headers first
 JOIN_TIMEOUT: Final = 30.0  # bound on waiting for a puller thread at close (it checks the stop flag per packet)
@@ -227,16 +224,5 @@ async def read_rtmp_source(
             if puller.thread.is_alive():
                 # Blocked at most one read (read_timeout) or one connect: waited for off the loop.
                 await asyncio.wait_for(loop.run_in_executor(None, puller.thread.join, JOIN_TIMEOUT), JOIN_TIMEOUT + 1)
-        now = time.monotonic()
-        delay = policy.failed(now)
-        status.connected, status.attempts = False, policy.attempts
-        status.last_error, status.last_error_at = reason, time.time()
-        kind = re.sub(r"\d+", "N", reason)
-        if policy.should_log(now) or (kind not in logged_kinds and len(logged_kinds) < MAX_LOGGED_KINDS):
-            logged_kinds.add(kind)
-            if policy.attempts == 1:
-                log.warning("source input failed: %s; retrying every %g s: %s", reason, delay, url)
-            else:
-                log.warning("source input still down after %.0f s (%d attempts; last: %s); retrying every "
-                            "%g s: %s", policy.outage(now), policy.attempts, reason, delay, url)  # fmt: skip
+        delay = note_failed(policy, status, logged_kinds, url=url, reason=reason)
         await asyncio.sleep(delay)

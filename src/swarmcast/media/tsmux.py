@@ -79,3 +79,14 @@ class TsMuxer:
             with contextlib.suppress(av.FFmpegError):  # nothing muxed (no header written): nothing to flush
                 self.container.close()
         return self._sink.take()
+
+
+def copy_packet(packet: Packet[Any]) -> Packet[Any]:
+    """A packet with ``packet``'s data and timestamps that a muxer may rescale without touching the original
+    (one demuxed packet goes to several muxers: the source rendition's and every transcoded rendition's)."""
+    copy = Packet(bytes(packet))
+    copy.pts, copy.dts, copy.time_base = packet.pts, packet.dts, packet.time_base
+    copy.is_keyframe = packet.is_keyframe
+    if packet.duration is not None:
+        copy.duration = packet.duration
+    return copy
