@@ -67,6 +67,16 @@ def test_rtmp_attacks_are_closed_and_the_real_stream_goes_on(tmp_path: Path) -> 
             assert closed_within(sock, 5)
         wait_log(proc, "more than the limit of 100000")
 
+        # A huge AMF0 command (a connect object of 90,000 bytes, under the message limit): refused before it is
+        # decoded, where decoding it would hold the event loop.
+        sock = rtmp_connect(port)
+        with sock:
+            big = encode_message(RtmpMessage(MessageType.COMMAND_AMF0, 0, 0, b"\x02\x00\x07connect" + bytes(90_000), 3),
+                                 128)  # fmt: skip
+            send_quietly(sock, [big])
+            assert closed_within(sock, 5)
+        wait_log(proc, "command or data message of 90010 bytes")
+
         # A publisher that publishes and then sends nothing.
         sock = rtmp_connect(port)
         with sock:

@@ -107,3 +107,25 @@ def test_records_round_trip(tmp_path: Path) -> None:
     save_record(tmp_path, r)
     (tmp_path / "fleet-nodes" / "8.json").write_text("{broken")
     assert load_records(tmp_path) == {7: r}
+
+
+def test_a_pid_is_the_node_of_a_port_only_if_its_command_line_says_so() -> None:
+    import subprocess
+    import sys
+    import time
+
+    from swarmcast.fleet.processes import serves_port
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "--port", "4242"])
+    try:
+        cmdline = Path(f"/proc/{child.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while b"time.sleep(30)" not in cmdline.read_bytes():  # until the child has exec'd (before: our own argv)
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # A pid reused by another engine (another --port) must not pass for a stale pid file's node.
+        assert serves_port(child.pid, 4242)
+        assert not serves_port(child.pid, 4243)
+    finally:
+        child.kill()
+        child.wait()

@@ -332,7 +332,9 @@ def test_create_hls_transport_writes_both_files(tmp_path: Path, capsys: pytest.C
                  "--category", "sport"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     descriptor = Descriptor.decode(public.read_bytes())
-    assert descriptor.hls_manifest == "" and descriptor.hls_base_url == "http://cdn.example/hls/"
+    # --hide-hls-manifest: neither the manifest nor the segments' base URL names the origin in the public file.
+    assert descriptor.hls_manifest == "" and descriptor.hls_base_url == ""
+    assert b"cdn.example" not in public.read_bytes()
     assert descriptor.provider_key == "pk" and descriptor.categories == ("sport",)
     secret = PrivateHlsFile.decode(private.read_bytes())
     assert secret.hls_manifest == URL and secret.descriptor == descriptor

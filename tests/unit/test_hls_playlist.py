@@ -45,10 +45,14 @@ def test_discontinuity_tag_and_sequence_after_it_leaves() -> None:
 def test_target_duration_covers_every_segment_and_never_falls() -> None:
     window = SegmentWindow(2, target_duration=1)
     window.add(seg(1.0))
-    window.add(seg(2.4))
+    window.add(seg(2.5))
     window.add(seg(1.0))
     window.add(seg(1.0))
     assert tags(window.render(str), "#EXT-X-TARGETDURATION") == ["3"]
+    # Rounded to the nearest (RFC 8216 §4.3.3.1), not up: 29.97 fps segments of 2.002 s keep a target of 2.
+    ntsc = SegmentWindow(target_duration=2)
+    ntsc.add(seg(2.002))
+    assert tags(ntsc.render(str), "#EXT-X-TARGETDURATION") == ["2"]
 
 
 def test_byte_cap_drops_old_segments_but_keeps_the_newest() -> None:

@@ -112,10 +112,11 @@ def test_too_many_half_assembled_chunk_streams() -> None:
         framing.feed(wire)
 
 
-def test_set_chunk_size_out_of_range() -> None:
+@pytest.mark.parametrize("size", [0, 1, 127])
+def test_set_chunk_size_out_of_range(size: int) -> None:
     framing = framing_after_handshake()
-    with pytest.raises(RtmpProtocolError, match="Set Chunk Size 0"):
-        framing.feed(encode_message(RtmpMessage(MessageType.SET_CHUNK_SIZE, 0, 0, bytes(4), 2), 128))
+    with pytest.raises(RtmpProtocolError, match=f"Set Chunk Size {size} "):
+        framing.feed(encode_message(RtmpMessage(MessageType.SET_CHUNK_SIZE, 0, 0, struct.pack(">I", size), 2), 128))
 
 
 @pytest.mark.parametrize(

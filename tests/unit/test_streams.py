@@ -120,9 +120,15 @@ async def test_after_the_grace_the_playlists_end_and_the_hook_runs() -> None:
     assert stream is not None and stream.state == "ended"
     assert stream.renditions["source"].window.render(str).rstrip().endswith("#EXT-X-ENDLIST")
     assert ended == ["cam"]
-    # The id may be used again: a new stream, new playlists.
+    # The id may be used again: a new stream, new playlists, numbered on from the old ones (a segment URL, cached
+    # for a while, never names two different segments).
+    ended_at = stream.renditions["source"].window.next_sequence
+    assert ended_at > 0
     registry.start_publish("cam", "127.0.0.1:2", closer([]))
-    assert registry.get("cam") is not stream
+    again = registry.get("cam")
+    assert again is not None and again is not stream
+    factory.made[1].play(ts_seconds(3))
+    assert again.renditions["source"].window.render(str).count(f"#EXT-X-MEDIA-SEQUENCE:{ended_at}\n") == 1
     await registry.close()
 
 

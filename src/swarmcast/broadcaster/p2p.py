@@ -345,6 +345,9 @@ class P2PBroadcaster:
         self.ports = _Ports(config.port_base, config.max_nodes)
         self.streams: dict[str, StreamNodes] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        # Nodes of an ended stream still stopping (up to STOP_TIMEOUT): a stream published again under the same id
+        # waits for them, so two processes never share a rendition's .sauth/.restart, and they still take room.
+        self._stopping: dict[str, StreamNodes] = {}
         self._closed = False
 
     def on_stream_started(self, stream_id: str, infos: Sequence[RenditionLike]) -> None:
@@ -353,8 +356,8 @@ class P2PBroadcaster:
         current = self.streams.get(stream_id)
         if current is not None and [n.info.name for n in current.nodes] == [i.name for i in infos]:
             return  # the same ladder again (a reconnect within the grace): the nodes carry on
-        previous = self._stop(stream_id)
-        running = sum(len(s.nodes) for s in self.streams.values())
+        previous = self._stop(stream_id) or self._stopping.get(stream_id)
+        running = sum(len(s.nodes) for s in (*self.streams.values(), *self._stopping.values()))
         room = max(self.config.max_nodes - running, 0)
         if len(infos) > room:
             skipped = ", ".join(i.name for i in infos[room:])
@@ -376,7 +379,14 @@ class P2PBroadcaster:
             return None
         task = asyncio.create_task(nodes.close(), name=f"p2p-close-{stream_id}")
         self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._stopping[stream_id] = nodes
+
+        def stopped(done: asyncio.Task[None]) -> None:
+            self._closing.discard(done)
+            if self._stopping.get(stream_id) is nodes:
+                del self._stopping[stream_id]
+
+        task.add_done_callback(stopped)
         del self.streams[stream_id]
         return nodes
 

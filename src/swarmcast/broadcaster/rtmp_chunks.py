@@ -215,8 +215,10 @@ class RtmpFraming:
             if len(message.payload) != 4:
                 raise RtmpProtocolError(f"Set Chunk Size of {len(message.payload)} bytes, expected 4")
             size = int.from_bytes(message.payload, "big")
-            if not 1 <= size <= MAX_CHUNK_SIZE:
-                raise RtmpProtocolError(f"Set Chunk Size {size} out of 1..{MAX_CHUNK_SIZE}")
+            # Below the default 128 no real publisher goes; 1-byte chunks would make every byte a chunk header to
+            # parse on the event loop (a cheap way to burn our CPU).
+            if not DEFAULT_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE:
+                raise RtmpProtocolError(f"Set Chunk Size {size} out of {DEFAULT_CHUNK_SIZE}..{MAX_CHUNK_SIZE}")
             self._chunk_size = min(size, self.max_message_bytes)
         elif message.type_id == MessageType.ABORT and len(message.payload) == 4:
             aborted = self._streams.get(int.from_bytes(message.payload, "big"))

@@ -55,6 +55,11 @@ REFUSED_LOG_INTERVAL: Final = 10.0
 STREAM_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 RESERVED_IDS: Final = frozenset({"current"})  # /stream/current.m3u8 is the last stream to start
 MAX_KEY_LENGTH: Final = 256
+# Commands and metadata are a few hundred bytes from OBS and FFmpeg; pyrtmp's AMF0 decoder runs on the event loop
+# and took 18 s over a 3.6 MB connect object, so anything bigger is refused before it is decoded.
+MAX_COMMAND_BYTES: Final = 64 * 1024
+_AMF_TYPES: Final = frozenset({MessageType.COMMAND_AMF0, MessageType.COMMAND_AMF3, MessageType.DATA_AMF0,
+                               MessageType.DATA_AMF3})  # fmt: skip
 _PUBLISH_STREAM: Final = 1  # the message stream id createStream gives out
 
 # pyrtmp sets each of its loggers to DEBUG at import and warns on every command it does not model (releaseStream,
@@ -269,6 +274,9 @@ class _Session:
 
     def _handle(self, message: RtmpMessage) -> None:
         kind = message.type_id
+        if kind in _AMF_TYPES and len(message.payload) > MAX_COMMAND_BYTES:
+            raise RtmpProtocolError(f"command or data message of {len(message.payload)} bytes, more than the limit "
+                                    f"of {MAX_COMMAND_BYTES}")  # fmt: skip
         if kind in (MessageType.AUDIO, MessageType.VIDEO):
             if self.publisher is not None and message.payload:
                 tag = flv.TAG_AUDIO if kind == MessageType.AUDIO else flv.TAG_VIDEO

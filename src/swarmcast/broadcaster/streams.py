@@ -44,6 +44,7 @@ DEFAULT_MAX_STREAMS: Final = 16
 DEFAULT_FORGET_AFTER: Final = 60.0  # seconds an ended stream's playlists (with ENDLIST) stay up
 DEFAULT_SEGMENT_DURATION: Final = 2.0
 DEFAULT_LIVE_QUEUE_BYTES: Final = 8 * 1024 * 1024  # per /stream/<id>/<rendition>.ts client
+MAX_REMEMBERED_SEQUENCES: Final = 1024  # (stream id, rendition) numberings kept after their streams are forgotten
 PIPELINE_CLOSE_TIMEOUT: Final = 5.0  # at shutdown: a pipeline thread stuck in FFmpeg must not hold the process
 
 
@@ -82,10 +83,11 @@ class LiveClient(BoundedByteQueue):
 
 
 class Rendition:
-    def __init__(self, name: str, config: RegistryConfig) -> None:
+    def __init__(self, name: str, config: RegistryConfig, *, first_sequence: int = 0) -> None:
         self.name = name
         self.segmenter = TsSegmenter(config.segment_duration)
-        self.window = SegmentWindow(config.window, target_duration=config.segment_duration)
+        self.window = SegmentWindow(config.window, target_duration=config.segment_duration,
+                                    first_sequence=first_sequence)  # fmt: skip
         self.info: RenditionInfo | None = None
         self.clients: set[LiveClient] = set()
         self._live_queue_bytes = config.live_queue_bytes
@@ -185,6 +187,9 @@ class StreamRegistry:
         self.on_stream_started: list[Callable[[str, list[RenditionInfo]], None]] = []
         self.on_stream_ended: list[Callable[[str], None]] = []
         self.rendition_names = (SOURCE_RENDITION, *(p.name for p in config.profiles))
+        # Where each (stream id, rendition)'s numbering got to: an id published again after its stream ended goes
+        # on from there, so a segment URL (cached up to SEGMENT_CACHE seconds) never names two different segments.
+        self._next_sequence: dict[tuple[str, str], int] = {}
 
     def get(self, stream_id: str) -> Stream | None:
         self._forget_old()
@@ -299,6 +304,11 @@ class StreamRegistry:
         for rendition in stream.renditions.values():
             rendition.flush()
             rendition.end()
+            key = (stream.stream_id, rendition.name)
+            self._next_sequence.pop(key, None)  # most recent last: the oldest go first past the bound
+            self._next_sequence[key] = rendition.window.next_sequence
+            while len(self._next_sequence) > MAX_REMEMBERED_SEQUENCES:
+                del self._next_sequence[next(iter(self._next_sequence))]
         stream.state = "ended"
         stream.ended_at = self._clock()
         if stream.started:
@@ -321,7 +331,8 @@ class StreamRegistry:
     def _rendition(self, stream: Stream, name: str) -> Rendition | None:
         rendition = stream.renditions.get(name)
         if rendition is None and name in self.rendition_names:  # the pipeline names only these: a bound
-            rendition = stream.renditions[name] = Rendition(name, self.config)
+            first = self._next_sequence.get((stream.stream_id, name), 0)
+            rendition = stream.renditions[name] = Rendition(name, self.config, first_sequence=first)
         return rendition
 
     def _on_ts(self, stream: Stream, name: str, data: bytes) -> None:

@@ -231,7 +231,7 @@ def _stop(args: argparse.Namespace) -> int:
             if args.dry_run:
                 print(f"DRY-RUN: stop: port {p}, pid {pid}")
                 continue
-            how = processes.stop(pid, pf.path, args.stop_timeout) if pid is not None and pf is not None \
+            how = processes.stop(pid, pf.path, args.stop_timeout, port=p) if pid is not None and pf is not None \
                 else "was not running"  # fmt: skip
             if pid is None and pf is not None:
                 pf.path.unlink(missing_ok=True)

@@ -76,7 +76,9 @@ def run_create(args: argparse.Namespace) -> int:
         name=args.name or _default_name(args.title), title=args.title, piece_size=choose_piece_size(args.bitrate),
         bitrate=args.bitrate, public_key=b"\0" * 32, quality=args.quality, categories=tuple(args.category),
         trackers=tuple(dict.fromkeys(args.tracker)), provider_key=args.provider_key,
-        hls_manifest="" if args.hide_hls_manifest else args.url, hls_base_url=args.base_url or "",
+        # A hidden manifest hides the segments' base URL too: either names the origin a private broadcast hides.
+        hls_manifest="" if args.hide_hls_manifest else args.url,
+        hls_base_url="" if args.hide_hls_manifest else args.base_url or "",
     )  # fmt: skip
     descriptor, private = create_hls_transport(template, args.url)
     try:

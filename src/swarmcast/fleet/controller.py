@@ -70,10 +70,12 @@ def request(method: str, url: str, *, body: bytes | None = None, timeout: float 
 
 
 def redact(url: str) -> str:
-    """A URL fit for logs: a ``token=`` query value is hidden."""
+    """A URL fit for logs: a ``token=`` query value and the token in a node's ``/app/<TOKEN>/...`` path are hidden."""
     parts = urlsplit(url)
+    if parts.path.startswith("/app/") and parts.path.count("/") >= 3:
+        parts = parts._replace(path="/app/***/" + parts.path.split("/", 3)[3])
     if not parts.query:
-        return url
+        return parts.geturl()
     query = "&".join(f"{k}=***" if k.lower() in ("token", "key", "secret") else item
                      for item in parts.query.split("&") for k in [item.split("=", 1)[0]])  # fmt: skip
     return parts._replace(query=query).geturl()
@@ -98,7 +100,7 @@ def load_list(app: AppConfig, endpoint: str, *, get_metadata: bool = False) -> t
         raise ControllerError(f"controller.{endpoint} {shown}: HTTP {answer.status}")
     try:
         data = json.loads(answer.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested past the stack
         raise ControllerError(f"controller.{endpoint} {shown}: the answer is not JSON") from None
     if not isinstance(data, dict):
         raise ControllerError(f"controller.{endpoint} {shown}: the answer is not a JSON object")
@@ -123,7 +125,7 @@ def node_monitor(app: AppConfig, port: int) -> dict[str, object]:
         raise ControllerError(f"HTTP {answer.status}")
     try:
         data = json.loads(answer.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested past the stack
         raise ControllerError("the monitor answer is not JSON") from None
     if isinstance(data, dict) and isinstance(data.get("result"), dict):
         data = data["result"]

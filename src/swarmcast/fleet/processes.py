@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import os
 import re
 import signal
@@ -76,9 +77,23 @@ def is_zombie(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
-def alive(pid: int) -> bool:
-    """``pid`` runs and is an engine (not a reused pid, not a zombie)."""
-    return process_name(pid) == PROCESS_NAME and not is_zombie(pid)
+def serves_port(pid: int, port: int) -> bool:
+    """``pid``'s command line has ``--port PORT``: with 50 engines of one name per server, a pid reused by another
+    of them must not be taken (and stopped) for the node of a stale pid file."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    wanted = str(port).encode()
+    return any(a == b"--port" and b == wanted for a, b in itertools.pairwise(words)) or \
+        f"--port={port}".encode() in words  # fmt: skip
+
+
+def alive(pid: int, port: int | None = None) -> bool:
+    """``pid`` runs and is an engine (not a reused pid, not a zombie); with ``port``, the engine of that port."""
+    if process_name(pid) != PROCESS_NAME or is_zombie(pid):
+        return False
+    return port is None or serves_port(pid, port)
 
 
 def port_busy(host: str, port: int) -> bool:
@@ -121,10 +136,12 @@ def start(argv: tuple[str, ...], log_path: Path) -> subprocess.Popen[bytes]:
 
 
 def stop(pid: int, pid_file: Path | None, timeout: float = STOP_TIMEOUT,
-         child: subprocess.Popen[bytes] | None = None) -> str:  # fmt: skip
-    """SIGTERM, SIGKILL after ``timeout`` s; the pid file is gone afterwards. Returns how it ended."""
+         child: subprocess.Popen[bytes] | None = None, port: int | None = None) -> str:  # fmt: skip
+    """SIGTERM, SIGKILL after ``timeout`` s; the pid file is gone afterwards. Returns how it ended.
+
+    With ``port`` only the engine serving that port is signalled (a stale pid file's pid may be another node's)."""
     how = "was not running"
-    if alive(pid):
+    if alive(pid, port):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         how = "stopped (SIGTERM)"

@@ -145,7 +145,7 @@ def push_monitor(app: AppConfig, node_type: str, say: Callable[[str], None] = pr
         record = records.get(port)
         if record is not None and record.kind != node_type:
             continue  # the other kind's node on this server: its own monitor run sends it
-        if pid_file.pid is None or not alive(pid_file.pid):
+        if pid_file.pid is None or not alive(pid_file.pid, port):
             continue
         try:
             data = node_monitor(app, port)

@@ -141,7 +141,7 @@ def make_app(store: Store, token: str, *, source_config: Path | None,
     async def body_json(request: web.Request) -> object:
         try:
             return json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise web.HTTPBadRequest(text='{"error": "body is not JSON"}', content_type="application/json") \
                 from None  # fmt: skip
 

@@ -67,8 +67,9 @@ def observe(app: AppConfig) -> dict[int, Observed]:
     for port in sorted(set(pid_files) | set(records)):
         pf = pid_files.get(port)
         pid = pf.pid if pf is not None else None
-        found[port] = Observed(port=port, pid=pid, pid_file=pf.path if pf is not None else None,
-                               running=pid is not None and processes.alive(pid), record=records.get(port))  # fmt: skip
+        running = pid is not None and processes.alive(pid, port)
+        found[port] = Observed(port=port, pid=pid, pid_file=pf.path if pf is not None else None, running=running,
+                               record=records.get(port))  # fmt: skip
     ask = [o for o in found.values() if o.running]
     with concurrent.futures.ThreadPoolExecutor(max_workers=MONITOR_WORKERS) as pool:
         for o, result in zip(ask, pool.map(lambda o: _ask(app, o.port), ask), strict=True):
@@ -255,7 +256,7 @@ class Runner:
         o = a.observed
         how = "was not running"
         if o is not None and o.pid is not None:
-            how = processes.stop(o.pid, o.pid_file, self.stop_timeout, self.children.get(o.pid))
+            how = processes.stop(o.pid, o.pid_file, self.stop_timeout, self.children.get(o.pid), port=o.port)
         elif o is not None and o.pid_file is not None:
             o.pid_file.unlink(missing_ok=True)
         if a.verb in ("stop", "forget"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -62,12 +63,15 @@ def load_records(state_dir: Path) -> dict[int, Record]:
 
 def save_record(state_dir: Path, record: Record) -> None:
     directory = records_dir(state_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    # A record holds the node's command line, and that holds --service-access-token and --provider-key: owner only.
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
     path = directory / f"{record.port}.json"
-    tmp = path.with_name(path.name + ".tmp")
     data = asdict(record)
     data["argv"] = list(record.argv)
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{record.port}.", suffix=".tmp")  # 0600, never a planted file
+    with os.fdopen(fd, "w") as file:
+        file.write(json.dumps(data, indent=1) + "\n")
     os.replace(tmp, path)
 
 

@@ -6,8 +6,10 @@ discontinuity gets ``#EXT-X-DISCONTINUITY`` before it; when such a segment leave
 ``#EXT-X-DISCONTINUITY-SEQUENCE`` rises, as §6.2.2 requires, so a player reloading keeps its timeline. Once
 ``end()`` is called the playlist carries ``#EXT-X-ENDLIST`` and players stop reloading.
 
-``#EXT-X-TARGETDURATION`` must be at least every EXTINF rounded (§4.4.3.1) and should not change during the
-stream, so it is the larger of the configured target and the longest segment ever added, rounded up.
+``#EXT-X-TARGETDURATION`` must be at least every EXTINF rounded to the nearest integer (§4.3.3.1) and should not
+change during the stream, so it is the larger of the configured target and the longest segment ever added, each
+rounded to the nearest integer. Not rounded up: a 29.97 fps source's 2.002 s segments keep a target of 2, and
+players hold about three target durations behind live.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ PLAYLIST_CONTENT_TYPE: Final = "application/vnd.apple.mpegurl"
 SEGMENT_CONTENT_TYPE: Final = "video/mp2t"
 DEFAULT_WINDOW: Final = 6
 DEFAULT_WINDOW_BYTES: Final = 64 * 1024 * 1024
+
+
+def _nearest(seconds: float) -> int:
+    """Rounded half up, as §4.3.3.1 rounds EXTINF (Python's round() would round 2.5 to 2)."""
+    return math.floor(seconds + 0.5)
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ class SegmentWindow:
         # A restarted output carries on from its last number (§6.2.1: a sequence number never goes back).
         self._next_sequence = first_sequence
         self._discontinuity_sequence = 0
-        self._target = max(1, math.ceil(target_duration))
+        self._target = max(1, _nearest(target_duration))
         self.ended = False
 
     def add(self, segment: TsSegment) -> int:
@@ -55,7 +62,7 @@ class SegmentWindow:
         self._next_sequence += 1
         self._entries.append(_Entry(sequence, segment))
         self._bytes += len(segment.data)
-        self._target = max(self._target, math.ceil(segment.duration))
+        self._target = max(self._target, _nearest(segment.duration))
         # Always keep the newest segment, even alone over the byte cap: a playlist with none is of no use.
         while len(self._entries) > 1 and (len(self._entries) > self.size or self._bytes > self.max_bytes):
             old = self._entries.popleft()

@@ -22,7 +22,6 @@ Bytes that came this way are counted in ``SwarmStats.downloaded_from_origin`` (b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -117,8 +116,12 @@ class OriginFallback:
             self.swarm.piece_listeners.remove(self._on_piece)
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a crash of the fallback must not stop the engine leaving the broadcast
+                log.exception("HLS origin fallback of %s ended with an error", self.swarm.content_id.hex())
         self.log_share("leaving")
 
     def log_share(self, why: str) -> None:
@@ -161,7 +164,10 @@ class OriginFallback:
                     self.log_share("broadcast")
 
     async def _fetch(self, session: aiohttp.ClientSession, index: int) -> None:
-        segment, _seen = self.policy.indexes[index]
+        known = self.policy.indexes.get(index)
+        if known is None:
+            return  # evicted while an earlier fetch of this tick ran (MAX_INDEXES)
+        segment, _seen = known
         url = segment_url(self.base, segment.uri)
         if url is None:
             self.swarm.stats.origin_failed += 1
@@ -180,7 +186,8 @@ class OriginFallback:
         whole = (first, stop) == (0, count)
         headers = {} if whole else {"Range": f"bytes={start}-{end - 1}"}
         try:
-            async with session.get(url, headers=headers) as response:
+            # No redirects: a 3xx would lead the engine off the origin the transport file names (segment_url).
+            async with session.get(url, headers=headers, allow_redirects=False) as response:
                 if response.status == 206 and not whole:
                     if response.headers.get("Content-Range", "").split("/")[0] != f"bytes {start}-{end - 1}":
                         raise SegmentError(f"Content-Range {response.headers.get('Content-Range', '')[:80]!r}")
