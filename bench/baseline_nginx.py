@@ -105,7 +105,7 @@ from bench.common import (
     percentile,
     playout,
 )
-from swarmcast.media.ts import SYNC_BYTE, TS_PACKET_SIZE, TsAnalyzer, TsPacketizer
+from swarmcast.media.ts import TsAnalyzer, TsPacketizer, keyframe_pts, pes_pts
 
 log = logging.getLogger("bench.baseline_nginx")
 
@@ -247,7 +247,8 @@ def _spawn(procs: Processes, name: str, role: str, port: int, argv: list[str]) -
     return child
 
 
-def _wait_tcp(port: int, timeout: float) -> None:
+def wait_tcp(port: int, timeout: float) -> None:
+    """Until something accepts on HOST:port; RuntimeError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -267,33 +268,6 @@ def _tail(path: Path, limit: int = 1500) -> str:
 
 
 # --- TS helpers ---------------------------------------------------------------------------------------------------
-
-
-def pes_pts(packet: bytes) -> int | None:
-    """The PTS (90 kHz) of the PES packet starting in this TS packet, or None if it has none or is malformed."""
-    if len(packet) != TS_PACKET_SIZE or packet[0] != SYNC_BYTE or not packet[1] & 0x40:
-        return None
-    control = (packet[3] >> 4) & 0x3
-    if not control & 0x1:
-        return None  # no payload
-    start = 5 + packet[4] if control & 0x2 else 4
-    pes = packet[start:]
-    if len(pes) < 14 or pes[:3] != b"\x00\x00\x01" or not pes[7] & 0x80:
-        return None  # not a PES start, or PTS_DTS_flags says no PTS
-    b = pes[9:14]
-    return ((b[0] >> 1) & 0x7) << 30 | b[1] << 22 | (b[2] >> 1) << 15 | b[3] << 7 | b[4] >> 1
-
-
-def keyframe_pts(data: bytes) -> list[int]:
-    """PTS of every video keyframe start in a TS segment (which begins with its own PAT/PMT, as nginx's do)."""
-    packetizer, analyzer = TsPacketizer(), TsAnalyzer()
-    out: list[int] = []
-    for packet in packetizer.feed(data):
-        if analyzer.feed_packet(packet).is_video_keyframe_start:
-            pts = pes_pts(packet)
-            if pts is not None:
-                out.append(pts)
-    return out
 
 
 class ClockScanner:
@@ -699,7 +673,7 @@ async def run_hls_baseline(testsrc_url: str, players: int, duration: float, ramp
         conf = write_nginx_conf(base, rtmp_port, http_port, module=module)
         nginx = _spawn(procs, "nginx", "origin", http_port, [nginx_bin, "-c", str(conf), "-p", f"{base.resolve()}/"])
         await asyncio.to_thread(procs.wait_ports, [nginx], 15)
-        await asyncio.to_thread(_wait_tcp, rtmp_port, 5)  # opened with the HTTP listener; checked all the same
+        await asyncio.to_thread(wait_tcp, rtmp_port, 5)  # opened with the HTTP listener; checked all the same
         publisher = _spawn(procs, "publisher", "publisher", 0, [
             sys.executable, str(Path(__file__).resolve()), "publish", "--source", testsrc_url,
             "--rtmp", f"rtmp://{HOST}:{rtmp_port}/{APP}/{STREAM}", "--table", str(table_path.resolve()),

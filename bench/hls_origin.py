@@ -7,7 +7,6 @@ address of every request, so a test can count who contacted the origin (``reques
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -58,18 +57,6 @@ def nginx_available() -> str | None:
     return None
 
 
-def _wait_tcp(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"nothing listening on {HOST}:{port} after {timeout:.0f} s") from None
-            time.sleep(0.1)
-
-
 def _wait_playlist(url: str, timeout: float, segments: int = 2) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -98,11 +85,11 @@ def hls_origin(tmp: Path, *, fragment: float = 1.0, playlist: float = 6.0,
         with (base / "testsrc.log").open("wb") as log:
             procs.append(subprocess.Popen(src_args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                           start_new_session=True))  # fmt: skip
-        _wait_tcp(src_port, 30)
+        baseline_nginx.wait_tcp(src_port, 30)
         with (base / "nginx.log").open("wb") as log:
             procs.append(subprocess.Popen([nginx_bin, "-c", str(conf), "-p", f"{base}/"], stdin=subprocess.DEVNULL,
                                           stdout=log, stderr=log, start_new_session=True))  # fmt: skip
-        _wait_tcp(rtmp_port, 15)
+        baseline_nginx.wait_tcp(rtmp_port, 15)
         with (base / "publisher.log").open("wb") as log:
             procs.append(subprocess.Popen(
                 [sys.executable, str(Path(baseline_nginx.__file__).resolve()), "publish", "--source",

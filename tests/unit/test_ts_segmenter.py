@@ -9,7 +9,7 @@ import av
 import pytest
 
 from swarmcast.media.testsignal import TestSignalConfig, generate_test_signal
-from swarmcast.media.ts import TS_PACKET_SIZE, TsAnalyzer, pes_pts
+from swarmcast.media.ts import TS_PACKET_SIZE, keyframe_pts
 from swarmcast.media.ts_segmenter import PTS_HZ, TsSegment, TsSegmenter
 
 SIGNAL = TestSignalConfig(bitrate=300_000, width=160, height=96, fps=30)  # a keyframe every second
@@ -18,18 +18,6 @@ SIGNAL = TestSignalConfig(bitrate=300_000, width=160, height=96, fps=30)  # a ke
 @functools.cache
 def signal(seconds: float) -> bytes:
     return b"".join(generate_test_signal(SIGNAL, realtime=False, duration=seconds))
-
-
-def keyframe_pts(data: bytes) -> list[int]:
-    analyzer = TsAnalyzer()
-    found = []
-    for offset in range(0, len(data), TS_PACKET_SIZE):
-        packet = data[offset : offset + TS_PACKET_SIZE]
-        if analyzer.feed_packet(packet).is_video_keyframe_start:
-            pts = pes_pts(packet)
-            assert pts is not None
-            found.append(pts)
-    return found
 
 
 def decoded_frames(data: bytes) -> int:

@@ -176,6 +176,18 @@ def pes_pts(packet: bytes) -> int | None:
     return ((b[0] >> 1) & 0x07) << 30 | b[1] << 22 | (b[2] >> 1) << 15 | b[3] << 7 | b[4] >> 1
 
 
+def keyframe_pts(data: bytes) -> list[int]:
+    """PTS of every video keyframe start in a TS byte stream that carries its own PAT/PMT (an HLS segment)."""
+    packetizer, analyzer = TsPacketizer(), TsAnalyzer()
+    found: list[int] = []
+    for packet in packetizer.feed(data):
+        if analyzer.feed_packet(packet).is_video_keyframe_start:
+            pts = pes_pts(packet)
+            if pts is not None:
+                found.append(pts)
+    return found
+
+
 def make_clock_packet(wall_time_us: int, continuity_counter: int) -> bytes:
     """One TS packet on CLOCK_PID carrying ``wall_time_us`` (u64 big-endian) after the magic."""
     if not 0 <= wall_time_us <= _U64_MAX:
