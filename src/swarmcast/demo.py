@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -112,48 +112,21 @@ def _stop_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run() -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="swarmcast-demo-"))
-    processes = Processes(workdir)
-    ports = {name: _free_port() for name in ("testsrc", "source", "support1", "support2", "engine", "engine_p2p")}
-    print(f"swarmcast demo in {workdir}")
+STATUS_WIDTH = 150
+
+
+def run_demo(workdir: Path, processes: Processes, start: Callable[[], Callable[[], str | None]]) -> int:
+    """``start()`` starts the demo's processes, prints what to open and returns its status line; the line is shown
+    until Ctrl-C or SIGTERM, and every process is stopped and ``workdir`` removed whatever happens."""
     try:
         with _stop_on_sigterm():
-            processes.start("testsrc", "testsrc", "--port", str(ports["testsrc"]), wait_port=ports["testsrc"])
-            processes.start(
-                "source", "node", "source", "--bind", HOST, "--port", str(ports["source"]),
-                "--source", f"http://{HOST}:{ports['testsrc']}/stream.ts", "--title", "swarmcast demo",
-                "--name", "demo", "--pid-file-dir", str(workdir),
-                # The source serves its support nodes first only because it authorised them (docs/security.md).
-                "--support-node", f"{HOST}:{ports['support1']}", "--support-node", f"{HOST}:{ports['support2']}",
-                wait_port=ports["source"],
-            )  # fmt: skip
-            transport = f"http://{HOST}:{ports['source']}/app/get_transport_file?format=raw"
-            for name in ("support1", "support2"):
-                processes.start(
-                    name, "node", "support", "--bind", HOST, "--port", str(ports[name]), "--url", transport,
-                    "--pid-file-dir", str(workdir), wait_port=ports[name],
-                )  # fmt: skip
-            processes.start(
-                "engine", "engine", "--http-port", str(ports["engine"]), "--port", str(ports["engine_p2p"]),
-                "--bind", HOST, "--pid-file-dir", str(workdir), wait_port=ports["engine"],
-            )  # fmt: skip
-            support = f"http://{HOST}:{ports['support1']}/app/get_transport_file"
-            api = f"http://{HOST}:{ports['engine']}"
-            session = _get_json(f"{api}/ace/getstream?url={support}&format=json")
-            response = session.get("response")
-            if not isinstance(response, dict):
-                raise DemoError(f"engine refused the broadcast: {session.get('error')}")
-            print()
-            print("Open this in VLC, mpv or ffplay (any number of players):")
-            print(f"  {response['playback_url']}")
-            print(f"  (or {api}/ace/getstream?id={response['infohash']})")
+            status = start()
             print("Ctrl-C stops everything.\n")
             while True:
                 processes.check()
-                stat = _get_json(str(response["stat_url"])).get("response")
-                if isinstance(stat, dict):
-                    print("\r" + _status_line(stat).ljust(110), end="", flush=True)
+                line = status()
+                if line is not None:
+                    print("\r" + line[:STATUS_WIDTH].ljust(STATUS_WIDTH), end="", flush=True)
                 time.sleep(STATUS_INTERVAL)
     except KeyboardInterrupt:
         print("\nstopping")
@@ -166,3 +139,49 @@ def run() -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         processes.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="swarmcast-demo-"))
+    processes = Processes(workdir)
+    ports = {name: _free_port() for name in ("testsrc", "source", "support1", "support2", "engine", "engine_p2p")}
+    print(f"swarmcast demo in {workdir}")
+
+    def start() -> Callable[[], str | None]:
+        processes.start("testsrc", "testsrc", "--port", str(ports["testsrc"]), wait_port=ports["testsrc"])
+        processes.start(
+            "source", "node", "source", "--bind", HOST, "--port", str(ports["source"]),
+            "--source", f"http://{HOST}:{ports['testsrc']}/stream.ts", "--title", "swarmcast demo",
+            "--name", "demo", "--pid-file-dir", str(workdir),
+            # The source serves its support nodes first only because it authorised them (docs/security.md).
+            "--support-node", f"{HOST}:{ports['support1']}", "--support-node", f"{HOST}:{ports['support2']}",
+            wait_port=ports["source"],
+        )  # fmt: skip
+        transport = f"http://{HOST}:{ports['source']}/app/get_transport_file?format=raw"
+        for name in ("support1", "support2"):
+            processes.start(
+                name, "node", "support", "--bind", HOST, "--port", str(ports[name]), "--url", transport,
+                "--pid-file-dir", str(workdir), wait_port=ports[name],
+            )  # fmt: skip
+        processes.start(
+            "engine", "engine", "--http-port", str(ports["engine"]), "--port", str(ports["engine_p2p"]),
+            "--bind", HOST, "--pid-file-dir", str(workdir), wait_port=ports["engine"],
+        )  # fmt: skip
+        support = f"http://{HOST}:{ports['support1']}/app/get_transport_file"
+        api = f"http://{HOST}:{ports['engine']}"
+        session = _get_json(f"{api}/ace/getstream?url={support}&format=json")
+        response = session.get("response")
+        if not isinstance(response, dict):
+            raise DemoError(f"engine refused the broadcast: {session.get('error')}")
+        print()
+        print("Open this in VLC, mpv or ffplay (any number of players):")
+        print(f"  {response['playback_url']}")
+        print(f"  (or {api}/ace/getstream?id={response['infohash']})")
+
+        def status() -> str | None:
+            stat = _get_json(str(response["stat_url"])).get("response")
+            return _status_line(stat) if isinstance(stat, dict) else None
+
+        return status
+
+    return run_demo(workdir, processes, start)

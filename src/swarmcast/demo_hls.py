@@ -9,19 +9,16 @@ then a status line until Ctrl-C; whatever happens every process is stopped and t
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import signal
-import sys
 import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from swarmcast.channel import Channel, ChannelError
-from swarmcast.demo import HOST, STATUS_INTERVAL, DemoError, Processes, _free_port, _get_json, _stop_on_sigterm
+from swarmcast.demo import HOST, DemoError, Processes, _free_port, _get_json, run_demo
 
 STREAM_ID = "hello_world"
 LADDER = "P144p30fps16x9"  # one transcoded profile beside the source: cheap enough for a laptop core
@@ -71,76 +68,66 @@ def run() -> int:
     origin = f"http://{HOST}:{ports['http']}"
     channel_url = f"{origin}/stream/{STREAM_ID}.acechannel"
     print(f"swarmcast demo --hls in {workdir}")
-    try:
-        with _stop_on_sigterm():
-            processes.start(
-                "broadcaster", "broadcaster", "--rtmp-addr", f"{HOST}:{ports['rtmp']}",
-                "--http-addr", f"{HOST}:{ports['http']}", "--transcoding-options", LADDER, "--segment-duration", "1",
-                "--p2p", "--p2p-port-base", str(ports["p2p"]), "--p2p-max-nodes", str(MAX_NODES),
-                "--publish-dir", str(workdir / "publish"), "--metadata-dir", str(workdir / "metadata"),
-                wait_port=ports["http"],
-            )  # fmt: skip
-            processes.start("testsrc", "testsrc", "--rtmp", f"rtmp://{HOST}:{ports['rtmp']}/{STREAM_ID}",
-                            wait_port=None)  # fmt: skip
-            processes.start(
-                "engine", "engine", "--http-port", str(ports["engine"]), "--port", str(ports["engine_p2p"]),
-                "--bind", HOST, "--pid-file-dir", str(workdir), wait_port=ports["engine"],
-            )  # fmt: skip
 
-            def channel_ready() -> Channel | None:
-                status, body = _get(channel_url)
-                if status != 200:
-                    return None
-                try:
-                    channel = Channel.decode(body)
-                except ChannelError:
-                    return None
-                return channel if len(channel.renditions) == 2 else None
+    def start() -> Callable[[], str | None]:
+        processes.start(
+            "broadcaster", "broadcaster", "--rtmp-addr", f"{HOST}:{ports['rtmp']}",
+            "--http-addr", f"{HOST}:{ports['http']}", "--transcoding-options", LADDER, "--segment-duration", "1",
+            "--p2p", "--p2p-port-base", str(ports["p2p"]), "--p2p-max-nodes", str(MAX_NODES),
+            "--publish-dir", str(workdir / "publish"), "--metadata-dir", str(workdir / "metadata"),
+            wait_port=ports["http"],
+        )  # fmt: skip
+        processes.start("testsrc", "testsrc", "--rtmp", f"rtmp://{HOST}:{ports['rtmp']}/{STREAM_ID}",
+                        wait_port=None)  # fmt: skip
+        processes.start(
+            "engine", "engine", "--http-port", str(ports["engine"]), "--port", str(ports["engine_p2p"]),
+            "--bind", HOST, "--pid-file-dir", str(workdir), wait_port=ports["engine"],
+        )  # fmt: skip
 
-            print("  waiting for every rendition's source node (RTMP -> ladder -> signed pieces) ...")
-            channel = _wait_for("the channel file listing every rendition", processes, channel_ready,
-                                CHANNEL_TIMEOUT)  # fmt: skip
-            assert isinstance(channel, Channel)
-            api = f"http://{HOST}:{ports['engine']}"
-            query = urllib.parse.urlencode({"url": channel_url})
-            master_url = f"{api}/ace/manifest.m3u8?{query}"
-            print("  waiting for the engine's master playlist and each rendition's playlist through the swarm ...")
-            _wait_for("the engine's master playlist", processes, lambda: _get(master_url, 60.0)[0] == 200, 60.0)
-            for rendition in channel.renditions:
-                # The variant URI the master lists; answered once the engine has cut a segment from verified pieces.
-                variant = f"{api}/ace/manifest.m3u8?infohash={rendition.content_id.hex()}"
-                _wait_for(f"the engine's playlist of {rendition.name}", processes,
-                          lambda url=variant: _get(url, 60.0)[0] == 200, 60.0)  # fmt: skip
-            print()
-            print("Open in a player (VLC, mpv, ffplay) or a browser:")
-            print(f"  engine, master playlist of every rendition (through the swarm): {master_url}")
-            print(f"  engine, player page (hls.js):                                   {api}/player?{query}")
-            print(f"  engine, MPEG-TS of the source rendition:                        {api}/ace/getstream?{query}")
-            print(f"  origin, master playlist (HLS from the broadcaster):             {origin}/stream/{STREAM_ID}.m3u8")
-            for rendition in channel.renditions:
-                size = "x".join(map(str, rendition.resolution)) if rendition.resolution else "audio"
-                label = f"origin, {rendition.name} ({size}):"
-                print(f"  {label:<63} {origin}/stream/{STREAM_ID}/{rendition.name}.m3u8")
-            print("Rendition broadcasts (content id, node web interface):")
-            for rendition in channel.renditions:
-                monitor = rendition.url.replace("/app/get_transport_file", "/app/monitor") if rendition.url else "-"
-                print(f"  {rendition.name:<16} {rendition.content_id.hex()}  {monitor}")
-            print(f"Channel file: {channel_url} (also {workdir / 'publish' / (STREAM_ID + '.acechannel')})")
-            print("Ctrl-C stops everything.\n")
-            while True:
-                processes.check()
-                stats = _get_json(f"{api}/app/stat").get("result")
-                if isinstance(stats, list):
-                    print("\r" + _status_line(channel, stats)[:150].ljust(150), end="", flush=True)
-                time.sleep(STATUS_INTERVAL)
-    except KeyboardInterrupt:
-        print("\nstopping")
-        return 0
-    except (DemoError, OSError) as error:
-        print(f"\ndemo failed: {error}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        processes.stop_all()
-        with contextlib.suppress(OSError):
-            shutil.rmtree(workdir, ignore_errors=True)
+        def channel_ready() -> Channel | None:
+            status, body = _get(channel_url)
+            if status != 200:
+                return None
+            try:
+                channel = Channel.decode(body)
+            except ChannelError:
+                return None
+            return channel if len(channel.renditions) == 2 else None
+
+        print("  waiting for every rendition's source node (RTMP -> ladder -> signed pieces) ...")
+        channel = _wait_for("the channel file listing every rendition", processes, channel_ready,
+                            CHANNEL_TIMEOUT)  # fmt: skip
+        assert isinstance(channel, Channel)
+        api = f"http://{HOST}:{ports['engine']}"
+        query = urllib.parse.urlencode({"url": channel_url})
+        master_url = f"{api}/ace/manifest.m3u8?{query}"
+        print("  waiting for the engine's master playlist and each rendition's playlist through the swarm ...")
+        _wait_for("the engine's master playlist", processes, lambda: _get(master_url, 60.0)[0] == 200, 60.0)
+        for rendition in channel.renditions:
+            # The variant URI the master lists; answered once the engine has cut a segment from verified pieces.
+            variant = f"{api}/ace/manifest.m3u8?infohash={rendition.content_id.hex()}"
+            _wait_for(f"the engine's playlist of {rendition.name}", processes,
+                      lambda url=variant: _get(url, 60.0)[0] == 200, 60.0)  # fmt: skip
+        print()
+        print("Open in a player (VLC, mpv, ffplay) or a browser:")
+        print(f"  engine, master playlist of every rendition (through the swarm): {master_url}")
+        print(f"  engine, player page (hls.js):                                   {api}/player?{query}")
+        print(f"  engine, MPEG-TS of the source rendition:                        {api}/ace/getstream?{query}")
+        print(f"  origin, master playlist (HLS from the broadcaster):             {origin}/stream/{STREAM_ID}.m3u8")
+        for rendition in channel.renditions:
+            size = "x".join(map(str, rendition.resolution)) if rendition.resolution else "audio"
+            label = f"origin, {rendition.name} ({size}):"
+            print(f"  {label:<63} {origin}/stream/{STREAM_ID}/{rendition.name}.m3u8")
+        print("Rendition broadcasts (content id, node web interface):")
+        for rendition in channel.renditions:
+            monitor = rendition.url.replace("/app/get_transport_file", "/app/monitor") if rendition.url else "-"
+            print(f"  {rendition.name:<16} {rendition.content_id.hex()}  {monitor}")
+        print(f"Channel file: {channel_url} (also {workdir / 'publish' / (STREAM_ID + '.acechannel')})")
+
+        def status() -> str | None:
+            stats = _get_json(f"{api}/app/stat").get("result")
+            return _status_line(channel, stats) if isinstance(stats, list) else None
+
+        return status
+
+    return run_demo(workdir, processes, start)
