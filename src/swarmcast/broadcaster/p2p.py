@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import sys
 import time
@@ -83,7 +84,8 @@ class P2PConfig:
     public_host: str | None = None
     port_base: int = DEFAULT_PORT_BASE
     max_nodes: int = DEFAULT_MAX_NODES
-    extra_args: tuple[str, ...] = ()  # passed to every node (e.g. --service-access-token)
+    extra_args: tuple[str, ...] = ()  # passed to every node (e.g. --service-access-token, --registry)
+    extra_env: tuple[tuple[str, str], ...] = ()  # set for every node (a secret kept off command lines)
     pid_file_dir: Path | None = None
     restart_delay: float = RESTART_DELAY
 
@@ -199,10 +201,12 @@ class RenditionNode:
 
     async def _run_once(self, port: int, stop: asyncio.Event) -> int | None:
         self.starts += 1
+        extra_env = self.owner.config.extra_env
+        env = {**os.environ, **dict(extra_env)} if extra_env else None
         with (self.directory / "node.log").open("ab") as stderr:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "swarmcast.cli", *self.args(port),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=stderr, env=env,
             )  # fmt: skip
         process = self.process
         log.info("stream %s rendition %s: node pid %d on port %d (start %d)", self.owner.stream_id, self.info.name,
@@ -389,6 +393,11 @@ class P2PBroadcaster:
         task.add_done_callback(stopped)
         del self.streams[stream_id]
         return nodes
+
+    def content_ids(self) -> list[str]:
+        """The content ids of every rendition node that has served its transport file (for the registry)."""
+        return [Descriptor.decode(node.transport).infohash for nodes in self.streams.values()
+                for node in nodes.nodes if node.transport is not None]  # fmt: skip
 
     def channel_bytes(self, stream_id: str) -> bytes | None:
         nodes = self.streams.get(stream_id)

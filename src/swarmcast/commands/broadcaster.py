@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from swarmcast.broadcaster.p2p import P2PBroadcaster
 from swarmcast.broadcaster.rtmp_chunks import DEFAULT_MAX_MESSAGE_BYTES
 from swarmcast.broadcaster.rtmp_server import (
     DEFAULT_MAX_CONNECTIONS,
@@ -39,7 +40,9 @@ from swarmcast.broadcaster.streams import (
 from swarmcast.commands.options import add_log_options, address, positive_float, positive_int, start_logging
 from swarmcast.commands.p2p_options import add_p2p_arguments, attach_p2p, p2p_config_from_args, ts_base_url
 from swarmcast.commands.preflight import UsageError, check_listen, check_log_file
+from swarmcast.commands.registry_flags import add_registry_options, advertised_host, endpoint_from_args, with_registry
 from swarmcast.node.lifecycle import run_until_stopped
+from swarmcast.registry.reports import WILDCARDS, BroadcasterReporter, format_address
 
 if TYPE_CHECKING:
     from swarmcast.broadcaster.profiles import Profile
@@ -134,6 +137,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                             f"(default {DEFAULT_STALL_TIMEOUT:g})")  # fmt: skip
     add_log_options(parser)
     add_p2p_arguments(parser)  # --p2p and its options (commands/p2p_options.py)
+    add_registry_options(parser)  # the broadcaster registers, and with --p2p so does every rendition node
     parser.set_defaults(func=run_broadcaster, preflight=preflight_broadcaster, prepare=start_logging,
                         command_prog=parser.prog)  # fmt: skip
 
@@ -172,16 +176,24 @@ def run_broadcaster(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     p2p = p2p_config_from_args(args, ts_base_url(config.http_host, config.http_port)) if args.p2p else None
     failed: list[str] = []
+    nodes = P2PBroadcaster(p2p) if p2p is not None else None
+    origin = ts_base_url(config.http_host, config.http_port)
+    if config.http_host in WILDCARDS:
+        origin = f"http://{format_address(advertised_host(args, config.http_host), config.http_port)}"
+    streams: list[StreamRegistry] = []
+    reporter = BroadcasterReporter(http=origin, content_ids=nodes.content_ids if nodes is not None else list,
+                                   streams=lambda: sum(len(r.streams()) for r in streams))  # fmt: skip
 
     async def main(stop: asyncio.Event) -> None:
         registry = StreamRegistry(config.registry)
+        streams.append(registry)
         cleanups: list[Callable[[], Awaitable[None]]] = []
         rtmp = RtmpServer(config.rtmp, registry)
         from swarmcast.broadcaster.origin_http import make_origin_app  # noqa: PLC0415
 
         app = make_origin_app(registry, current_manifest=config.current_manifest)
         if p2p is not None:  # rendition nodes on the registry's hooks, /stream/<id>.acechannel on the origin
-            cleanups.append(attach_p2p(p2p, registry, app))
+            cleanups.append(attach_p2p(p2p, registry, app, nodes))
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         try:
@@ -212,7 +224,8 @@ def run_broadcaster(args: argparse.Namespace) -> int:
                     log.exception("a broadcaster hook's cleanup failed")
             await runner.cleanup()
 
-    asyncio.run(run_until_stopped(main))
+    asyncio.run(run_until_stopped(with_registry(main, endpoint_from_args(args), reporter.describe,
+                                                reporter.figures)))  # fmt: skip
     if failed:
         print(f"swarmcast broadcaster: error: {failed[0]}", file=sys.stderr)
         return 2

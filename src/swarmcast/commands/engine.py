@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from pathlib import Path
 
 from swarmcast.commands.options import (
@@ -18,11 +19,14 @@ from swarmcast.commands.options import (
     tracker_url,
 )
 from swarmcast.commands.preflight import preflight_engine
+from swarmcast.commands.registry_flags import add_registry_options, advertised_host, endpoint_from_args, with_registry
 from swarmcast.http.engine_api import CappedSite, make_runner
 from swarmcast.node.config import DEFAULT_LIVE_CACHE_SIZE, CacheConfig
 from swarmcast.node.engine import Engine, EngineConfig
 from swarmcast.node.joiner import LocalFiles
 from swarmcast.node.lifecycle import pid_file, run_until_stopped
+from swarmcast.registry.bootstrap import BootstrapError, StreamDirectory, attach, load_bootstrap
+from swarmcast.registry.reports import WILDCARDS, EngineReporter, format_address
 
 log = logging.getLogger("swarmcast.engine")
 
@@ -80,6 +84,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="where acestream-HTTP_PORT.pid is kept while the engine runs (default %(default)s)")
     add_log_options(parser)
     add_admission_options(parser)
+    add_registry_options(parser, engine=True)
     parser.set_defaults(func=run_engine, preflight=preflight_engine, prepare=start_logging, command_prog=parser.prog)
 
 
@@ -99,9 +104,18 @@ def run_engine(args: argparse.Namespace) -> int:
         local_files=LocalFiles(allow_any=args.allow_local_transport_files, directory=args.transport_files_dir),
         admission=admission_from_args(args),
     )
+    try:
+        directory = engine_directory(args)
+    except BootstrapError as error:
+        print(f"{args.command_prog}: error: argument --bootstrap: {error}", file=sys.stderr)
+        return 2
+    http_host = config.http_bind if config.http_bind not in WILDCARDS else advertised_host(args, config.http_bind)
+    reporter = EngineReporter(host=advertised_host(args, config.bind),
+                              http=f"http://{format_address(http_host, config.http_port)}")  # fmt: skip
 
     async def main(stop: asyncio.Event) -> None:
-        engine = Engine(config)
+        engine = reporter.engine = Engine(config)
+        attach(engine, directory)
         await engine.start()
         runner = make_runner(engine)
         await runner.setup()
@@ -117,8 +131,15 @@ def run_engine(args: argparse.Namespace) -> int:
                 await runner.cleanup()
                 await engine.close()
 
-    asyncio.run(run_until_stopped(main))
+    asyncio.run(run_until_stopped(with_registry(main, endpoint_from_args(args), reporter.describe,
+                                                reporter.figures)))  # fmt: skip
     return 0
+
+
+def engine_directory(args: argparse.Namespace) -> StreamDirectory:
+    """The streams this engine plays by name: --bootstrap's (read now; BootstrapError) and the registry's."""
+    hints = load_bootstrap(args.bootstrap) if args.bootstrap is not None else []
+    return StreamDirectory(endpoint_from_args(args), hints)
 
 
 def directory(text: str) -> Path:

@@ -22,6 +22,7 @@ from swarmcast.commands.options import (
     port,
     positive_float,
 )
+from swarmcast.commands.registry_flags import add_registry_options, node_main
 from swarmcast.credential import CREDENTIAL_LIFETIME, MAX_CREDENTIAL_LIFETIME, MIN_CREDENTIAL_LIFETIME
 from swarmcast.discovery.metatracker_protocol import check_metatracker_url
 from swarmcast.ingest.hls import HlsSettings
@@ -188,6 +189,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="a metatracker, written into the transport file: nodes and engines ask it for "
                              "trackers and start nodes (repeatable; default: none)")  # fmt: skip
     add_hls_options(source, support=False)
+    add_registry_options(source, source=True)
     source.set_defaults(func=run_source)
 
     support = roles.add_parser("support", help="follow a broadcast and feed the swarm",
@@ -198,6 +200,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_common(support, default_port=8621, default_slots=60)
     add_follower_options(support)
     add_hls_options(support, support=True)
+    add_registry_options(support)
     support.set_defaults(func=run_support)
 
     # A start node takes a support node's options (Ace Stream's --stream-startup-node maps here) and two of its own.
@@ -213,6 +216,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                          metavar="SECONDS", help="when full, a peer connected this long (and that plays on without "
                          "this node) may be dropped for a newcomer whatever it got; 0 = --startup-handoff-bytes only "
                          f"(default {DEFAULT_HANDOFF_AFTER:g})")  # fmt: skip
+    add_registry_options(startup)
     startup.set_defaults(func=run_startup)
 
 
@@ -289,8 +293,9 @@ def run_source(args: argparse.Namespace) -> int:
     if _filter_refused(args.command_prog, config.common.access):
         return 2
     if standby is None:
+        node = SourceNode(config)
         try:
-            asyncio.run(run_until_stopped(SourceNode(config).run))
+            asyncio.run(run_until_stopped(node_main(node, node.run, args, name=config.name)))
         except FilterError as error:  # the file changed since the check above
             log.error("%s", error)
             return 2
@@ -301,18 +306,19 @@ def run_source(args: argparse.Namespace) -> int:
         print(f"{args.command_prog}: error: --standby-for needs the broadcast's key, and {key_path} does not "
               "exist (copy the primary's .sauth there)", file=sys.stderr)  # fmt: skip
         return 2
+    standby_node = StandbyNode(config)
     try:
-        asyncio.run(run_until_stopped(StandbyNode(config).run))
+        asyncio.run(run_until_stopped(node_main(standby_node, standby_node.run, args, name=config.name)))
     except StandbyError as error:
         log.error("%s", error)
         return 2
     return 0
 
 
-def _run_follower(node: SupportNode) -> int:
+def _run_follower(node: SupportNode, args: argparse.Namespace) -> int:
     """Run a support or start node until it is stopped; a broadcast it cannot join is one line, exit 2."""
     try:
-        asyncio.run(run_until_stopped(node.run))
+        asyncio.run(run_until_stopped(node_main(node, node.run, args)))
     except JoinError as error:
         log.error("cannot join: %s", error)
         return 2
@@ -340,7 +346,7 @@ def run_support(args: argparse.Namespace) -> int:
             return 2
         log.info("HLS support node: signing %s from %s", private.descriptor.infohash, private.hls_manifest)
         try:
-            asyncio.run(run_until_stopped(node.run))
+            asyncio.run(run_until_stopped(node_main(node, node.run, args)))
         except FilterError as error:
             log.error("%s", error)
             return 2
@@ -350,7 +356,7 @@ def run_support(args: argparse.Namespace) -> int:
     config = SupportConfig(common=common_from_args(args), url=args.url, download_from=tuple(args.download_from))
     if _filter_refused(args.command_prog, config.common.access):
         return 2
-    return _run_follower(SupportNode(config))
+    return _run_follower(SupportNode(config), args)
 
 
 def run_startup(args: argparse.Namespace) -> int:
@@ -358,4 +364,4 @@ def run_startup(args: argparse.Namespace) -> int:
     if _filter_refused(args.command_prog, support.common.access):
         return 2
     rotation = RotationConfig(handoff_bytes=args.startup_handoff_bytes, handoff_after=args.startup_handoff_after)
-    return _run_follower(StartupNode(StartupConfig(support=support, rotation=rotation)))
+    return _run_follower(StartupNode(StartupConfig(support=support, rotation=rotation)), args)

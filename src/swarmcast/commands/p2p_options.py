@@ -23,6 +23,8 @@ from swarmcast.broadcaster.p2p import (
 from swarmcast.broadcaster.streams import StreamRegistry
 from swarmcast.commands.options import bounded_int, ip_literal, port, tracker_url
 from swarmcast.commands.preflight import UsageError, check_directory
+from swarmcast.commands.registry_flags import endpoint_from_args
+from swarmcast.registry.client import TOKEN_ENV
 
 MAX_NODES_LIMIT = 1000
 
@@ -72,10 +74,18 @@ def p2p_config_from_args(args: argparse.Namespace, ts_base_url: str) -> P2PConfi
     extra: tuple[str, ...] = ()
     if args.p2p_service_access_token:
         extra = ("--service-access-token", args.p2p_service_access_token)
+    extra_env: tuple[tuple[str, str], ...] = ()
+    endpoint = endpoint_from_args(args)
+    if endpoint is not None:  # every rendition node registers itself and its broadcast; the token by environment
+        extra += ("--registry", endpoint.url)
+        if args.registry_host:
+            extra += ("--registry-host", args.registry_host)
+        if endpoint.token:
+            extra_env = ((TOKEN_ENV, endpoint.token),)
     return P2PConfig(
         ts_base_url=ts_base_url, publish_dir=args.publish_dir, metadata_dir=metadata_dir,
         trackers=tuple(dict.fromkeys(args.tracker)), bind=args.p2p_bind, public_host=args.p2p_public_host,
-        port_base=args.p2p_port_base, max_nodes=args.p2p_max_nodes, extra_args=extra,
+        port_base=args.p2p_port_base, max_nodes=args.p2p_max_nodes, extra_args=extra, extra_env=extra_env,
     )  # fmt: skip
 
 
@@ -85,10 +95,11 @@ def ts_base_url(http_host: str, http_port: int) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{http_port}"
 
 
-def attach_p2p(config: P2PConfig, registry: StreamRegistry, app: web.Application) -> Callable[[], Awaitable[None]]:
+def attach_p2p(config: P2PConfig, registry: StreamRegistry, app: web.Application,
+               p2p: P2PBroadcaster | None = None) -> Callable[[], Awaitable[None]]:  # fmt: skip
     """Plug the rendition nodes into the registry's hooks and serve the channel files on the origin's ``app``
     (before it is frozen); returns the cleanup that stops every node."""
-    p2p = P2PBroadcaster(config)
+    p2p = p2p or P2PBroadcaster(config)
     registry.on_stream_started.append(p2p.on_stream_started)
     registry.on_stream_ended.append(p2p.on_stream_ended)
     app.router.add_get(CHANNEL_PATH, channel_handler(p2p))

@@ -48,6 +48,8 @@ from swarmcast.media.hls_playlist import PLAYLIST_CONTENT_TYPE
 from swarmcast.node.engine import Engine, EngineBroadcast, PlaybackSession
 from swarmcast.node.engine_limits import RETRY_AFTER_SECONDS, EngineBusyError
 from swarmcast.node.joiner import JoinError
+from swarmcast.registry.bootstrap import directory_of, is_registry_name, join_hint
+from swarmcast.registry.bootstrap import lookup as registry_lookup
 
 log = logging.getLogger("swarmcast.engine")
 
@@ -70,8 +72,16 @@ def _error(message: str, status: int = 400, headers: Mapping[str, str] | None = 
     return web.json_response({"response": None, "error": message}, status=status, headers=headers)
 
 
+def _names(engine: Engine) -> Callable[[str], bool] | None:
+    """With a registry or bootstrap file, ``id=`` may be a registry name (registry/bootstrap.py)."""
+    return is_registry_name if directory_of(engine) is not None else None
+
+
 async def _broadcast_for(engine: Engine, asked: PlaybackRequest) -> EngineBroadcast:
     if asked.selector in ID_KEYS:
+        hint = await registry_lookup(engine, asked.value)  # a name, or an id the registry / bootstrap file knows
+        if hint is not None:
+            return await join_hint(engine, hint)
         # A rendition (or channel) id the engine read in a channel file joins with what the file said of it.
         known = join_hints(engine, content_id(asked.value))
         if known is None:
@@ -106,7 +116,7 @@ def _urls(request: web.Request, session: PlaybackSession) -> dict[str, str]:
 async def getstream(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
     try:
-        asked = parse_playback(request.query)
+        asked = parse_playback(request.query, _names(engine))
         if request.method == "HEAD":
             return web.Response(content_type="application/json") if asked.as_json else web.Response(headers=TS_HEADERS)
         if asked.as_json:
@@ -137,7 +147,7 @@ async def manifest(request: web.Request) -> web.Response:
     getstream, checked alike; ``format=json`` answers the session's URLs with the playlist as ``playback_url``."""
     engine = request.app[ENGINE_KEY]
     try:
-        asked = parse_playback(request.query)
+        asked = parse_playback(request.query, _names(engine))
         if request.method == "HEAD":
             if asked.as_json:
                 return web.Response(content_type="application/json")
@@ -146,7 +156,8 @@ async def manifest(request: web.Request) -> web.Response:
         running = None if asked.as_json else outputs.running(asked.selector, asked.value)
         if running is not None:  # a player reloading the playlist: no lookup
             return await playlist_response(outputs, running, startup_timeout=engine.config.startup_timeout)
-        master = await channel_master(engine, asked)  # a channel: the master playlist of its renditions
+        named = asked.selector in ID_KEYS and is_registry_name(asked.value)  # a registry name: never a channel
+        master = None if named else await channel_master(engine, asked)  # a channel: the master playlist
         if master is not None:
             return master
         broadcast = await _broadcast_for(engine, asked)
@@ -183,7 +194,7 @@ def _player_manifest(request: web.Request) -> str:
     """``/player?id=...``: the page plays ``/ace/manifest.m3u8`` with the same parameters (checked first: a bad
     one is the same 400 as getstream's)."""
     try:
-        parse_playback(request.query)
+        parse_playback(request.query, _names(request.app[ENGINE_KEY]))
     except JoinError as error:
         # The reason becomes the JSON error (json_errors); aiohttp refuses a reason with a line break in it.
         raise web.HTTPBadRequest(reason=" ".join(str(error).split())[:300]) from None

@@ -154,14 +154,15 @@ def _check_bounds(query: MultiMapping[str]) -> None:
             raise JoinError(f"query parameter {key[:40]!r} is {len(value)} characters, more than {MAX_VALUE_LENGTH}")
 
 
-def _selector(query: MultiMapping[str]) -> str:
+def _selector(query: MultiMapping[str], names: Callable[[str], bool] | None) -> str:
     """The parameter that names the broadcast, checked where that costs no I/O."""
     for key in SELECTORS:
         if key not in query:
             continue
         value = query[key]
         if key in ID_KEYS:
-            content_id(value)
+            if names is None or not names(value):
+                content_id(value)
         elif key == "magnet":
             magnet(value)
         elif key == "data":
@@ -174,13 +175,14 @@ def _selector(query: MultiMapping[str]) -> str:
     raise JoinError("give one of content_id (id), infohash, url, magnet or data")
 
 
-def parse_playback(query: MultiMapping[str]) -> PlaybackRequest:
-    """The request, or JoinError (a 400) naming the first parameter whose value is bad."""
+def parse_playback(query: MultiMapping[str], names: Callable[[str], bool] | None = None) -> PlaybackRequest:
+    """The request, or JoinError (a 400) naming the first parameter whose value is bad. ``names``: which ``id=``
+    values that are not content ids the engine may still resolve (registry names, registry/bootstrap.py)."""
     _check_bounds(query)
     for key, value in query.items():
         check = PARAMETERS.get(key)
         problem = check(value) if check is not None else None
         if problem is not None:
             raise JoinError(f"{key}={value[:60]!r}: {problem}")
-    key = _selector(query)
+    key = _selector(query, names)
     return PlaybackRequest(key, query[key], as_json=query.get("format") == "json")

@@ -85,6 +85,7 @@ class EngineBroadcast:
         self._has_piece = False
         self.swarm.piece_listeners.append(self._on_piece)
         self.fallback: OriginFallback | None = None  # a public HLS broadcast's origin fallback (hls_fallback.py)
+        self.startup_s: float | None = None  # first waiting player (or the join) to the first verified piece
 
     def start_fallback(self, descriptor: Descriptor, local_ip: str | None) -> None:
         if descriptor.hls_manifest and self.fallback is None:
@@ -92,6 +93,8 @@ class EngineBroadcast:
             self.fallback.start()
 
     def _on_piece(self, _index: int) -> None:
+        if not self._has_piece:
+            self.startup_s = time.monotonic() - self.joined
         self._has_piece = True
         self._new_piece.set()
 
