@@ -185,6 +185,15 @@ def _bootstrap_entry(entry: object, base: Path, where: str) -> StreamHint:
     content_id = entry.get("content_id")
     if content_id is not None and (not isinstance(content_id, str) or not is_content_id(content_id)):
         raise ValueError(f"{where}.content_id {str(content_id)[:80]!r} is not 40 hex digits")
+    peers = entry.get("peers", [])
+    if not isinstance(peers, list) or len(peers) > MAX_PEERS:
+        raise ValueError(f"{where}.peers is not a list of at most {MAX_PEERS} HOST:PORT")
+    addresses: list[Address] = []
+    for j, peer in enumerate(peers):
+        try:
+            addresses.append(parse_peer(peer))
+        except ValueError as error:
+            raise ValueError(f"{where}.peers[{j}]: {error}") from None
     if ("transport" in entry) == ("transport_file" in entry):
         raise ValueError(f"{where}: give one of transport (base64) or transport_file (a path)")
     if "transport" in entry:
@@ -202,15 +211,6 @@ def _bootstrap_entry(entry: object, base: Path, where: str) -> StreamHint:
         except UnreadableFileError as error:
             raise ValueError(f"{where}.transport_file {file_name!r}: {error}") from None
     descriptor = decode_transport(data, content_id, f"{where}.transport")
-    peers = entry.get("peers", [])
-    if not isinstance(peers, list) or len(peers) > MAX_PEERS:
-        raise ValueError(f"{where}.peers is not a list of at most {MAX_PEERS} HOST:PORT")
-    addresses: list[Address] = []
-    for j, peer in enumerate(peers):
-        try:
-            addresses.append(parse_peer(peer))
-        except ValueError as error:
-            raise ValueError(f"{where}.peers[{j}]: {error}") from None
     return StreamHint(descriptor, tuple(dict.fromkeys(addresses)), name=name)
 
 

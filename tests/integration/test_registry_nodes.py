@@ -1,0 +1,70 @@
+"""Real node and engine processes with ``--registry`` against a small registry (tests/fake_registry.py): they
+register, post the stream, heartbeat with figures and deregister on SIGTERM; an engine plays by registry name."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import aiohttp
+
+from tests.fake_registry import FakeRegistry, threaded
+from tests.integration.chain import HOST, decode_video, engine, read_stream, signal_source, source_node
+from tests.procs import free_port, swarmcast_process
+
+
+async def until(predicate: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+async def test_nodes_and_engine_register_and_engine_plays_by_name(tmp_path: Path) -> None:
+    with threaded(FakeRegistry()) as registry:
+        flags = ("--registry", registry.url, "--registry-token", registry.token)
+        support_port = free_port()
+        env = {**os.environ, "SWARMCAST_REGISTRY_TOKEN": registry.token}  # the token by environment, too
+        with (
+            signal_source(tmp_path) as signal_url,
+            source_node(tmp_path, signal_url, *flags, "--registry-name", "news-hd") as source,
+            swarmcast_process(["node", "support", "--bind", HOST, "--port", str(support_port), "--url",
+                               source.transport_url, "--pid-file-dir", str(tmp_path), "--registry", registry.url],
+                              env=env, stderr_path=tmp_path / "support.log",
+                              wait_port=(HOST, support_port)) as support,  # fmt: skip
+            engine(tmp_path, "--registry", registry.url, "--registry-token", registry.token) as api,
+        ):
+            content_id = source.descriptor().infohash
+            await until(lambda: len(registry.live()) == 3 and content_id in registry.streams)
+            by_role = {str(n["role"]): n for n in registry.live()}
+            assert by_role["source"]["address"] == f"{HOST}:{source.port}"
+            assert by_role["support"]["address"] == f"{HOST}:{support_port}"
+            assert by_role["support"]["content_ids"] == [content_id]
+            assert registry.streams[content_id]["name"] == "news-hd"
+            assert registry.streams[content_id]["title"] == "Test channel"
+            # Played by its registry name alone: transport file and peers from the registry.
+            stream = await read_stream(f"{api}/ace/getstream?id=news-hd", 5.0)
+            assert len(decode_video(stream)) >= 50
+            engine_node = by_role["engine"]
+            await until(lambda: content_id in engine_node["content_ids"])  # type: ignore[operator]
+            figures = engine_node["figures"]
+            assert isinstance(figures, dict)
+            assert {"cpu_percent", "rss_bytes", "upload_bps", "download_bps", "viewers"} <= set(figures)
+            per = figures["per_content"][content_id]
+            assert per["startup_s"] is not None
+            assert per["download_bps"] > 0
+            source_figures = by_role["source"]["figures"]
+            assert isinstance(source_figures, dict)
+            assert source_figures["upload_bps"] > 0
+            assert source_figures["rss_bytes"] > 1_000_000
+            # SIGTERM: deregistered at once (state "left"), not after the heartbeat timeout.
+            support.stop()
+            assert by_role["support"]["state"] == "left"
+            # An unknown name is a clear 400, not a lookup that hangs.
+            async with aiohttp.ClientSession() as session, session.get(f"{api}/ace/getstream?id=nobody") as got:
+                assert got.status == 400
+                assert "no stream named 'nobody'" in (await got.json())["error"]

@@ -1,0 +1,250 @@
+"""The registry client's sans-IO parts: the heartbeat schedule, answer and flag parsing, the bootstrap file."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from multidict import MultiDict
+
+from swarmcast.http.engine_params import parse_playback
+from swarmcast.node.joiner import JoinError
+from swarmcast.registry.bootstrap import (
+    MAX_PEERS,
+    BootstrapError,
+    StreamDirectory,
+    is_registry_name,
+    load_bootstrap,
+    parse_peer,
+)
+from swarmcast.registry.client import (
+    BACKOFF_MAX,
+    MAX_HEARTBEAT_INTERVAL,
+    MIN_HEARTBEAT_INTERVAL,
+    REFUSED_BACKOFF,
+    Action,
+    HeartbeatSchedule,
+    NodeReport,
+    Outcome,
+    RegistryEndpoint,
+    RegistryError,
+    check_registry_url,
+    decode_json,
+    endpoint_from,
+    parse_registration,
+)
+from swarmcast.registry.reports import ProcessFigures, registry_name, rss_bytes
+from swarmcast.transport import Descriptor, public_key_bytes
+
+
+def descriptor(title: str = "News") -> Descriptor:
+    key = public_key_bytes(Ed25519PrivateKey.generate())
+    return Descriptor(name="news", title=title, piece_size=64 * 188, bitrate=250_000, public_key=key)
+
+
+def test_schedule_registers_then_heartbeats_at_the_registrys_interval() -> None:
+    schedule = HeartbeatSchedule()
+    assert schedule.action is Action.REGISTER
+    assert schedule.next_at == 0.0
+    schedule.registered("n1", 5.0, now=100.0)
+    assert schedule.action is Action.HEARTBEAT
+    assert schedule.next_at == 105.0
+    schedule.outcome(Outcome.OK, now=105.0)
+    assert schedule.next_at == 110.0
+
+
+def test_schedule_clamps_the_interval_a_registry_asks_for() -> None:
+    schedule = HeartbeatSchedule()
+    schedule.registered("n1", 0.0001, now=0.0)
+    assert schedule.interval == MIN_HEARTBEAT_INTERVAL  # a registry cannot make every node hammer it
+    schedule.registered("n1", 1e12, now=0.0)
+    assert schedule.interval == MAX_HEARTBEAT_INTERVAL  # nor silence them into being swept
+
+
+def test_schedule_backs_off_exponentially_to_a_bound_and_recovers() -> None:
+    schedule = HeartbeatSchedule()
+    waits = []
+    now = 0.0
+    for _ in range(10):
+        schedule.outcome(Outcome.FAILED, now)
+        waits.append(schedule.next_at - now)
+        now = schedule.next_at
+    assert waits[:4] == [1.0, 2.0, 4.0, 8.0]
+    assert max(waits) == BACKOFF_MAX
+    assert schedule.down_since == 0.0
+    schedule.registered("n1", 5.0, now)
+    assert schedule.failures == 0
+    assert schedule.down_since is None
+
+
+def test_schedule_registers_again_at_once_on_404_and_keeps_its_id_on_failure() -> None:
+    schedule = HeartbeatSchedule()
+    schedule.registered("n1", 5.0, now=0.0)
+    schedule.outcome(Outcome.FAILED, now=5.0)
+    assert schedule.node_id == "n1"  # a registry that is down has not forgotten us
+    assert schedule.action is Action.HEARTBEAT
+    schedule.outcome(Outcome.UNKNOWN, now=6.0)
+    assert schedule.action is Action.REGISTER
+    assert schedule.next_at == 6.0
+    schedule.outcome(Outcome.REFUSED, now=6.0)
+    assert schedule.next_at == 6.0 + REFUSED_BACKOFF
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [None, [], "x", {"node_id": ""}, {"node_id": 5}, {"node_id": "a/b"}, {"node_id": ".."}, {"node_id": "x" * 65},
+     {"node_id": "bad\nline"}],
+)  # fmt: skip
+def test_registration_answers_that_are_not_the_contract_are_refused(answer: object) -> None:
+    with pytest.raises(RegistryError):
+        parse_registration(answer)
+
+
+@pytest.mark.parametrize("interval", [None, "5", True, float("nan"), float("inf"), [1]])
+def test_a_bad_interval_falls_back_to_the_default(interval: object) -> None:
+    assert parse_registration({"node_id": "n", "heartbeat_interval": interval}) == ("n", 5.0)
+
+
+def test_garbage_and_deep_json_are_registry_errors() -> None:
+    with pytest.raises(RegistryError):
+        decode_json(b"\xff{")
+    with pytest.raises(RegistryError):
+        decode_json(b"[" * 100_000)
+    assert decode_json(b"") is None
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "http://", "registry:8620", "http://h:99999", "http://h/?a=1", "x" * 2000])
+def test_bad_registry_urls(url: str) -> None:
+    with pytest.raises(ValueError, match=r".+"):
+        check_registry_url(url)
+
+
+def test_registry_url_and_token() -> None:
+    assert check_registry_url("http://127.0.0.1:8620/") == "http://127.0.0.1:8620"
+    endpoint = endpoint_from("http://r", None, environ={"SWARMCAST_REGISTRY_TOKEN": "s3cret"})
+    assert endpoint is not None
+    assert endpoint.token == "s3cret"
+    assert "s3cret" not in repr(endpoint)  # never in logs or tracebacks
+    assert endpoint_from("http://r", "flag", environ={"SWARMCAST_REGISTRY_TOKEN": "env"}) == RegistryEndpoint(
+        "http://r", "flag"
+    )
+    assert endpoint_from(None, "t") is None
+    assert endpoint.api("nodes", "a/b c") == "http://r/api/nodes/a%2Fb%20c"
+
+
+def test_node_report_role_is_checked() -> None:
+    with pytest.raises(ValueError, match="role"):
+        NodeReport(role="viewer", address=None, http=None, version="1")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("News HD", "news-hd"), ("test", "test"), ("..x..", "x"), ("Ünïcode!", "n-code"), ("!!!", "broadcast"),
+     ("a" * 100, "a" * 64)],
+)  # fmt: skip
+def test_registry_name_from_a_file_name(name: str, expected: str) -> None:
+    assert registry_name(name) == expected
+
+
+def test_process_figures() -> None:
+    ticks = iter([0.0, 1.0])
+    figures = ProcessFigures(clock=lambda: next(ticks)).sample()
+    assert isinstance(figures["cpu_percent"], float)
+    assert 0.0 <= figures["cpu_percent"] <= 1000.0
+    assert rss_bytes() > 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("127.0.0.1:8621", ("127.0.0.1", 8621)), ("[::1]:7", ("::1", 7)), ("node.example:80", ("node.example", 80))],
+)
+def test_peers(text: str, expected: tuple[str, int]) -> None:
+    assert parse_peer(text) == expected
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", "1.2.3.4:0", "h:65536", "::1:80", "[zz]:1", "h/x:1", ":80", 5, None,
+                                  "h:+1", "h:١٢"])  # fmt: skip
+def test_bad_peers(text: object) -> None:
+    with pytest.raises(ValueError, match=r".+"):
+        parse_peer(text)
+
+
+def test_names_and_content_ids() -> None:
+    assert is_registry_name("news-hd")
+    assert not is_registry_name("a" * 40)  # hex: a content id
+    assert not is_registry_name("News")  # upper case is no registry name
+    assert not is_registry_name("x" * 65)
+
+
+def test_parse_playback_takes_names_only_when_the_engine_can_resolve_them() -> None:
+    with pytest.raises(JoinError, match="40 hex"):
+        parse_playback(MultiDict({"id": "news-hd"}))
+    asked = parse_playback(MultiDict({"id": "news-hd"}), is_registry_name)
+    assert (asked.selector, asked.value) == ("id", "news-hd")
+    with pytest.raises(JoinError):
+        parse_playback(MultiDict({"id": "Not A Name"}), is_registry_name)
+
+
+def write_bootstrap(tmp_path: Path, streams: object) -> Path:
+    path = tmp_path / "bootstrap.json"
+    path.write_text(json.dumps({"streams": streams}))
+    return path
+
+
+async def test_bootstrap_file_by_name_and_content_id(tmp_path: Path) -> None:
+    one, two = descriptor("one"), descriptor("two")
+    (tmp_path / "two.acelive").write_bytes(two.encode())
+    path = write_bootstrap(tmp_path, [
+        {"name": "one", "content_id": one.infohash, "transport": base64.b64encode(one.encode()).decode(),
+         "peers": ["127.0.0.1:8621", "[::1]:8622", "127.0.0.1:8621"]},
+        {"transport_file": "two.acelive"},
+    ])  # fmt: skip
+    directory = StreamDirectory(None, load_bootstrap(path))
+    hint = await directory.hint("one")
+    assert hint is not None
+    assert hint.descriptor == one
+    assert hint.peers == (("127.0.0.1", 8621), ("::1", 8622))
+    assert await directory.hint(one.infohash.upper()) == hint
+    found = await directory.hint(two.infohash)
+    assert found is not None
+    assert found.descriptor == two
+    assert await directory.hint("two") is None  # no name given
+    assert directory.lookups == 0
+
+
+@pytest.mark.parametrize(
+    ("streams", "message"),
+    [
+        ("x", r"expected \{\"streams\""),
+        ([5], r"streams\[0\] is not an object"),
+        ([{"name": "n"}], "give one of transport"),
+        ([{"name": "N!", "transport": ""}], r"streams\[0\].name"),
+        ([{"transport": "!!"}], "not base64"),
+        ([{"transport": base64.b64encode(b"garbage").decode()}], r"streams\[0\].transport"),
+        ([{"transport_file": "missing.acelive"}], "missing.acelive"),
+        ([{"transport": "", "extra": 1}], "unknown key"),
+        ([{"transport": "", "content_id": "zz"}], "40 hex"),
+        ([{"transport": "", "peers": ["nope"]}], r"streams\[0\].peers\[0\]"),
+        ([{"transport": "", "peers": ["127.0.0.1:1"] * (MAX_PEERS + 1)}], "at most"),
+    ],
+)
+def test_bootstrap_file_errors_name_the_entry(tmp_path: Path, streams: object, message: str) -> None:
+    with pytest.raises(BootstrapError, match=message):
+        load_bootstrap(write_bootstrap(tmp_path, streams))
+
+
+def test_bootstrap_file_content_id_must_match_and_names_are_unique(tmp_path: Path) -> None:
+    one, two = descriptor("one"), descriptor("two")
+    encoded = base64.b64encode(one.encode()).decode()
+    with pytest.raises(BootstrapError, match="content id is"):
+        load_bootstrap(write_bootstrap(tmp_path, [{"content_id": two.infohash, "transport": encoded}]))
+    with pytest.raises(BootstrapError, match="given twice"):
+        load_bootstrap(write_bootstrap(tmp_path, [{"name": "a", "transport": encoded}] * 2))
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(BootstrapError, match="not JSON"):
+        load_bootstrap(tmp_path / "bad.json")
+    with pytest.raises(BootstrapError, match="cannot read"):
+        load_bootstrap(tmp_path)
