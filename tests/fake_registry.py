@@ -175,28 +175,42 @@ async def running(registry: FakeRegistry, port: int | None = None) -> AsyncItera
         await runner.cleanup()
 
 
+class ThreadedRegistry:
+    """``registry`` served from its own thread and loop, so a test that blocks (waiting for a process's port)
+    does not hold up the nodes' requests; :meth:`stop` stops it early (as a registry process that is stopped)."""
+
+    def __init__(self, registry: FakeRegistry) -> None:
+        self.registry = registry
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._serve(),), daemon=True)
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        async with running(self.registry):
+            self._started.set()
+            await self._stop.wait()
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._started.wait(10):
+            raise RuntimeError("the fake registry did not start")
+
+    def stop(self) -> None:
+        if self._thread.is_alive() and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(10)
+        if not self._loop.is_closed() and not self._thread.is_alive():
+            self._loop.close()
+
+
 @contextlib.contextmanager
 def threaded(registry: FakeRegistry) -> Iterator[FakeRegistry]:
-    """Serve ``registry`` from its own thread and loop, so a test that blocks (waiting for a process's port)
-    does not hold up the nodes' requests."""
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    stopping: list[asyncio.Event] = []
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        stopping.append(stop)
-        async with running(registry):
-            started.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    if not started.wait(10):
-        raise RuntimeError("the fake registry did not start")
+    """Serve ``registry`` from a thread for the block (see ThreadedRegistry)."""
+    server = ThreadedRegistry(registry)
+    server.start()
     try:
         yield registry
     finally:
-        loop.call_soon_threadsafe(stopping[0].set)
-        thread.join(10)
-        loop.close()
+        server.stop()
