@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from swarmcast.commands.options import add_log_options, port, positive_float, positive_int, start_logging
+from swarmcast.files import write_file_atomically
 from swarmcast.node.lifecycle import run_until_stopped
 
 log = logging.getLogger("swarmcast.registry")
@@ -70,9 +71,7 @@ def load_or_create_token(state_dir: Path) -> str:
     except FileNotFoundError:
         pass
     token = secrets.token_urlsafe(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(token + "\n")
+    write_file_atomically(path, (token + "\n").encode(), mode=0o600, durable=True)
     return token
 
 
