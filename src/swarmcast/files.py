@@ -4,8 +4,10 @@ regular file), so a bad path is an error and not a node stuck in its event loop.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 
@@ -35,3 +37,22 @@ def read_regular_file(path: Path | str, limit: int) -> bytes:
         raise UnreadableFileError(error.strerror or str(error)) from None
     finally:
         os.close(fd)
+
+
+def write_file_atomically(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = False) -> None:
+    """``path`` holds ``data`` whole or keeps its old content: written to a fresh temporary file beside it (mkstemp:
+    created here, 0600, never a file or symlink someone planted at a predictable name), given ``mode``, then renamed
+    over ``path``. ``durable``: fsync before the rename (keys, whose loss loses a broadcast)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -15,7 +15,6 @@ Keep the private file as secret as a ``.sauth``: whoever holds it can sign the b
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarmcast import bencoding
+from swarmcast.files import write_file_atomically
 from swarmcast.transport import Descriptor, TransportError, check_hls_url, public_key_bytes
 from swarmcast.wire.messages import MAX_METADATA_SIZE
 
@@ -96,11 +96,7 @@ def create_hls_transport(descriptor_without_key: Descriptor, manifest: str) -> t
 
 def write_file(path: Path, data: bytes, *, secret: bool = False) -> None:
     """Atomically; a secret file is created mode 0600."""
-    tmp = path.with_name(path.name + ".tmp")
-    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if secret else 0o644)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
-    tmp.replace(path)
+    write_file_atomically(path, data, mode=0o600 if secret else 0o644, durable=secret)
 
 
 def sauth_pem(private: PrivateHlsFile) -> bytes:

@@ -39,6 +39,7 @@ import aiohttp
 from aiohttp import web
 
 from swarmcast.channel import CHANNEL_CONTENT_TYPE, Channel, ChannelError, Rendition
+from swarmcast.files import write_file_atomically
 from swarmcast.transport import Descriptor, TransportError
 from swarmcast.wire.messages import MAX_METADATA_SIZE
 
@@ -324,9 +325,7 @@ class StreamNodes:
             return
         self.channel = channel
         self.config.publish_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.channel_path.with_name(self.channel_path.name + ".tmp")
-        tmp.write_bytes(channel.encode())
-        tmp.replace(self.channel_path)
+        write_file_atomically(self.channel_path, channel.encode())
         log.info("stream %s: channel file %s lists %s", self.stream_id, self.channel_path,
                  ", ".join(r.name for r in renditions))  # fmt: skip
 

@@ -16,11 +16,9 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
-from pathlib import Path
 
-from swarmcast.files import UnreadableFileError, read_regular_file
+from swarmcast.files import UnreadableFileError, read_regular_file, write_file_atomically
 from swarmcast.fleet.commandline import NodeSpec
 from swarmcast.fleet.config import STREAM_UID, AppConfig
 from swarmcast.fleet.controller import ControllerError, node_monitor, post_json, redact
@@ -34,16 +32,6 @@ def fingerprint(key: str | bytes) -> str:
     data = key.encode() if isinstance(key, str) else key
     return hashlib.sha256(data).hexdigest()[:12]
 
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
 
 
 def restore_metadata(app: AppConfig, spec: NodeSpec, say: Callable[[str], None] = print) -> None:
@@ -65,14 +53,14 @@ def restore_metadata(app: AppConfig, spec: NodeSpec, say: Callable[[str], None] 
             raise ValueError(f"metadata mismatch: {key_path} holds key {fingerprint(local.strip())}, the "
                              f"controller's is {fingerprint(key.strip())}; not overwritten")  # fmt: skip
     else:
-        _write_private(key_path, key)
+        write_file_atomically(key_path, key, mode=0o600, durable=True)
         say(f"restore: {entry.stream_uid}: key written to {key_path} (key {fingerprint(key.strip())})")
     local_seq = 0
     if seq_path.exists():
         text = read_regular_file(seq_path, 64)[:64].decode("ascii", "replace").strip()
         local_seq = int(text) if text.isdigit() else 0
     if entry.metadata.last_seq > local_seq:
-        _write_private(seq_path, f"{entry.metadata.last_seq}\n".encode())
+        write_file_atomically(seq_path, f"{entry.metadata.last_seq}\n".encode(), mode=0o600, durable=True)
         say(f"restore: {entry.stream_uid}: piece numbers continue from {entry.metadata.last_seq}")
 
 

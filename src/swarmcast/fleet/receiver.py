@@ -33,6 +33,7 @@ from pathlib import Path
 from aiohttp import web
 
 from swarmcast.commands.options import port
+from swarmcast.files import write_file_atomically
 from swarmcast.fleet.config import STREAM_UID, ConfigError, parse_text, read_text
 from swarmcast.logsetup import setup_logging
 from swarmcast.node.lifecycle import run_until_stopped
@@ -42,14 +43,6 @@ MAX_BODY = 4 * 1024 * 1024
 MAX_KEY_BYTES = 16 * 1024
 MAX_STREAMS_PER_POST = 10_000
 
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
 
 
 class Store:
@@ -95,7 +88,8 @@ class Store:
             if isinstance(old_seq, int) and old_seq > pushed and stored[name].get("private_key") == key:
                 seq = old_seq  # piece numbers never go back
             record = {"last_seq": seq, "private_key": key, "updated_at": round(time.time(), 3)}
-            _write_private(self.directory / "metadata" / f"{name}.json", json.dumps(record).encode())
+            path = self.directory / "metadata" / f"{name}.json"
+            write_file_atomically(path, json.dumps(record).encode(), mode=0o600, durable=True)
         log.info("metadata stored for %d stream(s): %s", len(checked), ", ".join(sorted(checked)))
         return 200, {"result": {"stored": sorted(checked)}}
 
@@ -109,7 +103,7 @@ class Store:
             return 400, {"error": "type: not source or support"}
         body = {**body, "received_at": round(time.time(), 3), "from": remote}
         name = f"{ipaddress.ip_address(remote)}_{node_port}.json".replace(":", "-")
-        _write_private(self.directory / "monitor" / name, json.dumps(body).encode())
+        write_file_atomically(self.directory / "monitor" / name, json.dumps(body).encode(), mode=0o600)
         return 200, {"result": "ok"}
 
 

@@ -22,6 +22,7 @@ from swarmcast.discovery.announcer import Announcer
 from swarmcast.discovery.metatracker import MetatrackerClient
 from swarmcast.discovery.metatracker_protocol import MetatrackerAnswer, canonical_node_address
 from swarmcast.discovery.tracker_server import InternalTracker
+from swarmcast.files import write_file_atomically
 from swarmcast.http.node_api import node_api_routes
 from swarmcast.ingest.select import read_source
 from swarmcast.ingest.status import InputStatus
@@ -78,9 +79,7 @@ def publish_transport_file(config: SourceConfig, metadata: BroadcastMetadata, de
     metadata.save_descriptor(descriptor)
     config.publish_dir.mkdir(parents=True, exist_ok=True)
     path = config.publish_dir / f"{config.name}.acelive"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(descriptor.encode())
-    tmp.replace(path)
+    write_file_atomically(path, descriptor.encode())
     return path
 
 

@@ -1,0 +1,129 @@
+"""``swarmcast registry``: the registry web application (registry/app.py) on SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from swarmcast.commands.options import add_log_options, port, positive_float, positive_int, start_logging
+from swarmcast.files import write_file_atomically
+from swarmcast.node.lifecycle import run_until_stopped
+
+log = logging.getLogger("swarmcast.registry")
+
+TOKEN_ENV = "SWARMCAST_REGISTRY_TOKEN"  # noqa: S105 - the variable's name, not a token
+TOKEN_FILE = "registry.token"  # noqa: S105 - a file name
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "swarmcast" / "registry"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from swarmcast.registry import state as defaults  # noqa: PLC0415 - only the registry command needs it
+
+    parser = subparsers.add_parser(
+        "registry", help="the web application listing streams and nodes, with the fleet's controller endpoints",
+        description="Streams and nodes register here and send heartbeats; people read its pages (stream list, "
+                    "watch page, dashboard), nodes and the fleet its JSON API. docs/registry.md.",
+    )  # fmt: skip
+    parser.add_argument("--port", type=port, default=defaults.DEFAULT_PORT,
+                        help="TCP port of the web application (default %(default)s)")
+    parser.add_argument("--bind", default="0.0.0.0", help="address to listen on (default %(default)s)")
+    parser.add_argument("--db", metavar="URL",
+                        help="SQLAlchemy database URL, e.g. postgresql://user:pass@host/db "
+                             "(default: SQLite file registry.sqlite3 in --state-dir)")  # fmt: skip
+    parser.add_argument("--state-dir", type=Path, metavar="DIR",
+                        help=f"where the SQLite file, the generated token and the key file live (default "
+                             f"{default_state_dir()})")  # fmt: skip
+    parser.add_argument("--token", metavar="TOKEN",
+                        help=f"write token (Authorization: Bearer TOKEN) for every write (default: ${TOKEN_ENV}, "
+                             f"else one generated into --state-dir/{TOKEN_FILE})")  # fmt: skip
+    parser.add_argument("--heartbeat-timeout", type=positive_float, default=defaults.DEFAULT_HEARTBEAT_TIMEOUT,
+                        metavar="SECONDS", help="a node silent this long is marked gone (default %(default)s)")
+    parser.add_argument("--retention", type=positive_float, default=defaults.DEFAULT_RETENTION, metavar="SECONDS",
+                        help="seconds of heartbeat figures kept for the charts (default %(default)s)")
+    parser.add_argument("--max-samples", type=positive_int, default=defaults.MAX_SAMPLES, metavar="N",
+                        help="rows of heartbeat figures kept at most, whatever --retention (default %(default)s)")
+    add_log_options(parser)
+    parser.set_defaults(func=run_registry, prepare=start_logging)
+
+
+def _error(message: str) -> int:
+    print(f"swarmcast registry: error: {message}", file=sys.stderr)
+    return 2
+
+
+def load_or_create_token(state_dir: Path) -> str:
+    """The token in ``state_dir/registry.token``, created (0600, 32 random bytes, URL-safe) when absent."""
+    path = state_dir / TOKEN_FILE
+    try:
+        token = path.read_text().strip()
+        if token:
+            return token
+    except FileNotFoundError:
+        pass
+    token = secrets.token_urlsafe(32)
+    write_file_atomically(path, (token + "\n").encode(), mode=0o600, durable=True)
+    return token
+
+
+def run_registry(args: argparse.Namespace) -> int:
+    from aiohttp import web  # noqa: PLC0415
+
+    from swarmcast.registry.app import build_app  # noqa: PLC0415
+    from swarmcast.registry.db import Database, DatabaseError, redact_url, sqlite_url  # noqa: PLC0415
+    from swarmcast.registry.state import RegistrySettings, RegistryState  # noqa: PLC0415
+
+    state_dir: Path = args.state_dir or default_state_dir()
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as error:
+        return _error(f"--state-dir {state_dir}: {error.strerror or error}")
+    token = args.token or os.environ.get(TOKEN_ENV, "")
+    if not token:
+        try:
+            token = load_or_create_token(state_dir)
+        except OSError as error:
+            return _error(f"--state-dir {state_dir}: cannot keep the token: {error.strerror or error}")
+        log.info("write token in %s (give it to nodes as --registry-token)", state_dir / TOKEN_FILE)
+    url = args.db or sqlite_url(state_dir / "registry.sqlite3")
+    try:
+        database = Database(url)
+        revision = database.upgrade()
+    except DatabaseError as error:
+        return _error(str(error))
+    log.info("database %s at schema revision %s", redact_url(database.url), revision)
+    settings = RegistrySettings(state_dir=state_dir, heartbeat_timeout=args.heartbeat_timeout,
+                                retention=args.retention, max_samples=args.max_samples)  # fmt: skip
+    state = RegistryState(db=database, token=token, settings=settings)
+    failed: list[str] = []
+
+    async def main(stop: asyncio.Event) -> None:
+        runner = web.AppRunner(build_app(state), access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, args.bind, args.port)
+            try:
+                await site.start()
+            except OSError as error:
+                why = "already in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
+                failed.append(f"--port {args.port}: cannot listen on {args.bind}:{args.port}: {why}")
+                return
+            log.info("registry on http://%s:%d/", args.bind, args.port)
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+            database.dispose()
+
+    asyncio.run(run_until_stopped(main))
+    if failed:
+        return _error(failed[0])
+    return 0

@@ -1,0 +1,124 @@
+"""The registry's database: one SQLAlchemy engine (SQLite or PostgreSQL), its schema brought up to date by Alembic.
+
+The same code and revisions serve both databases. SQLAlchemy's synchronous engine is used from the event loop
+through ``Database.run`` (a worker thread): the registry's load is a few writes a second per hundred nodes, and
+the synchronous drivers (the stdlib's sqlite3, psycopg 3) are the ones Alembic and SQLAlchemy test best.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+T = TypeVar("T")
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class DatabaseError(Exception):
+    """The database cannot be used: unreachable, or its schema is not one this code knows. One line."""
+
+
+def engine_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` mean psycopg 3 (the driver we install); other URLs pass unchanged."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def code_heads() -> set[str]:
+    """The newest schema revision(s) this code knows."""
+    return set(ScriptDirectory.from_config(_alembic_config()).get_heads())
+
+
+def database_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+class Database:
+    """One engine; ``upgrade()`` once at start, then ``run(fn)`` for every query (``fn`` gets a connection in a
+    transaction that commits when ``fn`` returns)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = engine_url(url)
+        try:
+            self.engine: Engine = sa.create_engine(self.url, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as error:
+            raise DatabaseError(f"--db {redact_url(url)}: {error}") from error
+        if self.engine.dialect.name == "sqlite":
+            # Readers and the heartbeat writer at once: WAL lets them; the busy timeout rides out a write lock.
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def upgrade(self) -> str:
+        """Bring the schema to this code's head; refuse a database written by a newer swarmcast. Returns the
+        revision now stored."""
+        script = ScriptDirectory.from_config(_alembic_config())
+        heads = set(script.get_heads())
+        try:
+            with self.engine.begin() as connection:
+                current = database_revision(connection)
+                if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
+                    raise DatabaseError(
+                        f"the database {redact_url(self.url)} has schema revision {current}, newer than this "
+                        f"swarmcast knows (up to {', '.join(sorted(heads))}): upgrade swarmcast or use another --db")
+                if current not in heads:
+                    config = _alembic_config()
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+                return database_revision(connection) or ""
+        except sa.exc.OperationalError as error:
+            raise DatabaseError(f"--db {redact_url(self.url)}: {_first_line(error)}") from error
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        def in_thread() -> T:
+            with self.engine.begin() as connection:
+                return fn(connection)
+
+        return await asyncio.to_thread(in_thread)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``)."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url.rsplit("@", maxsplit=1)[-1]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,56 @@
+"""The registry's tables (SQLAlchemy Core). The migrations in migrations/versions/ create exactly these; a change
+here needs a new revision there (tests/unit/test_registry_db.py compares the two)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# One row per broadcast, keyed by its content id (the transport file's infohash, 40 hex). ``name`` is the
+# registry name an engine can play by; a source re-registering its broadcast updates the row.
+streams = sa.Table(
+    "streams", metadata,
+    sa.Column("content_id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("categories", sa.JSON, nullable=False),
+    sa.Column("quality", sa.String(32), nullable=True),
+    sa.Column("bitrate", sa.BigInteger, nullable=True),
+    sa.Column("renditions", sa.JSON, nullable=True),
+    sa.Column("transport", sa.LargeBinary, nullable=False),
+    sa.Column("node_id", sa.String(36), nullable=True),
+    sa.Column("registered_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)  # fmt: skip
+
+# One row per node or engine. ``state`` is live, gone (missed heartbeats) or left (deregistered).
+nodes = sa.Table(
+    "nodes", metadata,
+    sa.Column("node_id", sa.String(36), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(64), nullable=True),
+    sa.Column("address", sa.String(80), nullable=True),
+    sa.Column("http", sa.String(200), nullable=True),
+    sa.Column("capacity_bps", sa.BigInteger, nullable=True),
+    sa.Column("version", sa.String(40), nullable=False),
+    sa.Column("content_ids", sa.JSON, nullable=False),
+    sa.Column("figures", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("registered_at", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
+    sa.Index("ix_nodes_state", "state"),
+)  # fmt: skip
+
+# Heartbeat figures over time, for the dashboard's charts: one row per heartbeat (and content id), pruned by age
+# and by a row cap (registry/sweeper.py).
+samples = sa.Table(
+    "samples", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("node_id", sa.String(36), nullable=False),
+    sa.Column("content_id", sa.String(40), nullable=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("figures", sa.JSON, nullable=False),
+    sa.Index("ix_samples_at", "at"),
+    sa.Index("ix_samples_node_at", "node_id", "at"),
+)  # fmt: skip
