@@ -54,7 +54,7 @@ async def test_nodes_and_engine_register_and_engine_plays_by_name(tmp_path: Path
             figures = engine_node["figures"]
             assert isinstance(figures, dict)
             assert {"cpu_percent", "rss_bytes", "upload_bps", "download_bps", "viewers"} <= set(figures)
-            per = figures["per_content"][content_id]
+            per = figures["streams"][content_id]
             assert per["startup_s"] is not None
             assert per["download_bps"] > 0
             source_figures = by_role["source"]["figures"]

@@ -2,7 +2,7 @@
 
 The figures reuse what the node's monitor shows (node/monitor.py) and the engine's stat counters, in the units of
 the registry's API: rates in bits per second (``*_bps``), bytes, seconds (``*_s``). Totals are at the top level;
-``per_content`` holds the same figures per content id (one for a node, one per joined broadcast for an engine).
+``streams`` holds the same figures per content id (one for a node, one per joined broadcast for an engine).
 ``cpu_percent`` (of one core, since the last heartbeat) and ``rss_bytes`` come from the stdlib (``resource`` and
 ``/proc/self/statm``): psutil is not a dependency.
 """
@@ -157,7 +157,7 @@ class NodeReporter:
             content["input_connected"] = bool(status.get("connected")) if isinstance(status, dict) else None
         figures.update(content)
         figures["uptime_s"] = round(now - state.started_at)
-        figures["per_content"] = {swarm.content_id.hex(): content}
+        figures["streams"] = {swarm.content_id.hex(): content}
         return figures
 
 
@@ -222,7 +222,7 @@ class EngineReporter:
             "delay_s": round(max(delays), 3) if delays else None,  # the worst: what an operator must see
             "startup_s": round(sum(startups) / len(startups), 3) if startups else None,
             "stalls": _sum(rows, "stalls"),
-            "per_content": per,
+            "streams": per,
         })  # fmt: skip
         return figures
 
@@ -246,4 +246,4 @@ class BroadcasterReporter:
                           content_ids=tuple(self.content_ids()))  # fmt: skip
 
     def figures(self) -> dict[str, object]:
-        return {**self.process.sample(), "streams": self.streams()}
+        return {**self.process.sample(), "live_streams": self.streams()}
