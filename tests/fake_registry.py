@@ -31,7 +31,8 @@ class FakeRegistry:
     streams: dict[str, dict[str, object]] = field(default_factory=dict)
     heartbeats: list[tuple[str, dict[str, object]]] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
-    misbehave: str | None = None  # None | "huge" | "garbage" | "hang" | "500" | "lying-length"
+    # None | "huge" | "garbage" | "hang" | "500" | "lying-length" (every route) | "refuse-figures" (heartbeats)
+    misbehave: str | None = None
     port: int = 0
 
     @property
@@ -61,6 +62,8 @@ class FakeRegistry:
     async def _hostile(self, request: web.Request, handler: object) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
         mode = self.misbehave
+        if mode == "refuse-figures":
+            return await handler(request)  # type: ignore[operator, no-any-return]
         if mode == "huge":
             response = web.StreamResponse(headers={"Content-Type": "application/json"})
             await response.prepare(request)
@@ -111,6 +114,8 @@ class FakeRegistry:
         if node is None:
             return web.json_response({"error": "unknown node"}, status=404)
         body = await request.json()
+        if self.misbehave == "refuse-figures" and body["figures"]:
+            return web.json_response({"error": "figures.delay_s: not a number in 0..1e+15"}, status=400)
         node.update(state="live", last_seen=time.time(), figures=body["figures"], content_ids=body["content_ids"])
         self.heartbeats.append((request.match_info["node_id"], body))
         return web.json_response({})

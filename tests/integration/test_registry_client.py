@@ -180,3 +180,16 @@ async def test_directory_refuses_a_transport_file_that_is_not_the_streams() -> N
         assert await directory.hint("news") is None
         assert await directory.hint(real.infohash) is None
         assert directory.failures == 2
+
+
+async def test_figures_the_registry_refuses_do_not_silence_the_node() -> None:
+    async with running(FakeRegistry(misbehave="refuse-figures")) as registry:
+        client = RegistryClient(RegistryEndpoint(registry.url, registry.token), lambda: source_report(descriptor()),
+                                lambda: {"delay_s": -1.0})  # fmt: skip
+        client.start()
+        try:
+            await until(lambda: len(registry.heartbeats) >= 2)  # on time, without the figures
+            assert all(body["figures"] == {} for _, body in registry.heartbeats)
+            assert client.schedule.failures == 0
+        finally:
+            await client.close()

@@ -295,6 +295,7 @@ class RegistryClient:
         self.last_error: str | None = None
         self._posted: dict[str, StreamReport] = {}  # content id -> what the registry has of it, for this node id
         self._refused_streams: set[StreamReport] = set()
+        self._figures_refused = False  # the registry refused our figures once: heartbeats go without them
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._closing = asyncio.Event()
@@ -401,11 +402,12 @@ class RegistryClient:
     async def _heartbeat(self, report: NodeReport) -> Outcome:
         assert self._session is not None
         assert self.schedule.node_id is not None
-        try:
-            figures = self.figures()
-        except Exception:
-            log.exception("registry: cannot collect this node's figures")
-            figures = {}
+        figures: dict[str, object] = {}
+        if not self._figures_refused:
+            try:
+                figures = self.figures()
+            except Exception:
+                log.exception("registry: cannot collect this node's figures")
         body = {"content_ids": list(report.content_ids), "figures": figures}
         url = self.endpoint.api("nodes", self.schedule.node_id, "heartbeat")
         status, answer = await request_json(self._session, "POST", url, headers=self.endpoint.headers(write=True),
@@ -420,6 +422,14 @@ class RegistryClient:
                      self.schedule.node_id)  # fmt: skip
             return Outcome.UNKNOWN
         text = error_text(answer, status)
+        if status in (400, 413, 422) and not self._figures_refused:
+            # Figures it will not take (a registry of another version): keep the node alive without them, on
+            # time, rather than fall silent and be swept as gone.
+            log.warning("registry %s refused a heartbeat's figures (%s): sending heartbeats without them",
+                        self.endpoint.url, text)  # fmt: skip
+            self._figures_refused = True
+            self.last_error = text
+            return Outcome.OK
         if status in (400, 401, 403, 413, 422):
             if self.schedule.down_since is None:
                 log.warning("registry %s refused a heartbeat: %s", self.endpoint.url, text)
