@@ -4,7 +4,10 @@ register, post the stream, heartbeat with figures and deregister on SIGTERM; an 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -68,3 +71,32 @@ async def test_nodes_and_engine_register_and_engine_plays_by_name(tmp_path: Path
             async with aiohttp.ClientSession() as session, session.get(f"{api}/ace/getstream?id=nobody") as got:
                 assert got.status == 400
                 assert "no stream named 'nobody'" in (await got.json())["error"]
+
+
+async def test_engine_plays_by_name_from_a_bootstrap_file(tmp_path: Path) -> None:
+    with signal_source(tmp_path) as signal_url, source_node(tmp_path, signal_url) as source:
+        bootstrap = tmp_path / "streams.json"
+        acelive = next(source.publish_dir.glob("*.acelive"))
+        bootstrap.write_text(json.dumps({"streams": [
+            {"name": "news", "transport_file": str(acelive), "peers": [f"{HOST}:{source.port}"]},
+        ]}))  # fmt: skip
+        with engine(tmp_path, "--bootstrap", str(bootstrap)) as api:
+            stream = await read_stream(f"{api}/ace/getstream?id=news", 4.0)
+            assert len(decode_video(stream)) >= 40
+            # The content id works too, with no tracker: the file gave the descriptor and the peer.
+            stream = await read_stream(f"{api}/ace/getstream?id={source.descriptor().infohash}", 2.0)
+            assert len(stream) > 0
+
+
+def test_a_bad_bootstrap_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bootstrap = tmp_path / "streams.json"
+    bootstrap.write_text(json.dumps({"streams": [{"name": "news", "transport": "!!"}]}))
+    done = subprocess.run(
+        [sys.executable, "-m", "swarmcast.cli", "engine", "--http-port", str(free_port()), "--port",
+         str(free_port()), "--bind", HOST, "--pid-file-dir", str(tmp_path), "--bootstrap", str(bootstrap)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    expected = f"swarmcast engine: error: argument --bootstrap: {bootstrap}: streams[0].transport is not base64"
+    assert lines[-1] == expected

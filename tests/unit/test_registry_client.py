@@ -10,6 +10,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from multidict import MultiDict
 
+from swarmcast.cli import build_parser, split_debug_switches
+from swarmcast.commands import acestream
+from swarmcast.commands.p2p_options import p2p_config_from_args
+from swarmcast.commands.registry_flags import endpoint_from_args
 from swarmcast.http.engine_params import parse_playback
 from swarmcast.node.joiner import JoinError
 from swarmcast.registry.bootstrap import (
@@ -252,3 +256,37 @@ def test_bootstrap_file_content_id_must_match_and_names_are_unique(tmp_path: Pat
         load_bootstrap(tmp_path / "bad.json")
     with pytest.raises(BootstrapError, match="cannot read"):
         load_bootstrap(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["--stream-source-node", "--source", "http://10.0.0.1/s", "--title", "T", "--registry-name", "news"],
+        ["--stream-support-node", "--url", "http://10.0.0.1:7764/app/get_transport_file"],
+        ["--stream-startup-node", "--url", "http://10.0.0.1:7764/app/get_transport_file"],
+        ["--client-console", "--bootstrap", "/srv/streams.json"],
+    ],
+)
+def test_the_acestreamengine_command_line_takes_the_registry_flags(words: list[str]) -> None:
+    parser = acestream.engine_parser("acestreamengine")
+    rest, _ = split_debug_switches(acestream.translate([*words, "--registry", "http://reg:8620/",
+                                                        "--registry-token", "T"], parser), set())  # fmt: skip
+    args = parser.parse_args(rest)
+    assert endpoint_from_args(args) == RegistryEndpoint("http://reg:8620", "T")
+
+
+def test_broadcaster_takes_the_registry_flags_and_passes_them_to_its_rendition_nodes(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["broadcaster", "--p2p", "--publish-dir", str(tmp_path), "--registry",
+                                      "http://reg:8620", "--registry-token", "s3cret"])  # fmt: skip
+    config = p2p_config_from_args(args, "http://127.0.0.1:8935")
+    assert config.extra_args == ("--registry", "http://reg:8620")
+    assert "s3cret" not in " ".join(config.extra_args)  # the token goes by environment, not on a command line
+    assert config.extra_env == (("SWARMCAST_REGISTRY_TOKEN", "s3cret"),)
+
+
+def test_a_bad_registry_url_is_argparses_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["engine", "--registry", "ftp://reg"])
+    assert exited.value.code == 2
+    assert "argument --registry: 'ftp://reg' is not an http:// or https:// URL" in capsys.readouterr().err
