@@ -100,3 +100,31 @@ def test_a_bad_bootstrap_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     expected = f"swarmcast engine: error: argument --bootstrap: {bootstrap}: streams[0].transport is not base64"
     assert lines[-1] == expected
+
+
+async def test_broadcaster_and_its_rendition_nodes_register(tmp_path: Path) -> None:
+    rtmp, http = free_port(), free_port()
+    with threaded(FakeRegistry()) as registry:
+        args = ["broadcaster", "--rtmp-addr", f"{HOST}:{rtmp}", "--http-addr", f"{HOST}:{http}",
+                "--segment-duration", "1", "--p2p", "--p2p-port-base", str(free_port()), "--p2p-max-nodes", "2",
+                "--publish-dir", str(tmp_path / "publish"), "--metadata-dir", str(tmp_path / "meta"),
+                "--registry", registry.url, "--registry-token", registry.token]  # fmt: skip
+        publish = ["testsrc", "--rtmp", f"rtmp://{HOST}:{rtmp}/hello_world", "--size", "320x180", "--fps", "15",
+                   "--bitrate", "400k"]  # fmt: skip
+        with (
+            swarmcast_process(args, stderr_path=tmp_path / "broadcaster.log", wait_port=(HOST, http)),
+            swarmcast_process(publish, stderr_path=tmp_path / "testsrc.log"),
+            engine(tmp_path, "--registry", registry.url) as api,
+        ):
+            await until(lambda: any(s["name"] == "hello_world-source" for s in registry.streams.values()), 90)
+            (stream,) = registry.streams.values()
+            content_id = stream["content_id"]
+            await until(lambda: any(content_id in n["content_ids"] for n in registry.live("broadcaster")))  # type: ignore[operator]
+            (node,) = registry.live("broadcaster")
+            assert node["address"] is None
+            assert node["http"] == f"http://{HOST}:{http}"
+            (source,) = registry.live("source")
+            assert source["content_ids"] == [content_id]
+            assert "test-token" not in (tmp_path / "meta" / "hello_world" / "source" / "node.log").read_text()
+            played = await read_stream(f"{api}/ace/getstream?id=hello_world-source", 3.0)
+            assert len(decode_video(played)) >= 15

@@ -193,7 +193,8 @@ class EngineReporter:
         for cid, broadcast in list(engine.broadcasts.items()):
             swarm, stats = broadcast.swarm, broadcast.swarm.stats
             clock = broadcast.source_clock
-            delay = round(max(clock.delay, 0.0), 3) if clock is not None and wall - clock.played < DELAY_FRESH_SECONDS else None
+            fresh = clock is not None and wall - clock.played < DELAY_FRESH_SECONDS
+            delay = round(max(clock.delay, 0.0), 3) if clock is not None and fresh else None
             startup = broadcast.startup_s
             per[cid.hex()] = {
                 "peers": swarm.peer_count,
