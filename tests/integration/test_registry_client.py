@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from swarmcast.registry.bootstrap import StreamDirectory
+from swarmcast.registry.bootstrap import StreamDirectory, attach, refresh_peers
 from swarmcast.registry.client import NodeReport, RegistryClient, RegistryEndpoint, StreamReport
 from swarmcast.registry.reports import stream_report
 from swarmcast.transport import Descriptor, public_key_bytes
 from tests.fake_registry import FakeRegistry, running
 from tests.procs import free_port
+
+if TYPE_CHECKING:
+    from swarmcast.node.engine import Engine
 
 
 def descriptor(title: str = "News") -> Descriptor:
@@ -193,3 +199,54 @@ async def test_figures_the_registry_refuses_do_not_silence_the_node() -> None:
             assert client.schedule.failures == 0
         finally:
             await client.close()
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.candidates: list[tuple[str, int]] = []
+        self.startup: list[tuple[str, int]] = []
+        self.dials = 0
+
+    # the swarm's, the membership's and the host's methods refresh_peers calls
+    def add_candidates(self, addresses: Iterable[tuple[str, int]]) -> None:
+        self.candidates += list(addresses)
+
+    def add_startup_nodes(self, addresses: Iterable[tuple[str, int]]) -> None:
+        self.startup += list(addresses)
+
+    def dial_now(self, swarm: object) -> None:
+        del swarm
+        self.dials += 1
+
+
+class _Engine:
+    """What refresh_peers reads of the engine (a class of our own: the directory is kept in a weak map)."""
+
+    def __init__(self, broadcasts: dict[bytes, object], host: _Recorder) -> None:
+        self.broadcasts = broadcasts
+        self.host = host
+
+
+async def test_playing_broadcasts_get_the_registrys_new_peers() -> None:
+    desc = descriptor()
+    recorder = _Recorder()
+    broadcast = SimpleNamespace(swarm=recorder, membership=recorder)
+    engine = _Engine(broadcasts={desc.content_id: broadcast}, host=recorder)
+    async with running(FakeRegistry()) as registry:
+        endpoint = RegistryEndpoint(registry.url, registry.token)
+        attach(cast("Engine", engine), StreamDirectory(RegistryEndpoint(registry.url)))
+        source = RegistryClient(endpoint, lambda: source_report(desc), dict)
+        source.start()
+        refresher = asyncio.create_task(refresh_peers(cast("Engine", engine), interval=0.2))
+        try:
+            await until(lambda: ("127.0.0.1", 7764) in recorder.candidates)
+            # A support node that registers later is found by the next refresh (after the 10 s cache).
+            late = RegistryClient(endpoint, lambda: NodeReport(role="start", address="127.0.0.9:8621", http=None,
+                                  version="t", content_ids=(desc.infohash,)), dict)  # fmt: skip
+            late.start()
+            await until(lambda: ("127.0.0.9", 8621) in recorder.startup, timeout=30)
+            await late.close()
+        finally:
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
+            await source.close()

@@ -25,7 +25,7 @@ from swarmcast.node.config import DEFAULT_LIVE_CACHE_SIZE, CacheConfig
 from swarmcast.node.engine import Engine, EngineConfig
 from swarmcast.node.joiner import LocalFiles
 from swarmcast.node.lifecycle import pid_file, run_until_stopped
-from swarmcast.registry.bootstrap import BootstrapError, StreamDirectory, attach, load_bootstrap
+from swarmcast.registry.bootstrap import BootstrapError, StreamDirectory, attach, load_bootstrap, refresh_peers
 from swarmcast.registry.reports import WILDCARDS, EngineReporter, format_address
 
 log = logging.getLogger("swarmcast.engine")
@@ -124,10 +124,13 @@ def run_engine(args: argparse.Namespace) -> int:
         log.info("engine: playback API on http://%s:%d/, P2P port %d", config.http_bind, config.http_port,
                  engine.host.port)  # fmt: skip
         with pid_file(config_dir(args), config.http_port):
+            refresher = asyncio.create_task(refresh_peers(engine), name="registry-peers")
             try:
                 await stop.wait()
             finally:
                 log.info("engine stopping")
+                refresher.cancel()
+                await asyncio.gather(refresher, return_exceptions=True)
                 await runner.cleanup()
                 await engine.close()
 

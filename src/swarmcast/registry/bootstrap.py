@@ -9,7 +9,8 @@ descriptor (its transport file) and peer candidates. It asks, in order,
 Trust: the registry and the file are hints, like a tracker. The transport file's SHA-1 must be the content id the
 registry (or the file) gives, else it is refused; the descriptor's key then verifies every piece as usual. Peers
 are only candidates to dial. A registry that is down, hangs or answers garbage costs at most ``LOOKUP_TIMEOUT``
-per lookup; a content id then still plays through its trackers, a name gets a clear error.
+per lookup; a content id then still plays through its trackers, a name gets a clear error. While a broadcast
+plays, its peers are asked again every ``REFRESH_SECONDS`` (:func:`refresh_peers`).
 
 Bounded: answers are cached ``CACHE_SECONDS`` (a miss ``MISS_SECONDS``) in ``MAX_CACHED`` entries, at most
 ``MAX_CONCURRENT_LOOKUPS`` are under way at once (a web page cannot make the engine flood the registry), and each
@@ -68,6 +69,7 @@ CACHE_SECONDS = 10.0  # a found stream is asked again after this (its peers chan
 MISS_SECONDS = 3.0  # an id the registry does not know (or could not answer) is not asked again for this long
 MAX_CACHED = 256
 MAX_CONCURRENT_LOOKUPS = 4
+REFRESH_SECONDS = 30.0  # how often a playing broadcast's peers are asked again
 MAX_PEERS = 64  # peer candidates taken from one answer (or one bootstrap entry)
 MAX_BOOTSTRAP_BYTES = 4 * 1024 * 1024
 MAX_BOOTSTRAP_STREAMS = 1024
@@ -354,12 +356,31 @@ def directory_of(engine: Engine) -> StreamDirectory | None:
 async def join_hint(engine: Engine, hint: StreamHint) -> EngineBroadcast:
     """Join (or find) the broadcast ``hint`` describes and hand its peers to the swarm as candidates."""
     broadcast = await engine.join(hint.content_id, descriptor=hint.descriptor)
+    add_peers(engine, broadcast, hint)
+    return broadcast
+
+
+def add_peers(engine: Engine, broadcast: EngineBroadcast, hint: StreamHint) -> None:
     if hint.startup_nodes:
         broadcast.membership.add_startup_nodes(hint.startup_nodes)
     if hint.peers:
         broadcast.swarm.add_candidates(hint.peers)
         engine.host.dial_now(broadcast.swarm)
-    return broadcast
+
+
+async def refresh_peers(engine: Engine, interval: float = REFRESH_SECONDS) -> None:
+    """Every ``interval``, the registry's live peers of each broadcast the engine plays, as new candidates: support
+    and start nodes that came after the join are found without a tracker. Runs until cancelled (its owner is the
+    engine command); a registry that is down only makes the lookups fail, the swarm keeps its trackers and PEX."""
+    while True:
+        await asyncio.sleep(interval)
+        directory = directory_of(engine)
+        if directory is None or directory.endpoint is None:
+            continue
+        for cid, broadcast in list(engine.broadcasts.items()):
+            hint = await directory.hint(cid.hex())
+            if hint is not None and engine.broadcasts.get(cid) is broadcast:
+                add_peers(engine, broadcast, hint)
 
 
 async def lookup(engine: Engine, key: str) -> StreamHint | None:
