@@ -294,7 +294,7 @@ class RegistryClient:
         self.heartbeats = 0
         self.last_error: str | None = None
         self._posted: dict[str, StreamReport] = {}  # content id -> what the registry has of it, for this node id
-        self._refused_streams: set[StreamReport] = set()
+        self._refused_streams: dict[str, StreamReport] = {}  # content id -> the body it refused
         self._figures_refused = False  # the registry refused our figures once: heartbeats go without them
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -443,7 +443,7 @@ class RegistryClient:
         assert self._session is not None
         assert self.schedule.node_id is not None
         for stream in report.streams:
-            if self._posted.get(stream.content_id) == stream or stream in self._refused_streams:
+            if stream in (self._posted.get(stream.content_id), self._refused_streams.get(stream.content_id)):
                 continue
             status, answer = await request_json(
                 self._session, "POST", self.endpoint.api("streams"), headers=self.endpoint.headers(write=True),
@@ -456,7 +456,7 @@ class RegistryClient:
                 return
             elif 400 <= status < 500:
                 # A name another stream holds, a body it will not take: the same body will not do better.
-                self._refused_streams.add(stream)
+                self._refused_streams[stream.content_id] = stream
                 log.warning("registry %s refused stream %r: %s", self.endpoint.url, stream.name,
                             error_text(answer, status))  # fmt: skip
             else:
