@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from swarmcast.registry.db import Database
+from swarmcast.registry.state import DEFAULT_PORT
 from tests.procs import LOOPBACK, free_port, swarmcast_process
 from tests.registry_helpers import TOKEN, node_body, stream_body, transport_file
 
@@ -31,7 +32,7 @@ def call(base: str, method: str, path: str, body: object = None, *, token: bool 
     request = urllib.request.Request(base + path, data=data, method=method,
                                      headers=AUTH if token else {})  # fmt: skip
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own loopback URL
+        with urllib.request.urlopen(request, timeout=10) as response:
             raw = response.read()
             status = response.status
     except urllib.error.HTTPError as error:
@@ -108,15 +109,13 @@ def test_a_newer_database_is_refused_in_one_line(registry_db_url: str, tmp_path:
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
         try:
-            sock.bind(("0.0.0.0", port))  # noqa: S104 - what the registry binds by default
+            sock.bind(("0.0.0.0", port))
         except OSError:
             return False
     return True
 
 
 def test_swarmcast_registry_with_no_arguments_starts_on_sqlite(tmp_path: Path) -> None:
-    from swarmcast.registry.state import DEFAULT_PORT  # noqa: PLC0415
-
     if not _port_free(DEFAULT_PORT):
         pytest.skip(f"port {DEFAULT_PORT} (the default) is taken on this machine")
     env = {**os.environ, "HOME": str(tmp_path / "home"), "XDG_STATE_HOME": str(tmp_path / "xdg")}
