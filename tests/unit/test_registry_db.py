@@ -11,9 +11,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from swarmcast.registry import queries
 from swarmcast.registry.db import Database, DatabaseError, code_heads, engine_url, redact_url, sqlite_url
-from swarmcast.registry.models import metadata
+from swarmcast.registry.models import metadata, nodes
 from tests.procs import free_port
 
 
@@ -46,7 +45,7 @@ def test_a_database_newer_than_the_code_is_refused_and_left_alone(registry_db_ur
     newer.dispose()
     with database.engine.connect() as connection:
         assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "9999"
-        assert connection.execute(sa.select(sa.func.count()).select_from(queries.nodes)).scalar() == 0
+        assert connection.execute(sa.select(sa.func.count()).select_from(nodes)).scalar() == 0
     database.dispose()
 
 
