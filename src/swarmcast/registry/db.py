@@ -73,6 +73,10 @@ class Database:
         if self.engine.dialect.name == "sqlite":
             # Readers and the heartbeat writer at once: WAL lets them; the busy timeout rides out a write lock.
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            # The stdlib driver begins a transaction only at the first write, so a query's reads before it
+            # would see a state another thread changes before the write: BEGIN IMMEDIATE makes every
+            # ``run(fn)`` one serial transaction (writers queue on the busy timeout; the load is small).
+            sa.event.listen(self.engine, "begin", _sqlite_begin)
             database = self.engine.url.database
             if database and database != ":memory:" and not database.startswith("file:"):
                 _private_file(Path(database))
@@ -128,10 +132,15 @@ def _private_file(path: Path) -> None:
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    dbapi_connection.isolation_level = None  # type: ignore[attr-defined]  # we say BEGIN ourselves (_sqlite_begin)
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def redact_url(url: str) -> str:
