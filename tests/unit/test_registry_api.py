@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from swarmcast.registry import queries
+from swarmcast.registry.api import HeartbeatGate
 from swarmcast.registry.state import RegistryState
 from tests.registry_helpers import AUTH, node_body, registry_client, stream_body, transport_file
 
@@ -285,3 +286,25 @@ async def test_concurrent_writes_all_succeed(registry: tuple[Client, RegistrySta
     stream_body_ = stream_body(cid, data)
     assert (await post(client, "/api/streams", stream_body_, 201))["created"] is True
     assert (await get(client, f"/api/streams/{cid}"))["viewers"] == 12
+
+
+async def test_series_queries_are_checked(registry: tuple[Client, RegistryState]) -> None:
+    client, _state = registry
+    for query in ("seconds=abc", "seconds=0", "seconds=-5", "seconds=1e9", "seconds=" + "9" * 20,
+                  "content_id=Not%20A%20Name"):  # fmt: skip
+        answer = await get(client, f"/api/series?{query}", 400)
+        assert "seconds" in answer["error"] or "content_id" in answer["error"]
+    for query in ("role=king", "state=dead"):
+        await get(client, f"/api/nodes?{query}", 400)
+    # More than the retention is cut to it: the step grows so no answer has more than 720 points.
+    assert (await get(client, "/api/series?seconds=999999999"))["step"] == 5.0
+
+
+def test_the_heartbeat_gate_is_bounded() -> None:
+    gate = HeartbeatGate(limit=3)
+    assert gate.allow("a", 0.0)
+    assert not gate.allow("a", 0.5)
+    for name in "bcd":
+        assert gate.allow(name, 1.0)
+    assert len(gate._last) == 3  # "a" went first
+    assert gate.allow("a", 1.1)
