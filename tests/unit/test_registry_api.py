@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from swarmcast.registry import queries
 from swarmcast.registry.api import HeartbeatGate
-from swarmcast.registry.state import RegistryState
-from tests.registry_helpers import AUTH, node_body, registry_client, stream_body, transport_file
+from swarmcast.registry.app import build_app
+from swarmcast.registry.db import Database
+from swarmcast.registry.state import RegistrySettings, RegistryState
+from tests.procs import free_port
+from tests.registry_helpers import AUTH, TOKEN, node_body, registry_client, stream_body, transport_file
 
 Client = TestClient[Any, Any]
 
@@ -308,3 +311,21 @@ def test_the_heartbeat_gate_is_bounded() -> None:
         assert gate.allow(name, 1.0)
     assert len(gate._last) == 3  # "a" went first
     assert gate.allow("a", 1.1)
+
+
+async def test_a_database_that_does_not_answer_is_a_503(tmp_path: Path) -> None:
+    database = Database(f"postgresql://nobody@127.0.0.1:{free_port()}/none?connect_timeout=5")
+    state = RegistryState(db=database, token=TOKEN, settings=RegistrySettings(state_dir=tmp_path))
+    client = TestClient(TestServer(build_app(state)))  # with the sweeper: it must survive the outage too
+    await client.start_server()
+    try:
+        for path in ("/api/streams", "/api/nodes"):
+            async with client.get(path) as response:
+                assert response.status == 503
+                assert response.headers["Retry-After"] == "5"
+                assert "database" in (await response.json())["error"]
+        async with client.post("/api/nodes", json=node_body(), headers=AUTH) as response:
+            assert response.status == 503
+    finally:
+        await client.close()
+        database.dispose()
