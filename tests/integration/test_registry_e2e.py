@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.integration.chain import HOST, decode_video, signal_source, source_node
 from tests.integration.timed_player import TimedStream, read_timed
@@ -21,6 +22,9 @@ from tests.procs import SwarmcastProcess, free_port, swarmcast_process
 
 TOKEN = "e2e-registry-token"
 HEARTBEAT_TIMEOUT = 8.0  # --heartbeat-timeout of the registry under test (heartbeats every 5 s)
+# Every process is on 127.0.0.1: a node takes 4 peers per address by default (a household NAT), fewer than the
+# five peers each node has here.
+PER_IP = ("--max-peers-per-ip", "16")
 
 
 @contextlib.contextmanager
@@ -37,7 +41,7 @@ def support(tmp: Path, url: str, name: str, registry: str) -> Iterator[tuple[Swa
     port = free_port()
     env = {**os.environ, "SWARMCAST_REGISTRY_TOKEN": TOKEN}  # the token by environment: off the command line
     args = ["node", "support", "--bind", HOST, "--port", str(port), "--url", url, "--pid-file-dir", str(tmp),
-            "--registry", registry]  # fmt: skip
+            "--registry", registry, *PER_IP]  # fmt: skip
     with swarmcast_process(args, env=env, stderr_path=tmp / f"{name}.log") as process:
         yield process, port
 
@@ -46,7 +50,8 @@ def support(tmp: Path, url: str, name: str, registry: str) -> Iterator[tuple[Swa
 def engine(tmp: Path, registry: str, name: str) -> Iterator[tuple[SwarmcastProcess, int]]:
     http_port = free_port()
     args = ["engine", "--http-port", str(http_port), "--port", str(free_port()), "--bind", HOST, "--pid-file-dir",
-            str(tmp), "--startup-timeout", "20", "--registry", registry, "--registry-token", TOKEN]  # fmt: skip
+            str(tmp), "--startup-timeout", "20", "--registry", registry, "--registry-token", TOKEN,
+            *PER_IP]  # fmt: skip
     with swarmcast_process(args, stderr_path=tmp / f"{name}.log") as process:
         yield process, http_port
 
@@ -69,6 +74,7 @@ async def until(check: Any, timeout: float = 40.0) -> Any:
     raise AssertionError(f"condition not met in {timeout} s (last: {last!r})")
 
 
+@pytest.mark.timeout(175)  # eight processes started together on a shared machine
 async def test_network_registers_gone_left_play_by_name_and_registry_stop(tmp_path: Path) -> None:
     port = free_port()
     registry = f"http://{HOST}:{port}"
@@ -76,7 +82,7 @@ async def test_network_registers_gone_left_play_by_name_and_registry_stop(tmp_pa
     with (
         registry_process(tmp_path, port) as registry_proc,
         signal_source(tmp_path) as signal_url,
-        source_node(tmp_path, signal_url, *flags, "--registry-name", "news") as source,
+        source_node(tmp_path, signal_url, *flags, *PER_IP, "--registry-name", "news") as source,
         support(tmp_path, source.transport_url, "support1", registry) as (support1, port1),
         support(tmp_path, source.transport_url, "support2", registry) as (support2, port2),
         engine(tmp_path, registry, "engine1") as (engine1, http1),
@@ -85,7 +91,7 @@ async def test_network_registers_gone_left_play_by_name_and_registry_stop(tmp_pa
     ):
         for process, listen in ((support1, port1), (support2, port2), (engine1, http1), (engine2, http2),
                                 (engine3, http3)):  # fmt: skip
-            process.wait_for_port(HOST, listen, timeout=60)
+            process.wait_for_port(HOST, listen, timeout=100)
         api1, api2, api3 = (f"http://{HOST}:{p}" for p in (http1, http2, http3))
         content_id = source.descriptor().infohash
 
