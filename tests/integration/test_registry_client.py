@@ -5,21 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterable
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
+from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from swarmcast.node.config import NodeCommon
+from swarmcast.node.engine import Engine, EngineConfig
+from swarmcast.node.monitor import NodeState
+from swarmcast.node.shared import new_peer_id, node_host_and_swarm
+from swarmcast.registry import validate
 from swarmcast.registry.bootstrap import StreamDirectory, attach, refresh_peers
 from swarmcast.registry.client import NodeReport, RegistryClient, RegistryEndpoint, StreamReport
-from swarmcast.registry.reports import stream_report
+from swarmcast.registry.reports import EngineReporter, NodeReporter, stream_report
+from swarmcast.swarm.core import Role
 from swarmcast.transport import Descriptor, public_key_bytes
+from swarmcast.wire.messages import HandshakeFlags
 from tests.fake_registry import FakeRegistry, running
 from tests.procs import free_port
-
-if TYPE_CHECKING:
-    from swarmcast.node.engine import Engine
 
 
 def descriptor(title: str = "News") -> Descriptor:
@@ -250,3 +256,50 @@ async def test_playing_broadcasts_get_the_registrys_new_peers() -> None:
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
             await source.close()
+
+
+class _Holder:
+    def __init__(self, state: NodeState) -> None:
+        self.node_state: NodeState | None = state
+
+
+async def test_what_nodes_and_engines_send_is_what_the_registry_api_accepts() -> None:
+    """The reports of real node state and a real engine pass the registry's own request validation."""
+    desc = descriptor()
+    for kind, role in (("source", "source"), ("support", "support"), ("startup", "start")):
+        common = NodeCommon(port=7764, bind="127.0.0.1", upload_limit=125_000)  # not started: no bind
+        host, swarm = node_host_and_swarm(common, role=Role.SOURCE if kind == "source" else Role.SUPPORT,
+                                          flags=HandshakeFlags.SEEDER, peer_id=new_peer_id(), app=web.Application(),
+                                          descriptor=desc)  # fmt: skip
+        reporter = NodeReporter(_Holder(NodeState(kind, swarm, host, common, time.monotonic())), host="127.0.0.1",
+                                stream_name="news" if kind == "source" else None)  # fmt: skip
+        report = reporter.describe()
+        assert report is not None
+        info = validate.node_info(report.body(), "127.0.0.1")
+        assert (info.role, info.capacity_bps, info.content_ids) == (role, 1_000_000, (desc.infohash,))
+        beat = validate.heartbeat({"content_ids": list(report.content_ids), "figures": reporter.figures()})
+        assert {"cpu_percent", "rss_bytes", "peers", "upload_bps", "download_bps"} <= set(beat.figures)
+        assert beat.stream_figures is not None
+        assert set(beat.stream_figures) == {desc.infohash}
+        if kind == "source":
+            (stream,) = report.streams
+            posted = validate.stream_info(stream.body(str(uuid.uuid4())))
+            assert (posted.name, posted.bitrate, posted.content_id) == ("news", 2_000_000, desc.infohash)
+        else:
+            assert report.streams == ()
+        swarm.store.close()
+    engine = Engine(EngineConfig(port=0, bind="127.0.0.1"))
+    await engine.start()
+    try:
+        broadcast = await engine.join(desc.content_id, descriptor=desc)
+        broadcast.startup_s = 0.8
+        reporter_e = EngineReporter(host="127.0.0.1", http="http://127.0.0.1:6878", engine=engine)
+        report = reporter_e.describe()
+        assert report is not None
+        assert validate.node_info(report.body(), None).content_ids == (desc.infohash,)
+        beat = validate.heartbeat({"content_ids": list(report.content_ids), "figures": reporter_e.figures()})
+        assert beat.stream_figures is not None
+        assert beat.stream_figures[desc.infohash]["startup_s"] == 0.8
+        assert beat.stream_figures[desc.infohash]["viewers"] == 0
+    finally:
+        await engine.close()
