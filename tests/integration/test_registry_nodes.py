@@ -86,6 +86,14 @@ async def test_engine_plays_by_name_from_a_bootstrap_file(tmp_path: Path) -> Non
             # The content id works too, with no tracker: the file gave the descriptor and the peer.
             stream = await read_stream(f"{api}/ace/getstream?id={source.descriptor().infohash}", 2.0)
             assert len(stream) > 0
+            # And the HLS output by name.
+            timeout = aiohttp.ClientTimeout(total=60)
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(f"{api}/ace/manifest.m3u8?id=news") as got,
+            ):
+                assert got.status == 200, await got.text()
+                assert (await got.text()).startswith("#EXTM3U")
 
 
 def test_a_bad_bootstrap_file_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -79,12 +79,13 @@ def _names(engine: Engine) -> Callable[[str], bool] | None:
 
 async def _broadcast_for(engine: Engine, asked: PlaybackRequest) -> EngineBroadcast:
     if asked.selector in ID_KEYS:
-        hint = await registry_lookup(engine, asked.value)  # a name, or an id the registry / bootstrap file knows
-        if hint is not None:
-            return await join_hint(engine, hint)
         # A rendition (or channel) id the engine read in a channel file joins with what the file said of it.
-        known = join_hints(engine, content_id(asked.value))
+        known = None if is_registry_name(asked.value) else join_hints(engine, content_id(asked.value))
         if known is None:
+            # A registry name, or a content id the bootstrap file or the registry knows (registry/bootstrap.py).
+            hint = await registry_lookup(engine, asked.value)
+            if hint is not None:
+                return await join_hint(engine, hint)
             return await engine.join(content_id(asked.value))
         transport = known
     elif asked.selector == "magnet":
