@@ -13,6 +13,7 @@ from typing import cast
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from swarmcast.channel import Channel, Rendition
 from swarmcast.node.config import NodeCommon
 from swarmcast.node.engine import Engine, EngineConfig
 from swarmcast.node.monitor import NodeState
@@ -20,7 +21,7 @@ from swarmcast.node.shared import new_peer_id, node_host_and_swarm
 from swarmcast.registry import validate
 from swarmcast.registry.bootstrap import StreamDirectory, attach, refresh_peers
 from swarmcast.registry.client import NodeReport, RegistryClient, RegistryEndpoint, StreamReport
-from swarmcast.registry.reports import EngineReporter, NodeReporter, stream_report
+from swarmcast.registry.reports import EngineReporter, NodeReporter, channel_report, stream_report
 from swarmcast.swarm.core import Role
 from swarmcast.transport import Descriptor, public_key_bytes
 from swarmcast.wire.messages import HandshakeFlags
@@ -303,3 +304,16 @@ async def test_what_nodes_and_engines_send_is_what_the_registry_api_accepts() ->
         assert beat.stream_figures[desc.infohash]["viewers"] == 0
     finally:
         await engine.close()
+
+
+def test_a_broadcasters_channel_is_a_stream_the_registry_api_accepts() -> None:
+    first, second = descriptor("source"), descriptor("low")
+    channel = Channel(name="hello_world", title="hello_world", renditions=(
+        Rendition(name="source", bandwidth=2_000_000, transport=first.encode(), width=320, height=180),
+        Rendition(name="P144p30fps16x9", bandwidth=400_000, transport=second.encode()),
+    ))  # fmt: skip
+    report = channel_report(channel)
+    posted = validate.stream_info(report.body(str(uuid.uuid4())))
+    assert (posted.content_id, posted.name, posted.bitrate) == (channel.channel_id.hex(), "hello_world", 2_000_000)
+    assert posted.renditions is not None
+    assert [r["content_id"] for r in posted.renditions] == [first.infohash, second.infohash]

@@ -124,9 +124,16 @@ async def test_broadcaster_and_its_rendition_nodes_register(tmp_path: Path) -> N
             swarmcast_process(publish, stderr_path=tmp_path / "testsrc.log"),
             engine(tmp_path, "--registry", registry.url) as api,
         ):
-            await until(lambda: any(s["name"] == "hello_world-source" for s in registry.streams.values()), 90)
-            (stream,) = registry.streams.values()
-            content_id = stream["content_id"]
+            await until(lambda: {"hello_world-source", "hello_world"} <= {s["name"] for s in registry.streams.values()},
+                        90)  # fmt: skip
+            by_name = {s["name"]: s for s in registry.streams.values()}
+            content_id = by_name["hello_world-source"]["content_id"]
+            # The channel: a stream of its own, its renditions listed.
+            renditions = by_name["hello_world"]["renditions"]
+            assert isinstance(renditions, list)
+            (rendition,) = renditions
+            assert rendition["name"] == "source"
+            assert rendition["content_id"] == content_id
             await until(lambda: any(content_id in n["content_ids"] for n in registry.live("broadcaster")))  # type: ignore[operator]
             (node,) = registry.live("broadcaster")
             assert node["address"] is None
@@ -136,3 +143,13 @@ async def test_broadcaster_and_its_rendition_nodes_register(tmp_path: Path) -> N
             assert "test-token" not in (tmp_path / "meta" / "hello_world" / "source" / "node.log").read_text()
             played = await read_stream(f"{api}/ace/getstream?id=hello_world-source", 3.0)
             assert len(decode_video(played)) >= 15
+            played = await read_stream(f"{api}/ace/getstream?id=hello_world", 2.0)  # the channel: its first rendition
+            assert len(played) > 0
+            timeout = aiohttp.ClientTimeout(total=60)
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(f"{api}/ace/manifest.m3u8?id=hello_world") as got,
+            ):
+                master = await got.text()
+                assert got.status == 200, master
+                assert "#EXT-X-STREAM-INF" in master

@@ -398,6 +398,10 @@ class P2PBroadcaster:
         return [Descriptor.decode(node.transport).infohash for nodes in self.streams.values()
                 for node in nodes.nodes if node.transport is not None]  # fmt: skip
 
+    def channels(self) -> list[Channel]:
+        """Every stream's channel of the moment (for the registry)."""
+        return [nodes.channel for nodes in self.streams.values() if nodes.channel is not None]
+
     def channel_bytes(self, stream_id: str) -> bytes | None:
         nodes = self.streams.get(stream_id)
         return nodes.channel.encode() if nodes is not None and nodes.channel is not None else None

@@ -182,7 +182,8 @@ def run_broadcaster(args: argparse.Namespace) -> int:
         origin = f"http://{format_address(advertised_host(args, config.http_host), config.http_port)}"
     streams: list[StreamRegistry] = []
     reporter = BroadcasterReporter(http=origin, content_ids=nodes.content_ids if nodes is not None else list,
-                                   streams=lambda: sum(len(r.streams()) for r in streams))  # fmt: skip
+                                   streams=lambda: sum(len(r.streams()) for r in streams),
+                                   channels=nodes.channels if nodes is not None else list)  # fmt: skip
 
     async def main(stop: asyncio.Event) -> None:
         registry = StreamRegistry(config.registry)

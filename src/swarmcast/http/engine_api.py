@@ -48,7 +48,7 @@ from swarmcast.media.hls_playlist import PLAYLIST_CONTENT_TYPE
 from swarmcast.node.engine import Engine, EngineBroadcast, PlaybackSession
 from swarmcast.node.engine_limits import RETRY_AFTER_SECONDS, EngineBusyError
 from swarmcast.node.joiner import JoinError
-from swarmcast.registry.bootstrap import directory_of, is_registry_name, join_hint
+from swarmcast.registry.bootstrap import directory_of, is_registry_name, join_hint, named_master
 from swarmcast.registry.bootstrap import lookup as registry_lookup
 
 log = logging.getLogger("swarmcast.engine")
@@ -157,8 +157,11 @@ async def manifest(request: web.Request) -> web.Response:
         running = None if asked.as_json else outputs.running(asked.selector, asked.value)
         if running is not None:  # a player reloading the playlist: no lookup
             return await playlist_response(outputs, running, startup_timeout=engine.config.startup_timeout)
-        named = asked.selector in ID_KEYS and is_registry_name(asked.value)  # a registry name: never a channel
-        master = None if named else await channel_master(engine, asked)  # a channel: the master playlist
+        named = asked.selector in ID_KEYS and is_registry_name(asked.value)  # asked of the registry
+        if named:
+            master = None if asked.as_json else await named_master(engine, asked.value)
+        else:
+            master = await channel_master(engine, asked)  # a channel: the master playlist of its renditions
         if master is not None:
             return master
         broadcast = await _broadcast_for(engine, asked)

@@ -42,8 +42,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
+from aiohttp import web
 
+from swarmcast.channel import Channel, ChannelError
 from swarmcast.files import UnreadableFileError, read_regular_file
+from swarmcast.http.channel_out import directory as channel_directory
+from swarmcast.http.channel_out import master_response
 from swarmcast.node.joiner import JoinError, parse_content_id
 from swarmcast.registry.client import (
     MAX_RESPONSE_BYTES,
@@ -85,10 +89,11 @@ class BootstrapError(ValueError):
 class StreamHint:
     """What the engine joins a broadcast with: its descriptor and the peers to dial (support, start nodes)."""
 
-    descriptor: Descriptor
+    descriptor: Descriptor  # of a channel: its first rendition's (what getstream plays)
     peers: tuple[Address, ...] = ()
     startup_nodes: tuple[Address, ...] = ()
     name: str | None = None
+    channel: Channel | None = None  # the registry's "transport" was a channel file (swarmcast/channel.py)
 
     @property
     def content_id(self) -> bytes:
@@ -137,6 +142,20 @@ def decode_transport(data: bytes, content_id: str | None, where: str) -> Descrip
     if content_id is not None and descriptor.infohash != content_id.lower():
         raise ValueError(f"{where}: the transport file's content id is {descriptor.infohash}, not {content_id}")
     return descriptor
+
+
+CHANNEL_START = b"d4:name"  # a channel file's first key (canonical bencoding); a transport file's is 'bitrate'
+
+
+def decode_channel(data: bytes, content_id: str) -> Channel:
+    """A channel file whose SHA-1 is ``content_id`` (a channel's id); ValueError otherwise."""
+    try:
+        channel = Channel.decode(data)
+    except ChannelError as error:
+        raise ValueError(f"the registry's channel file: {error}") from None
+    if channel.channel_id.hex() != content_id.lower():
+        raise ValueError(f"the registry's channel file's id is {channel.channel_id.hex()}, not {content_id}")
+    return channel
 
 
 # -- the bootstrap file -----------------------------------------------------------------------------------------
@@ -261,20 +280,27 @@ async def registry_hint(endpoint: RegistryEndpoint, key: str) -> StreamHint | No
                 data = await read_bounded(got, MAX_METADATA_SIZE)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as error:
             raise RegistryError(f"transport file of {content_id}: {type(error).__name__} {error}"[:300]) from None
+        channel: Channel | None = None
+        peers_of = content_id
         try:
-            descriptor = decode_transport(data, content_id, "the registry's transport file")
+            if data.startswith(CHANNEL_START):  # a broadcaster's channel: its renditions' transport files
+                channel = decode_channel(data, content_id)
+                descriptor = channel.renditions[0].descriptor
+                peers_of = descriptor.infohash  # the rendition's nodes (the broadcaster itself has no address)
+            else:
+                descriptor = decode_transport(data, content_id, "the registry's transport file")
         except ValueError as error:
             raise RegistryError(str(error)) from None
         peers: tuple[Address, ...] = ()
         startup: tuple[Address, ...] = ()
         try:
-            status, answer = await request_json(session, "GET", endpoint.api("streams", content_id, "peers"),
+            status, answer = await request_json(session, "GET", endpoint.api("streams", peers_of, "peers"),
                                                 headers={}, limit=MAX_RESPONSE_BYTES)  # fmt: skip
             if status == 200:
                 peers, startup = _peers_of(answer)
         except RegistryError as error:  # the descriptor alone plays through trackers and PEX
             log.info("registry %s: no peers for %s: %s", endpoint.url, content_id, error)
-    return StreamHint(descriptor, peers, startup, name=name if name and is_name(name) else None)
+    return StreamHint(descriptor, peers, startup, name=name if name and is_name(name) else None, channel=channel)
 
 
 class StreamDirectory:
@@ -354,10 +380,25 @@ def directory_of(engine: Engine) -> StreamDirectory | None:
 
 
 async def join_hint(engine: Engine, hint: StreamHint) -> EngineBroadcast:
-    """Join (or find) the broadcast ``hint`` describes and hand its peers to the swarm as candidates."""
-    broadcast = await engine.join(hint.content_id, descriptor=hint.descriptor)
+    """Join (or find) the broadcast ``hint`` describes and hand its peers to the swarm as candidates. A channel
+    is remembered as a channel file read by url= is (http/channel_out.py) and its first rendition joined."""
+    if hint.channel is not None:
+        first = channel_directory(engine).add(hint.channel)
+        broadcast = await engine.join(first.descriptor.content_id, descriptor=first.descriptor,
+                                      trackers=first.trackers, node=first.node)  # fmt: skip
+    else:
+        broadcast = await engine.join(hint.content_id, descriptor=hint.descriptor)
     add_peers(engine, broadcast, hint)
     return broadcast
+
+
+async def named_master(engine: Engine, key: str) -> web.Response | None:
+    """``/ace/manifest.m3u8?id=NAME`` of a channel: its master playlist; None for a single broadcast."""
+    hint = await lookup(engine, key)
+    if hint is None or hint.channel is None:
+        return None
+    channel_directory(engine).add(hint.channel)
+    return master_response(hint.channel)
 
 
 def add_peers(engine: Engine, broadcast: EngineBroadcast, hint: StreamHint) -> None:

@@ -25,6 +25,7 @@ from swarmcast import __version__
 from swarmcast.registry.client import NodeReport, StreamReport
 
 if TYPE_CHECKING:
+    from swarmcast.channel import Channel
     from swarmcast.node.engine import Engine
     from swarmcast.node.monitor import NodeState
     from swarmcast.transport import Descriptor
@@ -233,18 +234,35 @@ def _sum(rows: Iterable[dict[str, object]], key: str) -> int:
 
 
 class BroadcasterReporter:
-    """Registration and figures of ``swarmcast broadcaster``: its origin, its live streams and its rendition
-    nodes' content ids (each rendition node registers itself and its broadcast as a source)."""
+    """Registration and figures of ``swarmcast broadcaster``: its origin, its live streams, the channel of each
+    (posted as a stream: engines play it by the stream id, the master playlist lists its renditions) and the
+    renditions' content ids (each rendition node registers itself and its broadcast as a source)."""
 
-    def __init__(self, *, http: str, content_ids: Callable[[], list[str]], streams: Callable[[], int]) -> None:
+    def __init__(self, *, http: str, content_ids: Callable[[], list[str]], streams: Callable[[], int],
+                 channels: Callable[[], list[Channel]] = list) -> None:  # fmt: skip
         self.http = http
         self.content_ids = content_ids
         self.streams = streams
+        self.channels = channels
         self.process = ProcessFigures()
 
     def describe(self) -> NodeReport:
+        channels = [channel_report(channel) for channel in self.channels()]
         return NodeReport(role="broadcaster", address=None, http=self.http, version=__version__,
-                          content_ids=tuple(self.content_ids()))  # fmt: skip
+                          content_ids=tuple(dict.fromkeys([*self.content_ids(), *(c.content_id for c in channels)])),
+                          streams=tuple(channels))  # fmt: skip
 
     def figures(self) -> dict[str, object]:
         return {**self.process.sample(), "live_streams": self.streams()}
+
+
+def channel_report(channel: Channel) -> StreamReport:
+    """A broadcaster's channel as a registry stream: its id, the stream id as name, the renditions."""
+    renditions = tuple(
+        {"name": r.name, "bandwidth": r.bandwidth, "width": r.width, "height": r.height, "codecs": r.codecs,
+         "frame_rate": r.frame_rate, "content_id": r.content_id.hex()}
+        for r in channel.renditions
+    )  # fmt: skip
+    return StreamReport(content_id=channel.channel_id.hex(), name=registry_name(channel.name), title=channel.title,
+                        transport=channel.encode(), bitrate=channel.renditions[0].bandwidth,
+                        renditions=renditions)  # fmt: skip
