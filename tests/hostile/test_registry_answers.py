@@ -19,6 +19,9 @@ from tests.integration.chain import HOST, decode_video, engine, signal_source, s
 from tests.integration.timed_player import TimedStream, read_timed
 from tests.procs import free_port, swarmcast_process
 
+# The test signal's rate, given: the source listens at once instead of measuring its input first.
+BITRATE = ("--bitrate", "125000")
+
 MODES = ["huge", "lying-length", "garbage", "hang", "500"]
 
 
@@ -87,7 +90,7 @@ async def test_lookups_against_a_hostile_registry_are_bounded(mode: str) -> None
 async def test_engine_with_a_hanging_registry_answers_and_plays_by_url(tmp_path: Path) -> None:
     with (
         threaded(FakeRegistry(misbehave="hang")) as registry, signal_source(tmp_path) as signal_url,
-        source_node(tmp_path, signal_url) as source,
+        source_node(tmp_path, signal_url, *BITRATE) as source,
         engine(tmp_path, "--registry", registry.url, "--registry-token", registry.token) as api,
     ):
         timeout = aiohttp.ClientTimeout(total=60)
@@ -116,7 +119,7 @@ async def test_stopping_the_registry_does_not_interrupt_a_player(tmp_path: Path)
     try:
         with (
             signal_source(tmp_path) as signal_url,
-            source_node(tmp_path, signal_url, *flags, "--registry-token", registry.token) as source,
+            source_node(tmp_path, signal_url, *BITRATE, *flags, "--registry-token", registry.token) as source,
             swarmcast_process(["node", "support", "--bind", HOST, "--port", str(support_port), "--url",
                                source.transport_url, "--pid-file-dir", str(tmp_path), *flags], env=env,
                               stderr_path=tmp_path / "support.log", wait_port=(HOST, support_port)) as support,

@@ -20,6 +20,9 @@ from tests.integration.chain import HOST, decode_video, signal_source, source_no
 from tests.integration.timed_player import TimedStream, read_timed
 from tests.procs import SwarmcastProcess, free_port, swarmcast_process
 
+# The test signal's rate, given: the source listens at once instead of measuring its input first.
+BITRATE = ("--bitrate", "125000")
+
 TOKEN = "e2e-registry-token"
 HEARTBEAT_TIMEOUT = 8.0  # --heartbeat-timeout of the registry under test (heartbeats every 5 s)
 # Every process is on 127.0.0.1: a node takes 4 peers per address by default (a household NAT), fewer than the
@@ -82,7 +85,7 @@ async def test_network_registers_gone_left_play_by_name_and_registry_stop(tmp_pa
     with (
         registry_process(tmp_path, port) as registry_proc,
         signal_source(tmp_path) as signal_url,
-        source_node(tmp_path, signal_url, *flags, *PER_IP, "--registry-name", "news") as source,
+        source_node(tmp_path, signal_url, *BITRATE, *flags, *PER_IP, "--registry-name", "news") as source,
         support(tmp_path, source.transport_url, "support1", registry) as (support1, port1),
         support(tmp_path, source.transport_url, "support2", registry) as (support2, port2),
         engine(tmp_path, registry, "engine1") as (engine1, http1),

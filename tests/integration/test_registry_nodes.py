@@ -17,6 +17,9 @@ from tests.fake_registry import FakeRegistry, threaded
 from tests.integration.chain import HOST, decode_video, engine, read_stream, signal_source, source_node
 from tests.procs import free_port, swarmcast_process
 
+# The test signal's rate, given: the source listens at once instead of measuring its input first.
+BITRATE = ("--bitrate", "125000")
+
 
 async def until(predicate: object, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
@@ -34,7 +37,7 @@ async def test_nodes_and_engine_register_and_engine_plays_by_name(tmp_path: Path
         env = {**os.environ, "SWARMCAST_REGISTRY_TOKEN": registry.token}  # the token by environment, too
         with (
             signal_source(tmp_path) as signal_url,
-            source_node(tmp_path, signal_url, *flags, "--registry-name", "news-hd") as source,
+            source_node(tmp_path, signal_url, *BITRATE, *flags, "--registry-name", "news-hd") as source,
             swarmcast_process(["node", "support", "--bind", HOST, "--port", str(support_port), "--url",
                                source.transport_url, "--pid-file-dir", str(tmp_path), "--registry", registry.url],
                               env=env, stderr_path=tmp_path / "support.log",
@@ -74,7 +77,7 @@ async def test_nodes_and_engine_register_and_engine_plays_by_name(tmp_path: Path
 
 
 async def test_engine_plays_by_name_from_a_bootstrap_file(tmp_path: Path) -> None:
-    with signal_source(tmp_path) as signal_url, source_node(tmp_path, signal_url) as source:
+    with signal_source(tmp_path) as signal_url, source_node(tmp_path, signal_url, *BITRATE) as source:
         bootstrap = tmp_path / "streams.json"
         acelive = next(source.publish_dir.glob("*.acelive"))
         bootstrap.write_text(json.dumps({"streams": [
