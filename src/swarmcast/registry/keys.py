@@ -82,9 +82,19 @@ def load_or_create(path: Path) -> KeyBox:
     Refused: a file that group or others may read (as ssh refuses such a private key), one that is not a regular
     file, and one whose content is not a key this code wrote."""
     try:
-        info = os.stat(path)
+        os.stat(path)
     except FileNotFoundError:
+        if os.path.lexists(path):
+            raise KeyFileError(f"--key-file {path}: a symlink to nothing; not followed") from None
         return _create(path)
+    except OSError as error:
+        raise KeyFileError(f"--key-file {path}: {error.strerror or error}") from None
+    return _load(path)
+
+
+def _load(path: Path) -> KeyBox:
+    try:
+        info = os.stat(path)
     except OSError as error:
         raise KeyFileError(f"--key-file {path}: {error.strerror or error}") from None
     if not stat.S_ISREG(info.st_mode):
@@ -122,7 +132,7 @@ def _create(path: Path) -> KeyBox:
         # O_EXCL: never through a planted symlink, never over a file another process just wrote.
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
-        return load_or_create(path)  # another registry process created it first: use that one
+        return _load(path)  # another registry process created it first: use that one
     except OSError as error:
         raise KeyFileError(f"--key-file {path}: cannot create it: {error.strerror or error}") from None
     with os.fdopen(descriptor, "wb") as handle:
