@@ -45,6 +45,7 @@ MAX_MONITOR_BODY = 256 * 1024  # one node's monitor (its peer list included)
 MAX_BODY = 1024 * 1024  # a list or a metadata push
 MAX_MONITOR_WAITING = 16  # monitor posts queued for the database at once; past it 503
 PRUNE_INTERVAL = 10.0  # seconds between age prunes when no cap is reached
+REFUSAL_LOG_INTERVAL = 10.0  # seconds between two log lines about requests without the token
 NO_STORE = {"Cache-Control": "no-store"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -93,6 +94,24 @@ class Controller:
                     self._totals, self._pruned_at = counted, now
         finally:
             self._monitor_waiting -= 1
+
+
+class RefusalLog:
+    """Requests without the token, logged by path (never the query: it may hold a token), one line per
+    ``REFUSAL_LOG_INTERVAL`` at most with a count of the others, so a flood of them cannot fill the log."""
+
+    def __init__(self) -> None:
+        self._logged_at: float | None = None
+        self._quiet = 0
+
+    def note(self, request: web.Request, now: float) -> None:
+        if self._logged_at is not None and now - self._logged_at < REFUSAL_LOG_INTERVAL:
+            self._quiet += 1
+            return
+        more = f" ({self._quiet} more refused since the last such line)" if self._quiet else ""
+        log.warning("controller: %s %s from %s: bad or missing token%s", request.method, request.path[:200],
+                    request.remote, more)  # fmt: skip
+        self._logged_at, self._quiet = now, 0
 
 
 def prepare(state: RegistryState, settings: ControllerSettings | None = None) -> Controller:
@@ -177,11 +196,12 @@ def add_routes(app: web.Application, state: RegistryState) -> None:
     ctl = found if isinstance(found, Controller) else prepare(state)
     db = state.db
 
+    refusals = RefusalLog()
+
     def guarded(handler: Handler) -> Handler:
         async def check(request: web.Request) -> web.StreamResponse:
             if not hmac.compare_digest(_given_token(request).encode(), state.token.encode()):
-                log.warning("controller: %s %s from %s: bad or missing token", request.method, request.path,
-                            request.remote)  # fmt: skip
+                refusals.note(request, time.monotonic())
                 return _error(401, "bad or missing token")
             try:
                 return await handler(request)
