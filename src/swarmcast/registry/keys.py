@@ -9,8 +9,9 @@ each sealed key, so a registry started with the wrong key file is refused at sta
 on the first restore. A copy of the database alone (a backup, a dump, a PostgreSQL replica) holds no usable key.
 
 Why AES-GCM and not Fernet: both are in ``cryptography``; AES-GCM binds the stream name as associated data without
-a second MAC, and its 28 bytes of overhead per key are less than Fernet's base64 frame. Nonces are random (96
-bits): with one key per registry and a handful of writes per stream, collisions are out of reach.
+a second MAC, and its 29 bytes of overhead per key (version, nonce, tag) are less than Fernet's base64 frame.
+Nonces are random (96 bits): with one key per registry and a handful of writes per stream, collisions are out of
+reach.
 """
 
 from __future__ import annotations
