@@ -21,6 +21,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,7 +34,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from swarmcast.fleet.config import load_app_config
 from swarmcast.fleet.controller import Answer, ControllerError, node_monitor, request
-from tests.integration.test_fleet_nodes import fleet, ok, signal_url, source_entry, stopped_at_end, write_root
+from swarmcast.registry import controller_store
+from swarmcast.registry.controller import prepare
+from swarmcast.registry.db import Database, sqlite_url
+from swarmcast.registry.state import RegistrySettings, RegistryState
+from tests.integration.test_fleet_nodes import env, fleet, ok, signal_url, source_entry, stopped_at_end, write_root
 from tests.procs import free_port, swarmcast_process
 
 HOST = "127.0.0.1"
@@ -267,3 +273,33 @@ async def test_fleet_through_the_registry_restores_on_a_new_server_and_the_key_l
     for db_file in (tmp_path / "registry").glob("registry.sqlite3*"):
         found += leaks(f"database {db_file.name}", db_file.read_bytes(), forms)
     assert found == [], found
+
+
+def test_a_wrong_or_exposed_key_file_stops_the_registry_in_one_line(tmp_path: Path) -> None:
+    """Started with another key file than the one that sealed the stored keys, or with a key file others may read,
+    ``swarmcast registry`` exits 2 with one line, before it listens."""
+    state_dir = tmp_path / "registry"
+    state_dir.mkdir()
+    database = Database(sqlite_url(state_dir / "registry.sqlite3"))
+    database.upgrade()
+    box = prepare(RegistryState(db=database, token=TOKEN, settings=RegistrySettings(state_dir=state_dir))).box
+    with database.engine.begin() as connection:
+        controller_store.store_metadata(connection, box, {"ch1": (1, "-----BEGIN PRIVATE KEY-----\nX\n")}, 1.0)
+    database.dispose()
+
+    def start(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "swarmcast", "registry", "--port", str(free_port()), "--bind",
+                               HOST, "--state-dir", str(state_dir), "--token", TOKEN, *extra],
+                              capture_output=True, text=True, env=env(), timeout=120, check=False)  # fmt: skip
+
+    other = start("--key-file", str(tmp_path / "other.key"))
+    assert other.returncode == 2, other.stderr
+    errors = [line for line in other.stderr.splitlines() if "error:" in line]
+    assert errors == [f"swarmcast registry: error: --key-file {tmp_path}/other.key: key id "
+                      f"{errors[0].split('key id ')[1].split()[0]} did not seal the 1 stored stream key(s) (sealed by "
+                      f"key id {box.key_id}): start with that key file"], other.stderr  # fmt: skip
+    os.chmod(state_dir / "registry.key", 0o640)
+    exposed = start()
+    assert exposed.returncode == 2
+    assert f"swarmcast registry: error: --key-file {state_dir}/registry.key: mode 0640 lets others read it" \
+        in exposed.stderr  # fmt: skip
