@@ -34,6 +34,8 @@ def monitor_body(port: int, pad: int) -> bytes:
 async def test_without_the_token_nothing_is_stored_or_handed_and_the_log_stays_short(tmp_path: Path) -> None:
     port = free_port()
     with registry(tmp_path, port) as base:
+        # The first refused request is logged: were its decoded path logged, it would forge a log line.
+        assert request("GET", f"{base}/api/controller/keys/x%0AFORGED%20line").status == 401
         assert admin("POST", f"{base}/controller/metadata", {"ch0": {"last_seq": 7, "private_key": KEY}}).status == 200
         assert admin("PUT", f"{base}/api/controller/lists/source_node/default", []).status == 200
         near = [None, "", "wrong", TOKEN[:-1], TOKEN + "x", TOKEN.upper()]
@@ -65,6 +67,8 @@ async def test_without_the_token_nothing_is_stored_or_handed_and_the_log_stays_s
     refused_lines = [line for line in log.splitlines() if "bad or missing token" in line]
     assert 1 <= len(refused_lines) < 20, len(refused_lines)
     assert "token=nope" not in log and "PRIVATE KEY" not in log and TOKEN not in log
+    assert "/api/controller/keys/x%0AFORGED%20line from 127.0.0.1: bad or missing token" in log
+    assert not any(line.startswith("FORGED") for line in log.splitlines())
 
 
 async def test_oversized_and_malformed_bodies_are_refused_and_a_monitor_flood_stays_inside_the_caps(

@@ -109,8 +109,9 @@ class RefusalLog:
             self._quiet += 1
             return
         more = f" ({self._quiet} more refused since the last such line)" if self._quiet else ""
-        log.warning("controller: %s %s from %s: bad or missing token%s", request.method, request.path[:200],
-                    request.remote, more)  # fmt: skip
+        # raw_path is still percent-encoded: a %0A in the URL cannot start a forged log line.
+        log.warning("controller: %s %s from %s: bad or missing token%s", request.method,
+                    request.raw_path.split("?", 1)[0][:200], request.remote, more)  # fmt: skip
         self._logged_at, self._quiet = now, 0
 
 
