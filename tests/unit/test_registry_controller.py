@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from aiohttp.test_utils import make_mocked_request
 
 from swarmcast.registry import controller_store as store
-from swarmcast.registry.controller import ControllerSettings, prepare
+from swarmcast.registry.controller import REFUSAL_LOG_INTERVAL, ControllerSettings, RefusalLog, prepare
 from swarmcast.registry.db import Database, engine_url, sqlite_url
 from swarmcast.registry.keys import KeyBox, KeyFileError, load_or_create
 from swarmcast.registry.models import controller_keys, controller_lists, controller_monitor
@@ -210,3 +211,19 @@ def test_the_monitor_table_is_empty_after_upgrade(db: Database) -> None:
     with db.engine.begin() as c:
         assert c.execute(sa.select(sa.func.count()).select_from(controller_monitor)).scalar() == 0
         assert store.monitor_totals(c) == (0, 0)
+
+
+def test_refused_requests_are_logged_once_per_interval_with_a_count_and_the_encoded_path(
+        caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    refusals = RefusalLog()
+    forged = make_mocked_request("GET", "/api/controller/keys/x%0AFORGED?token=secret-guess")
+    with caplog.at_level("WARNING", logger="swarmcast.registry.controller"):
+        refusals.note(forged, 100.0)
+        for i in range(50):
+            refusals.note(forged, 100.0 + i * 0.1)
+        refusals.note(forged, 100.0 + REFUSAL_LOG_INTERVAL)
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2, lines
+    assert "GET /api/controller/keys/x%0AFORGED from" in lines[0] and "\n" not in lines[0]
+    assert lines[1].endswith("(50 more refused since the last such line)")
+    assert not any("secret-guess" in line for line in lines)
