@@ -91,7 +91,7 @@ class Database:
                     command.upgrade(config, "head")
                 return database_revision(connection) or ""
         except sa.exc.OperationalError as error:
-            raise DatabaseError(f"--db {redact_url(self.url)}: {_first_line(error)}") from error
+            raise DatabaseError(f"--db {redact_url(self.url)}: {first_line(error)}") from error
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         def in_thread() -> T:
@@ -119,6 +119,6 @@ def redact_url(url: str) -> str:
         return url.rsplit("@", maxsplit=1)[-1]
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     text = str(getattr(error, "orig", None) or error).strip()
     return text.splitlines()[0] if text else type(error).__name__

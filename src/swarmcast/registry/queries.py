@@ -62,13 +62,18 @@ class NodeInfo:
     name: str | None
 
 
+# A stream's own figures in a heartbeat (validate.py checks them); a node carrying one stream may send them at
+# the top level of its figures instead of under "streams" (a source or support node serves one broadcast).
+STREAM_FIGURES = frozenset({"peers", "upload_bps", "download_bps", "viewers", "delay_s", "startup_s", "stalls"})
+
+
 @dataclass(frozen=True)
 class Heartbeat:
-    """A validated heartbeat: the node's streams now and its figures (validate.py lists the keys)."""
+    """A validated heartbeat: the node's streams now (None: unchanged) and its figures."""
 
-    content_ids: tuple[str, ...]
+    content_ids: tuple[str, ...] | None
     figures: dict[str, Any]  # node-wide figures (numbers), without "streams"
-    stream_figures: dict[str, dict[str, Any]]  # per content id (only ids in content_ids)
+    stream_figures: dict[str, dict[str, Any]] | None  # per content id; None when the node sent no "streams"
 
 
 @dataclass(frozen=True)
@@ -112,26 +117,34 @@ def heartbeat(conn: Connection, node_id: str, beat: Heartbeat, now: float, sampl
     figures are kept as samples at most once per ``sample_interval`` seconds, so a node that beats faster
     cannot grow the samples table faster. False when the node is unknown or has left (it registers again)."""
     row = conn.execute(
-        sa.select(nodes.c.state, nodes.c.role, nodes.c.sampled_at).where(nodes.c.node_id == node_id)
-    ).one_or_none()
+        sa.select(nodes.c.state, nodes.c.role, nodes.c.sampled_at, nodes.c.content_ids)
+        .where(nodes.c.node_id == node_id)
+    ).one_or_none()  # fmt: skip
     if row is None or row.state == LEFT:
         return False
+    ids = beat.content_ids if beat.content_ids is not None else tuple(row.content_ids)
+    if beat.stream_figures is not None:
+        per_stream = {cid: f for cid, f in beat.stream_figures.items() if cid in ids}  # others are dropped
+    elif len(ids) == 1:
+        per_stream = {ids[0]: {key: beat.figures[key] for key in STREAM_FIGURES & beat.figures.keys()}}
+    else:
+        per_stream = {}
     keep = row.sampled_at is None or now - row.sampled_at >= sample_interval
     figures = dict(beat.figures)
-    if beat.stream_figures:
-        figures["streams"] = beat.stream_figures
+    if per_stream:
+        figures["streams"] = per_stream
     conn.execute(nodes.update().where(nodes.c.node_id == node_id).values(
-        state=LIVE, last_seen=now, content_ids=list(beat.content_ids), figures=figures,
+        state=LIVE, last_seen=now, content_ids=list(ids), figures=figures,
         sampled_at=now if keep else row.sampled_at,
     ))  # fmt: skip
-    _set_node_streams(conn, node_id, beat.content_ids, beat.stream_figures)
+    _set_node_streams(conn, node_id, ids, per_stream)
     if keep:
         rows: list[dict[str, Any]] = [
             {"node_id": node_id, "role": row.role, "content_id": None, "at": now, "figures": beat.figures}
         ]
         rows += [
-            {"node_id": node_id, "role": row.role, "content_id": cid, "at": now, "figures": beat.stream_figures[cid]}
-            for cid in beat.content_ids if cid in beat.stream_figures
+            {"node_id": node_id, "role": row.role, "content_id": cid, "at": now, "figures": per_stream[cid]}
+            for cid in ids if cid in per_stream
         ]  # fmt: skip
         conn.execute(samples.insert(), rows)
     return True
