@@ -2,12 +2,12 @@
 
 The registry's watch page (registry/watch.py) is served by the registry, not the engine, and reads the engine's
 version, HLS playlist and segments with ``fetch``/XHR: the browser lets it only when the answers carry
-``Access-Control-Allow-Origin``. The HLS answers carried it already (hls_out.PLAYLIST_HEADERS); this adds the
-version the page probes the engine with and the error answers (a 400 or 504 the page shows). These paths alone
-get ``*`` (no credentials: the engine has no cookies or user sessions): what any page could already make the engine do (join a broadcast, a GET with no preflight) it may
-now also read, a live stream that is public in the swarm anyway. Everything else (``/ace/getstream``'s session
-URLs, ``/ace/stat``, ``/app/stat``) stays unreadable to other origins, and the Host check against DNS rebinding
-(engine_api.json_errors) is unchanged.
+``Access-Control-Allow-Origin``. The HLS answers carried it already (hls_out.PLAYLIST_HEADERS); this adds the version
+the page probes the engine with and the error answers (a 400 or 504 the page shows). These paths alone get ``*`` (no
+credentials: the engine has no cookies or user sessions): what any page could already make the engine do (join a
+broadcast, a GET with no preflight) it may now also read, a live stream that is public in the swarm anyway.
+Everything else (``/ace/getstream``'s session URLs, ``/ace/stat``, ``/app/stat``) stays unreadable to other
+origins, and the Host check against DNS rebinding (engine_api.json_errors) is unchanged.
 """
 
 from __future__ import annotations
