@@ -101,6 +101,7 @@ async def test_stream_page_and_watch_page(site: tuple[TestClient[Any, Any], dict
         assert "media-src 'self' blob:" in headers["Content-Security-Policy"]
     stream_page, _ = await get(client, "/streams/news")
     assert f'href="/nodes/{ids["support"]}"' in stream_page and 'id="chart-viewers"' in stream_page
+    assert "1 source · 1 support · 0 start · 1 engine" in stream_page  # counted from the stream's nodes
 
 
 async def test_watch_page_engine_address_and_hls_origin(site: tuple[TestClient[Any, Any], dict[str, str]]) -> None:

@@ -65,7 +65,11 @@ def _categories(stream: Stream) -> str:
 
 
 def _node_counts(stream: Stream) -> str:
+    """Live nodes by role: the list's counts, or counted from a stream's own answer (where ``nodes`` lists them)."""
     counts = stream.get("nodes")
+    if isinstance(counts, list):
+        live = [n.get("role") for n in counts if isinstance(n, Mapping) and n.get("state") == "live"]
+        counts = {role: live.count(role) for role in ROLES}
     if not isinstance(counts, Mapping):
         return "–"
     return " · ".join(f"{counts.get(role, 0)} {role}" for role in ROLES)
@@ -109,7 +113,7 @@ def stream_row(stream: Stream) -> str:
             f'<td><a class="watch" href="/watch/{e(key)}">watch</a></td></tr>')  # fmt: skip
 
 
-STREAM_HEADERS = ("title", "name", "categories", "quality", "bitrate", "", "viewers", "nodes", "")
+STREAM_HEADERS = ("title", "name", "categories", "quality", "bitrate", "state", "viewers", "live nodes", "")
 
 
 def stream_list(streams: Iterable[Stream], *, refresh: float) -> str:
@@ -216,6 +220,8 @@ def _flat_figures(figures: object, prefix: str = "", depth: int = 0) -> list[tup
             rows.append((name, fmt_bps(value)))
         elif key.endswith("_bytes"):
             rows.append((name, fmt_bytes(value)))
+        elif isinstance(value, float):
+            rows.append((name, f"{value:.2f}"))
         else:
             rows.append((name, json.dumps(value)[:200] if not isinstance(value, str) else value[:200]))
     return rows

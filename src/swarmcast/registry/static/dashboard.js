@@ -42,7 +42,7 @@
     if (!plot) {
       const bits = name === "upload" || name === "traffic";
       plot = new window.uPlot({
-        width: Math.max(320, Math.min(560, place.clientWidth || 560)),
+        width: 480,
         height: 200,
         series: [{}, ...labels.map((label, i) => ({ label, stroke: colours[i % colours.length], width: 1.5, spanGaps: true }))],
         axes: [{}, bits ? { values: bpsAxis, size: 80 } : {}],

@@ -45,6 +45,7 @@
       state.mode = "none";
       sourceLine.textContent = cfg.reason;
       video.remove();
+      document.getElementById("unmute").remove();
     }
   }
   start();
