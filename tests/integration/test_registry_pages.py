@@ -111,8 +111,8 @@ async def test_watch_page_engine_address_and_hls_origin(site: tuple[TestClient[A
     assert config["engine"] == "http://127.0.0.9:7878" and config["hls"] == "http://origin.example:8935/live.m3u8"
     assert "connect-src 'self' http://127.0.0.9:7878 http://origin.example:8935" in headers["Content-Security-Policy"]
     assert config["query"] == {"id": config["content_id"]}  # no live node: the engine looks the id up itself
-    text, _ = await get(client, "/watch/radio?engine=http://10.1.2.3:6878", 400)
-    assert "not a loopback address" in text
+    text, headers = await get(client, "/watch/radio?engine=http://10.1.2.3:6878", 400)
+    assert "not a loopback address" in text and "script-src 'self'" in headers["Content-Security-Policy"]
     await get(client, "/watch/nothing", 404)
     await get(client, "/streams/nothing", 404)
 

@@ -65,10 +65,18 @@ def csp(connect: tuple[str, ...] = (), media: bool = False) -> str:
     return policy
 
 
+def _headers(policy: str | None = None) -> dict[str, str]:
+    return {"Content-Security-Policy": policy or csp(), "Cache-Control": "no-cache",
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}  # fmt: skip
+
+
 def _html(text: str, *, status: int = 200, policy: str | None = None) -> web.Response:
-    headers = {"Content-Security-Policy": policy or csp(), "Cache-Control": "no-cache",
-               "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}  # fmt: skip
-    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8", headers=headers)
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8", headers=_headers(policy))
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    """A 400 page (raised from inside a handler) saying what was wrong in one line."""
+    return web.HTTPBadRequest(text=pages.error_page(400, message), content_type="text/html", headers=_headers())
 
 
 def _refused(status: int, message: str) -> web.Response:
@@ -85,8 +93,7 @@ def _number(request: web.Request, name: str, default: float, low: float, high: f
     except ValueError:
         value = float("nan")
     if not low <= value <= high:  # NaN fails too
-        raise web.HTTPBadRequest(text=pages.error_page(400, f"{name}: {text[:40]!r} is not a number from {low:g} "
-                                                       f"to {high:g}"), content_type="text/html")  # fmt: skip
+        raise _bad_request(f"{name}: {text[:40]!r} is not a number from {low:g} to {high:g}")
     return value
 
 
@@ -112,7 +119,7 @@ class Pages:
         try:
             engine = engine_origin(request.query.get("engine"))
         except EngineAddressError as error:
-            raise web.HTTPBadRequest(text=pages.error_page(400, str(error)), content_type="text/html") from None
+            raise _bad_request(str(error)) from None
         transport = await self._read(queries.get_transport, stream["content_id"])
         hls = hls_origin(stream.get("renditions"), transport)
         config: dict[str, object] = {
