@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tests.procs import free_port
 
-PG_BIN_DIRS = ("/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin")
+PG_LIB = Path("/usr/lib/postgresql")  # Debian: /usr/lib/postgresql/<major>/bin
 SUPERUSER = "swarmcast"
 RUN_AS = "postgres"  # when we are root: the package's system user
 _START_TIMEOUT = 60  # seconds pg_ctl waits for the server to accept connections
@@ -30,10 +30,13 @@ _names = itertools.count(1)
 
 
 def find_pg_bin() -> Path | None:
+    """The newest installed server's bin directory (or $SWARMCAST_PG_BIN), None when there is none."""
     override = os.environ.get("SWARMCAST_PG_BIN")
-    for directory in ((override,) if override else PG_BIN_DIRS):
-        if (Path(directory) / "pg_ctl").exists() and (Path(directory) / "initdb").exists():
-            return Path(directory)
+    candidates = [Path(override)] if override else sorted(
+        (p / "bin" for p in PG_LIB.glob("*") if p.name.isdigit()), key=lambda p: int(p.parent.name), reverse=True)
+    for directory in candidates:
+        if (directory / "pg_ctl").exists() and (directory / "initdb").exists():
+            return directory
     return None
 
 

@@ -70,6 +70,7 @@ async def test_source_support_and_engines_make_a_live_stream_with_counts_and_pee
     assert stream["nodes"] == {"source": 1, "support": 1, "start": 1, "engine": 1, "broadcaster": 0}
     detail = await get(client, "/api/streams/news")
     assert {n["role"] for n in detail["nodes"]} == {"source", "support", "start", "engine"}
+    assert detail["node_counts"] == stream["nodes"]
     assert (await get(client, f"/api/streams/{cid.upper()}"))["name"] == "news"
     peers = (await get(client, f"/api/streams/{cid}/peers"))["peers"]
     assert peers[0] == {"role": "start", "address": "127.0.0.1:7002"}
@@ -263,3 +264,24 @@ async def test_transport_round_trips_byte_for_byte(registry: tuple[Client, Regis
     await post(client, "/api/streams", stream_body(cid, data), 201)
     async with client.get(f"/api/streams/{cid}/transport") as response:
         assert base64.b64encode(await response.read()) == base64.b64encode(data)
+
+
+async def test_concurrent_writes_all_succeed(registry: tuple[Client, RegistryState]) -> None:
+    """Heartbeats of many nodes at once: each a read then a write in one transaction (SQLite must not answer
+    "database is locked" when two of them overlap)."""
+    client, _state = registry
+    cid, data = transport_file()
+    nodes = [await register(client, "engine", None, [cid]) for _ in range(12)]
+    beat = {"content_ids": [cid], "figures": {"cpu_percent": 1.0, "streams": {cid: {"viewers": 1}}}}
+
+    async def beat_once(node_id: str) -> int:
+        async with client.post(f"/api/nodes/{node_id}/heartbeat", json=beat, headers=AUTH) as response:
+            return response.status
+
+    for _ in range(3):
+        statuses = await asyncio.gather(*(beat_once(n) for n in nodes))
+        assert set(statuses) == {200}, statuses
+        await asyncio.sleep(1.0)  # past the heartbeat gate
+    stream_body_ = stream_body(cid, data)
+    assert (await post(client, "/api/streams", stream_body_, 201))["created"] is True
+    assert (await get(client, f"/api/streams/{cid}"))["viewers"] == 12

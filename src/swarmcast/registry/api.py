@@ -56,6 +56,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
                    413: "request body too large"}.get(http_error.status, http_error.reason)  # fmt: skip
         allow = {"Allow": http_error.headers["Allow"]} if "Allow" in http_error.headers else None
         response = error(message, http_error.status, allow)
+    except sa.exc.IntegrityError:
+        # Two writes of one new row at once (PostgreSQL's READ COMMITTED lets both look first): the loser.
+        response = error("a concurrent write of the same thing won: try again", 409)
     except (sa.exc.OperationalError, sa.exc.TimeoutError) as down:
         log.warning("database unavailable answering %s %s: %s", request.method, request.path[:200],
                     first_line(down)[:300])

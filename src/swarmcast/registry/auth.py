@@ -27,7 +27,8 @@ def bearer(request: web.Request) -> str | None:
 
 def authorized(request: web.Request, token: str) -> bool:
     given = bearer(request)
-    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+    # aiohttp hands bytes that are not UTF-8 over as surrogates: encode them back rather than fail on them.
+    return given is not None and hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode())
 
 
 def require_token(request: web.Request, token: str) -> None:

@@ -298,7 +298,8 @@ def find_stream(conn: Connection, key: str) -> str | None:
 
 
 def get_stream(conn: Connection, key: str) -> dict[str, Any] | None:
-    """The stream (as in the list) plus ``nodes``: every node that carries it, live ones first."""
+    """The stream as in the list, but ``nodes`` lists every node that carries it (live ones first, at most
+    ``MAX_STREAM_NODES``) and the counts move to ``node_counts``."""
     content_id = find_stream(conn, key)
     if content_id is None:
         return None
@@ -310,6 +311,8 @@ def get_stream(conn: Connection, key: str) -> dict[str, Any] | None:
         .where(node_streams.c.content_id == content_id)
         .order_by(live_first, nodes.c.role, nodes.c.registered_at).limit(MAX_STREAM_NODES)
     )  # fmt: skip
+    # The list's "nodes" (counts of live nodes by role) stays as "node_counts"; "nodes" lists them here.
+    stream["node_counts"] = stream["nodes"]
     stream["nodes"] = [node_dict(n) for n in conn.execute(query)]
     return stream
 
