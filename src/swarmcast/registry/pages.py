@@ -65,8 +65,9 @@ def _categories(stream: Stream) -> str:
 
 
 def _node_counts(stream: Stream) -> str:
-    """Live nodes by role: the list's counts, or counted from a stream's own answer (where ``nodes`` lists them)."""
-    counts = stream.get("nodes")
+    """Live nodes by role: the list's ``nodes`` counts, a stream's own answer's ``node_counts`` (its ``nodes``
+    lists them), else counted from that list."""
+    counts = stream.get("node_counts", stream.get("nodes"))
     if isinstance(counts, list):
         live = [n.get("role") for n in counts if isinstance(n, Mapping) and n.get("state") == "live"]
         counts = {role: live.count(role) for role in ROLES}
