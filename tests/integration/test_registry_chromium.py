@@ -9,7 +9,8 @@ A second stream is registered with a ``<script>`` title: it must show as text. T
 - opens the stream list: both streams are listed, the title as text, the viewer count refreshes;
 - opens the watch page with ``?engine=`` the engine's address: the page finds the engine and plays through it
   (video currentTime advances);
-- opens the dashboard: the viewers chart's data grows between two reads.
+- opens the dashboard: the viewers chart's data grows between two reads (every chart has data), and a node's
+  page draws its CPU and memory.
 
 The driver setup is the engine player test's (tests/integration/test_player_chromium.py); skipped without
 chromium and chromium-driver.
@@ -233,6 +234,11 @@ def test_stream_list_watch_page_and_dashboard_in_chromium(tmp_path: Path) -> Non
             for name in ("upload", "delay", "startup", "stalls", "cpu", "memory"):
                 assert later["points"].get(name, 0) >= 1, (name, later)
             print(f"dashboard points {first['points']} -> {later['points']}; viewers {later['viewers']}")
+            # A node's page charts its own CPU and memory.
+            driver.get(f"{site}/nodes/{engine_id}?refresh=1")
+            node = wait_for(driver, CHART_STATE, lambda s: s["points"].get("cpu", 0) >= 1 and s["updates"] >= 2, 30,
+                            "the node page's charts")  # fmt: skip
+            assert node["error"] is None and node["points"].get("memory", 0) >= 1, node
             assert relay.errors == [], relay.errors[:3]
             _, headers = fetch(f"{api}/webui/api/service?method=get_version")
             assert headers.get("Access-Control-Allow-Origin") == "*", headers
