@@ -182,7 +182,7 @@ def test_stream_list_watch_page_and_dashboard_in_chromium(tmp_path: Path) -> Non
             "version": "test", "content_ids": [cid], "name": "studio"})["node_id"]  # fmt: skip
         call("POST", f"{site}/api/streams", {
             "content_id": cid, "name": "test-channel", "title": "Test channel", "categories": ["news"],
-            "quality": "SD", "bitrate": 125_000, "renditions": None, "node_id": source_id,
+            "quality": "SD", "bitrate": 1_000_000, "renditions": None, "node_id": source_id,
             "transport": base64.b64encode(transport).decode()})  # fmt: skip
         engine_id = call("POST", f"{site}/api/nodes", {
             "role": "engine", "address": None, "http": api, "capacity_bps": None, "version": "test",

@@ -45,7 +45,7 @@ async def site(registry_db_url: str, tmp_path: Path) -> AsyncIterator[tuple[Test
             "support", "127.0.0.2:7001", "http://127.0.0.2:7001", 10**8, "1", (ids["news"],), "sup"), now)  # fmt: skip
         ids["engine"] = queries.register_node(conn, queries.NodeInfo(
             "engine", None, None, None, "1.0", (ids["news"],), None), now)  # fmt: skip
-        queries.upsert_stream(conn, queries.StreamInfo(ids["news"], "news", EVIL, (EVIL,), "SD", 250_000, None,
+        queries.upsert_stream(conn, queries.StreamInfo(ids["news"], "news", EVIL, (EVIL,), "SD", 2_000_000, None,
                                                        news, ids["source"]), now)  # fmt: skip
         queries.upsert_stream(conn, queries.StreamInfo(ids["radio"], "radio", "Radio", (), None, None,
                                                        [{"name": "audio"}], hls, None), now)  # fmt: skip
@@ -84,6 +84,7 @@ async def test_stream_list(site: tuple[TestClient[Any, Any], dict[str, str]]) ->
     no_markup_from_nodes(text)
     assert f'data-content-id="{ids["news"]}"' in text and f'data-content-id="{ids["radio"]}"' in text
     assert '<td class="viewers">2</td>' in text and '<td class="live">live</td>' in text
+    assert '<td class="bitrate">2.0 Mbit/s</td>' in text  # the API's bits per second
     assert "script-src 'self'" in headers["Content-Security-Policy"]
     assert "media-src" not in headers["Content-Security-Policy"]  # only the pages with a player play media
 

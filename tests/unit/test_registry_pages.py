@@ -26,7 +26,7 @@ CID = "ab" * 20
 
 def stream(**extra: object) -> dict[str, object]:
     return {"content_id": CID, "name": "news", "title": EVIL, "categories": [EVIL, "tv"], "quality": EVIL,
-            "bitrate": 250_000, "renditions": None, "live": True, "viewers": 3,
+            "bitrate": 2_000_000, "renditions": None, "live": True, "viewers": 3,
             "nodes": {"source": 1, "support": 2, "start": 0, "engine": 3}, **extra}  # fmt: skip
 
 
@@ -60,7 +60,7 @@ def test_the_list_shows_each_stream_with_viewers_bitrate_and_links() -> None:
     text = pages.stream_list([stream(), stream(content_id="cd" * 20, name="sport", title="Sport", live=False)],
                              refresh=2)  # fmt: skip
     assert text.count("<tr data-content-id=") == 2
-    assert '<td class="viewers">3</td>' in text and "2.0 Mbit/s" in text  # 250 kB/s
+    assert '<td class="viewers">3</td>' in text and "2.0 Mbit/s" in text
     assert 'href="/watch/sport"' in text and 'href="/streams/news"' in text and "off air" in text
     assert 'data-refresh="2"' in text
     assert "no streams are registered" in pages.stream_list([], refresh=5)

@@ -55,8 +55,7 @@ def fmt_age(last_seen: object, now: float | None = None) -> str:
 
 
 def stream_bitrate(stream: Stream) -> str:
-    bitrate = stream.get("bitrate")  # bytes per second, as in the transport file
-    return fmt_bps(bitrate * 8) if isinstance(bitrate, int) and not isinstance(bitrate, bool) else "–"
+    return fmt_bps(stream.get("bitrate"))  # bits per second (the API's; the transport file's is bytes/s)
 
 
 def _categories(stream: Stream) -> str:

@@ -18,7 +18,7 @@
     sc.cell(tr, String(stream.name), "name");
     sc.cell(tr, Array.isArray(stream.categories) ? stream.categories.join(", ") : "", "categories");
     sc.cell(tr, stream.quality == null ? "–" : String(stream.quality), "quality");
-    sc.cell(tr, typeof stream.bitrate === "number" ? sc.bps(stream.bitrate * 8) : "–", "bitrate");
+    sc.cell(tr, sc.bps(stream.bitrate), "bitrate");
     sc.cell(tr, stream.live ? "live" : "off air", "live");
     sc.cell(tr, String(stream.viewers || 0), "viewers");
     const nodes = stream.nodes || {};
