@@ -10,11 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from swarmcast.registry import queries
-from swarmcast.registry.state import RegistryState
-from tests.registry_helpers import AUTH, node_body, registry_client, stream_body, transport_file
+from swarmcast.registry.api import HeartbeatGate
+from swarmcast.registry.app import build_app
+from swarmcast.registry.db import Database
+from swarmcast.registry.state import RegistrySettings, RegistryState
+from tests.procs import free_port
+from tests.registry_helpers import AUTH, TOKEN, node_body, registry_client, stream_body, transport_file
 
 Client = TestClient[Any, Any]
 
@@ -285,3 +289,43 @@ async def test_concurrent_writes_all_succeed(registry: tuple[Client, RegistrySta
     stream_body_ = stream_body(cid, data)
     assert (await post(client, "/api/streams", stream_body_, 201))["created"] is True
     assert (await get(client, f"/api/streams/{cid}"))["viewers"] == 12
+
+
+async def test_series_queries_are_checked(registry: tuple[Client, RegistryState]) -> None:
+    client, _state = registry
+    for query in ("seconds=abc", "seconds=0", "seconds=-5", "seconds=1e9", "seconds=" + "9" * 20,
+                  "content_id=Not%20A%20Name"):  # fmt: skip
+        answer = await get(client, f"/api/series?{query}", 400)
+        assert "seconds" in answer["error"] or "content_id" in answer["error"]
+    for query in ("role=king", "state=dead"):
+        await get(client, f"/api/nodes?{query}", 400)
+    # More than the retention is cut to it: the step grows so no answer has more than 720 points.
+    assert (await get(client, "/api/series?seconds=999999999"))["step"] == 5.0
+
+
+def test_the_heartbeat_gate_is_bounded() -> None:
+    gate = HeartbeatGate(limit=3)
+    assert gate.allow("a", 0.0)
+    assert not gate.allow("a", 0.5)
+    for name in "bcd":
+        assert gate.allow(name, 1.0)
+    assert len(gate._last) == 3  # "a" went first
+    assert gate.allow("a", 1.1)
+
+
+async def test_a_database_that_does_not_answer_is_a_503(tmp_path: Path) -> None:
+    database = Database(f"postgresql://nobody@127.0.0.1:{free_port()}/none?connect_timeout=5")
+    state = RegistryState(db=database, token=TOKEN, settings=RegistrySettings(state_dir=tmp_path))
+    client = TestClient(TestServer(build_app(state)))  # with the sweeper: it must survive the outage too
+    await client.start_server()
+    try:
+        for path in ("/api/streams", "/api/nodes"):
+            async with client.get(path) as response:
+                assert response.status == 503
+                assert response.headers["Retry-After"] == "5"
+                assert "database" in (await response.json())["error"]
+        async with client.post("/api/nodes", json=node_body(), headers=AUTH) as response:
+            assert response.status == 503
+    finally:
+        await client.close()
+        database.dispose()
