@@ -8,7 +8,7 @@ A second stream is registered with a ``<script>`` title: it must show as text. T
 
 - opens the stream list: both streams are listed, the title as text, the viewer count refreshes;
 - opens the watch page with ``?engine=`` the engine's address: the page finds the engine and plays through it
-  (video currentTime advances);
+  (video currentTime advances), and shows the engine's reason when it cannot (a stream whose only node is gone);
 - opens the dashboard: the viewers chart's data grows between two reads (every chart has data), and a node's
   page draws its CPU and memory.
 
@@ -193,6 +193,11 @@ def test_stream_list_watch_page_and_dashboard_in_chromium(tmp_path: Path) -> Non
             "content_id": Descriptor.decode(evil).infohash, "name": "evil", "title": EVIL, "categories": ["news"],
             "quality": None, "bitrate": None, "renditions": None, "node_id": source_id,
             "transport": base64.b64encode(evil).decode()})  # fmt: skip
+        # ... and carried by a support node whose web interface is gone: an engine cannot fetch its transport file.
+        dead = free_port()
+        call("POST", f"{site}/api/nodes", {
+            "role": "support", "address": f"{HOST}:{dead}", "http": f"http://{HOST}:{dead}", "capacity_bps": None,
+            "version": "test", "content_ids": [Descriptor.decode(evil).infohash], "name": "unreachable"})  # fmt: skip
         source_figures, engine_figures = ProcessFigures(source.process.pid), ProcessFigures(engine_process.pid)
         beats = {source_id: lambda: source_beat(source_http, cid, source_figures),
                  engine_id: lambda: engine_beat(api, engine_figures)}  # fmt: skip
@@ -216,6 +221,13 @@ def test_stream_list_watch_page_and_dashboard_in_chromium(tmp_path: Path) -> Non
             errors = [e for e in state(driver)["errors"] if e["details"] not in STALLS]
             assert errors == [], errors
             print(f"watch page through the engine: currentTime {[round(t, 2) for t in times]}")
+
+            # The engine refuses a stream it cannot fetch: the page shows the engine's reason.
+            driver.get(f"{site}/watch/evil?engine={quote(api, safe='')}")
+            refused = wait_for(driver, WATCH_STATE, lambda s: s["engineError"], 40, "the engine's reason")
+            said = driver.execute_script('return document.getElementById("source").textContent;')
+            assert "transport file" in refused["engineError"] and refused["engineError"] in said, (refused, said)
+            print(f"the engine's refusal, shown: {said[:160]}")
 
             # The list counts the engine's player as a viewer (its heartbeat says so), refreshed in place.
             driver.get(f"{site}/?refresh=1")
