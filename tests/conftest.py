@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.opentracker import OpenTracker, find_opentracker, opentracker
+from tests.pg import PostgresServer, find_pg_bin, postgres_server
 
 OpenTrackerFactory = Callable[[Iterable[bytes]], OpenTracker]
 
@@ -30,3 +32,32 @@ def opentracker_factory() -> Iterator[OpenTrackerFactory]:
             return stack.enter_context(opentracker(info_hashes))
 
         yield start
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (tests/pg.py), stopped at its end, pass or fail. Skips when
+    the postgresql package is not installed, except under CI=true."""
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        message = "PostgreSQL is not installed (apt-get install postgresql)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with postgres_server(bin_dir) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The registry's database URL, once a SQLite file and once a fresh database on the real PostgreSQL server:
+    every registry test that takes it runs on both."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'registry.sqlite3'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    name, url = server.create_database()
+    try:
+        yield url
+    finally:
+        server.drop_database(name)

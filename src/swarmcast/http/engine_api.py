@@ -32,6 +32,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from swarmcast import VERSION_CODE, __version__
 from swarmcast.http.channel_out import channel_master, join_hints, resolve
+from swarmcast.http.cors import allow_cross_origin_playback
 from swarmcast.http.engine_params import ID_KEYS, PlaybackRequest, content_id, magnet, parse_playback, transport_data
 from swarmcast.http.hls_out import (
     PLAYLIST_HEADERS,
@@ -368,6 +369,7 @@ def make_app(engine: Engine) -> web.Application:
         await outputs.close()
 
     app.on_shutdown.append(close_outputs)  # before the server waits for its handlers: the outputs' tasks end first
+    allow_cross_origin_playback(app)  # the registry's watch page plays through this engine
     app.router.add_get("/ace/getstream", getstream)
     app.router.add_get("/ace/manifest.m3u8", manifest)
     app.router.add_get(SEGMENT_PATH, hls_segment)

@@ -8,6 +8,8 @@ the synchronous drivers (the stdlib's sqlite3, psycopg 3) are the ones Alembic a
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -22,6 +24,9 @@ from sqlalchemy.engine import Connection, Engine
 T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+log = logging.getLogger("swarmcast.registry")
+# Alembic tells every step at INFO ("Context impl SQLiteImpl."); the registry says in one line what it did.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 class DatabaseError(Exception):
@@ -68,6 +73,13 @@ class Database:
         if self.engine.dialect.name == "sqlite":
             # Readers and the heartbeat writer at once: WAL lets them; the busy timeout rides out a write lock.
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            # The stdlib driver begins a transaction only at the first write, so a query's reads before it
+            # would see a state another thread changes before the write: BEGIN IMMEDIATE makes every
+            # ``run(fn)`` one serial transaction (writers queue on the busy timeout; the load is small).
+            sa.event.listen(self.engine, "begin", _sqlite_begin)
+            database = self.engine.url.database
+            if database and database != ":memory:" and not database.startswith("file:"):
+                _private_file(Path(database))
 
     @property
     def dialect(self) -> str:
@@ -89,9 +101,11 @@ class Database:
                     config = _alembic_config()
                     config.attributes["connection"] = connection
                     command.upgrade(config, "head")
+                    log.info("database schema upgraded from revision %s to %s", current or "(empty)",
+                             database_revision(connection))
                 return database_revision(connection) or ""
         except sa.exc.OperationalError as error:
-            raise DatabaseError(f"--db {redact_url(self.url)}: {_first_line(error)}") from error
+            raise DatabaseError(f"--db {redact_url(self.url)}: {first_line(error)}") from error
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         def in_thread() -> T:
@@ -104,11 +118,29 @@ class Database:
         self.engine.dispose()
 
 
+def _private_file(path: Path) -> None:
+    """The SQLite file exists and is 0600 before SQLite opens it: it holds the fleet's keys (encrypted) and every
+    node's address. SQLite gives its -wal and -shm files the database file's mode."""
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.fchmod(descriptor, 0o600)
+        finally:
+            os.close(descriptor)
+    except OSError as error:
+        raise DatabaseError(f"--db {path}: {error.strerror or error}") from error
+
+
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    dbapi_connection.isolation_level = None  # type: ignore[attr-defined]  # we say BEGIN ourselves (_sqlite_begin)
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def redact_url(url: str) -> str:
@@ -119,6 +151,6 @@ def redact_url(url: str) -> str:
         return url.rsplit("@", maxsplit=1)[-1]
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     text = str(getattr(error, "orig", None) or error).strip()
     return text.splitlines()[0] if text else type(error).__name__

@@ -39,16 +39,28 @@ nodes = sa.Table(
     sa.Column("state", sa.String(8), nullable=False),
     sa.Column("registered_at", sa.Float, nullable=False),
     sa.Column("last_seen", sa.Float, nullable=False),
+    sa.Column("sampled_at", sa.Float, nullable=True),  # when its last heartbeat was kept as samples
     sa.Index("ix_nodes_state", "state"),
 )  # fmt: skip
 
-# Heartbeat figures over time, for the dashboard's charts: one row per heartbeat (and content id), pruned by age
-# and by a row cap (registry/sweeper.py).
+# Which node carries which broadcast: the index behind a stream's node counts and peers (``nodes.content_ids``
+# keeps the list as the node sent it, for display).
+node_streams = sa.Table(
+    "node_streams", metadata,
+    sa.Column("node_id", sa.String(36), primary_key=True),
+    sa.Column("content_id", sa.String(40), primary_key=True),
+    sa.Column("viewers", sa.Integer, nullable=True),  # an engine's player sessions of it (its last heartbeat)
+    sa.Index("ix_node_streams_content_id", "content_id"),
+)  # fmt: skip
+
+# Heartbeat figures over time, for the dashboard's charts: per kept heartbeat one row of the node's own figures
+# and one per content id it reported, pruned by age and by a row cap (registry/sweeper.py).
 samples = sa.Table(
     "samples", metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("node_id", sa.String(36), nullable=False),
-    sa.Column("content_id", sa.String(40), nullable=True),
+    sa.Column("role", sa.String(16), nullable=False),  # kept here so a chart outlives the node's row
+    sa.Column("content_id", sa.String(40), nullable=True),  # NULL: the node's own figures (cpu, memory, totals)
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("figures", sa.JSON, nullable=False),
     sa.Index("ix_samples_at", "at"),

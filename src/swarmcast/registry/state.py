@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiohttp import web
+
 from swarmcast.registry.db import Database
 
 DEFAULT_PORT = 8620
@@ -29,3 +31,6 @@ class RegistryState:
     token: str
     settings: RegistrySettings
     extras: dict[str, object] = field(default_factory=dict)  # per-part state (controller key box, ...)
+
+
+STATE_KEY = web.AppKey("registry_state", RegistryState)  # app[STATE_KEY]: the state every route module shares

@@ -1,4 +1,4 @@
-"""streams, nodes and heartbeat samples
+"""streams, nodes, which node carries which stream, and heartbeat samples
 
 Revision ID: 0001
 Revises:
@@ -44,12 +44,21 @@ def upgrade() -> None:
         sa.Column("state", sa.String(8), nullable=False),
         sa.Column("registered_at", sa.Float, nullable=False),
         sa.Column("last_seen", sa.Float, nullable=False),
+        sa.Column("sampled_at", sa.Float, nullable=True),
     )
     op.create_index("ix_nodes_state", "nodes", ["state"])
+    op.create_table(
+        "node_streams",
+        sa.Column("node_id", sa.String(36), primary_key=True),
+        sa.Column("content_id", sa.String(40), primary_key=True),
+        sa.Column("viewers", sa.Integer, nullable=True),
+    )
+    op.create_index("ix_node_streams_content_id", "node_streams", ["content_id"])
     op.create_table(
         "samples",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
         sa.Column("node_id", sa.String(36), nullable=False),
+        sa.Column("role", sa.String(16), nullable=False),
         sa.Column("content_id", sa.String(40), nullable=True),
         sa.Column("at", sa.Float, nullable=False),
         sa.Column("figures", sa.JSON, nullable=False),
@@ -60,5 +69,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("samples")
+    op.drop_table("node_streams")
     op.drop_table("nodes")
     op.drop_table("streams")
