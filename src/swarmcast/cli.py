@@ -20,7 +20,7 @@ from swarmcast import __version__
 from swarmcast.commands.preflight import UsageError
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func`` (args -> exit code).
-COMMAND_MODULES = ("testsrc", "node", "engine", "demo", "metatracker", "broadcaster", "hls", "fleet")
+COMMAND_MODULES = ("testsrc", "node", "engine", "demo", "metatracker", "broadcaster", "hls", "fleet", "ctl")
 EXIT_USAGE = 2
 # ``--debug-pieces``, ``--debug-connecter``, ...; ``--debug-x=0`` or ``--debug-x 0`` turns one off again.
 DEBUG_SWITCH = re.compile(r"--debug-[a-z0-9][a-z0-9-]*(=.*)?", re.IGNORECASE)
