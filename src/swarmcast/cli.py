@@ -124,7 +124,9 @@ def report_unknown_options(parser: argparse.ArgumentParser, words: Sequence[str]
         sub = deeper
     if sub is None or not path:
         return
-    known = {s for action in sub._actions for s in action.option_strings}
+    # The options of its own subcommands too (``ctl --url U limits --upload-slots 3``: the walk above stops at
+    # ``--url``); argparse still refuses an option given to the wrong one.
+    known = known_options(sub)
     rest = list(words[len(path) :])
     if "--" in rest:
         rest = rest[: rest.index("--")]

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-WIDTH_WITHOUT_TERMINAL = 160  # a pipe or a file gets this wide a table instead of rich's 80 columns
+WIDTH_WITHOUT_TERMINAL = 200  # a pipe or a file gets this wide a table instead of rich's 80 columns
 
 
 def _console() -> Console:
@@ -40,7 +40,7 @@ def broadcasts_table(broadcasts: list[dict[str, Any]]) -> Table:
     table = Table(title="broadcasts", title_justify="left")
     for column in ("content id", "title", "state", "players", "sessions", "peers src/sup/view", "down", "up",
                    "downloaded", "uploaded", "to players", "delay s", "startup s"):  # fmt: skip
-        table.add_column(column, no_wrap=column == "content id")
+        table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=24 if column == "title" else None)
     for b in broadcasts:
         roles = b.get("peers_by_role") or {}
         table.add_row(
