@@ -16,7 +16,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from swarmcast import VERSION_CODE, __version__
 from tests.integration.chain import HOST, engine, signal_source, source_node
 
-TOKEN = "metrics-t0ken"
 PROMTOOL = shutil.which("promtool")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -121,64 +120,3 @@ async def test_figures_move_during_playback_and_promtool_accepts_them(tmp_path: 
 def build_labels(scrape_: Samples) -> dict[str, str]:
     (labels,) = [dict(k[1]) for k, v in scrape_.items() if k[0] == "swarmcast_build_info" and v == 1]
     return labels
-
-
-async def raw_get(local_ip: str, port: int, path: str, headers: dict[str, str] | None = None) -> bytes:
-    """What the node answers one GET sent from ``local_ip`` (b"" when it closes the connection without a word)."""
-    reader, writer = await asyncio.open_connection(HOST, port, local_addr=(local_ip, 0))
-    try:
-        lines = [f"GET {path} HTTP/1.1", f"Host: {HOST}:{port}", "Connection: close",
-                 *(f"{k}: {v}" for k, v in (headers or {}).items())]  # fmt: skip
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        await writer.drain()
-        data = b""
-        with contextlib.suppress(ConnectionResetError, TimeoutError):
-            async with asyncio.timeout(10):
-                while chunk := await reader.read(65536):
-                    data += chunk
-        return data
-    finally:
-        writer.close()
-
-
-async def test_metrics_keep_the_web_interfaces_token_and_address_rules(tmp_path: Path) -> None:
-    with contextlib.ExitStack() as stack:
-        signal_url = stack.enter_context(signal_source(tmp_path))
-        # Bound to all addresses: 127.0.0.2 reaches it as a remote host would; 127.0.0.3 is a --monitor-node-ip.
-        source = stack.enter_context(source_node(tmp_path, signal_url, "--bind", "0.0.0.0", "--bitrate", "125000",
-                                                 "--service-access-token", TOKEN, "--monitor-node-ip", "127.0.0.3"))
-        port, bearer = source.port, {"Authorization": f"Bearer {TOKEN}"}
-        ok = b"HTTP/1.1 200"
-        # The token: in the path as every /app path, or as a bearer token on /metrics; nothing without it.
-        assert (await raw_get(HOST, port, f"/app/{TOKEN}/metrics")).startswith(ok)
-        answer = await raw_get(HOST, port, "/metrics", bearer)
-        assert answer.startswith(ok) and b"swarmcast_build_info{" in answer
-        for path, headers in (("/metrics", None), ("/metrics", {"Authorization": "Bearer wrong"}),
-                              ("/metrics", {"Authorization": f"Basic {TOKEN}"}), ("/app/metrics", None),
-                              ("/app/wrong/metrics", None), (f"/app/{TOKEN[:-1]}/metrics", None)):  # fmt: skip
-            answer = await raw_get(HOST, port, path, headers)
-            assert answer.startswith(b"HTTP/1.1 403"), (path, headers, answer[:200])
-            assert b"swarmcast_" not in answer
-        # The address rule: a remote address gets no answer at all, token or not; a --monitor-node-ip does.
-        assert await raw_get("127.0.0.2", port, "/metrics", bearer) == b""
-        assert await raw_get("127.0.0.2", port, f"/app/{TOKEN}/metrics") == b""
-        assert (await raw_get("127.0.0.3", port, "/metrics", bearer)).startswith(ok)
-
-
-async def test_engine_metrics_follow_the_playback_apis_host_rule(tmp_path: Path) -> None:
-    with engine(tmp_path) as engine_url:
-        port = int(engine_url.rsplit(":", 1)[1])
-        reader, writer = await asyncio.open_connection(HOST, port)
-        try:
-            writer.write(b"GET /metrics HTTP/1.1\r\nHost: rebound.example\r\nConnection: close\r\n\r\n")
-            await writer.drain()
-            async with asyncio.timeout(10):
-                answer = await reader.read()
-        finally:
-            writer.close()
-        assert answer.startswith(b"HTTP/1.1 421"), answer[:200]  # DNS rebinding: a page may not read it
-        async with aiohttp.ClientSession() as session:
-            text = await scrape(session, f"{engine_url}/metrics")
-        assert value(samples(text), "swarmcast_broadcasts", state="playing") == 0
-        checked = promtool_check(text)
-        assert checked.returncode == 0 and checked.stdout.strip() == "", checked.stdout + checked.stderr
