@@ -1,4 +1,10 @@
-"""``swarmcast ctl``'s human output: rich tables of what the engine or node answered (``--json`` skips this)."""
+"""``swarmcast ctl``'s human output: rich tables of what the engine or node answered (``--json`` skips this).
+
+Every value is put in a table as ``rich.text.Text``, never as markup: a broadcast's title, a source URL or an
+input's last error come from elsewhere (a transport file, a server's answer), and ``[link=...]`` or escape
+sequences in them must print as the characters they are: control characters (ESC included, which rich keeps)
+become U+FFFD.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 WIDTH_WITHOUT_TERMINAL = 200  # a pipe or a file gets this wide a table instead of rich's 80 columns
 
@@ -18,22 +25,23 @@ def _console() -> Console:
     return Console(width=width, highlight=False)
 
 
-def _bytes(value: Any) -> str:
+def _bytes(value: Any) -> Text:
     if not isinstance(value, int | float):
-        return "-"
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(value) < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        return Text("-")
+    for unit in ("B", "kB", "MB"):
+        if abs(value) < 1000:
+            return Text(f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}")
         value /= 1000
-    return str(value)
+    return Text(f"{value:.1f} GB")
 
 
-def _rate(value: Any) -> str:
-    return "-" if not isinstance(value, int | float) else f"{value / 1000:.1f} kB/s"
+def _rate(value: Any) -> Text:
+    return Text("-" if not isinstance(value, int | float) else f"{value / 1000:.1f} kB/s")
 
 
-def _text(value: Any) -> str:
-    return "-" if value is None else str(value)
+def _text(value: Any) -> Text:
+    text = "-" if value is None else str(value)
+    return Text(text if text.isprintable() else "".join(c if c.isprintable() else "\ufffd" for c in text))
 
 
 def broadcasts_table(broadcasts: list[dict[str, Any]]) -> Table:
@@ -43,9 +51,10 @@ def broadcasts_table(broadcasts: list[dict[str, Any]]) -> Table:
         table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=24 if column == "title" else None)
     for b in broadcasts:
         roles = b.get("peers_by_role") or {}
+        peers = f"{roles.get('source', 0)}/{roles.get('support', 0)}/{roles.get('viewer', 0)}"
         table.add_row(
             _text(b.get("infohash")), _text(b.get("title")), _text(b.get("state")), _text(b.get("players")),
-            _text(b.get("sessions")), f"{roles.get('source', 0)}/{roles.get('support', 0)}/{roles.get('viewer', 0)}",
+            _text(b.get("sessions")), _text(peers),
             _rate(b.get("download_speed")), _rate(b.get("upload_speed")), _bytes(b.get("downloaded")),
             _bytes(b.get("uploaded")), _bytes(b.get("delivered")), _text(b.get("delay")), _text(b.get("startup_mean")),
         )  # fmt: skip
@@ -63,11 +72,11 @@ def sessions_table(sessions: list[dict[str, Any]]) -> Table:
 
 
 def pairs_table(title: str, pairs: dict[str, Any]) -> Table:
-    table = Table(title=title, title_justify="left", show_header=False)
+    table = Table(title=_text(title), title_justify="left", show_header=False)
     table.add_column("name", style="bold")
     table.add_column("value")
     for key, value in pairs.items():
-        table.add_row(key, _text(value))
+        table.add_row(_text(key), _text(value))
     return table
 
 
@@ -78,9 +87,10 @@ def peers_table(peers: list[dict[str, Any]]) -> Table:
     for p in peers:
         address = p.get("address") or ["?", 0]
         role = "source" if p.get("source") else "support" if p.get("support_node") else "viewer"
-        table.add_row(f"{address[0]}:{address[1]}", _text(p.get("direction")), role, _rate(p.get("download_speed")),
-                      _rate(p.get("upload_speed")), _bytes(p.get("downloaded")), _bytes(p.get("uploaded")),
-                      "yes" if p.get("choked") else "no", _text(p.get("connected_for")))  # fmt: skip
+        table.add_row(_text(f"{address[0]}:{address[1]}"), _text(p.get("direction")), _text(role),
+                      _rate(p.get("download_speed")), _rate(p.get("upload_speed")), _bytes(p.get("downloaded")),
+                      _bytes(p.get("uploaded")), _text("yes" if p.get("choked") else "no"),
+                      _text(p.get("connected_for")))  # fmt: skip
     return table
 
 
@@ -89,8 +99,8 @@ def show(command: str, result: Any) -> None:
     if command == "sessions":
         console.print(broadcasts_table(result.get("broadcasts", [])))
         console.print(sessions_table(result.get("sessions", [])))
-        console.print(f"players reading now: {result.get('streams', 0)}; settings: "
-                      + ", ".join(f"{k} {v}" for k, v in (result.get("settings") or {}).items()))  # fmt: skip
+        console.print(Text(f"players reading now: {result.get('streams', 0)}; settings: "
+                           + ", ".join(f"{k} {v}" for k, v in (result.get("settings") or {}).items())))  # fmt: skip
     elif command == "monitor" and isinstance(result, list):  # an engine's broadcasts
         console.print(broadcasts_table(result))
     elif command == "monitor":
@@ -104,7 +114,8 @@ def show(command: str, result: Any) -> None:
         elif result.get("connected_peers_count"):
             console.print("(peers are listed when the node runs with --stats-report-peers)")
     elif command == "limits":
-        console.print(pairs_table("limits (upload_limit in KB/s, 0 = none)", result))
+        console.print(pairs_table("limits", result))
+        console.print("(upload_limit in KB/s, 0 = none)")
     elif command == "start":
         console.print(pairs_table("session started", {k: result.get(k) for k in (
             "playback_session_id", "infohash", "playback_url", "stat_url", "command_url")}))  # fmt: skip
