@@ -14,7 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from swarmcast import VERSION_CODE, __version__
-from tests.integration.chain import HOST, engine, signal_source, source_node
+from tests.integration.chain import HOST, engine, signal_source, source_node, support_node
+from tests.procs import free_port, swarmcast_process
 
 PROMTOOL = shutil.which("promtool")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -120,3 +121,32 @@ async def test_figures_move_during_playback_and_promtool_accepts_them(tmp_path: 
 def build_labels(scrape_: Samples) -> dict[str, str]:
     (labels,) = [dict(k[1]) for k, v in scrape_.items() if k[0] == "swarmcast_build_info" and v == 1]
     return labels
+
+
+async def test_support_and_start_nodes_export_theirs(tmp_path: Path) -> None:
+    with contextlib.ExitStack() as stack:
+        signal_url = stack.enter_context(signal_source(tmp_path))
+        source = stack.enter_context(source_node(tmp_path, signal_url, "--bitrate", "125000"))
+        support = stack.enter_context(support_node(tmp_path, source.transport_url, "--download-from",
+                                                   f"{HOST}:{source.port}"))  # fmt: skip
+        start_port = free_port()
+        stack.enter_context(swarmcast_process(
+            ["node", "startup", "--bind", HOST, "--port", str(start_port), "--url", source.transport_url,
+             "--pid-file-dir", str(tmp_path)], stderr_path=tmp_path / "startup.log", wait_port=(HOST, start_port)))
+        cid = source.descriptor().infohash
+        async with aiohttp.ClientSession() as session:
+            for port, role in ((support, "support"), (start_port, "startup")):
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 30
+                while True:  # until the node has pieces from the source
+                    text = await scrape(session, f"http://{HOST}:{port}/metrics")
+                    got = samples(text)
+                    if value(got, "swarmcast_received_bytes_total", content_id=cid, peer_role="source") > 0:
+                        break
+                    assert loop.time() < deadline, f"the {role} node got nothing from the source:\n{text}"
+                    await asyncio.sleep(0.5)
+                assert build_labels(got)["role"] == role
+                assert value(got, "swarmcast_connected_peers", content_id=cid, peer_role="source") == 1
+                assert value(got, "swarmcast_pieces_received_total", content_id=cid) > 0
+                checked = promtool_check(text)
+                assert checked.returncode == 0 and checked.stdout.strip() == "", checked.stdout + checked.stderr
