@@ -1,5 +1,6 @@
 """/metrics with real processes: the figures move while a player plays (a source and an engine on loopback,
-scraped twice), Debian's promtool accepts both outputs, and /metrics keeps the web interface's access rules."""
+scraped twice, and by a real Prometheus with docs/prometheus.yml), Debian's promtool accepts every role's output.
+The access rules: tests/hostile/test_metrics_and_ctl_access.py."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
+import urllib.parse
 from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from swarmcast import VERSION_CODE, __version__
@@ -18,6 +21,9 @@ from tests.integration.chain import HOST, engine, signal_source, source_node, su
 from tests.procs import free_port, swarmcast_process
 
 PROMTOOL = shutil.which("promtool")
+PROMETHEUS = shutil.which("prometheus")
+DOCS_CONFIG = Path(__file__).resolve().parents[2] / "docs" / "prometheus.yml"
+TOKEN = "metrics-t0ken"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -43,21 +49,59 @@ def promtool_check(text: str) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
-async def scrape(session: aiohttp.ClientSession, url: str) -> str:
-    async with session.get(url) as response:
+async def scrape(session: aiohttp.ClientSession, url: str, token: str | None = None) -> str:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with session.get(url, headers=headers) as response:
         assert response.status == 200, await response.text()
         assert response.content_type == "text/plain", response.headers
         return await response.text()
 
 
-async def test_figures_move_during_playback_and_promtool_accepts_them(tmp_path: Path) -> None:
+def prometheus_config(tmp: Path, node: str, engine_address: str, token: str) -> Path:
+    """docs/prometheus.yml pointed at these processes, scraping every second."""
+    config = yaml.safe_load(DOCS_CONFIG.read_text())
+    config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s"}
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    (tmp / "token").write_text(token + "\n")
+    jobs["swarmcast-nodes"]["authorization"]["credentials_file"] = str(tmp / "token")
+    jobs["swarmcast-nodes"]["static_configs"] = [{"targets": [node], "labels": {"role": "source"}}]
+    jobs["swarmcast-engines"]["static_configs"][0]["targets"] = [engine_address]
+    config["scrape_configs"] = [jobs["swarmcast-nodes"], jobs["swarmcast-engines"]]
+    path = tmp / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def prometheus_query(session: aiohttp.ClientSession, base: str, query: str) -> dict[str, float]:
+    """The query's vector as {job: value}; empty while Prometheus is still starting (it answers 503 then)."""
+    async with session.get(f"{base}/api/v1/query", params={"query": query}) as response:
+        if response.status == 503:
+            return {}
+        answer = await response.json()
+    assert answer["status"] == "success", answer
+    return {str(r["metric"].get("job")): float(r["value"][1]) for r in answer["data"]["result"]}
+
+
+async def test_figures_move_during_playback_and_prometheus_and_promtool_take_them(tmp_path: Path) -> None:
+    if PROMETHEUS is None:
+        pytest.skip("Debian's prometheus package is not installed")
     with contextlib.ExitStack() as stack:
         signal_url = stack.enter_context(signal_source(tmp_path))
-        source = stack.enter_context(source_node(tmp_path, signal_url, "--bitrate", "125000"))
+        source = stack.enter_context(source_node(tmp_path, signal_url, "--bitrate", "125000",
+                                                 "--service-access-token", TOKEN))  # fmt: skip
         engine_url = stack.enter_context(engine(tmp_path))
+        # A real Prometheus with the docs' scrape config (the node's token as a bearer token from a file).
+        prom_port = free_port()
+        config = prometheus_config(tmp_path, f"{HOST}:{source.port}", engine_url.removeprefix("http://"), TOKEN)
+        stack.enter_context(swarmcast_process(
+            [f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address={HOST}:{prom_port}"], command=[PROMETHEUS], stderr_path=tmp_path / "prom.log",
+            wait_port=(HOST, prom_port)))  # fmt: skip
+        prometheus = f"http://{HOST}:{prom_port}"
         cid = source.descriptor().infohash
-        play_url = f"{engine_url}/ace/getstream?url={source.transport_url}"
-        timeout = aiohttp.ClientTimeout(total=120, sock_read=30)
+        transport_url = f"http://{HOST}:{source.port}/app/{TOKEN}/get_transport_file?format=raw"
+        play_url = f"{engine_url}/ace/getstream?url={urllib.parse.quote(transport_url, safe='')}"
+        timeout = aiohttp.ClientTimeout(total=150, sock_read=30)
         async with aiohttp.ClientSession(timeout=timeout) as session, session.get(play_url) as player:
             assert player.status == 200, await player.text()
             got = 0
@@ -71,10 +115,25 @@ async def test_figures_move_during_playback_and_promtool_accepts_them(tmp_path: 
 
             await read_for(2.0)  # the player has started: its startup is observed
             first_engine = await scrape(session, f"{engine_url}/metrics")
-            first_source = await scrape(session, f"http://{HOST}:{source.port}/metrics")
+            first_source = await scrape(session, f"http://{HOST}:{source.port}/metrics", TOKEN)
             await read_for(3.0)
             second_engine = await scrape(session, f"{engine_url}/metrics")
-            second_source = await scrape(session, f"http://{HOST}:{source.port}/metrics")
+            second_source = await scrape(session, f"http://{HOST}:{source.port}/metrics", TOKEN)
+            # Prometheus, while the player plays: both targets up (a refused token or a bad exposition is up 0),
+            # and the figures move in its own view too.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while True:
+                up = await prometheus_query(session, prometheus, "up")
+                played = await prometheus_query(session, prometheus, "increase(swarmcast_delivered_bytes_total[5s])")
+                uploaded = await prometheus_query(session, prometheus, "increase(swarmcast_sent_bytes_total[5s])")
+                if (up == {"swarmcast-nodes": 1, "swarmcast-engines": 1} and played.get("swarmcast-engines", 0) > 0
+                        and uploaded.get("swarmcast-nodes", 0) > 0):  # fmt: skip
+                    break
+                assert loop.time() < deadline, f"Prometheus: up {up}, delivered {played}, sent {uploaded}"
+                await read_for(1.0)
+            roles = await prometheus_query(session, prometheus, "count by (job) (swarmcast_build_info)")
+            assert roles == {"swarmcast-nodes": 1, "swarmcast-engines": 1}
         assert got > 0
         (tmp_path / "engine.prom").write_text(second_engine)
         (tmp_path / "source.prom").write_text(second_source)
