@@ -133,3 +133,31 @@ def test_promtool_accepts_a_nodes_metrics() -> None:
     body, _ = exposition(registry)
     done = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=60, check=False)
     assert (done.returncode, done.stdout, done.stderr) == (0, b"", b""), done
+
+
+def test_an_upload_limit_set_at_run_time_holds_back_the_next_requests() -> None:
+    bc, net = Broadcast(), MemoryNetwork()
+    support = bc.make_swarm(Role.SUPPORT)
+    net.connect(support, bc.source, 8621, 7764)
+    swarms = [bc.source, support]
+    bc.emit(net.now, random_access=True)
+    for _ in range(4):
+        net.advance(0.5, swarms)
+    assert bc.source.stats.uploaded == 1000  # no limit: served
+    bc.source.reconfigure(net.now, upload_limit=1000)  # 1000 bytes/s: a burst of one second's worth, then REJECTs
+    assert bc.source.config.upload_limit == 1000
+    for _ in range(4):
+        bc.emit(net.now)
+    for _ in range(3):
+        net.advance(0.1, swarms)
+    assert bc.source.uploader.rejected_over_limit > 0
+    assert bc.source.stats.uploaded < 5000
+    held_back = bc.source.uploader.rejected_over_limit
+    bc.source.reconfigure(net.now, upload_limit=0)  # lifted: new pieces go out at once, nothing is held back
+    before = bc.source.stats.uploaded
+    for _ in range(3):
+        bc.emit(net.now)
+    for _ in range(4):
+        net.advance(0.5, swarms)
+    assert bc.source.stats.uploaded >= before + 3000
+    assert bc.source.uploader.rejected_over_limit == held_back
