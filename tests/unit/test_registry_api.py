@@ -313,11 +313,15 @@ def test_the_heartbeat_gate_is_bounded() -> None:
     assert gate.allow("a", 1.1)
 
 
-async def test_a_database_that_does_not_answer_is_a_503(tmp_path: Path) -> None:
-    database = Database(f"postgresql://nobody@127.0.0.1:{free_port()}/none?connect_timeout=5")
+async def test_a_database_that_stops_answering_is_a_503(tmp_path: Path) -> None:
+    """The database goes away under a running registry (with its sweeper): answers are 503, not tracebacks."""
+    database = Database(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    database.upgrade()
     state = RegistryState(db=database, token=TOKEN, settings=RegistrySettings(state_dir=tmp_path))
-    client = TestClient(TestServer(build_app(state)))  # with the sweeper: it must survive the outage too
+    client = TestClient(TestServer(build_app(state)))
     await client.start_server()
+    working = database.engine
+    database.engine = Database(f"postgresql://nobody@127.0.0.1:{free_port()}/none?connect_timeout=5").engine
     try:
         for path in ("/api/streams", "/api/nodes"):
             async with client.get(path) as response:
@@ -329,3 +333,4 @@ async def test_a_database_that_does_not_answer_is_a_503(tmp_path: Path) -> None:
     finally:
         await client.close()
         database.dispose()
+        working.dispose()
