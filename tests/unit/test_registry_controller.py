@@ -1,10 +1,8 @@
-"""The fleet controller's storage (registry/controller_store.py) and start check (controller.prepare), on a real
-SQLite file: lists by server, keys sealed at rest, metadata rules, the monitoring caps. No sockets."""
+"""The fleet controller's storage (registry/controller_store.py) and start check (controller.prepare), on SQLite
+and PostgreSQL: lists by server, keys sealed at rest, metadata rules, the monitoring caps. No sockets."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +12,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from swarmcast.registry import controller_store as store
 from swarmcast.registry.controller import REFUSAL_LOG_INTERVAL, ControllerSettings, RefusalLog, prepare
-from swarmcast.registry.db import Database, engine_url, sqlite_url
+from swarmcast.registry.db import Database
 from swarmcast.registry.keys import KeyBox, KeyFileError, load_or_create
 from swarmcast.registry.models import controller_keys, controller_lists, controller_monitor
 from swarmcast.registry.state import RegistrySettings, RegistryState
@@ -32,33 +30,13 @@ def support(port: int, ip: str = "127.0.0.2") -> dict[str, object]:
     return {"port": port, "source_ip": ip, "source_port": 9000}
 
 
-# SWARMCAST_TEST_POSTGRES=postgresql://user@host:port/db runs every test here on PostgreSQL too, each in a fresh
-# database (until the registry's tests/pg.py fixture, part R, starts a server for them).
-POSTGRES = os.environ.get("SWARMCAST_TEST_POSTGRES")
-
-
-@pytest.fixture(params=["sqlite", *(["postgresql"] if POSTGRES else [])])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        database = Database(sqlite_url(tmp_path / "r.sqlite3"))
-        database.upgrade()
-        yield database
-        database.dispose()
-        return
-    assert POSTGRES is not None
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin_engine = sa.create_engine(engine_url(POSTGRES), isolation_level="AUTOCOMMIT")
-    with admin_engine.connect() as c:
-        c.execute(sa.text(f"CREATE DATABASE {name}"))
-    database = Database(POSTGRES.rsplit("/", 1)[0] + "/" + name)
-    try:
-        database.upgrade()
-        yield database
-    finally:
-        database.dispose()
-        with admin_engine.connect() as c:
-            c.execute(sa.text(f"DROP DATABASE {name}"))
-        admin_engine.dispose()
+@pytest.fixture
+def db(registry_db_url: str) -> Iterator[Database]:
+    """Every test here runs on SQLite and on the real PostgreSQL server the tests start (conftest)."""
+    database = Database(registry_db_url)
+    database.upgrade()
+    yield database
+    database.dispose()
 
 
 @pytest.fixture
@@ -115,7 +93,7 @@ def test_metadata_in_a_list_is_sealed_apart_and_given_back_only_on_request(db: D
         assert store.list_keys(c) == [{"name": "ch1", "last_seq": 2000, "key_id": box.key_id, "updated_at": 1.0}]
         sealed = c.execute(sa.select(controller_keys.c.sealed)).scalar()
     db.dispose()
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("r.sqlite3*"))
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("registry.sqlite3*"))
     assert db.dialect != "sqlite" or raw, "the SQLite file was read"
     assert KEY.encode() not in raw and b"PRIVATE KEY" not in raw and b"E1vY2sga2V5" not in raw
     assert isinstance(sealed, bytes) and box.open("ch1", sealed) == KEY.encode()
