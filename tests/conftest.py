@@ -15,6 +15,27 @@ from tests.pg import PostgresServer, find_pg_bin, postgres_server
 OpenTrackerFactory = Callable[[Iterable[bytes]], OpenTracker]
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under CI=true a skipped test is a failed one: .ci/run installs every tool the tests use, so a skip there
+    means a broken setup (or a test hiding a missing feature), never something to pass over."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if os.environ.get("CI") == "true" and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true (a skip in CI is a broken setup): {report.longrepr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """The same for a whole module skipped at import (a missing browser, say)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if os.environ.get("CI") == "true" and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true (a skip in CI is a broken setup): {report.longrepr}"
+
+
 @pytest.fixture
 def opentracker_factory() -> Iterator[OpenTrackerFactory]:
     """Start real opentrackers (whitelisting the given info_hashes); all are stopped at teardown, pass or fail.

@@ -20,7 +20,7 @@ from swarmcast import __version__
 from swarmcast.commands.preflight import UsageError
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func`` (args -> exit code).
-COMMAND_MODULES = ("testsrc", "node", "engine", "demo", "metatracker", "broadcaster", "hls", "fleet", "registry")
+COMMAND_MODULES = ("testsrc", "node", "engine", "demo", "metatracker", "broadcaster", "hls", "fleet", "registry", "ctl")
 EXIT_USAGE = 2
 # ``--debug-pieces``, ``--debug-connecter``, ...; ``--debug-x=0`` or ``--debug-x 0`` turns one off again.
 DEBUG_SWITCH = re.compile(r"--debug-[a-z0-9][a-z0-9-]*(=.*)?", re.IGNORECASE)
@@ -124,7 +124,9 @@ def report_unknown_options(parser: argparse.ArgumentParser, words: Sequence[str]
         sub = deeper
     if sub is None or not path:
         return
-    known = {s for action in sub._actions for s in action.option_strings}
+    # The options of its own subcommands too (``ctl --url U limits --upload-slots 3``: the walk above stops at
+    # ``--url``); argparse still refuses an option given to the wrong one.
+    known = known_options(sub)
     rest = list(words[len(path) :])
     if "--" in rest:
         rest = rest[: rest.index("--")]

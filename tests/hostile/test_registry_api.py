@@ -14,13 +14,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from swarmcast.registry.db import Database, sqlite_url
+from tests.pg import PostgresServer
 from tests.procs import LOOPBACK, free_port, swarmcast_process
 from tests.registry_helpers import TOKEN, node_body, stream_body, transport_file
 
@@ -28,10 +28,10 @@ CID = "ab" * 20
 
 
 class Registry:
-    def __init__(self, port: int, db_path: Path) -> None:
+    def __init__(self, port: int, db_url: str) -> None:
         self.port = port
         self.base = f"http://{LOOPBACK}:{port}"
-        self.db_path = db_path
+        self.db_url = db_url
 
     def call(self, method: str, path: str, body: bytes | object = None, headers: dict[str, str] | None = None,
              *, token: str | None = TOKEN) -> tuple[int, Any]:  # fmt: skip
@@ -51,7 +51,7 @@ class Registry:
             return status, raw
 
     def rows(self, table: str) -> int:
-        database = Database(sqlite_url(self.db_path))
+        database = Database(self.db_url)
         try:
             with database.engine.connect() as connection:
                 return int(connection.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
@@ -76,13 +76,25 @@ class Registry:
         return self.call("GET", "/api/streams")[0] == 200
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """One registry process per database for the module (the attacks leave it running for the next)."""
     tmp = tmp_path_factory.mktemp("registry")
+    name = None
+    if request.param == "sqlite":
+        url = sqlite_url(tmp / "registry.sqlite3")
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres")
+        name, url = server.create_database()
     port = free_port()
-    args = ["registry", "--port", str(port), "--bind", LOOPBACK, "--token", TOKEN, "--state-dir", str(tmp)]
-    with swarmcast_process(args, stderr_path=tmp / "registry.log", wait_port=(LOOPBACK, port)):
-        yield Registry(port, tmp / "registry.sqlite3")
+    args = ["registry", "--port", str(port), "--bind", LOOPBACK, "--token", TOKEN, "--state-dir", str(tmp),
+            "--db", url]  # fmt: skip
+    try:
+        with swarmcast_process(args, stderr_path=tmp / "registry.log", wait_port=(LOOPBACK, port), start_timeout=90):
+            yield Registry(port, url)
+    finally:
+        if name is not None:
+            server.drop_database(name)
 
 
 def test_writes_without_the_token_or_with_a_wrong_one_are_refused_and_store_nothing(registry: Registry) -> None:

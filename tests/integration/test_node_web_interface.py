@@ -18,7 +18,8 @@ TOKEN = "s3cret-token"
 FAST = ("--stats-report-interval", "0.3", "--stats-report-peers")
 # Every field /app/monitor answers on every node (source_url and source_status on a source only).
 FIELDS = {
-    "version", "type", "infohash", "port", "max_connections", "max_peers", "max_upload_slots", "download_speed",
+    "version", "type", "infohash", "port", "max_connections", "max_peers", "max_upload_slots", "upload_limit",
+    "download_speed",
     "upload_speed", "connected_peers_count", "connected_peers", "upload_slots", "hls_manifest_url",
     "download_from", "upload_to", "bitrate", "last_piece", "downloaded", "uploaded", "cache_type", "cache_bytes",
     "cache_max_bytes", "cache_pieces", "uptime", "support_nodes", "metatrackers", "rejected_connections",
@@ -97,8 +98,8 @@ async def test_monitor_fields_token_and_update_on_running_nodes(tmp_path: Path) 
             status, answer = await get(session, f"{support_app}/update?max_peers=7&max_upload_slots=3"
                                                 f"&download_from=127.0.0.1:1&upload_to=127.0.0.5:0")  # fmt: skip
             assert status == 200, answer
-            assert answer == {"max_peers": 7, "max_upload_slots": 3, "download_from": [["127.0.0.1", 1]],
-                              "upload_to": [["127.0.0.5", 0]]}  # fmt: skip
+            assert answer == {"max_peers": 7, "max_upload_slots": 3, "upload_limit": 0,
+                              "download_from": [["127.0.0.1", 1]], "upload_to": [["127.0.0.5", 0]]}  # fmt: skip
             _, figures = await get(session, f"{support_app}/monitor")
             assert (figures["max_peers"], figures["max_upload_slots"]) == (7, 3)
             assert figures["download_from"] == [["127.0.0.1", 1]]

@@ -24,6 +24,7 @@ from swarmcast.registry.state import DEFAULT_PORT
 from tests.procs import LOOPBACK, free_port, swarmcast_process
 from tests.registry_helpers import TOKEN, node_body, stream_body, transport_file
 
+START_TIMEOUT = 90.0  # seconds a registry may take to listen on a loaded machine (8 helpers on 2 cores)
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
 
@@ -48,7 +49,8 @@ def test_registry_process_lists_nodes_marks_them_gone_and_keeps_its_data(
     args = ["registry", "--port", str(port), "--bind", LOOPBACK, "--db", registry_db_url, "--token", TOKEN,
             "--state-dir", str(tmp_path / "state"), "--heartbeat-timeout", "2"]  # fmt: skip
     cid, data = transport_file()
-    with swarmcast_process(args, stderr_path=tmp_path / "registry.log", wait_port=(LOOPBACK, port)) as registry:
+    with swarmcast_process(args, stderr_path=tmp_path / "registry.log", wait_port=(LOOPBACK, port),
+                           start_timeout=START_TIMEOUT) as registry:  # fmt: skip
         status, answer = call(base, "POST", "/api/nodes", node_body("source", "127.0.0.1:7000", [cid]))
         assert status == 201, answer
         source = answer["node_id"]
@@ -83,7 +85,8 @@ def test_registry_process_lists_nodes_marks_them_gone_and_keeps_its_data(
         assert TOKEN not in registry.stderr_tail()
 
     # Restarted on the same database: the stream and nodes are still there.
-    with swarmcast_process(args, stderr_path=tmp_path / "again.log", wait_port=(LOOPBACK, port)) as registry:
+    with swarmcast_process(args, stderr_path=tmp_path / "again.log", wait_port=(LOOPBACK, port),
+                           start_timeout=START_TIMEOUT) as registry:  # fmt: skip
         assert call(base, "GET", f"/api/streams/{cid}/transport")[1] == data
         assert call(base, "GET", f"/api/nodes/{source}")[1]["state"] == "left"
         assert registry.stop() == 0
@@ -121,7 +124,7 @@ def test_swarmcast_registry_with_no_arguments_starts_on_sqlite(tmp_path: Path) -
     env = {**os.environ, "HOME": str(tmp_path / "home"), "XDG_STATE_HOME": str(tmp_path / "xdg")}
     env.pop("SWARMCAST_REGISTRY_TOKEN", None)
     with swarmcast_process(["registry"], env=env, stderr_path=tmp_path / "registry.log",
-                           wait_port=(LOOPBACK, DEFAULT_PORT)) as registry:  # fmt: skip
+                           wait_port=(LOOPBACK, DEFAULT_PORT), start_timeout=START_TIMEOUT) as registry:  # fmt: skip
         base = f"http://{LOOPBACK}:{DEFAULT_PORT}"
         assert call(base, "GET", "/api/streams") == (200, {"streams": []})
         state_dir = tmp_path / "xdg" / "swarmcast" / "registry"

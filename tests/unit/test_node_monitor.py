@@ -111,12 +111,14 @@ def test_update_changes_the_swarm_and_the_lists_and_hooks_can_refuse() -> None:
     _, net, state = source_state()
     seen: list[UpdateRequest] = []
     state.update_hooks.append(seen.append)
-    answer = apply_update(state, UpdateRequest(max_peers=5, max_upload_slots=2, upload_to=(("10.0.0.1", 0),),
-                                               download_from=(("10.0.0.2", 7000),)), net.now)  # fmt: skip
-    assert answer == {"max_peers": 5, "max_upload_slots": 2, "download_from": [["10.0.0.2", 7000]],
+    answer = apply_update(state, UpdateRequest(max_peers=5, max_upload_slots=2, upload_limit=64_000,
+                                               upload_to=(("10.0.0.1", 0),), download_from=(("10.0.0.2", 7000),)),
+                          net.now)  # fmt: skip
+    assert answer == {"max_peers": 5, "max_upload_slots": 2, "upload_limit": 64, "download_from": [["10.0.0.2", 7000]],
                       "upload_to": [["10.0.0.1", 0]]}  # fmt: skip
     assert state.swarm.config.max_peers == 5
     assert state.swarm.config.upload_slots == 2
+    assert state.swarm.config.upload_limit == 64_000
     assert state.swarm.config.download_from == frozenset({("10.0.0.2", 7000)})
     assert len(seen) == 1
     # An empty list clears the restriction.
@@ -137,8 +139,9 @@ def test_update_changes_the_swarm_and_the_lists_and_hooks_can_refuse() -> None:
 def test_parse_update() -> None:
     assert parse_update([]) == UpdateRequest()
     parsed = parse_update([("max_peers", "10"), ("max_upload_slots", "0"), ("download_from", "1.2.3.4:80,[::1]:81"),
-                           ("download_from", "5.6.7.8:82"), ("upload_to", "1.2.3.4:0"), ("reload_filter", "1")])
-    assert parsed == UpdateRequest(max_peers=10, max_upload_slots=0,
+                           ("download_from", "5.6.7.8:82"), ("upload_to", "1.2.3.4:0"), ("reload_filter", "1"),
+                           ("upload_limit", "250")])  # fmt: skip
+    assert parsed == UpdateRequest(max_peers=10, max_upload_slots=0, upload_limit=250_000,
                                    download_from=(("1.2.3.4", 80), ("::1", 81), ("5.6.7.8", 82)),
                                    upload_to=(("1.2.3.4", 0),), reload_filter=True)  # fmt: skip
     assert parse_update([("download_from", "")]).download_from == ()
@@ -154,6 +157,8 @@ def test_parse_update() -> None:
     ([("max_peers", "1"), ("max_peers", "2")], "max_peers"),
     ([("max_upload_slots", "10001")], "max_upload_slots"),
     ([("max_upload_slots", " 3")], "max_upload_slots"),
+    ([("upload_limit", "-1")], "upload_limit"),
+    ([("upload_limit", "10000001")], "upload_limit"),
     ([("download_from", "host.example:80")], "download_from"),
     ([("download_from", "1.2.3.4")], "download_from"),
     ([("download_from", "1.2.3.4:0")], "download_from"),

@@ -52,6 +52,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="seconds of heartbeat figures kept for the charts (default %(default)s)")
     parser.add_argument("--max-samples", type=positive_int, default=defaults.MAX_SAMPLES, metavar="N",
                         help="rows of heartbeat figures kept at most, whatever --retention (default %(default)s)")
+    # The fleet's controller (registry/controller.py, docs/registry.md "Controller for the fleet").
+    parser.add_argument("--key-file", type=Path, metavar="FILE",
+                        help="the key that seals the broadcast keys (.sauth) the fleet pushes, AES-256-GCM; created "
+                             "mode 0600 when absent (default: registry.key in --state-dir)")  # fmt: skip
+    parser.add_argument("--monitor-retention", type=positive_float, default=86_400.0, metavar="SECONDS",
+                        help="seconds of the fleet's pushed node monitors kept (default %(default)s)")
+    parser.add_argument("--monitor-max-rows", type=positive_int, default=100_000, metavar="N",
+                        help="pushed node monitors kept at most, whatever --monitor-retention (default %(default)s)")
+    parser.add_argument("--monitor-max-bytes", type=positive_int, default=64 * 1024 * 1024, metavar="BYTES",
+                        help="JSON bytes of pushed node monitors kept at most (default %(default)s)")
     add_log_options(parser)
     parser.set_defaults(func=run_registry, prepare=start_logging)
 
@@ -78,8 +88,10 @@ def load_or_create_token(state_dir: Path) -> str:
 def run_registry(args: argparse.Namespace) -> int:
     from aiohttp import web  # noqa: PLC0415
 
+    from swarmcast.registry import controller  # noqa: PLC0415
     from swarmcast.registry.app import build_app  # noqa: PLC0415
     from swarmcast.registry.db import Database, DatabaseError, redact_url, sqlite_url  # noqa: PLC0415
+    from swarmcast.registry.keys import KeyFileError  # noqa: PLC0415
     from swarmcast.registry.state import RegistrySettings, RegistryState  # noqa: PLC0415
 
     state_dir: Path = args.state_dir or default_state_dir()
@@ -104,6 +116,14 @@ def run_registry(args: argparse.Namespace) -> int:
     settings = RegistrySettings(state_dir=state_dir, heartbeat_timeout=args.heartbeat_timeout,
                                 retention=args.retention, max_samples=args.max_samples)  # fmt: skip
     state = RegistryState(db=database, token=token, settings=settings)
+    try:
+        ctl = controller.prepare(state, controller.ControllerSettings(
+            key_file=args.key_file, monitor_retention=args.monitor_retention,
+            monitor_max_rows=args.monitor_max_rows, monitor_max_bytes=args.monitor_max_bytes))  # fmt: skip
+    except KeyFileError as error:
+        database.dispose()
+        return _error(str(error))
+    log.info("broadcast keys sealed with the key file %s (key id %s)", ctl.box.path, ctl.box.key_id)
     failed: list[str] = []
 
     async def main(stop: asyncio.Event) -> None:

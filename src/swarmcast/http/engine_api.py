@@ -32,6 +32,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from swarmcast import VERSION_CODE, __version__
 from swarmcast.http.channel_out import channel_master, join_hints, resolve
+from swarmcast.http.cors import allow_cross_origin_playback
+from swarmcast.http.ctl_api import add_ctl_routes
 from swarmcast.http.engine_params import ID_KEYS, PlaybackRequest, content_id, magnet, parse_playback, transport_data
 from swarmcast.http.hls_out import (
     PLAYLIST_HEADERS,
@@ -45,6 +47,7 @@ from swarmcast.http.hls_out import (
 from swarmcast.http.livepos import livepos, piece_seconds
 from swarmcast.http.player import add_static_routes, player_handler
 from swarmcast.media.hls_playlist import PLAYLIST_CONTENT_TYPE
+from swarmcast.metrics.http import engine_metrics_routes
 from swarmcast.node.engine import Engine, EngineBroadcast, PlaybackSession
 from swarmcast.node.engine_limits import RETRY_AFTER_SECONDS, EngineBusyError
 from swarmcast.node.joiner import JoinError
@@ -383,6 +386,7 @@ def make_app(engine: Engine) -> web.Application:
         await outputs.close()
 
     app.on_shutdown.append(close_outputs)  # before the server waits for its handlers: the outputs' tasks end first
+    allow_cross_origin_playback(app)  # the registry's watch page plays through this engine
     app.router.add_get("/ace/getstream", getstream)
     app.router.add_get("/ace/manifest.m3u8", manifest)
     app.router.add_get(SEGMENT_PATH, hls_segment)
@@ -393,6 +397,8 @@ def make_app(engine: Engine) -> web.Application:
     app.router.add_get("/ace/cmd/{infohash}/{session}", command)
     app.router.add_get("/webui/api/service", service)
     app.router.add_get("/app/stat", engine_stat)
+    add_ctl_routes(app, engine)  # /app/sessions, /app/settings (http/ctl_api.py)
+    engine_metrics_routes(app, engine)  # /metrics (metrics/http.py)
     return app
 
 

@@ -1,4 +1,5 @@
-"""The node web interface's management face: /app/[TOKEN/]monitor, /app/[TOKEN/]monitoring and /app/[TOKEN/]update.
+"""The node web interface's management face: /app/[TOKEN/]monitor, /app/[TOKEN/]monitoring and /app/[TOKEN/]update
+(and /metrics: swarmcast.metrics.http).
 
 Every node role (source, support, start node) calls ``node_api_routes`` with its ``NodeState`` (node/monitor.py).
 Who may connect at all is decided before any byte reaches aiohttp (node/webaccess.py, in node/demux.py); here,
@@ -16,6 +17,7 @@ from collections.abc import Iterable
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from swarmcast.metrics.http import node_metrics_routes
 from swarmcast.node.monitor import Monitor, NodeState, UpdateRequest, apply_update
 from swarmcast.node.shared import app_path, token_matches
 from swarmcast.node.webaccess import WebAccess, is_tracker_path
@@ -23,8 +25,9 @@ from swarmcast.swarm.peer import Address
 
 MAX_PEERS_LIMIT = 100_000  # /update's max_peers is 1..this
 MAX_UPLOAD_SLOTS_LIMIT = 10_000  # /update's max_upload_slots is 0..this (0 = upload nothing)
+MAX_UPLOAD_LIMIT_KBPS = 10_000_000  # /update's upload_limit is 0..this KB/s (10 GB/s; 0 = no limit)
 MAX_UPDATE_ADDRESSES = 64  # addresses one download_from or upload_to may list
-UPDATE_PARAMETERS = ("max_peers", "max_upload_slots", "download_from", "upload_to", "reload_filter")
+UPDATE_PARAMETERS = ("max_peers", "max_upload_slots", "upload_limit", "download_from", "upload_to", "reload_filter")
 _LISTS = ("download_from", "upload_to")
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -86,11 +89,14 @@ def parse_update(query: Iterable[tuple[str, str]]) -> UpdateRequest:
         return given[0] if given else None
 
     max_peers, slots, reload_filter = one("max_peers"), one("max_upload_slots"), one("reload_filter")
+    limit = one("upload_limit")
     if reload_filter not in (None, "0", "1"):
         raise UpdateError("reload_filter", f"{reload_filter[:40]!r} is not 0 or 1")
     return UpdateRequest(
         max_peers=None if max_peers is None else _whole("max_peers", max_peers, 1, MAX_PEERS_LIMIT),
         max_upload_slots=None if slots is None else _whole("max_upload_slots", slots, 0, MAX_UPLOAD_SLOTS_LIMIT),
+        # KB/s (1 KB = 1000 bytes) as --upload-limit takes it.
+        upload_limit=None if limit is None else 1000 * _whole("upload_limit", limit, 0, MAX_UPLOAD_LIMIT_KBPS),
         download_from=_addresses("download_from", values["download_from"]) if "download_from" in values else None,
         upload_to=_addresses("upload_to", values["upload_to"]) if "upload_to" in values else None,
         reload_filter=reload_filter == "1",
@@ -163,4 +169,5 @@ def node_api_routes(app: web.Application, state: NodeState, token: str | None) -
     app.router.add_get(app_path(token, "monitor"), monitor_page)
     app.router.add_get(app_path(token, "monitoring"), monitor_page)
     app.router.add_get(app_path(token, "update"), update)
+    node_metrics_routes(app, state, token)  # /metrics (metrics/http.py: the same access rules)
     return monitor

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from swarmcast.discovery.tracker_client import check_tracker_url
 from swarmcast.media.ts import latest_clock_us
+from swarmcast.metrics.histogram import DELAY_BUCKETS, STARTUP_BUCKETS, Histogram
 from swarmcast.node.admission import AdmissionConfig
 from swarmcast.node.config import CacheConfig
 from swarmcast.node.engine_limits import (
@@ -85,7 +86,10 @@ class EngineBroadcast:
         self._has_piece = False
         self.swarm.piece_listeners.append(self._on_piece)
         self.fallback: OriginFallback | None = None  # a public HLS broadcast's origin fallback (hls_fallback.py)
-        self.startup_s: float | None = None  # first waiting player (or the join) to the first verified piece
+        # For /metrics (metrics/collectors.py): each player's wait for its first piece, and the delay behind the
+        # source's clock of each stamped keyframe a player got.
+        self.startup_seconds = Histogram(STARTUP_BUCKETS)
+        self.delay_seconds = Histogram(DELAY_BUCKETS)
 
     def start_fallback(self, descriptor: Descriptor, local_ip: str | None) -> None:
         if descriptor.hls_manifest and self.fallback is None:
@@ -93,8 +97,6 @@ class EngineBroadcast:
             self.fallback.start()
 
     def _on_piece(self, _index: int) -> None:
-        if not self._has_piece:
-            self.startup_s = time.monotonic() - self.joined
         self._has_piece = True
         self._new_piece.set()
 
@@ -124,6 +126,7 @@ class EngineBroadcast:
         restarted: timestamps may start again). An HLS output marks a discontinuity there."""
         cursor: Cursor = self.swarm.open_cursor()
         skipped, delivered = 0, False
+        arrived = time.monotonic()
         if self.players == 0 and self.state is not BroadcastState.PLAYING:
             self.joined = time.monotonic()  # the startup timeout counts from the first player that waits
         self.players += 1
@@ -136,6 +139,8 @@ class EngineBroadcast:
                         async with asyncio.timeout(POLL_INTERVAL):
                             await self._new_piece.wait()
                     continue
+                if not delivered:
+                    self.startup_seconds.observe(time.monotonic() - arrived)
                 jumped = delivered and (cursor.skipped != skipped or bool(piece.flags & PieceFlags.DISCONTINUITY))
                 skipped, delivered = cursor.skipped, True
                 if on_discontinuity is not None and jumped:
@@ -145,6 +150,7 @@ class EngineBroadcast:
                 stamp = latest_clock_us(piece.data) if piece.flags & PieceFlags.RANDOM_ACCESS else None
                 if stamp is not None:
                     self.source_clock = SourceClock(stamp / 1e6, time.time())
+                    self.delay_seconds.observe(self.source_clock.delay)
                 self.last_active = time.monotonic()
                 yield piece.data
         finally:

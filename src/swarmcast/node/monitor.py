@@ -45,6 +45,7 @@ class UpdateRequest:
 
     max_peers: int | None = None
     max_upload_slots: int | None = None
+    upload_limit: int | None = None  # bytes/s; 0 = no limit
     download_from: tuple[Address, ...] | None = None
     upload_to: tuple[Address, ...] | None = None
     reload_filter: bool = False
@@ -104,6 +105,7 @@ def current_settings(state: NodeState) -> dict[str, object]:
     return {
         "max_peers": config.max_peers,
         "max_upload_slots": config.upload_slots,
+        "upload_limit": config.upload_limit // 1000,  # KB/s, as --upload-limit and /app/update take it; 0 = none
         "download_from": _addresses(state.download_from),
         "upload_to": _addresses(state.upload_to),
     }
@@ -208,6 +210,7 @@ def apply_update(state: NodeState, request: UpdateRequest, now: float) -> dict[s
         now,
         max_peers=request.max_peers,
         upload_slots=request.max_upload_slots,
+        upload_limit=request.upload_limit,
         download_from=UNCHANGED if download_from is None else (frozenset(download_from) or None),
     )
     if download_from is not None:

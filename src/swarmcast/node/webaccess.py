@@ -39,6 +39,11 @@ class WebAccess:
         monitors = (_normal(ip) for ip in access.monitor_ips)
         self.allowed = LOCAL_ADDRESSES | {a for a in monitors if a is not None}
 
+    @classmethod
+    def local_only(cls) -> WebAccess:
+        """This machine only: what the rule is without --monitor-node-ip and --service-remote-access."""
+        return cls(AccessConfig())
+
     def allows(self, ip: str, local_ip: str = "") -> bool:
         """``ip``: the client's address; ``local_ip``: the address of ours it connected to."""
         if self.remote_access:

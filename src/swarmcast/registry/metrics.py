@@ -3,9 +3,9 @@
 Counters move as requests arrive (requests by route and status, heartbeats, registrations, nodes the sweeper
 marked gone); the gauges (streams live and off the air, nodes by role and state) are read from the database
 at scrape time, so they are right whichever registry process wrote the rows. Route labels are the route's
-pattern (``/api/nodes/{node_id}/heartbeat``), never the path, so no client can grow the label set. Labels of
-``swarmcast_build_info`` and the process collector are those of the nodes' ``/metrics`` (swarmcast.metrics, part
-O), so one dashboard reads both; the text format or OpenMetrics is chosen by the scraper's Accept header.
+pattern (``/api/nodes/{node_id}/heartbeat``), never the path, so no client can grow the label set.
+``swarmcast_build_info``, the process collector and the choice of text format or OpenMetrics (by the
+scraper's Accept header) are the nodes' own (swarmcast.metrics), so one dashboard reads both.
 """
 
 from __future__ import annotations
@@ -13,21 +13,16 @@ from __future__ import annotations
 import time
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import Counter, Gauge
 
-from swarmcast import VERSION_CODE, __version__
+from swarmcast.metrics.exposition import build_info_collector, exposition, new_registry
 from swarmcast.registry import queries
 from swarmcast.registry.state import STATE_KEY
 
 
 class RegistryMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.build_info = Gauge("swarmcast_build_info", "swarmcast's version; always 1",
-                                ["version", "revision", "role"], registry=self.registry)  # fmt: skip
-        self.build_info.labels(version=__version__, revision=str(VERSION_CODE), role="registry").set(1)
-        ProcessCollector(registry=self.registry)
+        self.registry = new_registry([build_info_collector("registry")])
         self.requests = Counter("swarmcast_registry_requests", "HTTP requests answered, by route and status",
                                 ["method", "route", "code"], registry=self.registry)  # fmt: skip
         self.heartbeats = Counter("swarmcast_registry_heartbeats", "heartbeats received from known nodes",
@@ -57,8 +52,8 @@ class RegistryMetrics:
             for node_state in queries.STATES:
                 self.nodes.labels(role=role, state=node_state).set(by_role_state.get((role, node_state), 0))
         self.scrape_seconds.set(time.monotonic() - started)
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encoder(self.registry), headers={"Content-Type": content_type})
+        body, content_type = exposition(self.registry, request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 METRICS_KEY = web.AppKey("registry_metrics", RegistryMetrics)

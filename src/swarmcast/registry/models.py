@@ -66,3 +66,42 @@ samples = sa.Table(
     sa.Index("ix_samples_at", "at"),
     sa.Index("ix_samples_node_at", "node_id", "at"),
 )  # fmt: skip
+
+# ---- Controller for the fleet (part K: registry/controller.py; revision 0002) ----
+
+# The stream lists the fleet asks for (streaming-utils' source_node / support_node configs): one list per kind
+# ("source_node" | "support_node") and server (a requesting server's IP address, or "default" for any other).
+# Entries are kept without their ``metadata``: keys live in controller_keys, sealed.
+controller_lists = sa.Table(
+    "controller_lists", metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("server", sa.String(64), primary_key=True),
+    sa.Column("entries", sa.JSON, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)  # fmt: skip
+
+# What update-metadata pushes, per stream name: the piece number to continue from and the .sauth, sealed with the
+# registry's key file (registry/keys.py: AES-256-GCM; ``key_id`` names the key file that sealed it).
+controller_keys = sa.Table(
+    "controller_keys", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("key_id", sa.String(16), nullable=False),
+    sa.Column("sealed", sa.LargeBinary, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)  # fmt: skip
+
+# The monitoring receiver's time series: one row per node monitor pushed, pruned by age and by a row and byte cap.
+controller_monitor = sa.Table(
+    "controller_monitor", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("server", sa.String(64), nullable=False),
+    sa.Column("port", sa.Integer, nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("content_id", sa.String(40), nullable=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.Index("ix_controller_monitor_at", "at"),
+    sa.Index("ix_controller_monitor_node_at", "server", "port", "at"),
+)  # fmt: skip

@@ -165,7 +165,9 @@ def mark_gone(conn: Connection, now: float, timeout: float) -> int:
 
 
 def list_nodes(conn: Connection, *, role: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
-    query = sa.select(nodes).order_by(nodes.c.registered_at, nodes.c.node_id).limit(MAX_LISTED)
+    # Live nodes first, then the most recently seen: past the cap, what is dropped is the long gone.
+    live_first = sa.case((nodes.c.state == LIVE, 0), else_=1)
+    query = sa.select(nodes).order_by(live_first, nodes.c.last_seen.desc(), nodes.c.node_id).limit(MAX_LISTED)
     if role is not None:
         query = query.where(nodes.c.role == role)
     if state is not None:

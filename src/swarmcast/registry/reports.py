@@ -196,7 +196,8 @@ class EngineReporter:
             clock = broadcast.source_clock
             fresh = clock is not None and wall - clock.played < DELAY_FRESH_SECONDS
             delay = round(max(clock.delay, 0.0), 3) if clock is not None and fresh else None
-            startup = broadcast.startup_s
+            waits = broadcast.startup_seconds  # each player's wait for its first piece (metrics/histogram.py)
+            startup = waits.sum / waits.count if waits.count else None
             per[cid.hex()] = {
                 "peers": swarm.peer_count,
                 "upload_bps": _bps(stats.up.rate(now)),

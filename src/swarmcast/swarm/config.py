@@ -53,6 +53,9 @@ class SwarmStats:
     downloaded_from_source: int = 0
     downloaded_from_seeders: int = 0  # support nodes (and the source): the broadcaster's own upload
     uploaded: int = 0
+    uploaded_to_seeders: int = 0  # of uploaded, to support nodes (the rest went to viewers): for /metrics by role
+    pieces_received: int = 0  # verified pieces from peers
+    pieces_sent: int = 0  # pieces queued for peers (forwarded)
     bytes_sent: int = 0
     payload_sent: int = 0
     banned: int = 0

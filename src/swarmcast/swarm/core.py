@@ -275,11 +275,12 @@ class Swarm:
     def reconfigure(
         self, now: float, *, max_peers: int | None = None, upload_slots: int | None = None,
         download_from: frozenset[Address] | settings.Unchanged | None = settings.UNCHANGED,
+        upload_limit: int | None = None,
     ) -> None:  # fmt: skip
         """New limits on a running swarm (the web interface's /app/update), in force at once."""
         self._now = now
         self.config = settings.updated(self.config, max_peers=max_peers, upload_slots=upload_slots,
-                                       download_from=download_from)  # fmt: skip
+                                       download_from=download_from, upload_limit=upload_limit)  # fmt: skip
         for session in settings.apply(self, now, self._send):
             self._drop(session, GoodbyeReason.TOO_MANY_PEERS, now, f"max_peers lowered to {self.config.max_peers}")
         self._fill_requests(now)
@@ -399,6 +400,9 @@ class Swarm:
         session.up.add(len(piece.data), now)
         self.stats.up.add(len(piece.data), now)
         self.stats.uploaded += len(piece.data)
+        self.stats.pieces_sent += 1
+        if session.is_seeder:
+            self.stats.uploaded_to_seeders += len(piece.data)
 
     def _receive_piece(self, session: PeerSession, piece: Piece, now: float) -> None:
         if not self.picker.answered(session, piece.index, now, delivered=True):
@@ -412,6 +416,7 @@ class Swarm:
         session.down.add(len(piece.data), now)
         self.stats.down.add(len(piece.data), now)
         self.stats.downloaded += len(piece.data)
+        self.stats.pieces_received += 1
         if session.is_source:
             self.stats.downloaded_from_source += len(piece.data)
         if session.is_seeder:

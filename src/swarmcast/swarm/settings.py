@@ -1,4 +1,5 @@
-"""The operator's settings of a running swarm (max_peers, upload slots, download_from), changed without a restart.
+"""The operator's settings of a running swarm (max_peers, upload slots and limit, download_from), changed
+without a restart.
 
 How this works: ``Swarm.reconfigure`` replaces its frozen ``SwarmConfig`` with ``updated`` and then calls ``apply``,
 which brings every part that copied a setting at construction into line with the new config: the choker takes
@@ -35,17 +36,20 @@ UNCHANGED = Unchanged.UNCHANGED
 
 def updated(
     config: SwarmConfig, *, max_peers: int | None = None, upload_slots: int | None = None,
-    download_from: frozenset[Address] | Unchanged | None = UNCHANGED,
+    download_from: frozenset[Address] | Unchanged | None = UNCHANGED, upload_limit: int | None = None,
 ) -> SwarmConfig:  # fmt: skip
     """``config`` with the given settings replaced; a bad value is our caller's bug (the web interface checks)."""
     if max_peers is not None and max_peers < 1:
         raise ValueError(f"max_peers must be at least 1, not {max_peers}")
     if upload_slots is not None and upload_slots < 0:
         raise ValueError(f"upload_slots must not be negative, not {upload_slots}")
+    if upload_limit is not None and upload_limit < 0:
+        raise ValueError(f"upload_limit must not be negative, not {upload_limit}")
     config = replace(
         config,
         max_peers=config.max_peers if max_peers is None else max_peers,
         upload_slots=config.upload_slots if upload_slots is None else upload_slots,
+        upload_limit=config.upload_limit if upload_limit is None else upload_limit,
     )
     if not isinstance(download_from, Unchanged):
         config = replace(config, download_from=download_from)
@@ -90,5 +94,6 @@ def apply(swarm: Swarm, now: float, send: Callable[[PeerSession, Message, float]
                 send(session, NotInterested(), now)
     swarm.reading.claims_changed()
     swarm.choker.set_slots(config.upload_slots, now)
+    swarm.uploader.set_limit(config.upload_limit, now)
     pinned = {a for a, c in swarm.dialer.candidates.items() if c.pinned}
     return excess(list(swarm.sessions.values()), config.max_peers, pinned, now)

@@ -66,6 +66,11 @@ class Uploader:
         """The piece for ``index`` was just queued on the session's connection."""
         session.serving.append((session.connection.bytes_sent, index))
 
+    def set_limit(self, limit: int, now: float) -> None:
+        """A new ``upload_limit`` (bytes/s; 0 = none), in force for the next request; the bucket starts full."""
+        if limit != self._limit:
+            self._limit, self._tokens, self._tokens_at = limit, float(limit), now
+
     def _take_tokens(self, size: int, now: float) -> bool:
         """Token bucket for ``upload_limit``: up to one second's worth may be sent in a burst."""
         limit = self._limit

@@ -1,0 +1,109 @@
+"""How the watch page plays a stream: through the viewer's own engine, else the broadcaster's HLS, else it says why not.
+
+How this works. The page (static/watch.js) first asks the viewer's local engine for its version
+(``/webui/api/service?method=get_version`` at ``http://127.0.0.1:6878``, or the loopback address given with
+``?engine=``); if it answers, the page plays the engine's ``/ace/manifest.m3u8`` with the parameters chosen here
+(:func:`engine_query`), with hls.js. The engine answers those paths with ``Access-Control-Allow-Origin: *``
+(swarmcast/http/cors.py). If no engine answers, the page plays the broadcast's HLS origin (:func:`hls_origin`:
+a rendition's ``hls`` URL, else the transport file's ``hls_manifest``) when it has one, and otherwise shows
+:func:`no_play_reason`.
+
+Which engine parameters: the engine must find the broadcast without help from this registry (the viewer's engine
+need not know it). A live support or start node's transport file URL (``/app/get_transport_file?format=raw`` on
+its web interface) tells the engine the broadcast and a peer to dial at once, with that node's tracker; a source
+is the last choice among nodes (with support nodes it serves only them). With no such node, ``id=<content id>``:
+an engine started with ``--registry`` or that finds the broadcast by its trackers plays it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+from swarmcast.transport import Descriptor, TransportError
+
+DEFAULT_ENGINE = "http://127.0.0.1:6878"
+MAX_URL_CHARS = 2048  # an HLS origin or a node's web interface URL longer than this is not offered to the page
+NODE_PREFERENCE = ("start", "support", "source")  # whose transport file the engine is pointed at, best first
+
+
+class EngineAddressError(ValueError):
+    """``?engine=`` is not an http:// URL of a loopback address with a port."""
+
+
+def engine_origin(text: str | None) -> str:
+    """The engine's origin (``http://host:port``) from ``?engine=``; only loopback hosts (the viewer's *own* engine:
+    the page's Content-Security-Policy lets it connect there and nowhere else)."""
+    if not text:
+        return DEFAULT_ENGINE
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as error:
+        raise EngineAddressError(f"engine: {text[:80]!r} is not a URL ({error})") from None
+    host = parts.hostname or ""
+    if parts.scheme != "http" or port is None or parts.path not in ("", "/") or parts.query or parts.username:
+        raise EngineAddressError(f"engine: {text[:80]!r} is not http://HOST:PORT")
+    if host != "localhost":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise EngineAddressError(f"engine: {host[:80]!r} is not a loopback address (the viewer's own engine)")
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return urlunsplit(("http", netloc, "", "", ""))
+
+
+def _http_url(value: object) -> str | None:
+    if not isinstance(value, str) or len(value) > MAX_URL_CHARS:
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    return value if parts.scheme in ("http", "https") and parts.hostname else None
+
+
+def engine_query(content_id: str, nodes: Iterable[Mapping[str, object]]) -> dict[str, str]:
+    """The query of the engine's ``/ace/manifest.m3u8`` for this stream (see the module's docstring)."""
+    live = [n for n in nodes if n.get("state") == "live"]
+    for role in NODE_PREFERENCE:
+        for node in live:
+            base = _http_url(node.get("http")) if node.get("role") == role else None
+            if base is not None:
+                return {"url": base.rstrip("/") + "/app/get_transport_file?format=raw"}
+    return {"id": content_id}
+
+
+def hls_origin(renditions: object, transport: bytes | None) -> str | None:
+    """The broadcaster's HLS playlist for browsers without an engine: the first rendition with an ``hls`` URL
+    (``swarmcast broadcaster`` registers its master playlist there), else the transport file's ``hls_manifest``
+    (an HLS broadcast that does not hide it)."""
+    if isinstance(renditions, list):
+        for rendition in renditions:
+            url = _http_url(rendition.get("hls")) if isinstance(rendition, dict) else None
+            if url is not None:
+                return url
+    if transport:
+        try:
+            descriptor = Descriptor.decode(transport)
+        except TransportError:
+            return None
+        return _http_url(descriptor.hls_manifest)
+    return None
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of a URL (for the page's connect-src)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+
+
+def no_play_reason(engine: str, live: bool) -> str:
+    """What the page says when neither the engine nor an HLS origin can play the stream."""
+    if not live:
+        return "this broadcast is not live now (its source node is gone)"
+    return (f"no swarmcast engine answers at {engine}, and this broadcast has no HLS origin a browser could play "
+            f"(it is MPEG-TS over P2P only): start a local engine (swarmcast engine) and reload this page")
