@@ -1,7 +1,7 @@
 """Issue 11's network end to end with the real ``swarmcast registry``: a source, two support nodes and three
-engines with ``--registry`` show up on /api/nodes and /api/streams; SIGKILL marks a support node gone within the
-heartbeat timeout, SIGTERM removes it at once; the engines play by registry name alone; stopping the registry does
-not interrupt the players."""
+engines with ``--registry`` show up on /api/nodes, /api/streams and the HTML pages; SIGKILL marks a support node
+gone within the heartbeat timeout, SIGTERM removes it at once; the engines play by registry name alone; stopping
+the registry does not interrupt the players."""
 
 from __future__ import annotations
 
@@ -63,6 +63,12 @@ async def get_json(url: str) -> Any:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session, session.get(url) as got:
         assert got.status == 200, f"{url}: {got.status} {await got.text()}"
         return await got.json()
+
+
+async def get_text(url: str) -> str:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session, session.get(url) as got:
+        assert got.status == 200, f"{url}: {got.status}"
+        return await got.text()
 
 
 async def until(check: Any, timeout: float = 40.0) -> Any:
@@ -133,6 +139,12 @@ async def test_network_registers_gone_left_play_by_name_and_registry_stop(tmp_pa
             assert detail["content_id"] == content_id
             peers = (await get_json(f"{registry}/api/streams/{content_id}/peers"))["peers"]
             assert {p["address"] for p in peers} >= {f"{HOST}:{port1}", f"{HOST}:{port2}"}
+            # The same on the HTML pages: the stream list, the stream's page with its nodes, a node's page.
+            assert "Test channel" in await get_text(f"{registry}/")
+            page = await get_text(f"{registry}/streams/news")
+            assert all(f"{HOST}:{p}" in page for p in (source.port, port1, port2))
+            engine_id = by_role["engine"][0]["node_id"]
+            assert by_role["engine"][0]["address"] in await get_text(f"{registry}/nodes/{engine_id}")
 
             # SIGKILL: no goodbye; the registry marks the node gone once it misses heartbeats for the timeout.
             id1 = next(n["node_id"] for n in by_role["support"] if n["address"] == f"{HOST}:{port1}")
