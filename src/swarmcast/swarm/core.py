@@ -27,7 +27,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from swarmcast.swarm import announce, liveness, settings, standby
+from swarmcast.swarm import announce, liveness, settings, standby, status
 from swarmcast.swarm.authority import Authority
 from swarmcast.swarm.budget import DEFAULT_TRANSFER_RATE, MessageBudget
 from swarmcast.swarm.choking import NEWCOMER_GRACE, Choker
@@ -656,36 +656,5 @@ class Swarm:
         self.picker.pending.clear()
 
     def stats_snapshot(self, now: float) -> dict[str, object]:
-        """Counters for status pages and benchmarks (bytes; rates in bytes/s)."""
-        stats = self.stats
-        return {
-            "content_id": self.content_id.hex(),
-            "peers": len(self.sessions),
-            "downloaded": stats.downloaded,
-            "downloaded_from_source": stats.downloaded_from_source,
-            "downloaded_from_seeders": stats.downloaded_from_seeders,
-            "downloaded_from_origin": stats.downloaded_from_origin,  # HLS fallback (node/hls_fallback.py)
-            "origin_segments": stats.origin_segments,
-            "origin_fetched": stats.origin_fetched,
-            "origin_rejected": stats.origin_rejected,
-            "uploaded": stats.uploaded,
-            "bytes_sent": stats.bytes_sent,
-            "payload_sent": stats.payload_sent,
-            "speed_down": round(stats.down.rate(now)),
-            "speed_up": round(stats.up.rate(now)),
-            "banned": stats.banned,
-            "dropped_useless": stats.dropped_useless,
-            "handed_off": self.rotation.handed_off,
-            "withheld_requests": self.picker.withheld,
-            "rejected_duplicate": self.uploader.rejected_duplicate,
-            "rejected_queue_full": self.uploader.rejected_queue_full,
-            "bad_pieces": stats.bad_pieces,
-            "skipped_pieces": stats.skipped_pieces,
-            "cache_bytes": self.store.size_bytes,
-            "cache_pieces": len(self.store),
-            "newest_piece": self.store.newest,
-            # Peers holding a verified support credential (docs/protocol.md §19), as ip:listen_port.
-            "support_nodes": sorted(
-                f"{s.address[0]}:{s.address[1]}" for s in self.sessions.values() if s.is_seeder and not s.is_source
-            ),
-        }
+        """Counters for status pages and benchmarks (bytes; rates in bytes/s): swarm/status.py."""
+        return status.snapshot(self, now)
