@@ -26,6 +26,10 @@ class SwarmConfig:
     newcomer_slots: int | None = None  # extra slots for peers that have just joined; None = a quarter (at least 1)
     upload_limit: int = 0  # bytes/s given to peers; 0 = no limit
     seeder_grace: float = 0.3
+    # A support node announces a fresh piece at once to this many viewers (for its own share of the stream) and to
+    # the others ``announce_delay`` s later if they still lack it (fanout.py); announce_delay 0 = all at once.
+    front_peers: int = 2
+    announce_delay: float = 0.5
     max_requests_per_peer: int = 16
     request_timeout: float = 2.0
     urgent_after: float = 0.75  # a piece a reader waits for is asked of another holder after this long

@@ -27,13 +27,14 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from swarmcast.swarm import announce, liveness, settings, standby
+from swarmcast.swarm import announce, liveness, settings, standby, status
 from swarmcast.swarm.authority import Authority
 from swarmcast.swarm.budget import DEFAULT_TRANSFER_RATE, MessageBudget
 from swarmcast.swarm.choking import NEWCOMER_GRACE, Choker
 from swarmcast.swarm.config import Role, SwarmConfig, SwarmStats
 from swarmcast.swarm.dialer import PREFERRED_EXTRA_PEERS, Dialer
 from swarmcast.swarm.edge import LiveEdge
+from swarmcast.swarm.fanout import Fanout
 from swarmcast.swarm.outbox import Outbox
 from swarmcast.swarm.peer import Address, PeerSession
 from swarmcast.swarm.picker import Picker, support_grace
@@ -70,6 +71,7 @@ log = logging.getLogger("swarmcast.swarm")
 __all__ = ["NEWCOMER_GRACE", "PREFERRED_EXTRA_PEERS", "Cursor", "Role", "Swarm", "SwarmConfig", "SwarmStats"]
 
 HOUSEKEEPING_INTERVAL = 1.0  # seconds between connection timers, back-pressure checks and rechoke checks
+LATE_PIECES = 2  # a piece this far behind the newest known is asked of the broadcaster's nodes without a grace
 STABLE_SESSION = 10.0  # seconds a session must last for its address's failed attempts to be forgiven
 
 
@@ -109,6 +111,8 @@ class Swarm:
         self.uploader = Uploader(config, store, now)
         self.reading = Reading(config, store, self.sessions, self.edge)
         self.rotation = Rotation(config.rotation)  # a start node's hand-offs; inert elsewhere
+        # Whom a support node tells of a fresh piece at once, and whom later (fanout.py).
+        self.fanout = Fanout(enabled=config.role is Role.SUPPORT, delay=config.announce_delay, rng=self._rng)
         self._last_pex = now
         self._last_housekeeping = now
         self._closed = False
@@ -187,6 +191,7 @@ class Swarm:
         self.picker.forget(session)
         self.choker.forget(session)
         self.rotation.forget(session)
+        self.fanout.forget(session)
         self.choker.after_change(now)
 
     def ban(self, session: PeerSession, error: ProtocolError, now: float) -> None:
@@ -268,6 +273,7 @@ class Swarm:
         """A standby taking over as the source (SUPPORT -> SOURCE), or following again (SOURCE -> SUPPORT)."""
         self.config = replace(self.config, role=role)
         self.choker.set_role(role)
+        self.fanout.set_enabled(role is Role.SUPPORT)
         self.picker.pending.clear()
         standby.after_role_change(self, role, now)
 
@@ -436,11 +442,13 @@ class Swarm:
         if piece.index in evicted:
             return
         have = Have(piece.index, piece.flags)
-        for session in self.sessions.values():
-            # No HAVE to a peer that told us it has the piece, nor to a source (it never downloads): in a live
-            # swarm most peers get a piece at about the same time, so this halves the control traffic.
-            if session is not origin and piece.index not in session.have and not session.is_source:
-                self._send(session, have, now)
+        # No HAVE to a peer that told us it has the piece, nor to a source (it never downloads): in a live swarm
+        # most peers get a piece at about the same time, so this halves the control traffic. A support node tells
+        # most viewers later, if they still need it (fanout.py).
+        front = self._front_size(origin)
+        for session in self.fanout.now_recipients(self.sessions.values(), piece.index, origin, now, piece.flags,
+                                                  front):  # fmt: skip
+            self._send(session, have, now)
         if piece.index % 64 == 0:  # every few seconds is enough to keep the sets bounded
             floor = piece.index - MAX_WINDOW_PIECES
             for session in self.sessions.values():
@@ -491,8 +499,18 @@ class Swarm:
         if wanted:
             self.picker.fill(now, wanted, self.store.__contains__, self._spared_predicate(), self.reading.agreed_edge())
 
+    def _front_size(self, origin: PeerSession | None) -> int:
+        """How many viewers a support node tells of a fresh piece at once: ``front_peers`` for its own share of the
+        stream (from the source, or its own as an HLS signer), none for a piece a fellow support node or a viewer
+        passed it (that one is in the viewers' mesh already)."""
+        return self.config.front_peers if origin is None or origin.is_source else 0
+
     def _grace_for(self, index: int) -> float:
         if self.config.role is not Role.SUPPORT:
+            newest = self.reading.newest_known()
+            if newest is not None and index <= newest - LATE_PIECES:
+                # Not a fresh piece: a support node tells us of it late because no viewer passed it on (fanout.py).
+                return 0.0
             return self.config.seeder_grace * self._rng.random()
         fellows = [s.handshake.peer_id for s in self.sessions.values() if s.is_seeder and not s.is_source]
         return support_grace(self.peer_id, fellows, index, self.config.seeder_grace)
@@ -526,6 +544,11 @@ class Swarm:
                 self._last_pex = now
                 for session in self.sessions.values():
                     self._send(session, self._pex_list(session), now)
+        if self.fanout.enabled:
+            for index, flags, late in self.fanout.due(now, self.sessions, self.store.__contains__):
+                have = Have(index, PieceFlags(flags))
+                for session in late:
+                    self._send(session, have, now)
         waiting = {c.position for c in self._all_cursors() if c.position is not None and c.waiting_since is not None}
         self.picker.expire(now, waiting)
         self._advance_sweeper(now)
@@ -638,36 +661,5 @@ class Swarm:
         self.picker.pending.clear()
 
     def stats_snapshot(self, now: float) -> dict[str, object]:
-        """Counters for status pages and benchmarks (bytes; rates in bytes/s)."""
-        stats = self.stats
-        return {
-            "content_id": self.content_id.hex(),
-            "peers": len(self.sessions),
-            "downloaded": stats.downloaded,
-            "downloaded_from_source": stats.downloaded_from_source,
-            "downloaded_from_seeders": stats.downloaded_from_seeders,
-            "downloaded_from_origin": stats.downloaded_from_origin,  # HLS fallback (node/hls_fallback.py)
-            "origin_segments": stats.origin_segments,
-            "origin_fetched": stats.origin_fetched,
-            "origin_rejected": stats.origin_rejected,
-            "uploaded": stats.uploaded,
-            "bytes_sent": stats.bytes_sent,
-            "payload_sent": stats.payload_sent,
-            "speed_down": round(stats.down.rate(now)),
-            "speed_up": round(stats.up.rate(now)),
-            "banned": stats.banned,
-            "dropped_useless": stats.dropped_useless,
-            "handed_off": self.rotation.handed_off,
-            "withheld_requests": self.picker.withheld,
-            "rejected_duplicate": self.uploader.rejected_duplicate,
-            "rejected_queue_full": self.uploader.rejected_queue_full,
-            "bad_pieces": stats.bad_pieces,
-            "skipped_pieces": stats.skipped_pieces,
-            "cache_bytes": self.store.size_bytes,
-            "cache_pieces": len(self.store),
-            "newest_piece": self.store.newest,
-            # Peers holding a verified support credential (docs/protocol.md §19), as ip:listen_port.
-            "support_nodes": sorted(
-                f"{s.address[0]}:{s.address[1]}" for s in self.sessions.values() if s.is_seeder and not s.is_source
-            ),
-        }
+        """Counters for status pages and benchmarks (bytes; rates in bytes/s): swarm/status.py."""
+        return status.snapshot(self, now)
