@@ -313,8 +313,11 @@ def test_a_broadcasters_channel_is_a_stream_the_registry_api_accepts() -> None:
         Rendition(name="source", bandwidth=2_000_000, transport=first.encode(), width=320, height=180),
         Rendition(name="P144p30fps16x9", bandwidth=400_000, transport=second.encode()),
     ))  # fmt: skip
-    report = channel_report(channel)
+    report = channel_report(channel, origin="http://203.0.113.7:8935")
     posted = validate.stream_info(report.body(str(uuid.uuid4())))
     assert (posted.content_id, posted.name, posted.bitrate) == (channel.channel_id.hex(), "hello_world", 2_000_000)
     assert posted.renditions is not None
     assert [r["content_id"] for r in posted.renditions] == [first.infohash, second.infohash]
+    # Each rendition's playlist on the broadcaster's origin: the watch page's HLS when there is no engine.
+    assert [r["hls"] for r in posted.renditions] == ["http://203.0.113.7:8935/stream/hello_world/source.m3u8",
+                                                     "http://203.0.113.7:8935/stream/hello_world/P144p30fps16x9.m3u8"]

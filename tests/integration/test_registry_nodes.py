@@ -137,6 +137,7 @@ async def test_broadcaster_and_its_rendition_nodes_register(tmp_path: Path) -> N
             (rendition,) = renditions
             assert rendition["name"] == "source"
             assert rendition["content_id"] == content_id
+            assert rendition["hls"] == f"http://{HOST}:{http}/stream/hello_world/source.m3u8"
             await until(lambda: any(content_id in n["content_ids"] for n in registry.live("broadcaster")))  # type: ignore[operator]
             (node,) = registry.live("broadcaster")
             assert node["address"] is None

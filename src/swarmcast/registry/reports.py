@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from swarmcast import __version__
 from swarmcast.registry.client import NodeReport, StreamReport
@@ -248,7 +248,7 @@ class BroadcasterReporter:
         self.process = ProcessFigures()
 
     def describe(self) -> NodeReport:
-        channels = [channel_report(channel) for channel in self.channels()]
+        channels = [channel_report(channel, origin=self.http) for channel in self.channels()]
         return NodeReport(role="broadcaster", address=None, http=self.http, version=__version__,
                           content_ids=tuple(dict.fromkeys([*self.content_ids(), *(c.content_id for c in channels)])),
                           streams=tuple(channels))  # fmt: skip
@@ -257,11 +257,15 @@ class BroadcasterReporter:
         return {**self.process.sample(), "live_streams": self.streams()}
 
 
-def channel_report(channel: Channel) -> StreamReport:
-    """A broadcaster's channel as a registry stream: its id, the stream id as name, the renditions."""
+def channel_report(channel: Channel, *, origin: str | None = None) -> StreamReport:
+    """A broadcaster's channel as a registry stream: its id, the stream id as name, the renditions. With the
+    broadcaster's ``origin`` (its HTTP base), each rendition also names its HLS playlist there (``hls``): the
+    registry's watch page plays it in a browser that has no engine."""
+    hls = {} if origin is None else {"hls": f"{origin}/stream/{quote(channel.name, safe='')}"}
     renditions = tuple(
         {"name": r.name, "bandwidth": r.bandwidth, "width": r.width, "height": r.height, "codecs": r.codecs,
-         "frame_rate": r.frame_rate, "content_id": r.content_id.hex()}
+         "frame_rate": r.frame_rate, "content_id": r.content_id.hex(),
+         **({"hls": f"{hls['hls']}/{quote(r.name, safe='')}.m3u8"} if hls else {})}
         for r in channel.renditions
     )  # fmt: skip
     return StreamReport(content_id=channel.channel_id.hex(), name=registry_name(channel.name), title=channel.title,

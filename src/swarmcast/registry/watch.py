@@ -79,7 +79,8 @@ def engine_query(content_id: str, nodes: Iterable[Mapping[str, object]]) -> dict
 
 def hls_origin(renditions: object, transport: bytes | None) -> str | None:
     """The broadcaster's HLS playlist for browsers without an engine: the first rendition with an ``hls`` URL
-    (``swarmcast broadcaster`` registers its master playlist there), else the transport file's ``hls_manifest``
+    (``swarmcast broadcaster --p2p --registry`` registers each rendition's playlist on its origin there; the
+    first is the source rendition), else the transport file's ``hls_manifest``
     (an HLS broadcast that does not hide it)."""
     if isinstance(renditions, list):
         for rendition in renditions:
