@@ -17,6 +17,7 @@ import aiohttp
 
 from swarmcast.cli import main
 from tests.integration.chain import HOST, engine, signal_source, source_node
+from tests.procs import free_port
 
 TOKEN = "ctl-t0ken"
 
@@ -120,5 +121,6 @@ async def test_ctl_usage_errors_are_one_line_and_exit_2() -> None:
         done = await ctl(*args)
         assert done.returncode == 2, (args, done.stderr)
         assert done.stderr.count("\n") == 1 and "error:" in done.stderr, (args, done.stderr)
-    unreachable = await ctl("--url", "http://127.0.0.1:1", "sessions")
+    # A port nothing listens on (port 1 is not that on a shared machine: a root test can bind it).
+    unreachable = await ctl("--url", f"http://127.0.0.1:{free_port()}", "sessions")
     assert unreachable.returncode == 1 and "connection refused" in unreachable.stderr, unreachable.stderr
