@@ -12,6 +12,7 @@ from swarmcast.commands.options import (
     add_log_options,
     add_upload_options,
     admission_from_args,
+    bounded_int,
     port,
     positive_int,
     start_logging,
@@ -20,9 +21,10 @@ from swarmcast.commands.options import (
 from swarmcast.commands.preflight import preflight_engine
 from swarmcast.http.engine_api import CappedSite, make_runner
 from swarmcast.node.config import DEFAULT_LIVE_CACHE_SIZE, CacheConfig
-from swarmcast.node.engine import Engine, EngineConfig
+from swarmcast.node.engine import ENGINE_WINDOW_PIECES, MIN_ENGINE_WINDOW_PIECES, Engine, EngineConfig
 from swarmcast.node.joiner import LocalFiles
 from swarmcast.node.lifecycle import pid_file, run_until_stopped
+from swarmcast.wire.messages import MAX_WINDOW_PIECES
 
 log = logging.getLogger("swarmcast.engine")
 
@@ -51,6 +53,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--live-cache-size", "--live-mem-cache-size", dest="live_cache_size", type=positive_int,
                         default=DEFAULT_LIVE_CACHE_SIZE, metavar="BYTES",
                         help="hard cap of each broadcast's live cache in bytes (default %(default)s = 200 MiB)")
+    parser.add_argument("--live-window-pieces", type=bounded_int(MIN_ENGINE_WINDOW_PIECES, MAX_WINDOW_PIECES),
+                        default=ENGINE_WINDOW_PIECES, metavar="N",
+                        help="pieces of each broadcast kept behind the newest one, within --live-cache-size "
+                             "(default %(default)s, about 30 s of 0.2 s pieces; players more than 10 s behind jump "
+                             f"to live; {MIN_ENGINE_WINDOW_PIECES}..{MAX_WINDOW_PIECES})")  # fmt: skip
     parser.add_argument("--startup-timeout", type=positive_int, default=30, metavar="SECONDS",
                         help="seconds a player waits for a broadcast that sends nothing before a 504 "
                              "(default %(default)s)")  # fmt: skip
@@ -91,6 +98,7 @@ def run_engine(args: argparse.Namespace) -> int:
         bind=args.bind,
         trackers=tuple(args.tracker),
         cache=CacheConfig(args.live_cache_type, args.live_cache_size, args.cache_dir),
+        window_pieces=args.live_window_pieces,
         startup_timeout=float(args.startup_timeout),
         upload_slots=args.upload_slots,
         upload_limit=args.upload_limit,
