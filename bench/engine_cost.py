@@ -213,7 +213,7 @@ async def run(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--engines", type=int, default=6)
+    parser.add_argument("--engines", type=int, default=8)
     parser.add_argument("--support", type=int, default=1)
     parser.add_argument("--bitrate", default="2M")
     parser.add_argument("--size", default="640x360")

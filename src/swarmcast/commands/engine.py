@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from swarmcast.commands.options import (
     add_admission_options,
@@ -27,6 +30,8 @@ from swarmcast.node.lifecycle import pid_file, run_until_stopped
 from swarmcast.wire.messages import MAX_WINDOW_PIECES
 
 log = logging.getLogger("swarmcast.engine")
+
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--live-window-pieces", type=bounded_int(MIN_ENGINE_WINDOW_PIECES, MAX_WINDOW_PIECES),
                         default=ENGINE_WINDOW_PIECES, metavar="N",
                         help="pieces of each broadcast kept behind the newest one, within --live-cache-size "
-                             "(default %(default)s, about 30 s of 0.2 s pieces; players more than 10 s behind jump "
+                             "(default %(default)s, about 20 s of 0.2 s pieces; players more than 10 s behind jump "
                              f"to live; {MIN_ENGINE_WINDOW_PIECES}..{MAX_WINDOW_PIECES})")  # fmt: skip
     parser.add_argument("--startup-timeout", type=positive_int, default=30, metavar="SECONDS",
                         help="seconds a player waits for a broadcast that sends nothing before a 504 "
@@ -85,6 +90,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--pid-file-dir", type=Path, default=Path("/tmp"), metavar="DIR",
                         help="where acestream-HTTP_PORT.pid is kept while the engine runs (default %(default)s)")
+    parser.add_argument("--event-loop", type=event_loop, default="asyncio", metavar="|".join(EVENT_LOOPS),
+                        help="the asyncio event loop: asyncio's own or uvloop, about a tenth less CPU per engine "
+                             "(pip install 'swarmcast[uvloop]'; default %(default)s)")  # fmt: skip
     add_log_options(parser)
     add_admission_options(parser)
     parser.set_defaults(func=run_engine, preflight=preflight_engine, prepare=start_logging, command_prog=parser.prog)
@@ -125,8 +133,27 @@ def run_engine(args: argparse.Namespace) -> int:
                 await runner.cleanup()
                 await engine.close()
 
-    asyncio.run(run_until_stopped(main))
+    with asyncio.Runner(loop_factory=loop_factory(args.event_loop)) as loop_runner:
+        loop_runner.run(run_until_stopped(main))
     return 0
+
+
+def event_loop(text: str) -> str:
+    """``--event-loop``: asyncio's own, or uvloop (libuv; an optional dependency: ``swarmcast[uvloop]``)."""
+    if text not in EVENT_LOOPS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(EVENT_LOOPS)}")
+    if text == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise argparse.ArgumentTypeError("uvloop is not installed (pip install 'swarmcast[uvloop]')")
+    return text
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``--event-loop`` names (None: asyncio's default)."""
+    if name == "uvloop":
+        import uvloop  # noqa: PLC0415 - optional, and only the engines that ask for it load it
+
+        return cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
+    return None
 
 
 def directory(text: str) -> Path:

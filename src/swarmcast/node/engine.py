@@ -47,9 +47,9 @@ POLL_INTERVAL = 0.25
 REAP_INTERVAL = 1.0
 # Pieces a viewer engine keeps behind the newest one (the store's window; --live-window-pieces). A player, ours or
 # a peer's, more than max_lag_pieces (50, 10 s of 0.2 s pieces) behind jumps to live, so no one reads a piece much
-# older than that: 150 (about 30 s) is three times as much. The broadcaster's nodes keep MAX_WINDOW_PIECES under
+# older than that: 100 (about 20 s) is twice as much. The broadcaster's nodes keep MAX_WINDOW_PIECES under
 # their byte cap; an engine keeping as much held up to --live-cache-size (200 MiB) after a quarter of an hour.
-ENGINE_WINDOW_PIECES = 150
+ENGINE_WINDOW_PIECES = 100
 MIN_ENGINE_WINDOW_PIECES = 16
 
 
