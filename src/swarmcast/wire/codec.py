@@ -134,6 +134,20 @@ def _check_piece_flags(flags: PieceFlags) -> None:
 
 def encode_payload(message: Message) -> tuple[MessageType, bytes]:
     match message:
+        # The hot messages first: a match tries its cases in order.
+        case Have(index, flags):
+            _check_index(index)
+            _check_piece_flags(flags)
+            return MessageType.HAVE, _HAVE.pack(index, int(flags))
+        case Piece(index, flags, signature, data):
+            _check_index(index)
+            _check_piece_flags(flags)
+            if len(signature) != SIGNATURE_LENGTH or not 0 < len(data) <= MAX_PIECE_SIZE:
+                raise ValueError("bad piece signature or data length")
+            return MessageType.PIECE, _PIECE_HEADER.pack(index, int(flags), signature) + data
+        case Request(index):
+            _check_index(index)
+            return MessageType.REQUEST, _INDEX.pack(index)
         case KeepAlive():
             return MessageType.KEEPALIVE, b""
         case Choke():
@@ -154,25 +168,12 @@ def encode_payload(message: Message) -> tuple[MessageType, bytes]:
                 raise ValueError("window runs past the largest piece index")
             header = _WINDOW_HEADER.pack(first, len(have))
             return MessageType.WINDOW, header + _pack_bits(have) + _pack_bits(random_access)
-        case Have(index, flags):
-            _check_index(index)
-            _check_piece_flags(flags)
-            return MessageType.HAVE, _HAVE.pack(index, int(flags))
-        case Request(index):
-            _check_index(index)
-            return MessageType.REQUEST, _INDEX.pack(index)
         case Cancel(index):
             _check_index(index)
             return MessageType.CANCEL, _INDEX.pack(index)
         case Reject(index):
             _check_index(index)
             return MessageType.REJECT, _INDEX.pack(index)
-        case Piece(index, flags, signature, data):
-            _check_index(index)
-            _check_piece_flags(flags)
-            if len(signature) != SIGNATURE_LENGTH or not 0 < len(data) <= MAX_PIECE_SIZE:
-                raise ValueError("bad piece signature or data length")
-            return MessageType.PIECE, _PIECE_HEADER.pack(index, int(flags), signature) + data
         case Pex(peers):
             if len(peers) > MAX_PEX_PEERS:
                 raise ValueError("too many PEX peers")
