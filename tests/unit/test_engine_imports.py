@@ -24,7 +24,7 @@ NOT_FOR_A_VIEWER = (
     "swarmcast.broadcaster", "swarmcast.fleet", "swarmcast.registry", "swarmcast.node.source",
     "swarmcast.node.support", "swarmcast.node.standby", "swarmcast.node.hls_signer", "swarmcast.ingest.rtmp_pull",
     "swarmcast.media.testsignal", "swarmcast.media.tsmux", "swarmcast.commands.node", "swarmcast.commands.fleet",
-    "swarmcast.commands.broadcaster", "swarmcast.commands.testsrc",
+    "swarmcast.commands.broadcaster", "swarmcast.commands.testsrc", "cryptography.hazmat.primitives.serialization",
 )  # fmt: skip
 
 # Builds the parser as the command line does, imports the modules run_engine starts the engine with, and prints
