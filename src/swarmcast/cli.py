@@ -5,6 +5,10 @@ own (an unknown option, a bad value) and the checks a command runs before it sta
 cannot write: commands/preflight.py). Abbreviated options are not taken: an Ace Stream option we do not know must
 not pass for a prefix of one we do. ``--debug-*`` switches (Ace Stream's per-topic debugging) are the one kind of
 unknown option accepted, by every command that has ``--debug``.
+
+Only the subcommand named on the command line is imported (``commands_for``): a viewer engine never loads the
+broadcaster's PyAV, RTMP and fleet code just to build parsers it will not use. ``--help``, a missing or an unknown
+command builds them all (the list of commands and argparse's "invalid choice" need every one).
 """
 
 from __future__ import annotations
@@ -43,12 +47,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser(prog: str = "swarmcast") -> argparse.ArgumentParser:
+def commands_for(words: Sequence[str]) -> tuple[str, ...]:
+    """The subcommands whose parsers ``words`` needs: the one it names first, or all of them."""
+    for word in words:
+        if word == "--":
+            break
+        if not word.startswith("-"):
+            return (word,) if word in COMMAND_MODULES else COMMAND_MODULES
+    return COMMAND_MODULES
+
+
+def build_parser(prog: str = "swarmcast", commands: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    """The parser with the subcommands ``commands`` (default: every one; each is imported to register it)."""
     parser = Parser(prog=prog, description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"swarmcast {__version__}")
     subparsers = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
                       parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))  # fmt: skip
-    for name in COMMAND_MODULES:
+    for name in commands:
         module = cast(_CommandModule, importlib.import_module(f"swarmcast.commands.{name}"))
         module.register(subparsers)
     return parser
@@ -138,7 +153,7 @@ def report_unknown_options(parser: argparse.ArgumentParser, words: Sequence[str]
 def main(argv: Sequence[str] | None = None, *, prog: str = "swarmcast",
          parser: argparse.ArgumentParser | None = None) -> int:  # fmt: skip
     words = list(sys.argv[1:] if argv is None else argv)
-    parser = parser or build_parser(prog)
+    parser = parser or build_parser(prog, commands_for(words))
     words, switches = split_debug_switches(words, known_options(parser))
     report_unknown_options(parser, words)
     args = parser.parse_args(words)

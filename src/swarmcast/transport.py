@@ -16,7 +16,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from swarmcast import bencoding
@@ -253,6 +252,8 @@ def _get_hls_url(fields: dict[bytes, object], key: str) -> str:
 
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     """The broadcast's private key from ``path`` (PEM, PKCS#8), created with mode 0600 when absent."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - a source's; viewers never load it
+
     if path.exists():
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
@@ -269,6 +270,8 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
 
 
 def public_key_bytes(key: Ed25519PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - see load_or_create_key
+
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 

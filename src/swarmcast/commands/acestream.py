@@ -63,6 +63,17 @@ def version_line() -> str:
     return f"version: {__version__} revision: {REVISION}"
 
 
+def find_mode(words: Sequence[str]) -> tuple[int, str]:
+    """Where the one mode option is in ``words`` and which it is; TranslationError for none or two."""
+    cut = list(words).index("--") if "--" in words else len(words)
+    found = [(i, w) for i, w in enumerate(words[:cut]) if w in MODES]
+    if not found:
+        raise TranslationError(f"give a mode: {', '.join(MODES)}")
+    if len(found) > 1:
+        raise TranslationError(f"one mode at a time, not {' and '.join(w for _, w in found)}")
+    return found[0]
+
+
 def translate(argv: Sequence[str], parser: argparse.ArgumentParser | None = None) -> list[str]:
     """The ``swarmcast`` command line for Ace Stream's ``argv`` (without the program name).
 
@@ -70,22 +81,17 @@ def translate(argv: Sequence[str], parser: argparse.ArgumentParser | None = None
     role is not built gets a clear error instead of argparse's "invalid choice".
     """
     words = list(argv)
-    cut = words.index("--") if "--" in words else len(words)
-    found = [(i, w) for i, w in enumerate(words[:cut]) if w in MODES]
-    if not found:
-        raise TranslationError(f"give a mode: {', '.join(MODES)}")
-    if len(found) > 1:
-        raise TranslationError(f"one mode at a time, not {' and '.join(w for _, w in found)}")
-    index, mode = found[0]
+    index, mode = find_mode(words)
     command = MODES[mode]
-    if find_subparser(parser or build_parser(), command) is None:
+    if find_subparser(parser or build_parser(commands=command[:1]), command) is None:
         raise TranslationError(f"{mode}: this build has no `swarmcast {' '.join(command)}`")
     return [*command, *words[:index], *words[index + 1 :]]
 
 
-def engine_parser(prog: str) -> argparse.ArgumentParser:
-    """The ``swarmcast`` parser, with each mode's parser named ``PROG --stream-...-node`` in its usage and errors."""
-    parser = build_parser(prog)
+def engine_parser(prog: str, commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``swarmcast`` parser (of ``commands``, default all), with each mode's parser named
+    ``PROG --stream-...-node`` in its usage and errors."""
+    parser = build_parser(prog) if commands is None else build_parser(prog, commands)
     for mode, command in MODES.items():
         sub = find_subparser(parser, command)
         if sub is not None:
@@ -107,8 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not words or words in (["--help"], ["-h"]):
         print(USAGE.format(prog=prog), end="")
         return 0 if words else EXIT_USAGE
-    parser = engine_parser(prog)
     try:
+        # Only the mode's own command is imported: the viewer engine loads no broadcaster code.
+        parser = engine_parser(prog, MODES[find_mode(words)[1]][:1])
         translated = translate(words, parser)
     except TranslationError as error:
         print(f"{prog}: error: {error} (see {prog} --help)", file=sys.stderr)

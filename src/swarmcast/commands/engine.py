@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from swarmcast.commands.options import (
     add_admission_options,
     add_log_options,
     add_upload_options,
     admission_from_args,
+    bounded_int,
     port,
     positive_int,
     start_logging,
@@ -22,13 +26,16 @@ from swarmcast.commands.preflight import preflight_engine
 from swarmcast.commands.registry_flags import add_registry_options, advertised_host, endpoint_from_args, with_registry
 from swarmcast.http.engine_api import CappedSite, make_runner
 from swarmcast.node.config import DEFAULT_LIVE_CACHE_SIZE, CacheConfig
-from swarmcast.node.engine import Engine, EngineConfig
+from swarmcast.node.engine import ENGINE_WINDOW_PIECES, MIN_ENGINE_WINDOW_PIECES, Engine, EngineConfig
 from swarmcast.node.joiner import LocalFiles
 from swarmcast.node.lifecycle import pid_file, run_until_stopped
 from swarmcast.registry.bootstrap import BootstrapError, StreamDirectory, attach, load_bootstrap, refresh_peers
 from swarmcast.registry.reports import WILDCARDS, EngineReporter, format_address
+from swarmcast.wire.messages import MAX_WINDOW_PIECES
 
 log = logging.getLogger("swarmcast.engine")
+
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,6 +62,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--live-cache-size", "--live-mem-cache-size", dest="live_cache_size", type=positive_int,
                         default=DEFAULT_LIVE_CACHE_SIZE, metavar="BYTES",
                         help="hard cap of each broadcast's live cache in bytes (default %(default)s = 200 MiB)")
+    parser.add_argument("--live-window-pieces", type=bounded_int(MIN_ENGINE_WINDOW_PIECES, MAX_WINDOW_PIECES),
+                        default=ENGINE_WINDOW_PIECES, metavar="N",
+                        help="pieces of each broadcast kept behind the newest one, within --live-cache-size "
+                             "(default %(default)s, about 20 s of 0.2 s pieces; players more than 10 s behind jump "
+                             f"to live; {MIN_ENGINE_WINDOW_PIECES}..{MAX_WINDOW_PIECES})")  # fmt: skip
     parser.add_argument("--startup-timeout", type=positive_int, default=30, metavar="SECONDS",
                         help="seconds a player waits for a broadcast that sends nothing before a 504 "
                              "(default %(default)s)")  # fmt: skip
@@ -82,6 +94,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--pid-file-dir", type=Path, default=Path("/tmp"), metavar="DIR",
                         help="where acestream-HTTP_PORT.pid is kept while the engine runs (default %(default)s)")
+    parser.add_argument("--event-loop", type=event_loop, default="asyncio", metavar="|".join(EVENT_LOOPS),
+                        help="the asyncio event loop: asyncio's own or uvloop, about a tenth less CPU per engine "
+                             "(pip install 'swarmcast[uvloop]'; default %(default)s)")  # fmt: skip
     add_log_options(parser)
     add_admission_options(parser)
     add_registry_options(parser, engine=True)
@@ -96,6 +111,7 @@ def run_engine(args: argparse.Namespace) -> int:
         bind=args.bind,
         trackers=tuple(args.tracker),
         cache=CacheConfig(args.live_cache_type, args.live_cache_size, args.cache_dir),
+        window_pieces=args.live_window_pieces,
         startup_timeout=float(args.startup_timeout),
         upload_slots=args.upload_slots,
         upload_limit=args.upload_limit,
@@ -134,8 +150,9 @@ def run_engine(args: argparse.Namespace) -> int:
                 await runner.cleanup()
                 await engine.close()
 
-    asyncio.run(run_until_stopped(with_registry(main, endpoint_from_args(args), reporter.describe,
-                                                reporter.figures)))  # fmt: skip
+    with asyncio.Runner(loop_factory=loop_factory(args.event_loop)) as loop_runner:
+        loop_runner.run(run_until_stopped(with_registry(main, endpoint_from_args(args), reporter.describe,
+                                                        reporter.figures)))  # fmt: skip
     return 0
 
 
@@ -143,6 +160,24 @@ def engine_directory(args: argparse.Namespace) -> StreamDirectory:
     """The streams this engine plays by name: --bootstrap's (read now; BootstrapError) and the registry's."""
     hints = load_bootstrap(args.bootstrap) if args.bootstrap is not None else []
     return StreamDirectory(endpoint_from_args(args), hints)
+
+
+def event_loop(text: str) -> str:
+    """``--event-loop``: asyncio's own, or uvloop (libuv; an optional dependency: ``swarmcast[uvloop]``)."""
+    if text not in EVENT_LOOPS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(EVENT_LOOPS)}")
+    if text == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise argparse.ArgumentTypeError("uvloop is not installed (pip install 'swarmcast[uvloop]')")
+    return text
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``--event-loop`` names (None: asyncio's default)."""
+    if name == "uvloop":
+        import uvloop  # noqa: PLC0415 - optional, and only the engines that ask for it load it
+
+        return cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
+    return None
 
 
 def directory(text: str) -> Path:

@@ -46,6 +46,12 @@ log = logging.getLogger("swarmcast.engine")
 
 POLL_INTERVAL = 0.25
 REAP_INTERVAL = 1.0
+# Pieces a viewer engine keeps behind the newest one (the store's window; --live-window-pieces). A player, ours or
+# a peer's, more than max_lag_pieces (50, 10 s of 0.2 s pieces) behind jumps to live, so no one reads a piece much
+# older than that: 100 (about 20 s) is twice as much. The broadcaster's nodes keep MAX_WINDOW_PIECES under
+# their byte cap; an engine keeping as much held up to --live-cache-size (200 MiB) after a quarter of an hour.
+ENGINE_WINDOW_PIECES = 100
+MIN_ENGINE_WINDOW_PIECES = 16
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class EngineConfig:
     bind: str = "0.0.0.0"
     trackers: tuple[str, ...] = ()
     cache: CacheConfig = field(default_factory=CacheConfig)
+    window_pieces: int = ENGINE_WINDOW_PIECES
     startup_timeout: float = 30.0
     player_write_timeout: float = 30.0
     upload_slots: int = 16
@@ -246,7 +253,7 @@ class Engine:
                         upload_limit=self.config.upload_limit,
                         max_peers=self.config.max_peers,
                     ),
-                    store=make_store(self.config.cache, content_id, self.host.port),
+                    store=make_store(self.config.cache, content_id, self.host.port, self.config.window_pieces),
                     descriptor=descriptor,
                     now=now,
                 )

@@ -30,12 +30,14 @@ def new_peer_id() -> bytes:
     return b"-SC0100-" + secrets.token_bytes(12)
 
 
-def make_store(cache: CacheConfig, content_id: bytes, port: int) -> PieceStore:
+def make_store(cache: CacheConfig, content_id: bytes, port: int,
+               window_pieces: int = MAX_WINDOW_PIECES) -> PieceStore:  # fmt: skip
+    """The live cache; ``window_pieces`` behind the newest piece are kept at most (a viewer engine keeps fewer)."""
     directory: Path | None = None
     if cache.cache_type == "disk":
         base = cache.directory or Path("/tmp") / "swarmcast-cache"
         directory = base / f"{content_id.hex()}-{port}-{os.getpid()}"
-    return PieceStore(max_bytes=cache.max_bytes, window_pieces=MAX_WINDOW_PIECES, directory=directory)
+    return PieceStore(max_bytes=cache.max_bytes, window_pieces=window_pieces, directory=directory)
 
 
 def token_matches(request: web.Request, token: str | None) -> bool:

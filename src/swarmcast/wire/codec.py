@@ -69,6 +69,11 @@ _EMPTY_TYPES: dict[MessageType, Message] = {
 }
 _VALID_HANDSHAKE_FLAGS = HandshakeFlags.SOURCE | HandshakeFlags.SEEDER
 _VALID_PIECE_FLAGS = PieceFlags.RANDOM_ACCESS | PieceFlags.DISCONTINUITY | PieceFlags.METADATA
+# Lookups instead of enum calls in the hot path (EnumType.__call__ costs a microsecond or two per HAVE and PIECE).
+_MESSAGE_TYPES: dict[int, MessageType] = {int(kind): kind for kind in MessageType}
+_PIECE_FLAGS: tuple[PieceFlags, ...] = tuple(PieceFlags(value) for value in range(int(_VALID_PIECE_FLAGS) + 1))
+_TYPE_HAVE = int(MessageType.HAVE)
+_TYPE_PIECE = int(MessageType.PIECE)
 
 
 def encode_handshake(handshake: Handshake) -> bytes:
@@ -129,6 +134,20 @@ def _check_piece_flags(flags: PieceFlags) -> None:
 
 def encode_payload(message: Message) -> tuple[MessageType, bytes]:
     match message:
+        # The hot messages first: a match tries its cases in order.
+        case Have(index, flags):
+            _check_index(index)
+            _check_piece_flags(flags)
+            return MessageType.HAVE, _HAVE.pack(index, int(flags))
+        case Piece(index, flags, signature, data):
+            _check_index(index)
+            _check_piece_flags(flags)
+            if len(signature) != SIGNATURE_LENGTH or not 0 < len(data) <= MAX_PIECE_SIZE:
+                raise ValueError("bad piece signature or data length")
+            return MessageType.PIECE, _PIECE_HEADER.pack(index, int(flags), signature) + data
+        case Request(index):
+            _check_index(index)
+            return MessageType.REQUEST, _INDEX.pack(index)
         case KeepAlive():
             return MessageType.KEEPALIVE, b""
         case Choke():
@@ -149,25 +168,12 @@ def encode_payload(message: Message) -> tuple[MessageType, bytes]:
                 raise ValueError("window runs past the largest piece index")
             header = _WINDOW_HEADER.pack(first, len(have))
             return MessageType.WINDOW, header + _pack_bits(have) + _pack_bits(random_access)
-        case Have(index, flags):
-            _check_index(index)
-            _check_piece_flags(flags)
-            return MessageType.HAVE, _HAVE.pack(index, int(flags))
-        case Request(index):
-            _check_index(index)
-            return MessageType.REQUEST, _INDEX.pack(index)
         case Cancel(index):
             _check_index(index)
             return MessageType.CANCEL, _INDEX.pack(index)
         case Reject(index):
             _check_index(index)
             return MessageType.REJECT, _INDEX.pack(index)
-        case Piece(index, flags, signature, data):
-            _check_index(index)
-            _check_piece_flags(flags)
-            if len(signature) != SIGNATURE_LENGTH or not 0 < len(data) <= MAX_PIECE_SIZE:
-                raise ValueError("bad piece signature or data length")
-            return MessageType.PIECE, _PIECE_HEADER.pack(index, int(flags), signature) + data
         case Pex(peers):
             if len(peers) > MAX_PEX_PEERS:
                 raise ValueError("too many PEX peers")
@@ -209,7 +215,7 @@ def _decode_index(kind: MessageType, payload: bytes) -> int:
 def _decode_piece_flags(value: int) -> PieceFlags:
     if value & ~int(_VALID_PIECE_FLAGS):
         raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"unknown piece flags {value:#x}")
-    return PieceFlags(value)
+    return _PIECE_FLAGS[value]
 
 
 def _decode_window(payload: bytes) -> Window:
@@ -254,11 +260,30 @@ def _decode_pex(payload: bytes) -> Pex:
     return Pex(tuple(peers))
 
 
+def _decode_have(buffer: bytes | bytearray, start: int, end: int) -> Have:
+    if end - start != _HAVE.size:
+        raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"HAVE payload is {end - start} bytes, expected {_HAVE.size}")
+    index, flags = _HAVE.unpack_from(buffer, start)
+    if index > MAX_INDEX:
+        raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"HAVE index {index} out of range")
+    return Have(index, _decode_piece_flags(flags))
+
+
+def _decode_piece(buffer: bytes | bytearray, view: memoryview, start: int, end: int) -> Piece:
+    """A PIECE from ``buffer[start:end]`` with one copy of its data (out of ``view``, a memoryview of buffer)."""
+    length = end - start
+    if length <= _PIECE_HEADER.size or length > _PIECE_HEADER.size + MAX_PIECE_SIZE:
+        raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"PIECE payload of {length} bytes")
+    index, flags, signature = _PIECE_HEADER.unpack_from(buffer, start)
+    if index > MAX_INDEX:
+        raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"PIECE index {index} out of range")
+    return Piece(index, _decode_piece_flags(flags), signature, bytes(view[start + _PIECE_HEADER.size : end]))
+
+
 def decode_payload(type_byte: int, payload: bytes) -> Message:
-    try:
-        kind = MessageType(type_byte)
-    except ValueError:
-        raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE, f"unknown message type {type_byte}") from None
+    kind = _MESSAGE_TYPES.get(type_byte)
+    if kind is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE, f"unknown message type {type_byte}")
     empty = _EMPTY_TYPES.get(kind)
     if empty is not None:
         _expect_length(kind, payload, 0)
@@ -267,11 +292,7 @@ def decode_payload(type_byte: int, payload: bytes) -> Message:
         case MessageType.WINDOW:
             return _decode_window(payload)
         case MessageType.HAVE:
-            _expect_length(kind, payload, _HAVE.size)
-            index, flags = _HAVE.unpack(payload)
-            if index > MAX_INDEX:
-                raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"HAVE index {index} out of range")
-            return Have(int(index), _decode_piece_flags(flags))
+            return _decode_have(payload, 0, len(payload))
         case MessageType.REQUEST:
             return Request(_decode_index(kind, payload))
         case MessageType.CANCEL:
@@ -279,12 +300,8 @@ def decode_payload(type_byte: int, payload: bytes) -> Message:
         case MessageType.REJECT:
             return Reject(_decode_index(kind, payload))
         case MessageType.PIECE:
-            if len(payload) <= _PIECE_HEADER.size or len(payload) > _PIECE_HEADER.size + MAX_PIECE_SIZE:
-                raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"PIECE payload of {len(payload)} bytes")
-            index, flags, signature = _PIECE_HEADER.unpack_from(payload)
-            if index > MAX_INDEX:
-                raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"PIECE index {index} out of range")
-            return Piece(int(index), _decode_piece_flags(flags), signature, payload[_PIECE_HEADER.size :])
+            with memoryview(payload) as view:
+                return _decode_piece(payload, view, 0, len(payload))
         case MessageType.PEX:
             return _decode_pex(payload)
         case MessageType.GOODBYE:
@@ -311,7 +328,13 @@ def decode_payload(type_byte: int, payload: bytes) -> Message:
 
 
 class FrameDecoder:
-    """Incremental frame decoder: feed it bytes as they arrive, get whole messages back."""
+    """Incremental frame decoder: feed it bytes as they arrive, get whole messages back.
+
+    Frames are read in place: from ``data`` itself when nothing was left over from the last feed (the usual case:
+    a read ends on a frame boundary more often than not), else from the buffer the leftover was kept in. HAVE is
+    unpacked where it lies and a PIECE's data copied out once; only what is left of a frame cut by the read is
+    buffered for the next feed.
+    """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -321,16 +344,34 @@ class FrameDecoder:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[Message]:
-        self._buffer += data
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            source: bytes | bytearray = buffer
+        else:
+            source = data
         messages: list[Message] = []
-        while len(self._buffer) >= _FRAME_HEADER.size:
-            length, type_byte = _FRAME_HEADER.unpack_from(self._buffer)
-            if length < 1 or length > MAX_FRAME_LENGTH:
-                raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"frame length {length} (max {MAX_FRAME_LENGTH})")
-            total = 4 + length
-            if len(self._buffer) < total:
-                break
-            payload = bytes(self._buffer[_FRAME_HEADER.size : total])
-            del self._buffer[:total]
-            messages.append(decode_payload(type_byte, payload))
+        size = len(source)
+        pos = 0
+        with memoryview(source) as view:  # released before the buffer is resized below
+            while size - pos >= _FRAME_HEADER.size:
+                length, type_byte = _FRAME_HEADER.unpack_from(source, pos)
+                if length < 1 or length > MAX_FRAME_LENGTH:
+                    raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"frame length {length} (max {MAX_FRAME_LENGTH})")
+                end = pos + 4 + length
+                if end > size:
+                    break
+                start = pos + _FRAME_HEADER.size
+                if type_byte == _TYPE_HAVE:
+                    messages.append(_decode_have(source, start, end))
+                elif type_byte == _TYPE_PIECE:
+                    messages.append(_decode_piece(source, view, start, end))
+                else:
+                    messages.append(decode_payload(type_byte, bytes(view[start:end])))
+                pos = end
+            if source is buffer:
+                view.release()
+                del buffer[:pos]
+            elif pos < size:
+                buffer += view[pos:]
         return messages
