@@ -44,6 +44,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import random
 import resource
 import subprocess
@@ -58,11 +59,15 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for bench.sim_build
+
+from bench import sim_build
 from swarmcast import transport
 from swarmcast.commands import engine as engine_command
 from swarmcast.commands import node as node_command
 from swarmcast.node.engine import ENGINE_TARGET_PEERS
 from swarmcast.node.host import MAX_CONCURRENT_DIALS
+from swarmcast.swarm import peer as peer_module
 from swarmcast.swarm.core import Cursor, Role, Swarm, SwarmConfig
 from swarmcast.swarm.peer import Address, PeerSession
 from swarmcast.swarm.store import PieceStore, StoredPiece
@@ -94,14 +99,28 @@ def command_defaults() -> dict[Role, tuple[int, int]]:
             ((role, parser.parse_args(a)) for role, a in argv.items())}  # fmt: skip
 
 
+MYPYC_ENV = "SWARMCAST_SIM_MYPYC"  # set by ``--mypyc`` for the process it runs again on the compiled copy
+
+
+def engine_kind() -> str:
+    """How this process runs the swarm code: "python" (interpreted) or "mypyc <build>" (bench/sim_build.py)."""
+    from swarmcast.swarm import core
+
+    if sim_build.is_compiled(core):
+        return f"mypyc {Path(core.__file__).resolve().parents[2].name}"
+    return "python"
+
+
 def code_version() -> str:
     """Which swarm code a result came from: git HEAD (+ "dirty" when src/ differs from it) and a hash of core.py."""
     from swarmcast.swarm import core
 
     path = Path(core.__file__).resolve()
+    if sim_build.is_compiled(core):  # the mypyc copy: its core.py is the source it was compiled from
+        path = path.with_name("core.py")
     digest = hashlib.sha1(path.read_bytes(), usedforsecurity=False).hexdigest()[:10]
     root = Path(__file__).resolve().parents[1]
-    if root not in path.parents:  # a swarmcast from elsewhere (PYTHONPATH)
+    if root not in path.parents and not sim_build.is_compiled(core):  # a swarmcast from elsewhere (PYTHONPATH)
         return f"{path.parents[2]} core.py {digest}"
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -113,6 +132,7 @@ def code_version() -> str:
 
 
 CODE_VERSION = code_version()  # at import: the code this process runs, even if the files change meanwhile
+ENGINE = engine_kind()
 
 
 @dataclass(slots=True, eq=False)
@@ -248,6 +268,17 @@ class SimSession(PeerSession):
         self.is_source = bool(flags & HandshakeFlags.SOURCE.value)
         self.is_seeder = bool(flags & (HandshakeFlags.SOURCE.value | HandshakeFlags.SEEDER.value))
 
+    def __hash__(self) -> int:
+        # By the session's number rather than its memory address: the swarm keeps sessions in sets (the outbox's
+        # dirty set decides the order of writes on an uplink), and addresses differ from run to run. With this and
+        # a fixed PYTHONHASHSEED a run is a function of --seed (tests/bench/test_sim_engine.py relies on it).
+        return self.key
+
+
+# The mypyc build (bench/sim_build.py) compiles PeerSession with SimSession's two overrides written into it (a
+# compiled class cannot be subclassed here); otherwise the interpreted PeerSession is subclassed as above.
+SESSION: type[PeerSession] = PeerSession if sim_build.is_compiled(peer_module) else SimSession
+
 
 class LiveSet:
     """Nodes with O(1) add, remove and random choice (the tracker's and churn's view)."""
@@ -316,7 +347,7 @@ class Simulator:
         self.mix = [(float(m) * 1e6 / 8, float(w)) for m, w in (p.split(":") for p in args.bandwidth.split(","))]
         self.target_peers = peers
         self.defaults = command_defaults()
-        self.key = Ed25519PrivateKey.generate()
+        self.key = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))  # the seed decides everything
         public_key = transport.public_key_bytes(self.key)
         self.descriptor = transport.Descriptor(name="sim", title="sim", piece_size=self.piece_real,
                                                bitrate=self.bitrate, public_key=public_key)  # fmt: skip
@@ -444,9 +475,9 @@ class Simulator:
         assert isinstance(ev_b[0], HandshakeReceived)
         a_to_b, b_to_a = SimLink(self, dialer, target, conn_a), SimLink(self, target, dialer, conn_b)
         a_to_b.peer, b_to_a.peer = b_to_a, a_to_b
-        sa = SimSession(key=next(_session_keys), connection=conn_a, link=a_to_b, handshake=ev_a[0].handshake,
+        sa = SESSION(key=next(_session_keys), connection=conn_a, link=a_to_b, handshake=ev_a[0].handshake,
                         remote_ip=address[0], outbound=True, may_download=True, now=now)  # fmt: skip
-        sb = SimSession(key=next(_session_keys), connection=conn_b, link=b_to_a, handshake=ev_b[0].handshake,
+        sb = SESSION(key=next(_session_keys), connection=conn_b, link=b_to_a, handshake=ev_b[0].handshake,
                         remote_ip=dialer.address[0], outbound=False, may_download=True, now=now)  # fmt: skip
         b_to_a.session, a_to_b.session = sa, sb
         if target.swarm.attach(sb, now):
@@ -640,14 +671,14 @@ class Simulator:
             "source_peers_end": self.source.swarm.peer_count,
             "verifier": "STAND-IN (signature lookup by index; simulator only)",
             "upload_slots": {role.value: slots for role, (slots, _) in self.defaults.items()},
-            "code": CODE_VERSION,
+            "code": CODE_VERSION, "engine": ENGINE,
             "params": params(self.args),
         }  # fmt: skip
 
 
 def params(args: argparse.Namespace) -> dict[str, Any]:
     """What a result depends on besides the swarm size (``--reuse`` matches on it)."""
-    skip = {"peers", "scale", "out", "reuse", "progress"}
+    skip = {"peers", "scale", "out", "reuse", "progress", "mypyc"}
     return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
 
 
@@ -677,6 +708,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--progress", type=float, default=10.0, help="progress line (stderr) every so many virtual s")
     parser.add_argument("--out", default="", help="directory for sim-results.json (and sim-scaling.png)")
+    parser.add_argument("--mypyc", action="store_true",
+                        help="run the same swarm/ and wire/ code compiled with mypyc (bench/sim_build.py; built once "
+                             "per source tree, minutes)")  # fmt: skip
     args = parser.parse_args(argv)
     args.latency = args.latency.removesuffix("ms")
     return args
@@ -721,8 +755,26 @@ def _earlier(path: str) -> list[dict[str, Any]]:
     return data if isinstance(data, list) else [data]
 
 
+def run_compiled() -> None:
+    """``--mypyc``: build (or find) the compiled copy and run this command again with it first on the path."""
+    if os.environ.get(MYPYC_ENV):
+        if ENGINE == "python":
+            sys.exit(f"sim: --mypyc: {os.environ[MYPYC_ENV]} did not provide the compiled modules")
+        return
+    print("[sim] building the mypyc copy of swarm/ and wire/ (once per source tree) ...", file=sys.stderr, flush=True)
+    try:
+        build = sim_build.build()
+    except sim_build.BuildError as error:
+        sys.exit(f"sim: --mypyc: {error}")
+    env = dict(os.environ, **{MYPYC_ENV: str(build)})
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(build), os.environ.get("PYTHONPATH", "")) if p)
+    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]], env)
+
+
 def main() -> None:
     args = parse()
+    if args.mypyc:
+        run_compiled()
     sizes = [int(s) for s in args.scale.split(",")] if args.scale else [args.peers]
     earlier = _earlier(args.reuse)
     results = []
