@@ -99,9 +99,6 @@ def command_defaults() -> dict[Role, tuple[int, int]]:
             ((role, parser.parse_args(a)) for role, a in argv.items())}  # fmt: skip
 
 
-MYPYC_ENV = "SWARMCAST_SIM_MYPYC"  # set by ``--mypyc`` for the process it runs again on the compiled copy
-
-
 def engine_kind() -> str:
     """How this process runs the swarm code: "python" (interpreted) or "mypyc <build>" (bench/sim_build.py)."""
     from swarmcast.swarm import core
@@ -564,8 +561,13 @@ class Simulator:
         for node in self.live_engines.items:
             assert node.cursor is not None
             node.skip_mark = node.cursor.skipped
-        self.marks = {"source": self.source.uploaded_virtual, "source_payload": self.payload_by_kind[0],
+        self.marks = {"source": self.source.uploaded_virtual, "broadcaster": self._broadcaster_uploaded(),
+                      "source_payload": self.payload_by_kind[0],
                       "payload": list(self.payload_by_kind), "control": self.control_bytes}  # fmt: skip
+
+    def _broadcaster_uploaded(self) -> float:
+        """What the broadcaster pays for: the uplink bytes (virtual) of the source and every support node."""
+        return self.source.uploaded_virtual + sum(node.uploaded_virtual for node in self.supports)
 
     def _poisson(self, mean: float) -> int:
         limit, k, p = math.exp(-mean), 0, self.rng.random()
@@ -663,6 +665,7 @@ class Simulator:
             "delay_max_s": round(delays[-1], 3) if delays else None,
             "continuity": round(self.delivered / max(1, self.delivered + self.skipped), 4),
             "source_upload_ratio": round((self.source.uploaded_virtual - marks["source"]) / stream, 3),
+            "broadcaster_upload_ratio": round((self._broadcaster_uploaded() - marks["broadcaster"]) / stream, 3),
             "source_payload_ratio": round(payload[0] / stream, 3),
             "share_from_engines": round(payload[2] / total_payload, 4),
             "share_from_supports": round(payload[1] / total_payload, 4),
@@ -678,7 +681,7 @@ class Simulator:
 
 def params(args: argparse.Namespace) -> dict[str, Any]:
     """What a result depends on besides the swarm size (``--reuse`` matches on it)."""
-    skip = {"peers", "scale", "out", "reuse", "progress", "mypyc"}
+    skip = {"peers", "scale", "out", "reuse", "progress", "mypyc", "plot_from"}
     return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
 
 
@@ -704,10 +707,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=None, help="measure from this virtual second (default: ramp)")
     parser.add_argument("--payload-scale", type=int, default=100)
     parser.add_argument("--scale", default="", help="comma-separated swarm sizes: scaling mode with a plot")
-    parser.add_argument("--reuse", default="", help="JSON of earlier results: sizes run with the same params reused")
+    parser.add_argument("--reuse", default="",
+                        help="JSON files (comma-separated) of earlier results: sizes run with the same params reused")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--progress", type=float, default=10.0, help="progress line (stderr) every so many virtual s")
     parser.add_argument("--out", default="", help="directory for sim-results.json (and sim-scaling.png)")
+    parser.add_argument("--plot-from", default="",
+                        help="no run: table and sim-scaling.png (into --out) of the results in these JSON files")
     parser.add_argument("--mypyc", action="store_true",
                         help="run the same swarm/ and wire/ code compiled with mypyc (bench/sim_build.py; built once "
                              "per source tree, minutes)")  # fmt: skip
@@ -730,49 +736,67 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = sorted(results, key=lambda r: r["peers"])
     sizes = [r["peers"] for r in results]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3), dpi=80)
-    left.plot(sizes, [r["source_upload_ratio"] for r in results], "o-", label="measured")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=80)
+    broadcaster = [(n, r["broadcaster_upload_ratio"]) for n, r in zip(sizes, results, strict=True)
+                   if r.get("broadcaster_upload_ratio") is not None]  # fmt: skip
+    if broadcaster:
+        left.plot(*zip(*broadcaster, strict=True), "o-", label="broadcaster (source + support)")
+    left.plot(sizes, [r["source_upload_ratio"] for r in results], "s--", label="source alone")
     left.axhline(2.0, color="grey", linestyle="--", linewidth=1, label="target ≤ 2")
-    left.set(xscale="log", xlabel="peers", ylabel="copies of the stream", title="source upload")
+    left.set(xscale="log", xlabel="peers", ylabel="copies of the stream", title="broadcaster upload")
     left.set_ylim(bottom=0)
-    left.legend()
+    left.legend(fontsize="small")
     right.plot(sizes, [r["delay_p50_s"] for r in results], "o-", label="p50")
     right.plot(sizes, [r["delay_p95_s"] for r in results], "s-", label="p95")
-    right.axhline(3.0, color="grey", linestyle="--", linewidth=1, label="p95 target ≤ 3 s")
+    right.axhline(2.5, color="grey", linestyle="--", linewidth=1, label="p95 target ≤ 2.5 s")
     right.set(xscale="log", xlabel="peers", ylabel="seconds", title="emit-to-player delay")
     right.set_ylim(bottom=0)
-    right.legend()
+    right.legend(fontsize="small")
+    short = [r for r in results if r["duration_s"] != results[0]["duration_s"]]
+    if short:  # a size run for another length (the 100,000-peer run): say so on the figure
+        fig.text(0.01, 0.01, "; ".join(f"{r['peers']:,} peers: {r['duration_s']:g} virtual s" for r in short),
+                 fontsize="x-small", color="grey")  # fmt: skip
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def _earlier(path: str) -> list[dict[str, Any]]:
-    if not path:
-        return []
-    data = json.loads(Path(path).read_text())
-    return data if isinstance(data, list) else [data]
+def _earlier(paths: str) -> list[dict[str, Any]]:
+    """The results in one or more (comma-separated) sim-results.json files."""
+    found: list[dict[str, Any]] = []
+    for path in filter(None, paths.split(",")):
+        data = json.loads(Path(path).read_text())
+        found.extend(data if isinstance(data, list) else [data])
+    return found
 
 
 def run_compiled() -> None:
     """``--mypyc``: build (or find) the compiled copy and run this command again with it first on the path."""
-    if os.environ.get(MYPYC_ENV):
+    if os.environ.get(sim_build.ENV):
         if ENGINE == "python":
-            sys.exit(f"sim: --mypyc: {os.environ[MYPYC_ENV]} did not provide the compiled modules")
+            sys.exit(f"sim: --mypyc: {os.environ[sim_build.ENV]} did not provide the compiled modules")
         return
     print("[sim] building the mypyc copy of swarm/ and wire/ (once per source tree) ...", file=sys.stderr, flush=True)
     try:
         build = sim_build.build()
     except sim_build.BuildError as error:
         sys.exit(f"sim: --mypyc: {error}")
-    env = dict(os.environ, **{MYPYC_ENV: str(build)})
+    env = dict(os.environ, **{sim_build.ENV: str(build)})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(build), os.environ.get("PYTHONPATH", "")) if p)
     os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]], env)
 
 
 def main() -> None:
     args = parse()
+    if args.plot_from:
+        results = sorted(_earlier(args.plot_from), key=lambda r: r["peers"])
+        print(table(results), flush=True)
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            plot(results, Path(args.out) / "sim-scaling.png")
+        return
     if args.mypyc:
         run_compiled()
     sizes = [int(s) for s in args.scale.split(",")] if args.scale else [args.peers]
@@ -800,7 +824,7 @@ def table(results: list[dict[str, Any]]) -> str:
         return "–" if value is None else fmt.format(value)
 
     lines = ["| peers | wall / cpu | startup p50 / p95 (after warmup) | never started (≥10 s) | delay p50 / p95 / max "
-             "| continuity | source upload | from engines / supports / source | control |",
+             "| continuity | broadcaster (source) upload | from engines / supports / source | control |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
         lines.append(
@@ -809,7 +833,8 @@ def table(results: list[dict[str, Any]]) -> str:
             f"({f(r['startup_after_warmup_p50_s'])} / {f(r['startup_after_warmup_p95_s'])} s) "
             f"| {r['never_started']} ({r['never_started_10s']}) / {r['engines_seen']} "
             f"| {f(r['delay_p50_s'])} / {f(r['delay_p95_s'])} / {f(r['delay_max_s'])} s | {r['continuity']:.4f} "
-            f"| {r['source_upload_ratio']:.2f} × | {100 * r['share_from_engines']:.1f} / "
+            f"| {f(r.get('broadcaster_upload_ratio'), '{:.2f}')} ({r['source_upload_ratio']:.2f}) × "
+            f"| {100 * r['share_from_engines']:.1f} / "
             f"{100 * r['share_from_supports']:.1f} / {100 * r['share_from_source']:.1f} % "
             f"| {100 * r['control_overhead']:.1f} % |"
         )

@@ -55,6 +55,7 @@ _SIM_PATCH = (
     ),
 )
 PATCHED = "swarm/peer.py"
+ENV = "SWARMCAST_SIM_MYPYC"  # set by ``sim.py --mypyc`` for the process it runs again on the compiled copy
 BUILD_TIMEOUT = 3600.0  # seconds: gcc on the generated C takes minutes on a busy 2-core machine
 
 
