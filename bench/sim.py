@@ -745,8 +745,8 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         left.plot(*zip(*broadcaster, strict=True), "o-", label="broadcaster (source + support)")
     left.plot(sizes, [r["source_upload_ratio"] for r in results], "s--", label="source alone")
     left.axhline(2.0, color="grey", linestyle="--", linewidth=1, label="target ≤ 2")
-    left.set(xscale="log", xlabel="peers", ylabel="copies of the stream", title="broadcaster upload")
-    left.set_ylim(bottom=0)
+    # Log scale: the support nodes' tens of copies and the source's one both show.
+    left.set(xscale="log", yscale="log", xlabel="peers", ylabel="copies of the stream", title="broadcaster upload")
     left.legend(fontsize="small")
     right.plot(sizes, [r["delay_p50_s"] for r in results], "o-", label="p50")
     right.plot(sizes, [r["delay_p95_s"] for r in results], "s-", label="p95")
