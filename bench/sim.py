@@ -79,6 +79,7 @@ TRACKER_INTERVAL = 30.0
 RETRANSMIT = 0.2  # extra delay of a lost write, on top of an RTT
 POLL_INTERVAL = 0.25  # the engine's player polls this often while it waits (node/engine.py)
 DIAL_SCAN_INTERVAL = 1.0  # the host scans candidates once a second when not short of peers (node/host.py)
+WALL_CHECK_STEPS = 50  # steps (0.1 virtual s) between looks at the wall clock for --wall-limit
 GC_INTERVAL = 10.0  # virtual seconds between full garbage collections (see run)
 ZERO_UPLINK = 0.5e6 / 8  # bytes/s of control traffic for an engine that uploads no pieces
 KIND = {Role.SOURCE: 0, Role.SUPPORT: 1, Role.ENGINE: 2}  # index into per-role counters
@@ -337,6 +338,8 @@ class Simulator:
         self.payload_by_kind = [0.0, 0.0, 0.0]
         self.warmup: float = args.warmup if args.warmup is not None else args.ramp
         self.measuring = False
+        self.wall_limit: float = args.wall_limit
+        self.ended_at: float = args.duration  # virtual time the run stopped at (earlier only with --wall-limit)
         self.marks: dict[str, Any] = {}
         self._ip = itertools.count(1)
         low, high = (float(x) / 1000 for x in args.latency.split("-"))
@@ -637,13 +640,18 @@ class Simulator:
                 gc.collect()  # what left with churn (swarms, links: reference cycles)
             if progress_steps and step % progress_steps == 0 and step:
                 self._progress(started, cpu)
+            if self.wall_limit and step % WALL_CHECK_STEPS == 0 and time.perf_counter() - started > self.wall_limit:
+                self.ended_at = now  # out of wall time: the figures cover the virtual time run so far
+                print(f"[sim {self.target_peers}] --wall-limit {self.wall_limit:g} s reached at t={now:.1f} s",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                return
 
     def figures(self, wall: float, cpu: float) -> dict[str, Any]:
         delays = sorted(self.delays)
         startups = sorted(self.startups)
         later = sorted(self.startups_after_warmup)
         marks = self.marks
-        window = max(1e-9, self.args.duration - self.warmup)
+        window = max(1e-9, self.ended_at - self.warmup)
         payload = [now - before for now, before in zip(self.payload_by_kind, marks["payload"], strict=True)]
         total_payload = sum(payload) or 1.0
         control = self.control_bytes - marks["control"]
@@ -655,6 +663,7 @@ class Simulator:
         return {
             "peers": self.target_peers, "engines_seen": self.engines_total, "duration_s": self.args.duration,
             "window_s": round(window, 3), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+            "stopped_early": self.ended_at < self.args.duration, "ended_at_s": round(self.ended_at, 3),
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
             "bitrate_mbit": self.args.bitrate, "pieces_emitted": self.next_index,
             "startup_p50_s": q(startups, 0.5), "startup_p95_s": q(startups, 0.95),
@@ -681,7 +690,7 @@ class Simulator:
 
 def params(args: argparse.Namespace) -> dict[str, Any]:
     """What a result depends on besides the swarm size (``--reuse`` matches on it)."""
-    skip = {"peers", "scale", "out", "reuse", "progress", "mypyc", "plot_from"}
+    skip = {"peers", "scale", "out", "reuse", "progress", "mypyc", "plot_from", "wall_limit"}
     return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
 
 
@@ -711,6 +720,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         help="JSON files (comma-separated) of earlier results: sizes run with the same params reused")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--progress", type=float, default=10.0, help="progress line (stderr) every so many virtual s")
+    parser.add_argument("--wall-limit", type=float, default=0.0,
+                        help="stop after so many wall seconds and report the figures of the virtual time run so far "
+                             "(stopped_early, ended_at_s in the result); 0 = run to --duration")  # fmt: skip
     parser.add_argument("--out", default="", help="directory for sim-results.json (and sim-scaling.png)")
     parser.add_argument("--plot-from", default="",
                         help="no run: table and sim-scaling.png (into --out) of the results in these JSON files")
@@ -804,7 +816,8 @@ def main() -> None:
     results = []
     for size in sizes:
         args.peers = size
-        found = [r for r in earlier if r.get("peers") == size and r.get("params") == params(args)]
+        found = [r for r in earlier if r.get("peers") == size and r.get("params") == params(args)
+                 and not r.get("stopped_early")]  # fmt: skip
         result = dict(found[0], reused=args.reuse) if found else simulate(args, size)
         results.append(result)
         print(json.dumps(result), flush=True)
@@ -827,8 +840,10 @@ def table(results: list[dict[str, Any]]) -> str:
              "| continuity | broadcaster (source) upload | from engines / supports / source | control |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
+        stopped = f" (to t = {r['ended_at_s']:g} s)" if r.get("stopped_early") else ""
         lines.append(
-            f"| {r['peers']} | {r['wall_s']:.0f} / {r['cpu_s']:.0f} s "
+            f"| {r['peers']}{stopped} "
+            f"| {r['wall_s']:.0f} / {r['cpu_s']:.0f} s "
             f"| {f(r['startup_p50_s'])} / {f(r['startup_p95_s'])} s "
             f"({f(r['startup_after_warmup_p50_s'])} / {f(r['startup_after_warmup_p95_s'])} s) "
             f"| {r['never_started']} ({r['never_started_10s']}) / {r['engines_seen']} "

@@ -60,3 +60,22 @@ def test_sim_engines_without_upload_serve_nothing() -> None:
     assert result["share_from_engines"] == 0.0
     assert result["delay_p50_s"] is not None
     assert result["share_from_supports"] + result["share_from_source"] > 0.99
+
+
+def test_sim_wall_limit_reports_what_ran() -> None:
+    # A run out of wall time (a shared machine) still reports its figures, over the virtual time it got through.
+    args = sim.parse(["--peers", "40", "--duration", "600", "--ramp", "1", "--wall-limit", "2", "--progress", "0"])
+    result = sim.simulate(args, 40)
+    assert result["stopped_early"] is True
+    assert 0 < result["ended_at_s"] < 600
+    assert result["window_s"] == round(result["ended_at_s"] - 1.0, 3)  # from the warmup (the ramp) to the stop
+    assert result["pieces_emitted"] <= result["ended_at_s"] / 0.2 + 1
+    assert "(to t = " in sim.table([result])
+
+
+def test_sim_without_wall_limit_runs_to_its_duration() -> None:
+    args = sim.parse(["--peers", "10", "--duration", "3", "--ramp", "1", "--progress", "0"])
+    result = sim.simulate(args, 10)
+    assert result["stopped_early"] is False
+    assert result["ended_at_s"] == 3.0
+    assert result["window_s"] == 2.0
