@@ -44,6 +44,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import random
 import resource
 import subprocess
@@ -58,11 +59,15 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for bench.sim_build
+
+from bench import sim_build
 from swarmcast import transport
 from swarmcast.commands import engine as engine_command
 from swarmcast.commands import node as node_command
 from swarmcast.node.engine import ENGINE_TARGET_PEERS
 from swarmcast.node.host import MAX_CONCURRENT_DIALS
+from swarmcast.swarm import peer as peer_module
 from swarmcast.swarm.core import Cursor, Role, Swarm, SwarmConfig
 from swarmcast.swarm.peer import Address, PeerSession
 from swarmcast.swarm.store import PieceStore, StoredPiece
@@ -74,6 +79,7 @@ TRACKER_INTERVAL = 30.0
 RETRANSMIT = 0.2  # extra delay of a lost write, on top of an RTT
 POLL_INTERVAL = 0.25  # the engine's player polls this often while it waits (node/engine.py)
 DIAL_SCAN_INTERVAL = 1.0  # the host scans candidates once a second when not short of peers (node/host.py)
+WALL_CHECK_STEPS = 50  # steps (0.1 virtual s) between looks at the wall clock for --wall-limit
 GC_INTERVAL = 10.0  # virtual seconds between full garbage collections (see run)
 ZERO_UPLINK = 0.5e6 / 8  # bytes/s of control traffic for an engine that uploads no pieces
 KIND = {Role.SOURCE: 0, Role.SUPPORT: 1, Role.ENGINE: 2}  # index into per-role counters
@@ -94,14 +100,25 @@ def command_defaults() -> dict[Role, tuple[int, int]]:
             ((role, parser.parse_args(a)) for role, a in argv.items())}  # fmt: skip
 
 
+def engine_kind() -> str:
+    """How this process runs the swarm code: "python" (interpreted) or "mypyc <build>" (bench/sim_build.py)."""
+    from swarmcast.swarm import core
+
+    if sim_build.is_compiled(core):
+        return f"mypyc {Path(core.__file__).resolve().parents[2].name}"
+    return "python"
+
+
 def code_version() -> str:
     """Which swarm code a result came from: git HEAD (+ "dirty" when src/ differs from it) and a hash of core.py."""
     from swarmcast.swarm import core
 
     path = Path(core.__file__).resolve()
+    if sim_build.is_compiled(core):  # the mypyc copy: its core.py is the source it was compiled from
+        path = path.with_name("core.py")
     digest = hashlib.sha1(path.read_bytes(), usedforsecurity=False).hexdigest()[:10]
     root = Path(__file__).resolve().parents[1]
-    if root not in path.parents:  # a swarmcast from elsewhere (PYTHONPATH)
+    if root not in path.parents and not sim_build.is_compiled(core):  # a swarmcast from elsewhere (PYTHONPATH)
         return f"{path.parents[2]} core.py {digest}"
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -113,6 +130,7 @@ def code_version() -> str:
 
 
 CODE_VERSION = code_version()  # at import: the code this process runs, even if the files change meanwhile
+ENGINE = engine_kind()
 
 
 @dataclass(slots=True, eq=False)
@@ -248,6 +266,17 @@ class SimSession(PeerSession):
         self.is_source = bool(flags & HandshakeFlags.SOURCE.value)
         self.is_seeder = bool(flags & (HandshakeFlags.SOURCE.value | HandshakeFlags.SEEDER.value))
 
+    def __hash__(self) -> int:
+        # By the session's number rather than its memory address: the swarm keeps sessions in sets (the outbox's
+        # dirty set decides the order of writes on an uplink), and addresses differ from run to run. With this and
+        # a fixed PYTHONHASHSEED a run is a function of --seed (tests/bench/test_sim_engine.py relies on it).
+        return self.key
+
+
+# The mypyc build (bench/sim_build.py) compiles PeerSession with SimSession's two overrides written into it (a
+# compiled class cannot be subclassed here); otherwise the interpreted PeerSession is subclassed as above.
+SESSION: type[PeerSession] = PeerSession if sim_build.is_compiled(peer_module) else SimSession
+
 
 class LiveSet:
     """Nodes with O(1) add, remove and random choice (the tracker's and churn's view)."""
@@ -309,6 +338,8 @@ class Simulator:
         self.payload_by_kind = [0.0, 0.0, 0.0]
         self.warmup: float = args.warmup if args.warmup is not None else args.ramp
         self.measuring = False
+        self.wall_limit: float = args.wall_limit
+        self.ended_at: float = args.duration  # virtual time the run stopped at (earlier only with --wall-limit)
         self.marks: dict[str, Any] = {}
         self._ip = itertools.count(1)
         low, high = (float(x) / 1000 for x in args.latency.split("-"))
@@ -316,7 +347,7 @@ class Simulator:
         self.mix = [(float(m) * 1e6 / 8, float(w)) for m, w in (p.split(":") for p in args.bandwidth.split(","))]
         self.target_peers = peers
         self.defaults = command_defaults()
-        self.key = Ed25519PrivateKey.generate()
+        self.key = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))  # the seed decides everything
         public_key = transport.public_key_bytes(self.key)
         self.descriptor = transport.Descriptor(name="sim", title="sim", piece_size=self.piece_real,
                                                bitrate=self.bitrate, public_key=public_key)  # fmt: skip
@@ -444,9 +475,9 @@ class Simulator:
         assert isinstance(ev_b[0], HandshakeReceived)
         a_to_b, b_to_a = SimLink(self, dialer, target, conn_a), SimLink(self, target, dialer, conn_b)
         a_to_b.peer, b_to_a.peer = b_to_a, a_to_b
-        sa = SimSession(key=next(_session_keys), connection=conn_a, link=a_to_b, handshake=ev_a[0].handshake,
+        sa = SESSION(key=next(_session_keys), connection=conn_a, link=a_to_b, handshake=ev_a[0].handshake,
                         remote_ip=address[0], outbound=True, may_download=True, now=now)  # fmt: skip
-        sb = SimSession(key=next(_session_keys), connection=conn_b, link=b_to_a, handshake=ev_b[0].handshake,
+        sb = SESSION(key=next(_session_keys), connection=conn_b, link=b_to_a, handshake=ev_b[0].handshake,
                         remote_ip=dialer.address[0], outbound=False, may_download=True, now=now)  # fmt: skip
         b_to_a.session, a_to_b.session = sa, sb
         if target.swarm.attach(sb, now):
@@ -533,8 +564,13 @@ class Simulator:
         for node in self.live_engines.items:
             assert node.cursor is not None
             node.skip_mark = node.cursor.skipped
-        self.marks = {"source": self.source.uploaded_virtual, "source_payload": self.payload_by_kind[0],
+        self.marks = {"source": self.source.uploaded_virtual, "broadcaster": self._broadcaster_uploaded(),
+                      "source_payload": self.payload_by_kind[0],
                       "payload": list(self.payload_by_kind), "control": self.control_bytes}  # fmt: skip
+
+    def _broadcaster_uploaded(self) -> float:
+        """What the broadcaster pays for: the uplink bytes (virtual) of the source and every support node."""
+        return self.source.uploaded_virtual + sum(node.uploaded_virtual for node in self.supports)
 
     def _poisson(self, mean: float) -> int:
         limit, k, p = math.exp(-mean), 0, self.rng.random()
@@ -604,13 +640,18 @@ class Simulator:
                 gc.collect()  # what left with churn (swarms, links: reference cycles)
             if progress_steps and step % progress_steps == 0 and step:
                 self._progress(started, cpu)
+            if self.wall_limit and step % WALL_CHECK_STEPS == 0 and time.perf_counter() - started > self.wall_limit:
+                self.ended_at = now  # out of wall time: the figures cover the virtual time run so far
+                print(f"[sim {self.target_peers}] --wall-limit {self.wall_limit:g} s reached at t={now:.1f} s",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                return
 
     def figures(self, wall: float, cpu: float) -> dict[str, Any]:
         delays = sorted(self.delays)
         startups = sorted(self.startups)
         later = sorted(self.startups_after_warmup)
         marks = self.marks
-        window = max(1e-9, self.args.duration - self.warmup)
+        window = max(1e-9, self.ended_at - self.warmup)
         payload = [now - before for now, before in zip(self.payload_by_kind, marks["payload"], strict=True)]
         total_payload = sum(payload) or 1.0
         control = self.control_bytes - marks["control"]
@@ -622,6 +663,7 @@ class Simulator:
         return {
             "peers": self.target_peers, "engines_seen": self.engines_total, "duration_s": self.args.duration,
             "window_s": round(window, 3), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+            "stopped_early": self.ended_at < self.args.duration, "ended_at_s": round(self.ended_at, 3),
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
             "bitrate_mbit": self.args.bitrate, "pieces_emitted": self.next_index,
             "startup_p50_s": q(startups, 0.5), "startup_p95_s": q(startups, 0.95),
@@ -632,6 +674,7 @@ class Simulator:
             "delay_max_s": round(delays[-1], 3) if delays else None,
             "continuity": round(self.delivered / max(1, self.delivered + self.skipped), 4),
             "source_upload_ratio": round((self.source.uploaded_virtual - marks["source"]) / stream, 3),
+            "broadcaster_upload_ratio": round((self._broadcaster_uploaded() - marks["broadcaster"]) / stream, 3),
             "source_payload_ratio": round(payload[0] / stream, 3),
             "share_from_engines": round(payload[2] / total_payload, 4),
             "share_from_supports": round(payload[1] / total_payload, 4),
@@ -640,14 +683,14 @@ class Simulator:
             "source_peers_end": self.source.swarm.peer_count,
             "verifier": "STAND-IN (signature lookup by index; simulator only)",
             "upload_slots": {role.value: slots for role, (slots, _) in self.defaults.items()},
-            "code": CODE_VERSION,
+            "code": CODE_VERSION, "engine": ENGINE,
             "params": params(self.args),
         }  # fmt: skip
 
 
 def params(args: argparse.Namespace) -> dict[str, Any]:
     """What a result depends on besides the swarm size (``--reuse`` matches on it)."""
-    skip = {"peers", "scale", "out", "reuse", "progress"}
+    skip = {"peers", "scale", "out", "reuse", "progress", "mypyc", "plot_from", "wall_limit"}
     return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
 
 
@@ -673,10 +716,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=None, help="measure from this virtual second (default: ramp)")
     parser.add_argument("--payload-scale", type=int, default=100)
     parser.add_argument("--scale", default="", help="comma-separated swarm sizes: scaling mode with a plot")
-    parser.add_argument("--reuse", default="", help="JSON of earlier results: sizes run with the same params reused")
+    parser.add_argument("--reuse", default="",
+                        help="JSON files (comma-separated) of earlier results: sizes run with the same params reused")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--progress", type=float, default=10.0, help="progress line (stderr) every so many virtual s")
+    parser.add_argument("--wall-limit", type=float, default=0.0,
+                        help="stop after so many wall seconds and report the figures of the virtual time run so far "
+                             "(stopped_early, ended_at_s in the result); 0 = run to --duration")  # fmt: skip
     parser.add_argument("--out", default="", help="directory for sim-results.json (and sim-scaling.png)")
+    parser.add_argument("--plot-from", default="",
+                        help="no run: table and sim-scaling.png (into --out) of the results in these JSON files")
+    parser.add_argument("--mypyc", action="store_true",
+                        help="run the same swarm/ and wire/ code compiled with mypyc (bench/sim_build.py; built once "
+                             "per source tree, minutes)")  # fmt: skip
     args = parser.parse_args(argv)
     args.latency = args.latency.removesuffix("ms")
     return args
@@ -696,39 +748,76 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = sorted(results, key=lambda r: r["peers"])
     sizes = [r["peers"] for r in results]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3), dpi=80)
-    left.plot(sizes, [r["source_upload_ratio"] for r in results], "o-", label="measured")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=80)
+    broadcaster = [(n, r["broadcaster_upload_ratio"]) for n, r in zip(sizes, results, strict=True)
+                   if r.get("broadcaster_upload_ratio") is not None]  # fmt: skip
+    if broadcaster:
+        left.plot(*zip(*broadcaster, strict=True), "o-", label="broadcaster (source + support)")
+    left.plot(sizes, [r["source_upload_ratio"] for r in results], "s--", label="source alone")
     left.axhline(2.0, color="grey", linestyle="--", linewidth=1, label="target ≤ 2")
-    left.set(xscale="log", xlabel="peers", ylabel="copies of the stream", title="source upload")
-    left.set_ylim(bottom=0)
-    left.legend()
+    # Log scale: the support nodes' tens of copies and the source's one both show.
+    left.set(xscale="log", yscale="log", xlabel="peers", ylabel="copies of the stream", title="broadcaster upload")
+    left.legend(fontsize="small")
     right.plot(sizes, [r["delay_p50_s"] for r in results], "o-", label="p50")
     right.plot(sizes, [r["delay_p95_s"] for r in results], "s-", label="p95")
-    right.axhline(3.0, color="grey", linestyle="--", linewidth=1, label="p95 target ≤ 3 s")
+    right.axhline(2.5, color="grey", linestyle="--", linewidth=1, label="p95 target ≤ 2.5 s")
     right.set(xscale="log", xlabel="peers", ylabel="seconds", title="emit-to-player delay")
     right.set_ylim(bottom=0)
-    right.legend()
+    right.legend(fontsize="small")
+    short = [r for r in results if r["duration_s"] != results[0]["duration_s"]]
+    if short:  # a size run for another length (the 100,000-peer run): say so on the figure
+        fig.text(0.01, 0.01, "; ".join(f"{r['peers']:,} peers: {r['duration_s']:g} virtual s" for r in short),
+                 fontsize="x-small", color="grey")  # fmt: skip
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def _earlier(path: str) -> list[dict[str, Any]]:
-    if not path:
-        return []
-    data = json.loads(Path(path).read_text())
-    return data if isinstance(data, list) else [data]
+def _earlier(paths: str) -> list[dict[str, Any]]:
+    """The results in one or more (comma-separated) sim-results.json files."""
+    found: list[dict[str, Any]] = []
+    for path in filter(None, paths.split(",")):
+        data = json.loads(Path(path).read_text())
+        found.extend(data if isinstance(data, list) else [data])
+    return found
+
+
+def run_compiled() -> None:
+    """``--mypyc``: build (or find) the compiled copy and run this command again with it first on the path."""
+    if os.environ.get(sim_build.ENV):
+        if ENGINE == "python":
+            sys.exit(f"sim: --mypyc: {os.environ[sim_build.ENV]} did not provide the compiled modules")
+        return
+    print("[sim] building the mypyc copy of swarm/ and wire/ (once per source tree) ...", file=sys.stderr, flush=True)
+    try:
+        build = sim_build.build()
+    except sim_build.BuildError as error:
+        sys.exit(f"sim: --mypyc: {error}")
+    env = dict(os.environ, **{sim_build.ENV: str(build)})
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(build), os.environ.get("PYTHONPATH", "")) if p)
+    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]], env)
 
 
 def main() -> None:
     args = parse()
+    if args.plot_from:
+        results = sorted(_earlier(args.plot_from), key=lambda r: r["peers"])
+        print(table(results), flush=True)
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            plot(results, Path(args.out) / "sim-scaling.png")
+        return
+    if args.mypyc:
+        run_compiled()
     sizes = [int(s) for s in args.scale.split(",")] if args.scale else [args.peers]
     earlier = _earlier(args.reuse)
     results = []
     for size in sizes:
         args.peers = size
-        found = [r for r in earlier if r.get("peers") == size and r.get("params") == params(args)]
+        found = [r for r in earlier if r.get("peers") == size and r.get("params") == params(args)
+                 and not r.get("stopped_early")]  # fmt: skip
         result = dict(found[0], reused=args.reuse) if found else simulate(args, size)
         results.append(result)
         print(json.dumps(result), flush=True)
@@ -748,16 +837,19 @@ def table(results: list[dict[str, Any]]) -> str:
         return "–" if value is None else fmt.format(value)
 
     lines = ["| peers | wall / cpu | startup p50 / p95 (after warmup) | never started (≥10 s) | delay p50 / p95 / max "
-             "| continuity | source upload | from engines / supports / source | control |",
+             "| continuity | broadcaster (source) upload | from engines / supports / source | control |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
+        stopped = f" (to t = {r['ended_at_s']:g} s)" if r.get("stopped_early") else ""
         lines.append(
-            f"| {r['peers']} | {r['wall_s']:.0f} / {r['cpu_s']:.0f} s "
+            f"| {r['peers']}{stopped} "
+            f"| {r['wall_s']:.0f} / {r['cpu_s']:.0f} s "
             f"| {f(r['startup_p50_s'])} / {f(r['startup_p95_s'])} s "
             f"({f(r['startup_after_warmup_p50_s'])} / {f(r['startup_after_warmup_p95_s'])} s) "
             f"| {r['never_started']} ({r['never_started_10s']}) / {r['engines_seen']} "
             f"| {f(r['delay_p50_s'])} / {f(r['delay_p95_s'])} / {f(r['delay_max_s'])} s | {r['continuity']:.4f} "
-            f"| {r['source_upload_ratio']:.2f} × | {100 * r['share_from_engines']:.1f} / "
+            f"| {f(r.get('broadcaster_upload_ratio'), '{:.2f}')} ({r['source_upload_ratio']:.2f}) × "
+            f"| {100 * r['share_from_engines']:.1f} / "
             f"{100 * r['share_from_supports']:.1f} / {100 * r['share_from_source']:.1f} % "
             f"| {100 * r['control_overhead']:.1f} % |"
         )

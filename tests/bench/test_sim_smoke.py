@@ -25,7 +25,7 @@ def _load(name: str) -> ModuleType:
 sim = _load("sim")
 
 
-def test_sim_200_peers_few_seconds() -> None:
+def test_sim_200_peers_few_seconds(tmp_path: Path) -> None:
     original = transport.PieceVerifier.verify
     # Churn high enough that newcomers come for sure: the run depends on set order (string hashing differs per
     # process), and at 0.2/min one process in a few dozen saw no join in the 4 s after the ramp.
@@ -41,11 +41,16 @@ def test_sim_200_peers_few_seconds() -> None:
         assert result[key] >= 0
     assert result["delay_p50_s"] <= result["delay_p95_s"] <= result["delay_max_s"]
     assert result["source_upload_ratio"] > 0
+    # The broadcaster pays for its support nodes' uplinks too: never less than the source's alone.
+    assert result["broadcaster_upload_ratio"] >= result["source_upload_ratio"]
     assert 0.0 <= result["control_overhead"] < 1.0
     shares = result["share_from_engines"] + result["share_from_supports"] + result["share_from_source"]
     assert abs(shares - 1.0) < 1e-3
     assert result["engines_seen"] > 200  # churn brought newcomers
     assert "| 200 |" in sim.table([result])
+    out = tmp_path / "sim-scaling.png"
+    sim.plot([result, dict(result, peers=2000, duration_s=3.0)], out)  # a shorter big run is named on the plot
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_sim_engines_without_upload_serve_nothing() -> None:
@@ -55,3 +60,22 @@ def test_sim_engines_without_upload_serve_nothing() -> None:
     assert result["share_from_engines"] == 0.0
     assert result["delay_p50_s"] is not None
     assert result["share_from_supports"] + result["share_from_source"] > 0.99
+
+
+def test_sim_wall_limit_reports_what_ran() -> None:
+    # A run out of wall time (a shared machine) still reports its figures, over the virtual time it got through.
+    args = sim.parse(["--peers", "40", "--duration", "600", "--ramp", "1", "--wall-limit", "2", "--progress", "0"])
+    result = sim.simulate(args, 40)
+    assert result["stopped_early"] is True
+    assert 0 < result["ended_at_s"] < 600
+    assert result["window_s"] == round(result["ended_at_s"] - 1.0, 3)  # from the warmup (the ramp) to the stop
+    assert result["pieces_emitted"] <= result["ended_at_s"] / 0.2 + 1
+    assert "(to t = " in sim.table([result])
+
+
+def test_sim_without_wall_limit_runs_to_its_duration() -> None:
+    args = sim.parse(["--peers", "10", "--duration", "3", "--ramp", "1", "--progress", "0"])
+    result = sim.simulate(args, 10)
+    assert result["stopped_early"] is False
+    assert result["ended_at_s"] == 3.0
+    assert result["window_s"] == 2.0
