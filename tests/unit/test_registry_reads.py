@@ -6,6 +6,7 @@ marked gone before the registry has run one heartbeat timeout."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -62,7 +63,7 @@ async def test_the_series_reads_are_bounded_and_cached() -> None:
         await release.wait()
         return n
 
-    tasks = [asyncio.create_task(reader.get(("q", n), lambda n=n: compute(n))) for n in range(8)]
+    tasks = [asyncio.create_task(reader.get(("q", n), functools.partial(compute, n))) for n in range(8)]
     for _ in range(20):
         await asyncio.sleep(0)
     assert reader.running == 2 and len(calls) == 2, "two reads at once, the others wait"
