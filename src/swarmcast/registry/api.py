@@ -33,6 +33,8 @@ MAX_BODY = 64 * 1024  # bytes of any JSON body but a stream's
 MAX_STREAM_BODY = 1 << 20  # bytes of POST /api/streams (its base64 transport file is most of it)
 MIN_HEARTBEAT_GAP = 1.0  # seconds: a node's heartbeats closer than this are refused (429) before the database
 DEFAULT_SERIES_SECONDS = 600.0
+UNAVAILABLE_LOG_INTERVAL = 10.0  # seconds: at most one "database unavailable" line per this (with a count)
+SERIES_READER = "series_reader"  # state.extras key of the shared series.SeriesReader (api.py and web.py)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -60,16 +62,42 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         # Two writes of one new row at once (PostgreSQL's READ COMMITTED lets both look first): the loser.
         response = error("a concurrent write of the same thing won: try again", 409)
     except (sa.exc.OperationalError, sa.exc.TimeoutError) as down:
-        log.warning("database unavailable answering %s %s: %s", request.method, request.path[:200],
-                    first_line(down)[:300])
+        unavailable_log.warning(time.monotonic(), "database unavailable answering %s %s: %s", request.method,
+                                request.raw_path[:200], first_line(down)[:300])
         response = error("the registry's database is unavailable, try again later", 503, {"Retry-After": "5"})
     except (asyncio.CancelledError, ConnectionError):
         raise
     except Exception:
-        log.exception("unexpected error answering %s %s", request.method, request.path[:200])
+        # raw_path is still percent-encoded: a %0A or %00 in it cannot forge or cut a log line.
+        log.exception("unexpected error answering %s %s", request.method, request.raw_path[:200])
         response = error("internal error (logged by the registry)", 500)
     _count(request, response.status)
     return response
+
+
+class ThrottledLog:
+    """One log line per ``interval`` seconds at most; the next one says how many were held back. A database
+    outage under load would otherwise write one line per request."""
+
+    def __init__(self, interval: float = UNAVAILABLE_LOG_INTERVAL) -> None:
+        self.interval = interval
+        self._next = float("-inf")
+        self.held = 0
+
+    def warning(self, now: float, message: str, *args: object) -> bool:
+        if now < self._next:
+            self.held += 1
+            return False
+        if self.held:
+            message += " (and %d more such answer(s) since the last line)"
+            args = (*args, self.held)
+        log.warning(message, *args)
+        self.held = 0
+        self._next = now + self.interval
+        return True
+
+
+unavailable_log = ThrottledLog()
 
 
 def _count(request: web.Request, status: int) -> None:
@@ -138,11 +166,20 @@ def _stream_key(request: web.Request) -> str:
     return key
 
 
+def series_reader(state: RegistryState) -> series.SeriesReader:
+    """The registry's one SeriesReader (the bound on expensive public reads), made on first use."""
+    found = state.extras.get(SERIES_READER)
+    if not isinstance(found, series.SeriesReader):
+        found = state.extras[SERIES_READER] = series.SeriesReader()
+    return found
+
+
 def add_routes(app: web.Application, state: RegistryState) -> None:
     settings = state.settings
     db = state.db
     gate = HeartbeatGate()
     sample_interval = settings.heartbeat_interval / 2  # two samples per beat interval at most, whatever comes
+    reader = series_reader(state)
 
     def metrics_of(request: web.Request) -> Any:
         return request.app.get(METRICS_KEY)
@@ -183,11 +220,11 @@ def add_routes(app: web.Application, state: RegistryState) -> None:
 
     async def list_nodes(request: web.Request) -> web.Response:
         role, node_state = validate.node_filter(request.query.get("role"), request.query.get("state"))
-        return web.json_response({"nodes": await db.run(lambda c: queries.list_nodes(c, role=role, state=node_state))})
+        return web.json_response({"nodes": await db.read(lambda c: queries.list_nodes(c, role=role, state=node_state))})
 
     async def get_node(request: web.Request) -> web.Response:
         node_id = _node_id(request)
-        node = await db.run(lambda c: queries.get_node(c, node_id))
+        node = await db.read(lambda c: queries.get_node(c, node_id))
         return error("no such node", 404) if node is None else web.json_response(node)
 
     async def node_series(request: web.Request) -> web.Response:
@@ -199,7 +236,7 @@ def add_routes(app: web.Application, state: RegistryState) -> None:
                 return None
             return series.node_series(conn, node_id, time.time(), seconds, settings.heartbeat_interval)
 
-        found = await db.run(read)
+        found = await reader.get(("node", node_id, seconds), lambda: db.read(read))
         return error("no such node", 404) if found is None else web.json_response(found)
 
     async def register_stream(request: web.Request) -> web.Response:
@@ -217,23 +254,23 @@ def add_routes(app: web.Application, state: RegistryState) -> None:
         return web.json_response({"content_id": info.content_id, "name": info.name, "created": created}, status=201)
 
     async def list_streams(_request: web.Request) -> web.Response:
-        return web.json_response({"streams": await db.run(queries.list_streams)})
+        return web.json_response({"streams": await db.read(queries.list_streams)})
 
     async def get_stream(request: web.Request) -> web.Response:
         key = _stream_key(request)
-        stream = await db.run(lambda c: queries.get_stream(c, key))
+        stream = await db.read(lambda c: queries.get_stream(c, key))
         return error("no such stream", 404) if stream is None else web.json_response(stream)
 
     async def transport(request: web.Request) -> web.Response:
         key = _stream_key(request)
-        data = await db.run(lambda c: queries.get_transport(c, key))
+        data = await db.read(lambda c: queries.get_transport(c, key))
         if data is None:
             return error("no such stream", 404)
         return web.Response(body=data, content_type="application/octet-stream")
 
     async def peers(request: web.Request) -> web.Response:
         key = _stream_key(request)
-        found = await db.run(lambda c: queries.stream_peers(c, key))
+        found = await db.read(lambda c: queries.stream_peers(c, key))
         return error("no such stream", 404) if found is None else web.json_response({"peers": found})
 
     async def network_series(request: web.Request) -> web.Response:
@@ -249,7 +286,7 @@ def add_routes(app: web.Application, state: RegistryState) -> None:
                 return None
             return series.stream_series(conn, content_id, time.time(), seconds, settings.heartbeat_interval)
 
-        found = await db.run(read)
+        found = await reader.get(("stream", stream, seconds), lambda: db.read(read))
         return error("no such stream", 404) if found is None else web.json_response(found)
 
     app.router.add_post("/api/nodes", register_node)

@@ -311,7 +311,7 @@ def add_routes(app: web.Application, state: RegistryState) -> None:
         return _answer({"keys": await db.run(store.list_keys)})
 
     async def get_key(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+        name = store.key_name(request.match_info["name"])
         found = await db.run(lambda conn: store.open_keys(conn, ctl.box, [name]))
         if name not in found:
             return _error(404, f"no key stored for {name[:64]!r}")
@@ -319,7 +319,7 @@ def add_routes(app: web.Application, state: RegistryState) -> None:
         return _answer({"name": name, "last_seq": found[name][0], "private_key": found[name][1]})
 
     async def delete_key(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+        name = store.key_name(request.match_info["name"])
         if not await db.run(lambda conn: store.delete_key(conn, name)):
             return _error(404, f"no key stored for {name[:64]!r}")
         log.info("controller: the key of %s deleted", name)

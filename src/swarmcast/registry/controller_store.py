@@ -36,6 +36,7 @@ from swarmcast.fleet.config import (
 )
 from swarmcast.registry.keys import KeyBox
 from swarmcast.registry.models import controller_keys, controller_lists, controller_monitor
+from swarmcast.registry.validate import is_content_id
 
 KINDS = ("source_node", "support_node")
 DEFAULT_SERVER = "default"
@@ -43,6 +44,11 @@ MAX_KEY_BYTES = 16 * 1024  # as fleet/push.py and fleet/receiver.py
 MAX_STREAMS_PER_POST = 10_000
 MAX_SEQ = 2**62
 MAX_SERIES_POINTS = 5000
+MAX_LISTS = 1000  # rows of controller_lists (one per kind and server); a new one past it is refused (409)
+MAX_KEYS = 10_000  # rows of controller_keys (one per stream name); a push adding past it is refused (409)
+MAX_LISTS_ANSWER = 100  # GET /api/controller/lists: the newest-updated lists, at most this many ...
+MAX_MONITORS_ANSWER = 1000  # GET /api/controller/monitors: the newest nodes' monitors, at most this many ...
+MAX_ANSWER_BYTES = 8 * 1024 * 1024  # ... and, for both, no more JSON than this (always at least one)
 PRUNE_TO = 0.9  # past a cap, prune down to this share of it
 SERIES_FIGURES = ("connected_peers_count", "upload_speed", "download_speed", "last_piece", "uploaded", "downloaded")
 
@@ -115,6 +121,10 @@ def put_list(conn: Connection, box: KeyBox, kind: str, server: str, entries: obj
     updated = conn.execute(sa.update(controller_lists).where(controller_lists.c.kind == kind,
                                                              controller_lists.c.server == server).values(values))
     if updated.rowcount == 0:
+        stored = conn.execute(sa.select(sa.func.count()).select_from(controller_lists)).scalar_one()
+        if stored >= MAX_LISTS:
+            raise RefusedError(409, f"the registry holds {stored} lists, its limit: delete one "
+                               "(DELETE /api/controller/lists/KIND/SERVER) or use the default list")  # fmt: skip
         conn.execute(sa.insert(controller_lists).values(kind=kind, server=server, **values))
     return sorted(keys)
 
@@ -162,11 +172,30 @@ def pick_list(conn: Connection, kind: str, server: str) -> tuple[str, list[dict[
 
 
 def all_lists(conn: Connection) -> list[dict[str, object]]:
-    rows = conn.execute(sa.select(controller_lists).order_by(controller_lists.c.kind, controller_lists.c.server))
-    return [{"kind": r.kind, "server": r.server, "entries": r.entries, "updated_at": r.updated_at} for r in rows]
+    """The newest-updated lists, at most ``MAX_LISTS_ANSWER`` of them and ``MAX_ANSWER_BYTES`` of entries, in
+    kind and server order (one list by its kind and server is read whole: GET .../lists/KIND/SERVER)."""
+    rows = conn.execute(sa.select(controller_lists).order_by(controller_lists.c.updated_at.desc())
+                        .limit(MAX_LISTS_ANSWER))  # fmt: skip
+    found: list[dict[str, object]] = []
+    size = 0
+    for r in rows:
+        size += json_size(r.entries)
+        if found and size > MAX_ANSWER_BYTES:
+            break
+        found.append({"kind": r.kind, "server": r.server, "entries": r.entries, "updated_at": r.updated_at})
+    return sorted(found, key=lambda e: (str(e["kind"]), str(e["server"])))
 
 
 # ---- keys ----
+
+
+def key_name(text: str) -> str:
+    """A stream name from a URL path (GET/DELETE /api/controller/keys/NAME): what ``STREAM_UID`` allows, else
+    RefusedError 404 before the database or the log sees it (a NUL is a PostgreSQL error, a newline a forged
+    log line)."""
+    if not STREAM_UID.fullmatch(text):
+        raise RefusedError(404, "no such stream name (names are letters, digits, '_', '.' and '-')")
+    return text
 
 
 def check_metadata(body: object) -> dict[str, tuple[int, str]]:
@@ -192,6 +221,12 @@ def check_metadata(body: object) -> dict[str, tuple[int, str]]:
 def store_metadata(conn: Connection, box: KeyBox, checked: Mapping[str, tuple[int, str]], now: float) -> None:
     """Seal and store every stream's key; all or nothing (RefusedError 409 when a stored stream's key differs)."""
     stored = open_keys(conn, box, list(checked))
+    new = len(checked.keys() - stored.keys())
+    if new:
+        total = conn.execute(sa.select(sa.func.count()).select_from(controller_keys)).scalar_one()
+        if total + new > MAX_KEYS:
+            raise RefusedError(409, f"the registry holds {total} stream keys and this push adds {new}, past "
+                               f"its limit of {MAX_KEYS}: delete unused ones (DELETE /api/controller/keys/NAME)")
     for name, (_, key) in checked.items():
         if name in stored and stored[name][1].strip() != key.strip():
             raise RefusedError(409, f"{name}: a different key is stored for this stream (restoring it would start "
@@ -265,8 +300,7 @@ def check_monitor(body: object) -> tuple[int, str, str | None]:
     if kind not in ("source", "support"):
         raise RefusedError(400, "type: not source or support")
     infohash = body.get("infohash")
-    content_id = infohash if isinstance(infohash, str) and len(infohash) == 40 and \
-        all(c in "0123456789abcdef" for c in infohash) else None  # fmt: skip
+    content_id = infohash.lower() if isinstance(infohash, str) and is_content_id(infohash) else None
     return port, str(kind), content_id
 
 
@@ -309,9 +343,16 @@ def monitor_latest(conn: Connection) -> list[dict[str, object]]:
     newest = sa.select(sa.func.max(controller_monitor.c.id)).group_by(controller_monitor.c.server,
                                                                        controller_monitor.c.port)  # fmt: skip
     rows = conn.execute(sa.select(controller_monitor).where(controller_monitor.c.id.in_(newest))
-                        .order_by(controller_monitor.c.server, controller_monitor.c.port))  # fmt: skip
-    return [{"server": r.server, "port": r.port, "type": r.type, "content_id": r.content_id, "at": r.at,
-             "monitor": r.body} for r in rows]  # fmt: skip
+                        .order_by(controller_monitor.c.id.desc()).limit(MAX_MONITORS_ANSWER))  # fmt: skip
+    found: list[dict[str, object]] = []
+    size = 0
+    for r in rows:
+        size += int(r.size)
+        if found and size > MAX_ANSWER_BYTES:
+            break
+        found.append({"server": r.server, "port": r.port, "type": r.type, "content_id": r.content_id, "at": r.at,
+                      "monitor": r.body})  # fmt: skip
+    return sorted(found, key=lambda e: (str(e["server"]), int(e["port"])))  # type: ignore[call-overload]
 
 
 def monitor_series(conn: Connection, server: str, port: int, since: float) -> dict[str, list[object]]:

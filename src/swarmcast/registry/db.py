@@ -60,9 +60,17 @@ def database_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+READ_OPTION = "swarmcast_read"  # execution option marking a read-only transaction (plain BEGIN on SQLite)
+
+
 class Database:
-    """One engine; ``upgrade()`` once at start, then ``run(fn)`` for every query (``fn`` gets a connection in a
-    transaction that commits when ``fn`` returns)."""
+    """One engine; ``upgrade()`` once at start, then ``run(fn)`` for every write (``fn`` gets a connection in a
+    transaction that commits when ``fn`` returns) and ``read(fn)`` for every read.
+
+    On SQLite, ``run`` begins IMMEDIATE (it takes the write lock first, so its reads and writes are one serial
+    transaction) while ``read`` begins DEFERRED: under WAL a reader sees one snapshot and never waits for the
+    writer, so no number of readers (the public GET routes, the dashboard's series) can starve the heartbeats
+    behind the write lock."""
 
     def __init__(self, url: str) -> None:
         self.url = engine_url(url)
@@ -114,6 +122,17 @@ class Database:
 
         return await asyncio.to_thread(in_thread)
 
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` in a read transaction (rolled back at the end): it must not write."""
+        return await asyncio.to_thread(self.read_sync, fn)
+
+    def read_sync(self, fn: Callable[[Connection], T]) -> T:
+        with self.engine.connect().execution_options(**{READ_OPTION: True}) as connection, connection.begin() as tx:
+            try:
+                return fn(connection)
+            finally:
+                tx.rollback()
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -140,7 +159,8 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
 
 
 def _sqlite_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    read = connection.get_execution_options().get(READ_OPTION, False)
+    connection.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
 
 def redact_url(url: str) -> str:

@@ -133,10 +133,15 @@ def heartbeat(conn: Connection, node_id: str, beat: Heartbeat, now: float, sampl
     figures = dict(beat.figures)
     if per_stream:
         figures["streams"] = per_stream
-    conn.execute(nodes.update().where(nodes.c.node_id == node_id).values(
+    # "not left" again in the UPDATE: on PostgreSQL (READ COMMITTED) a DELETE /api/nodes/<id> may commit
+    # "left" between the SELECT above and here, and the UPDATE re-reads the row it waited for. Without it, an
+    # in-flight heartbeat would bring a cleanly stopped node back to live.
+    updated = conn.execute(nodes.update().where(nodes.c.node_id == node_id, nodes.c.state != LEFT).values(
         state=LIVE, last_seen=now, content_ids=list(ids), figures=figures,
         sampled_at=now if keep else row.sampled_at,
     ))  # fmt: skip
+    if updated.rowcount == 0:
+        return False
     _set_node_streams(conn, node_id, ids, per_stream)
     if keep:
         rows: list[dict[str, Any]] = [
@@ -294,7 +299,9 @@ def list_streams(conn: Connection) -> list[dict[str, Any]]:
 
 def find_stream(conn: Connection, key: str) -> str | None:
     """The content id of the stream named by its content id (40 hex) or its registry name; None if unknown."""
-    where = streams.c.content_id == key.lower() if _is_hex40(key) else streams.c.name == key
+    # A registry name is never 40 hex digits (validate.py), so the key matches one column at most: no content id
+    # check of its own here (validate.is_content_id is the registry's one).
+    where = sa.or_(streams.c.content_id == key.lower(), streams.c.name == key)
     found: str | None = conn.execute(sa.select(streams.c.content_id).where(where)).scalar_one_or_none()
     return found
 
@@ -400,6 +407,3 @@ def _on_air(conn: Connection, content_ids: list[str]) -> dict[str, bool]:
 def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
     return [items[start:start + size] for start in range(0, len(items), size)]
 
-
-def _is_hex40(text: str) -> bool:
-    return len(text) == 40 and all(c in "0123456789abcdefABCDEF" for c in text)

@@ -10,13 +10,20 @@ averaged over the engines that report them (delay behind live, startup time: a s
 
 Broadcaster upload is what the source, support, start and broadcaster nodes send; viewers' upload is what the
 engines send: the two lines of the offload chart.
+
+A series answer reads up to ``MAX_SERIES_ROWS`` rows, and anyone may ask: ``SeriesReader`` lets at most
+``SERIES_CONCURRENCY`` such reads run at once and answers the same question (same stream or node, same seconds)
+from its cache for ``SERIES_CACHE_SECONDS`` (heartbeats come every 5 s: nothing newer is lost).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections import defaultdict
-from typing import Any
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -28,6 +35,50 @@ MAX_SERIES_ROWS = 100_000  # sample rows read for one answer (the newest)
 BROADCASTER_ROLES = frozenset({"source", "support", "start", "broadcaster"})
 STREAM_KEYS = ("viewers", "broadcaster_upload_bps", "viewer_upload_bps", "delay_s", "startup_s", "stalls")
 NODE_KEYS = ("cpu_percent", "rss_bytes", "upload_bps", "download_bps")
+SERIES_CONCURRENCY = 2  # series reads (and dashboard reads) running at once; the others wait their turn
+SERIES_CACHE_SECONDS = 2.0  # one question's answer is reused this long
+SERIES_CACHE_ENTRIES = 256  # distinct questions cached (the oldest go first)
+
+T = TypeVar("T")
+
+
+class SeriesReader:
+    """Bounds the expensive public reads: a semaphore of ``concurrency`` and a short cache keyed by the question.
+    ``clock`` is monotonic seconds (tests pass their own)."""
+
+    def __init__(self, concurrency: int = SERIES_CONCURRENCY, ttl: float = SERIES_CACHE_SECONDS,
+                 entries: int = SERIES_CACHE_ENTRIES, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._cache: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+        self._ttl, self._entries, self._clock = ttl, entries, clock
+        self.running = 0  # reads in progress now
+        self.peak = 0  # the most ever in progress at once
+
+    def _cached(self, key: Hashable) -> tuple[bool, Any]:
+        hit = self._cache.get(key)
+        if hit is not None and self._clock() - hit[0] < self._ttl:
+            return True, hit[1]
+        return False, None
+
+    async def get(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+        found, value = self._cached(key)
+        if found:
+            return value  # type: ignore[no-any-return]
+        async with self._semaphore:
+            found, value = self._cached(key)  # answered while we waited
+            if found:
+                return value  # type: ignore[no-any-return]
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            try:
+                result = await compute()
+            finally:
+                self.running -= 1
+            self._cache[key] = (self._clock(), result)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._entries:
+                self._cache.popitem(last=False)
+            return result
 
 
 def step_for(seconds: float, interval: float) -> float:

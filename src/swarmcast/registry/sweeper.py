@@ -6,6 +6,10 @@ within about a second of it), live nodes silent that long become "gone"; every `
 samples older than ``--retention`` or past the newest ``--max-samples`` rows, and nodes gone or left for
 ``--retention``, are deleted. A database that fails is logged once per outage and tried again next round:
 the sweeper never ends on its own, and the app cancels and awaits it at shutdown.
+
+Nothing is marked gone before the registry has run ``--heartbeat-timeout`` seconds (``may_mark_gone``): after
+an outage, every node's last heartbeat is older than that, and the nodes are still running and retrying (with
+back-off up to a minute); they must get one timeout to reach the registry again before they count as gone.
 """
 
 from __future__ import annotations
@@ -34,15 +38,23 @@ def sweep_interval(timeout: float) -> float:
     return max(0.05, min(MAX_SWEEP_INTERVAL, timeout / 4))
 
 
-async def run_sweeper(state: RegistryState, metrics: RegistryMetrics | None) -> None:
+def may_mark_gone(started_at: float, now: float, timeout: float) -> bool:
+    """Whether silent nodes may be marked gone yet: only once the registry has been up for ``timeout``."""
+    return now >= started_at + timeout
+
+
+async def run_sweeper(state: RegistryState, metrics: RegistryMetrics | None, started_at: float | None = None) -> None:
     settings = state.settings
     interval = sweep_interval(settings.heartbeat_timeout)
+    started = time.time() if started_at is None else started_at
     next_prune = 0.0
     failing = False
     while True:
         now = time.time()
         try:
-            gone = await state.db.run(partial(queries.mark_gone, now=now, timeout=settings.heartbeat_timeout))
+            gone = 0
+            if may_mark_gone(started, now, settings.heartbeat_timeout):
+                gone = await state.db.run(partial(queries.mark_gone, now=now, timeout=settings.heartbeat_timeout))
             if gone:
                 log.info("%d node(s) marked gone: no heartbeat for %g s", gone, settings.heartbeat_timeout)
                 if metrics is not None:

@@ -95,6 +95,8 @@ def content_id(value: object, field: str = "content_id") -> str:
 
 
 def is_content_id(text: str) -> bool:
+    """40 hex digits (either case): the one content id check of the registry (queries.py and
+    controller_store.py use it too)."""
     return _HEX40.fullmatch(text) is not None
 
 

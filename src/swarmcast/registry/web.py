@@ -21,7 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
-from swarmcast.registry import pages, queries
+from swarmcast.registry import pages, queries, validate
+from swarmcast.registry.api import series_reader
 from swarmcast.registry.state import RegistryState
 from swarmcast.registry.watch import (
     EngineAddressError,
@@ -101,6 +102,16 @@ def _refresh(request: web.Request) -> float:
     return _number(request, "refresh", DEFAULT_REFRESH, MIN_REFRESH, MAX_REFRESH)
 
 
+def _stream_key(request: web.Request) -> str:
+    """The page's stream (content id or registry name); anything else (a NUL, a newline) is a 404 page before
+    the database sees it."""
+    key = validate.stream_key(request.match_info["key"])
+    if key is None:
+        raise web.HTTPNotFound(text=pages.error_page(404, "no such stream"), content_type="text/html",
+                               headers=_headers())  # fmt: skip
+    return key
+
+
 class Pages:
     """The handlers, holding the registry's state."""
 
@@ -108,7 +119,8 @@ class Pages:
         self.state = state
 
     async def _read(self, fn: Callable[..., Any], *args: object) -> Any:
-        return await self.state.db.run(lambda conn: fn(conn, *args))
+        # A read transaction: no write lock, so page views never hold up heartbeats (db.Database.read).
+        return await self.state.db.read(lambda conn: fn(conn, *args))
 
     async def stream_list(self, request: web.Request) -> web.Response:
         streams = await self._read(queries.list_streams)
@@ -130,7 +142,7 @@ class Pages:
         return config, csp(connect, media=True)
 
     async def stream_page(self, request: web.Request) -> web.Response:
-        stream = await self._read(queries.get_stream, request.match_info["key"])
+        stream = await self._read(queries.get_stream, _stream_key(request))
         if stream is None:
             return _refused(404, "no such stream")
         config, policy = await self._watch_config(request, stream)
@@ -138,14 +150,17 @@ class Pages:
         return _html(text, policy=policy)
 
     async def watch_page(self, request: web.Request) -> web.Response:
-        stream = await self._read(queries.get_stream, request.match_info["key"])
+        stream = await self._read(queries.get_stream, _stream_key(request))
         if stream is None:
             return _refused(404, "no such stream")
         config, policy = await self._watch_config(request, stream)
         return _html(pages.watch_page(stream, config), policy=policy)
 
     async def node_page(self, request: web.Request) -> web.Response:
-        node = await self._read(queries.get_node, request.match_info["node_id"])
+        node_id = request.match_info["node_id"]
+        if not validate.is_node_id(node_id):
+            return _refused(404, "no such node")
+        node = await self._read(queries.get_node, node_id)
         if node is None:
             return _refused(404, "no such node")
         carried = set(node.get("content_ids") or ())
@@ -156,7 +171,8 @@ class Pages:
         refresh = _refresh(request)
         retention = max(MIN_CHART_SECONDS, self.state.settings.retention)
         seconds = _number(request, "seconds", min(DEFAULT_CHART_SECONDS, retention), MIN_CHART_SECONDS, retention)
-        streams = await self._read(queries.list_streams)
+        # Bounded and cached with the series reads the page goes on to make (api.series_reader).
+        streams = await series_reader(self.state).get(("dashboard streams",), lambda: self._read(queries.list_streams))
         chosen = None
         if "stream" in request.query:
             key = request.query["stream"]
