@@ -32,7 +32,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from swarmcast import VERSION_CODE, __version__
 from swarmcast.http.channel_out import channel_master, join_hints, resolve
-from swarmcast.http.cors import allow_cross_origin_playback
+from swarmcast.http.cors import allow_cross_origin_playback, error_text
 from swarmcast.http.ctl_api import add_ctl_routes
 from swarmcast.http.engine_params import ID_KEYS, PlaybackRequest, content_id, magnet, parse_playback, transport_data
 from swarmcast.http.hls_out import (
@@ -172,14 +172,14 @@ async def manifest(request: web.Request) -> web.Response:
             outputs.remember(asked.selector, asked.value, broadcast.infohash)
             return await playlist_response(outputs, broadcast, startup_timeout=engine.config.startup_timeout)
         session = engine.new_session(broadcast)
-    except JoinError as error:
-        return _error(str(error))
+    except JoinError as error:  # cross-origin, never the detail of a URL the page chose (http/cors.py)
+        return _error(error_text(request, str(error)))
     except EngineBusyError as error:
-        return _error(str(error), 503)
+        return _error(error_text(request, str(error)), 503)
     except HlsStartError as error:
-        return _error(str(error), 504)
+        return _error(error_text(request, str(error)), 504)
     except HlsNotReadyError as error:
-        return _error(str(error), 503)
+        return _error(error_text(request, str(error)), 503)
     query = urllib.parse.urlencode([(k, v) for k, v in request.query.items() if k != "format"])
     response = {
         **_urls(request, session),
