@@ -523,7 +523,7 @@ async def test_a_web_page_cannot_scan_ports_through_the_playlist(tmp_path: Path)
                     seen.add((response.status, body["error"]))
                     # Readable (the watch page shows it), but says nothing of the target.
                     assert response.headers.get("Access-Control-Allow-Origin") == "*"
-                status, body, headers = await get(http, url)
+                _, body, headers = await get(http, url)
                 assert "Access-Control-Allow-Origin" not in headers, target
                 detailed.add(body["error"])
             assert seen == {(400, GENERIC_ERROR)}, seen

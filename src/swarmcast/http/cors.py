@@ -51,7 +51,8 @@ async def _add_headers(request: web.Request, response: web.StreamResponse) -> No
     path = request.path
     if not (path in CORS_PATHS or path.startswith(CORS_PREFIXES)):
         return
-    if response.status >= 400 and path in ERROR_CHECKED_PATHS and not (_by_id(request) or request.get(_GENERIC_KEY, False)):
+    safe = _by_id(request) or request.get(_GENERIC_KEY, False)
+    if response.status >= 400 and path in ERROR_CHECKED_PATHS and not safe:
         return  # a detailed error about a URL (or data) the page chose: not for other origins to read
     response.headers.update(CORS_HEADERS)
 
