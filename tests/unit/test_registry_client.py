@@ -29,17 +29,19 @@ from swarmcast.registry.client import (
     MAX_HEARTBEAT_INTERVAL,
     MIN_HEARTBEAT_INTERVAL,
     REFUSED_BACKOFF,
+    STREAM_RETRY,
     Action,
     HeartbeatSchedule,
     NodeReport,
     Outcome,
     RegistryEndpoint,
-    RegistryError,
+    StreamPosts,
+    StreamReport,
     check_registry_url,
-    decode_json,
     endpoint_from,
     parse_registration,
 )
+from swarmcast.registry.http_client import RegistryError, decode_json
 from swarmcast.registry.reports import ProcessFigures, registry_name, rss_bytes
 from swarmcast.transport import Descriptor, public_key_bytes
 
@@ -290,3 +292,22 @@ def test_a_bad_registry_url_is_argparses_one_line(capsys: pytest.CaptureFixture[
         build_parser().parse_args(["engine", "--registry", "ftp://reg"])
     assert exited.value.code == 2
     assert "argument --registry: 'ftp://reg' is not an http:// or https:// URL" in capsys.readouterr().err
+
+
+def test_a_refused_stream_is_posted_again_after_a_backoff() -> None:
+    """Review finding 10: a 409 (the name held by another live stream) is retried, not given up until the node
+    registers again; not at every heartbeat either."""
+    posts = StreamPosts()
+    news = StreamReport(content_id="ab" * 20, name="news", title="News", transport=b"t")
+    assert posts.due(news, 0.0)
+    posts.refused_at(news, 10.0)
+    assert not posts.due(news, 10.0 + 5.0) and not posts.due(news, 10.0 + STREAM_RETRY - 0.1)
+    assert posts.due(news, 10.0 + STREAM_RETRY)  # the other stream may have ended
+    posts.refused_at(news, 10.0 + STREAM_RETRY)  # refused again: another backoff
+    assert not posts.due(news, 10.0 + STREAM_RETRY + 1.0)
+    renamed = StreamReport(content_id="ab" * 20, name="news-2", title="News", transport=b"t")
+    assert posts.due(renamed, 10.0 + STREAM_RETRY + 1.0)  # a changed body is posted at once
+    posts.accepted(renamed)
+    assert not posts.due(renamed, 1e9) and posts.refused == {}
+    posts.forget()  # registered again under a new node id
+    assert posts.due(renamed, 0.0)

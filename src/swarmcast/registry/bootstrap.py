@@ -49,9 +49,9 @@ from swarmcast.files import UnreadableFileError, read_regular_file
 from swarmcast.http.channel_out import directory as channel_directory
 from swarmcast.http.channel_out import master_response
 from swarmcast.node.joiner import JoinError, parse_content_id
-from swarmcast.registry.client import (
+from swarmcast.registry.client import RegistryEndpoint
+from swarmcast.registry.http_client import (
     MAX_RESPONSE_BYTES,
-    RegistryEndpoint,
     RegistryError,
     client_session,
     error_text,
