@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -311,3 +314,71 @@ def test_a_refused_stream_is_posted_again_after_a_backoff() -> None:
     assert not posts.due(renamed, 1e9) and posts.refused == {}
     posts.forget()  # registered again under a new node id
     assert posts.due(renamed, 0.0)
+
+
+class _FakeSwarm:
+    def __init__(self, cid: bytes) -> None:
+        self.content_id, self.descriptor, self.candidates = cid, None, list[object]()
+
+    def add_candidates(self, peers: object) -> None:
+        self.candidates.append(peers)
+
+
+class _FakeBroadcast:
+    def __init__(self, cid: bytes) -> None:
+        self.swarm = _FakeSwarm(cid)
+        self.membership = self
+
+    def add_startup_nodes(self, nodes: object) -> None:
+        pass
+
+
+class _FakeEngine:
+    """What _broadcast_for and bootstrap.join_content_id use of an engine; records when the join started."""
+
+    def __init__(self, lookup_done: asyncio.Event) -> None:
+        self.config = types.SimpleNamespace(trackers=("http://127.0.0.1:1/announce",))
+        self.broadcasts: dict[bytes, _FakeBroadcast] = {}
+        self.host = types.SimpleNamespace(dial_now=lambda swarm: None)
+        self.lookup_done = lookup_done
+        self.joined_before_lookup_answered: bool | None = None
+
+    async def join(self, cid: bytes, **_hints: object) -> _FakeBroadcast:
+        if self.joined_before_lookup_answered is None:
+            self.joined_before_lookup_answered = not self.lookup_done.is_set()
+        return self.broadcasts.setdefault(cid, _FakeBroadcast(cid))
+
+
+async def test_a_hung_registry_does_not_hold_a_content_id_join(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review finding 11: with ``id=<content id>`` the engine joins through its trackers without waiting for a
+    registry that hangs, and takes the registry's peers when they come; a name still waits for the answer."""
+    from swarmcast.http import engine_api
+    from swarmcast.registry import bootstrap
+
+    release, lookup_done = asyncio.Event(), asyncio.Event()
+    one = descriptor("one")
+    peer = ("127.0.0.1", 8621)
+
+    async def hanging_registry(endpoint: object, key: str) -> bootstrap.StreamHint:
+        try:
+            await release.wait()
+            return bootstrap.StreamHint(one, (peer,))
+        finally:
+            lookup_done.set()
+
+    monkeypatch.setattr(bootstrap, "registry_hint", hanging_registry)
+    monkeypatch.setattr(bootstrap, "CONTENT_ID_WAIT", 0.0, raising=False)  # no sleeping in a unit test
+    engine: Any = _FakeEngine(lookup_done)
+    directory = StreamDirectory(RegistryEndpoint("http://127.0.0.1:1"))
+    bootstrap.attach(engine, directory)
+    asked = parse_playback(MultiDict(id=one.infohash), is_registry_name)
+    broadcast = await engine_api._broadcast_for(engine, asked)
+    assert engine.joined_before_lookup_answered is True  # the join did not wait for the registry
+    assert not lookup_done.is_set() and broadcast.swarm.candidates == []
+    release.set()  # the registry answers late: its peers join the swarm's candidates
+    for _ in range(100):
+        if broadcast.swarm.candidates:
+            break
+        await asyncio.sleep(0)
+    assert broadcast.swarm.candidates == [(peer,)]
+    await directory.close()

@@ -51,7 +51,7 @@ from swarmcast.metrics.http import engine_metrics_routes
 from swarmcast.node.engine import Engine, EngineBroadcast, PlaybackSession
 from swarmcast.node.engine_limits import RETRY_AFTER_SECONDS, EngineBusyError
 from swarmcast.node.joiner import JoinError
-from swarmcast.registry.bootstrap import directory_of, is_registry_name, join_hint, named_master
+from swarmcast.registry.bootstrap import directory_of, is_registry_name, join_content_id, join_hint, named_master
 from swarmcast.registry.bootstrap import lookup as registry_lookup
 
 log = logging.getLogger("swarmcast.engine")
@@ -83,9 +83,14 @@ def _names(engine: Engine) -> Callable[[str], bool] | None:
 async def _broadcast_for(engine: Engine, asked: PlaybackRequest) -> EngineBroadcast:
     if asked.selector in ID_KEYS:
         # A rendition (or channel) id the engine read in a channel file joins with what the file said of it.
-        known = None if is_registry_name(asked.value) else join_hints(engine, content_id(asked.value))
+        named = is_registry_name(asked.value)
+        known = None if named else join_hints(engine, content_id(asked.value))
         if known is None:
-            # A registry name, or a content id the bootstrap file or the registry knows (registry/bootstrap.py).
+            # A registry name, or a content id the bootstrap file or the registry knows (registry/bootstrap.py);
+            # a content id's join is not held up by a slow registry (join_content_id), a name needs its answer.
+            if not named:
+                joined = await join_content_id(engine, content_id(asked.value))
+                return joined if joined is not None else await engine.join(content_id(asked.value))
             hint = await registry_lookup(engine, asked.value)
             if hint is not None:
                 return await join_hint(engine, hint)
