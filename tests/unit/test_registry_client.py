@@ -372,7 +372,7 @@ async def test_a_hung_registry_does_not_hold_a_content_id_join(monkeypatch: pyte
     directory = StreamDirectory(RegistryEndpoint("http://127.0.0.1:1"))
     bootstrap.attach(engine, directory)
     asked = parse_playback(MultiDict(id=one.infohash), is_registry_name)
-    broadcast = await engine_api._broadcast_for(engine, asked)
+    broadcast: Any = await engine_api._broadcast_for(engine, asked)
     assert engine.joined_before_lookup_answered is True  # the join did not wait for the registry
     assert not lookup_done.is_set() and broadcast.swarm.candidates == []
     release.set()  # the registry answers late: its peers join the swarm's candidates
