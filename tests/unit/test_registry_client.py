@@ -190,6 +190,17 @@ def test_names_and_content_ids() -> None:
     assert not is_registry_name("a" * 40)  # hex: a content id
     assert not is_registry_name("News")  # upper case is no registry name
     assert not is_registry_name("x" * 65)
+    # Review finding 14: the engine's names are the registry's: no leading dot (id=.foo would be asked of the
+    # registry, which never takes such a name: always a 404).
+    assert not is_registry_name(".foo") and is_registry_name("foo.bar") and is_registry_name("_x")
+    from swarmcast.registry import names, validate
+
+    assert names.NAME_PATTERN.pattern == validate._STREAM_NAME.pattern
+    for text in (".foo", "a" * 40, "A" * 40, "a" * 39, "ab" * 20 + "0"):
+        assert names.is_content_id(text) == validate.is_content_id(text), text
+    from swarmcast.registry import client, queries
+
+    assert client.ROLES == queries.ROLES  # two copies (the engine never imports queries' SQLAlchemy): kept one
 
 
 def test_parse_playback_takes_names_only_when_the_engine_can_resolve_them() -> None:

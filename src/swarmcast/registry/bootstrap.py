@@ -58,7 +58,7 @@ from swarmcast.registry.http_client import (
     read_bounded,
     request_json,
 )
-from swarmcast.registry.reports import NAME_PATTERN
+from swarmcast.registry.names import NAME_PATTERN, is_content_id
 from swarmcast.swarm.peer import Address
 from swarmcast.transport import Descriptor, TransportError
 from swarmcast.wire.messages import MAX_METADATA_SIZE
@@ -79,7 +79,6 @@ MAX_PEERS = 64  # peer candidates taken from one answer (or one bootstrap entry)
 MAX_BOOTSTRAP_BYTES = 4 * 1024 * 1024
 MAX_BOOTSTRAP_STREAMS = 1024
 MAX_HOST_LENGTH = 253
-_HEX40 = frozenset("0123456789abcdef")
 
 
 class BootstrapError(ValueError):
@@ -99,10 +98,6 @@ class StreamHint:
     @property
     def content_id(self) -> bytes:
         return self.descriptor.content_id
-
-
-def is_content_id(text: str) -> bool:
-    return len(text) == 40 and set(text.lower()) <= _HEX40
 
 
 def is_name(text: str) -> bool:
