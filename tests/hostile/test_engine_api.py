@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from swarmcast.http.cors import GENERIC_ERROR
 from swarmcast.http.engine_api import KEEPALIVE_TIMEOUT, LISTEN_BACKLOG, MAX_HTTP_CONNECTIONS
 from swarmcast.node.engine_limits import MAX_LOOKUPS, MAX_SESSIONS, MAX_STREAMS_PER_CLIENT
 from swarmcast.wire.messages import MAX_METADATA_SIZE
@@ -485,4 +486,51 @@ async def test_malformed_requests_are_4xx_never_500(tmp_path: Path) -> None:
             assert b" 200 " not in answer.split(b"\r\n")[0], answer
             status, _, _ = await get(http, f"{api}/webui/api/service?method=get_version")
             assert status == 200
+    engine_log_clean(tmp_path, "engine")
+
+
+@contextlib.asynccontextmanager
+async def lan_services() -> AsyncIterator[str]:
+    """An open port a page might probe through the engine: ``/json`` a JSON service, anything else a 404."""
+
+    async def json_service(request: web.Request) -> web.Response:
+        return web.json_response({"service": "router admin"})
+
+    app = web.Application()
+    app.router.add_get("/json", json_service)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, HOST, port).start()
+    try:
+        yield f"http://{HOST}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_web_page_cannot_scan_ports_through_the_playlist(tmp_path: Path) -> None:
+    """Review finding 2: /ace/manifest.m3u8?url=... answers a cross-origin page one text whether the URL's port is
+    closed, answers 404 or is a JSON service; the engine's own clients (no Origin) keep the detail."""
+    closed = f"http://{HOST}:{free_port()}/x"
+    with engine(tmp_path) as api:
+        async with lan_services() as lan, aiohttp.ClientSession() as http:
+            targets = (closed, f"{lan}/missing", f"{lan}/json")
+            seen, detailed = set(), set()
+            for target in targets:
+                url = f"{api}/ace/manifest.m3u8?url={quote(target, safe='')}"
+                async with http.get(url, headers={"Origin": "http://evil.example"}) as response:
+                    body = await response.json(content_type=None)
+                    seen.add((response.status, body["error"]))
+                    # Readable (the watch page shows it), but says nothing of the target.
+                    assert response.headers.get("Access-Control-Allow-Origin") == "*"
+                _, body, headers = await get(http, url)
+                assert "Access-Control-Allow-Origin" not in headers, target
+                detailed.add(body["error"])
+            assert seen == {(400, GENERIC_ERROR)}, seen
+            assert len(detailed) == 3, detailed  # the engine's own clients still learn why
+            # By id, the engine fetched nothing a page chose: the detail stays readable.
+            async with http.get(f"{api}/ace/manifest.m3u8?id=" + "zz", headers={"Origin": "http://e.example"}) as r:
+                body = await r.json(content_type=None)
+                assert r.status == 400 and body["error"] != GENERIC_ERROR, body
+                assert r.headers.get("Access-Control-Allow-Origin") == "*"
     engine_log_clean(tmp_path, "engine")

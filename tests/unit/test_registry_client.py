@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -29,17 +32,19 @@ from swarmcast.registry.client import (
     MAX_HEARTBEAT_INTERVAL,
     MIN_HEARTBEAT_INTERVAL,
     REFUSED_BACKOFF,
+    STREAM_RETRY,
     Action,
     HeartbeatSchedule,
     NodeReport,
     Outcome,
     RegistryEndpoint,
-    RegistryError,
+    StreamPosts,
+    StreamReport,
     check_registry_url,
-    decode_json,
     endpoint_from,
     parse_registration,
 )
+from swarmcast.registry.http_client import RegistryError, decode_json
 from swarmcast.registry.reports import ProcessFigures, registry_name, rss_bytes
 from swarmcast.transport import Descriptor, public_key_bytes
 
@@ -185,6 +190,17 @@ def test_names_and_content_ids() -> None:
     assert not is_registry_name("a" * 40)  # hex: a content id
     assert not is_registry_name("News")  # upper case is no registry name
     assert not is_registry_name("x" * 65)
+    # Review finding 14: the engine's names are the registry's: no leading dot (id=.foo would be asked of the
+    # registry, which never takes such a name: always a 404).
+    assert not is_registry_name(".foo") and is_registry_name("foo.bar") and is_registry_name("_x")
+    from swarmcast.registry import names, validate
+
+    assert names.NAME_PATTERN.pattern == validate._STREAM_NAME.pattern
+    for text in (".foo", "a" * 40, "A" * 40, "a" * 39, "ab" * 20 + "0"):
+        assert names.is_content_id(text) == validate.is_content_id(text), text
+    from swarmcast.registry import client, queries
+
+    assert client.ROLES == queries.ROLES  # two copies (the engine never imports queries' SQLAlchemy): kept one
 
 
 def test_parse_playback_takes_names_only_when_the_engine_can_resolve_them() -> None:
@@ -290,3 +306,90 @@ def test_a_bad_registry_url_is_argparses_one_line(capsys: pytest.CaptureFixture[
         build_parser().parse_args(["engine", "--registry", "ftp://reg"])
     assert exited.value.code == 2
     assert "argument --registry: 'ftp://reg' is not an http:// or https:// URL" in capsys.readouterr().err
+
+
+def test_a_refused_stream_is_posted_again_after_a_backoff() -> None:
+    """Review finding 10: a 409 (the name held by another live stream) is retried, not given up until the node
+    registers again; not at every heartbeat either."""
+    posts = StreamPosts()
+    news = StreamReport(content_id="ab" * 20, name="news", title="News", transport=b"t")
+    assert posts.due(news, 0.0)
+    posts.refused_at(news, 10.0)
+    assert not posts.due(news, 10.0 + 5.0) and not posts.due(news, 10.0 + STREAM_RETRY - 0.1)
+    assert posts.due(news, 10.0 + STREAM_RETRY)  # the other stream may have ended
+    posts.refused_at(news, 10.0 + STREAM_RETRY)  # refused again: another backoff
+    assert not posts.due(news, 10.0 + STREAM_RETRY + 1.0)
+    renamed = StreamReport(content_id="ab" * 20, name="news-2", title="News", transport=b"t")
+    assert posts.due(renamed, 10.0 + STREAM_RETRY + 1.0)  # a changed body is posted at once
+    posts.accepted(renamed)
+    assert not posts.due(renamed, 1e9) and posts.refused == {}
+    posts.forget()  # registered again under a new node id
+    assert posts.due(renamed, 0.0)
+
+
+class _FakeSwarm:
+    def __init__(self, cid: bytes) -> None:
+        self.content_id, self.descriptor, self.candidates = cid, None, list[object]()
+
+    def add_candidates(self, peers: object) -> None:
+        self.candidates.append(peers)
+
+
+class _FakeBroadcast:
+    def __init__(self, cid: bytes) -> None:
+        self.swarm = _FakeSwarm(cid)
+        self.membership = self
+
+    def add_startup_nodes(self, nodes: object) -> None:
+        pass
+
+
+class _FakeEngine:
+    """What _broadcast_for and bootstrap.join_content_id use of an engine; records when the join started."""
+
+    def __init__(self, lookup_done: asyncio.Event) -> None:
+        self.config = types.SimpleNamespace(trackers=("http://127.0.0.1:1/announce",))
+        self.broadcasts: dict[bytes, _FakeBroadcast] = {}
+        self.host = types.SimpleNamespace(dial_now=lambda swarm: None)
+        self.lookup_done = lookup_done
+        self.joined_before_lookup_answered: bool | None = None
+
+    async def join(self, cid: bytes, **_hints: object) -> _FakeBroadcast:
+        if self.joined_before_lookup_answered is None:
+            self.joined_before_lookup_answered = not self.lookup_done.is_set()
+        return self.broadcasts.setdefault(cid, _FakeBroadcast(cid))
+
+
+async def test_a_hung_registry_does_not_hold_a_content_id_join(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review finding 11: with ``id=<content id>`` the engine joins through its trackers without waiting for a
+    registry that hangs, and takes the registry's peers when they come; a name still waits for the answer."""
+    from swarmcast.http import engine_api
+    from swarmcast.registry import bootstrap
+
+    release, lookup_done = asyncio.Event(), asyncio.Event()
+    one = descriptor("one")
+    peer = ("127.0.0.1", 8621)
+
+    async def hanging_registry(endpoint: object, key: str) -> bootstrap.StreamHint:
+        try:
+            await release.wait()
+            return bootstrap.StreamHint(one, (peer,))
+        finally:
+            lookup_done.set()
+
+    monkeypatch.setattr(bootstrap, "registry_hint", hanging_registry)
+    monkeypatch.setattr(bootstrap, "CONTENT_ID_WAIT", 0.0, raising=False)  # no sleeping in a unit test
+    engine: Any = _FakeEngine(lookup_done)
+    directory = StreamDirectory(RegistryEndpoint("http://127.0.0.1:1"))
+    bootstrap.attach(engine, directory)
+    asked = parse_playback(MultiDict(id=one.infohash), is_registry_name)
+    broadcast: Any = await engine_api._broadcast_for(engine, asked)
+    assert engine.joined_before_lookup_answered is True  # the join did not wait for the registry
+    assert not lookup_done.is_set() and broadcast.swarm.candidates == []
+    release.set()  # the registry answers late: its peers join the swarm's candidates
+    for _ in range(100):
+        if broadcast.swarm.candidates:
+            break
+        await asyncio.sleep(0)
+    assert broadcast.swarm.candidates == [(peer,)]
+    await directory.close()

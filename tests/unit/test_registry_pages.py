@@ -17,7 +17,9 @@ from swarmcast.registry.watch import (
     engine_query,
     hls_origin,
     no_play_reason,
+    origin_of,
 )
+from swarmcast.registry.web import csp
 from swarmcast.transport import Descriptor
 
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -118,3 +120,44 @@ def test_hls_origin_from_a_rendition_else_the_transport_file() -> None:
 def test_no_play_reason_says_why() -> None:
     assert "not live" in no_play_reason(DEFAULT_ENGINE, live=False)
     assert "no swarmcast engine answers at http://127.0.0.1:6878" in no_play_reason(DEFAULT_ENGINE, live=True)
+
+
+CSP_INJECTION = "http://a.example; script-src * 'unsafe-inline'; connect-src *; media-src *; x/playlist.m3u8"
+
+
+def watch_policy(renditions: object, transport: bytes | None = None) -> str:
+    """The watch page's Content-Security-Policy as web.py builds it."""
+    hls = hls_origin(renditions, transport)
+    return csp((DEFAULT_ENGINE, origin_of(hls)) if hls else (DEFAULT_ENGINE,), media=True)
+
+
+def test_a_rendition_url_cannot_add_directives_to_the_policy() -> None:
+    """Review finding 6: a registered ``hls`` URL's host part is rebuilt from a checked host and port, never copied."""
+    policy = watch_policy([{"name": "x", "hls": CSP_INJECTION}])
+    assert "script-src *" not in policy and "'unsafe-inline';" not in policy.split("style-src", 1)[0], policy
+    assert policy.count("'unsafe-inline'") == 1 and "style-src 'self' 'unsafe-inline';" in policy  # style-src's own
+    assert policy.count("media-src") == 1 and "connect-src *" not in policy, policy
+    assert policy == watch_policy(None)  # as if the stream had no HLS origin
+    assert hls_origin([{"hls": CSP_INJECTION}], None) is None
+    for bad in (CSP_INJECTION, "http://a.example:80;x/", "http://a b/", "http://a.example\t/", "http://a\u2028b/",
+                "http://'self'/", "http://*/", "http://a.example:99999/", "http://user@a.example/", "http://1.2.3/"):
+        assert hls_origin([{"hls": bad}], descriptor(hls_manifest=bad)) is None, bad
+        try:
+            origin = origin_of(bad)  # a bad host or port is refused; else the origin is rebuilt clean
+        except ValueError:
+            continue
+        assert re.fullmatch(r"https?://[a-z0-9.-]+(:[0-9]+)?", origin), (bad, origin)
+    # Honest origins still reach connect-src, rebuilt.
+    assert origin_of("http://Origin.Example:8080/live/a.m3u8;v=1") == "http://origin.example:8080"
+    assert origin_of("https://[::1]:9/x.m3u8") == "https://[::1]:9" and origin_of("http://10.0.0.1/a") == "http://10.0.0.1"
+    assert "connect-src 'self' http://127.0.0.1:6878 http://o:81;" in watch_policy([{"hls": "http://o:81/s.m3u8"}])
+
+
+def test_rendition_strings_must_be_printable() -> None:
+    """POST /api/streams refuses a rendition string with a control character (it reaches pages and headers)."""
+    from swarmcast.registry.validate import RequestError, _renditions
+
+    assert _renditions([{"name": "720p", "hls": "http://o/a.m3u8"}]) is not None
+    for bad in ("http://o/\r\nSet-Cookie: x", "a\x00b", "a\u2028b"):
+        with pytest.raises(RequestError, match=r"renditions\[0\]"):
+            _renditions([{"hls": bad}])

@@ -24,7 +24,8 @@ from swarmcast.registry.client import (
     endpoint_from,
     registered,
 )
-from swarmcast.registry.reports import NAME_PATTERN, HasNodeState, NodeReporter, reachable_host, registry_name
+from swarmcast.registry.names import NAME_PATTERN, is_content_id
+from swarmcast.registry.reports import HasNodeState, NodeReporter, reachable_host, registry_name
 
 log = logging.getLogger("swarmcast.registry.client")
 
@@ -39,8 +40,9 @@ def registry_url(text: str) -> str:
 
 
 def stream_name(text: str) -> str:
-    if not NAME_PATTERN.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a registry name: 1..64 of a-z 0-9 . _ -")
+    if not NAME_PATTERN.fullmatch(text) or is_content_id(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a registry name: 1..64 of a-z 0-9 . _ - (not starting "
+                                         "with a dot, not 40 hex digits)")  # fmt: skip
     return text
 
 

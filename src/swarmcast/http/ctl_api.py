@@ -110,6 +110,18 @@ def _broadcast(broadcast: EngineBroadcast, sessions: int, now: float) -> dict[st
     }
 
 
+async def read_body(request: web.BaseRequest, limit: int) -> bytes | None:
+    """The whole body, None past ``limit`` bytes. ``content.read(n)`` returns what has arrived so far, up to n: a
+    body sent in pieces (or a slow client) is read to its end, never past the bound (a lying or absent
+    Content-Length included)."""
+    data = bytearray()
+    while chunk := await request.content.read(limit + 1 - len(data)):
+        data += chunk
+        if len(data) > limit:
+            return None
+    return bytes(data)
+
+
 def _refused(request: web.Request, *, write: bool) -> web.Response | None:
     if cross_site(request):
         return _answer("a cross-site request may not use the control endpoints", 403)
@@ -152,8 +164,8 @@ def add_ctl_routes(app: web.Application, engine: Engine) -> None:
             return _answer("the body must be sent as Content-Type: application/json", 415)
         if request.content_length is not None and request.content_length > MAX_SETTINGS_BODY:
             return _answer(f"the body is over {MAX_SETTINGS_BODY} bytes", 413)
-        raw = await request.content.read(MAX_SETTINGS_BODY + 1)
-        if len(raw) > MAX_SETTINGS_BODY:
+        raw = await read_body(request, MAX_SETTINGS_BODY)
+        if raw is None:
             return _answer(f"the body is over {MAX_SETTINGS_BODY} bytes", 413)
         try:
             settings = parse_settings(json.loads(raw))

@@ -32,7 +32,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from swarmcast import VERSION_CODE, __version__
 from swarmcast.http.channel_out import channel_master, join_hints, resolve
-from swarmcast.http.cors import allow_cross_origin_playback
+from swarmcast.http.cors import allow_cross_origin_playback, error_text
 from swarmcast.http.ctl_api import add_ctl_routes
 from swarmcast.http.engine_params import ID_KEYS, PlaybackRequest, content_id, magnet, parse_playback, transport_data
 from swarmcast.http.hls_out import (
@@ -51,7 +51,7 @@ from swarmcast.metrics.http import engine_metrics_routes
 from swarmcast.node.engine import Engine, EngineBroadcast, PlaybackSession
 from swarmcast.node.engine_limits import RETRY_AFTER_SECONDS, EngineBusyError
 from swarmcast.node.joiner import JoinError
-from swarmcast.registry.bootstrap import directory_of, is_registry_name, join_hint, named_master
+from swarmcast.registry.bootstrap import directory_of, is_registry_name, join_content_id, join_hint, named_master
 from swarmcast.registry.bootstrap import lookup as registry_lookup
 
 log = logging.getLogger("swarmcast.engine")
@@ -83,9 +83,14 @@ def _names(engine: Engine) -> Callable[[str], bool] | None:
 async def _broadcast_for(engine: Engine, asked: PlaybackRequest) -> EngineBroadcast:
     if asked.selector in ID_KEYS:
         # A rendition (or channel) id the engine read in a channel file joins with what the file said of it.
-        known = None if is_registry_name(asked.value) else join_hints(engine, content_id(asked.value))
+        named = is_registry_name(asked.value)
+        known = None if named else join_hints(engine, content_id(asked.value))
         if known is None:
-            # A registry name, or a content id the bootstrap file or the registry knows (registry/bootstrap.py).
+            # A registry name, or a content id the bootstrap file or the registry knows (registry/bootstrap.py);
+            # a content id's join is not held up by a slow registry (join_content_id), a name needs its answer.
+            if not named:
+                joined = await join_content_id(engine, content_id(asked.value))
+                return joined if joined is not None else await engine.join(content_id(asked.value))
             hint = await registry_lookup(engine, asked.value)
             if hint is not None:
                 return await join_hint(engine, hint)
@@ -172,14 +177,14 @@ async def manifest(request: web.Request) -> web.Response:
             outputs.remember(asked.selector, asked.value, broadcast.infohash)
             return await playlist_response(outputs, broadcast, startup_timeout=engine.config.startup_timeout)
         session = engine.new_session(broadcast)
-    except JoinError as error:
-        return _error(str(error))
+    except JoinError as error:  # cross-origin, never the detail of a URL the page chose (http/cors.py)
+        return _error(error_text(request, str(error)))
     except EngineBusyError as error:
-        return _error(str(error), 503)
+        return _error(error_text(request, str(error)), 503)
     except HlsStartError as error:
-        return _error(str(error), 504)
+        return _error(error_text(request, str(error)), 504)
     except HlsNotReadyError as error:
-        return _error(str(error), 503)
+        return _error(error_text(request, str(error)), 503)
     query = urllib.parse.urlencode([(k, v) for k, v in request.query.items() if k != "format"])
     response = {
         **_urls(request, session),

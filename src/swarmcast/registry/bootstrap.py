@@ -49,16 +49,16 @@ from swarmcast.files import UnreadableFileError, read_regular_file
 from swarmcast.http.channel_out import directory as channel_directory
 from swarmcast.http.channel_out import master_response
 from swarmcast.node.joiner import JoinError, parse_content_id
-from swarmcast.registry.client import (
+from swarmcast.registry.client import RegistryEndpoint
+from swarmcast.registry.http_client import (
     MAX_RESPONSE_BYTES,
-    RegistryEndpoint,
     RegistryError,
     client_session,
     error_text,
     read_bounded,
     request_json,
 )
-from swarmcast.registry.reports import NAME_PATTERN
+from swarmcast.registry.names import NAME_PATTERN, is_content_id
 from swarmcast.swarm.peer import Address
 from swarmcast.transport import Descriptor, TransportError
 from swarmcast.wire.messages import MAX_METADATA_SIZE
@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("swarmcast.registry.bootstrap")
 
 LOOKUP_TIMEOUT = 5.0  # one lookup, its three requests together
+CONTENT_ID_WAIT = 1.0  # a content id's join waits this long for the registry, then starts with its trackers
 CACHE_SECONDS = 10.0  # a found stream is asked again after this (its peers change)
 MISS_SECONDS = 3.0  # an id the registry does not know (or could not answer) is not asked again for this long
 MAX_CACHED = 256
@@ -78,7 +79,6 @@ MAX_PEERS = 64  # peer candidates taken from one answer (or one bootstrap entry)
 MAX_BOOTSTRAP_BYTES = 4 * 1024 * 1024
 MAX_BOOTSTRAP_STREAMS = 1024
 MAX_HOST_LENGTH = 253
-_HEX40 = frozenset("0123456789abcdef")
 
 
 class BootstrapError(ValueError):
@@ -98,10 +98,6 @@ class StreamHint:
     @property
     def content_id(self) -> bytes:
         return self.descriptor.content_id
-
-
-def is_content_id(text: str) -> bool:
-    return len(text) == 40 and set(text.lower()) <= _HEX40
 
 
 def is_name(text: str) -> bool:
@@ -315,6 +311,9 @@ class StreamDirectory:
                 self._static[hint.name] = hint
         self._cache: OrderedDict[str, tuple[float, StreamHint | None]] = OrderedDict()
         self._lookups = asyncio.Semaphore(MAX_CONCURRENT_LOOKUPS)
+        # Lookups that answer after their join started (join_content_id): each ends within LOOKUP_TIMEOUT (its
+        # own bound in hint()), at most MAX_CONCURRENT_LOOKUPS of them; kept here so none is left unowned.
+        self._late: set[asyncio.Task[StreamHint | None]] = set()
         self.lookups = 0  # registry lookups made (for tests and the log)
         self.failures = 0
 
@@ -358,6 +357,30 @@ class StreamDirectory:
         if found is not None:  # the same answer serves the content id (a name's lookup plays by content id next)
             self._remember(found.descriptor.infohash, found, time.monotonic() + CACHE_SECONDS)
         return found
+
+    def answered(self, key: str) -> bool:
+        """Whether ``hint(key)`` answers without asking the registry (the bootstrap file, or a fresh cache entry)."""
+        cached = self._cache.get(key)
+        return self.endpoint is None or key in self._static or (cached is not None and time.monotonic() < cached[0])
+
+    def follow(self, task: asyncio.Task[StreamHint | None], engine: Engine, broadcast: EngineBroadcast) -> None:
+        """When the lookup ``task`` answers, hand its peers to ``broadcast`` (if the engine still plays it)."""
+        self._late.add(task)
+
+        def done(task: asyncio.Task[StreamHint | None]) -> None:
+            self._late.discard(task)
+            hint = None if task.cancelled() or task.exception() is not None else task.result()
+            cid = broadcast.swarm.content_id
+            if hint is not None and hint.channel is None and engine.broadcasts.get(cid) is broadcast:
+                add_peers(engine, broadcast, hint)
+
+        task.add_done_callback(done)
+
+    async def close(self) -> None:
+        """Cancel the lookups still under way (the engine is stopping)."""
+        for task in list(self._late):
+            task.cancel()
+        await asyncio.gather(*self._late, return_exceptions=True)
 
     def _remember(self, key: str, hint: StreamHint | None, until: float) -> None:
         self._cache.pop(key, None)
@@ -422,6 +445,41 @@ async def refresh_peers(engine: Engine, interval: float = REFRESH_SECONDS) -> No
             hint = await directory.hint(cid.hex())
             if hint is not None and engine.broadcasts.get(cid) is broadcast:
                 add_peers(engine, broadcast, hint)
+
+
+async def join_content_id(engine: Engine, cid: bytes) -> EngineBroadcast | None:
+    """For ``id=<content id>``: the broadcast joined with what the directory knows of it, without waiting long for
+    a registry that is slow or hangs. The registry is asked first, but after ``CONTENT_ID_WAIT`` an engine with
+    trackers joins through them at once and the registry's peers are added when its answer comes
+    (StreamDirectory.follow). Without trackers the answer is needed (a content id alone cannot be joined), as it is
+    for a name (:func:`lookup`). None: nobody knows it, join as before."""
+    directory = directory_of(engine)
+    if directory is None:
+        return None
+    joined = engine.broadcasts.get(cid)
+    if joined is not None and joined.swarm.descriptor is not None:
+        return None  # playing already: no lookup per player
+    key = cid.hex()
+    if directory.answered(key) or not engine.config.trackers:
+        hint = await directory.hint(key)
+        return None if hint is None else await join_hint(engine, hint)
+    task = asyncio.ensure_future(directory.hint(key))
+    try:
+        await asyncio.wait({task}, timeout=CONTENT_ID_WAIT)
+    except BaseException:  # the request was cancelled (the player left): its lookup goes too
+        task.cancel()
+        raise
+    if task.done():
+        hint = task.result()
+        return None if hint is None else await join_hint(engine, hint)
+    log.info("registry slow for %s: joining through the trackers, its peers added when it answers", key)
+    try:
+        broadcast = await engine.join(cid)
+    except BaseException:
+        task.cancel()
+        raise
+    directory.follow(task, engine, broadcast)
+    return broadcast
 
 
 async def lookup(engine: Engine, key: str) -> StreamHint | None:

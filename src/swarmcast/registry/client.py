@@ -21,7 +21,6 @@ import asyncio
 import base64
 import contextlib
 import enum
-import json
 import logging
 import math
 import os
@@ -32,12 +31,18 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from swarmcast.registry.http_client import (
+    MAX_RESPONSE_BYTES,
+    RegistryError,
+    client_session,
+    error_text,
+    request_json,
+)
+
 log = logging.getLogger("swarmcast.registry.client")
 
 TOKEN_ENV = "SWARMCAST_REGISTRY_TOKEN"  # noqa: S105 - the name of the variable, not a token
 MAX_URL_LENGTH = 1024
-MAX_RESPONSE_BYTES = 64 * 1024  # a JSON answer of the registry; transport files are read by bootstrap.py
-REQUEST_TIMEOUT = 5.0  # one request, connect to last byte
 DEREGISTER_TIMEOUT = 2.0  # the DELETE on a clean stop: a dead registry must not hold up a node's exit
 BACKOFF_MIN = 1.0
 BACKOFF_MAX = 60.0
@@ -45,13 +50,10 @@ REFUSED_BACKOFF = 60.0  # 401/403/400 to a registration: wrong token or a regist
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 MIN_HEARTBEAT_INTERVAL = 1.0  # what the registry may ask for, whatever it answers
 MAX_HEARTBEAT_INTERVAL = 300.0
+STREAM_RETRY = 30.0  # a stream the registry refused (a 409: its name held by a live stream) is posted again after this
 DESCRIBE_POLL = 0.5  # how often a node that cannot describe itself yet (no content id) is asked again
 MAX_NODE_ID_LENGTH = 64
 ROLES = ("source", "support", "start", "engine", "broadcaster")
-
-
-class RegistryError(Exception):
-    """The registry could not be reached, or its answer is not what the contract promises; the message says which."""
 
 
 def check_registry_url(text: str) -> str:
@@ -199,6 +201,34 @@ class HeartbeatSchedule:
         self.next_at = next_at
 
 
+@dataclass
+class StreamPosts:
+    """Which of a source's streams to POST, sans-IO. A stream is posted when the registry does not have it as it is
+    now; one it refused (a name another live stream holds: 409; a body it will not take) is posted again, the same
+    body, ``STREAM_RETRY`` s after the refusal (the other stream may have ended), or at once when it changed."""
+
+    posted: dict[str, StreamReport] = field(default_factory=dict)  # content id -> what the registry has
+    refused: dict[str, tuple[StreamReport, float]] = field(default_factory=dict)  # content id -> (body, when)
+
+    def due(self, stream: StreamReport, now: float) -> bool:
+        if self.posted.get(stream.content_id) == stream:
+            return False
+        refused = self.refused.get(stream.content_id)
+        return refused is None or refused[0] != stream or now >= refused[1] + STREAM_RETRY
+
+    def accepted(self, stream: StreamReport) -> None:
+        self.posted[stream.content_id] = stream
+        self.refused.pop(stream.content_id, None)
+
+    def refused_at(self, stream: StreamReport, now: float) -> None:
+        self.refused[stream.content_id] = (stream, now)
+
+    def forget(self) -> None:
+        """A new node id: the registry has none of them for it."""
+        self.posted.clear()
+        self.refused.clear()
+
+
 def parse_registration(answer: object) -> tuple[str, float]:
     """``{node_id, heartbeat_interval, timeout}`` of a 201; RegistryError when it is not that."""
     if not isinstance(answer, dict):
@@ -212,60 +242,6 @@ def parse_registration(answer: object) -> tuple[str, float]:
     if isinstance(interval, bool) or not isinstance(interval, int | float) or not math.isfinite(interval):
         interval = DEFAULT_HEARTBEAT_INTERVAL
     return node_id, float(interval)
-
-
-# -- HTTP, bounded --------------------------------------------------------------------------------------------------
-
-
-async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, RegistryError past ``limit`` bytes (checked as it arrives: a registry can lie in Content-Length)."""
-    if (response.content_length or 0) > limit:
-        raise RegistryError(f"answer of {response.content_length} bytes, more than {limit}")
-    data = bytearray()
-    while chunk := await response.content.read(limit + 1 - len(data)):
-        data += chunk
-        if len(data) > limit:
-            raise RegistryError(f"answer of more than {limit} bytes")
-    return bytes(data)
-
-
-def decode_json(data: bytes) -> object:
-    """JSON, RegistryError otherwise (deep nesting included: ``json`` raises RecursionError on it)."""
-    if not data:
-        return None
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError) as error:
-        raise RegistryError(f"answer is not JSON: {type(error).__name__}") from None
-
-
-def error_text(answer: object, status: int) -> str:
-    """The registry's ``{"error": ...}`` line, cut short, or the status."""
-    if isinstance(answer, dict) and isinstance(answer.get("error"), str):
-        return " ".join(str(answer["error"]).split())[:200]
-    return f"HTTP {status}"
-
-
-async def request_json(session: aiohttp.ClientSession, method: str, url: str, *, headers: Mapping[str, str],
-                       body: object = None, limit: int = MAX_RESPONSE_BYTES) -> tuple[int, object]:  # fmt: skip
-    """One request with a JSON body; (status, decoded answer or None). RegistryError when unreachable or garbage.
-
-    The session's timeout bounds it; redirects are not followed (a registry sends none, and following one would
-    carry the token to wherever it points)."""
-    try:
-        async with session.request(method, url, json=body, headers=headers, allow_redirects=False) as response:
-            data = await read_bounded(response, limit)
-            status = response.status
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as error:
-        raise RegistryError(f"{type(error).__name__} {error}".strip()[:300]) from None
-    answer = decode_json(data) if status != 204 else None
-    return status, answer
-
-
-def client_session(timeout: float = REQUEST_TIMEOUT) -> aiohttp.ClientSession:
-    # sock_read too: a registry that sends headers and then trickles (or nothing) is cut off like one that hangs.
-    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout, sock_read=timeout),
-                                 trust_env=False, raise_for_status=False)  # fmt: skip
 
 
 # -- the driver -----------------------------------------------------------------------------------------------------
@@ -293,8 +269,7 @@ class RegistryClient:
         self.registrations = 0  # successful, in all (for tests and the log)
         self.heartbeats = 0
         self.last_error: str | None = None
-        self._posted: dict[str, StreamReport] = {}  # content id -> what the registry has of it, for this node id
-        self._refused_streams: dict[str, StreamReport] = {}  # content id -> the body it refused
+        self._streams = StreamPosts()  # what the registry has of our streams, for this node id
         self._figures_refused = False  # the registry refused our figures once: heartbeats go without them
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -385,8 +360,7 @@ class RegistryClient:
                 log.info("registry %s answers again", self.endpoint.url)
             self.schedule.registered(node_id, interval, self.clock())
             self.registrations += 1
-            self._posted.clear()
-            self._refused_streams.clear()
+            self._streams.forget()
             log.info("registered with %s as %s %s (heartbeat every %g s)", self.endpoint.url, report.role, node_id,
                      self.schedule.interval)  # fmt: skip
             return Outcome.OK
@@ -443,20 +417,21 @@ class RegistryClient:
         assert self._session is not None
         assert self.schedule.node_id is not None
         for stream in report.streams:
-            if stream in (self._posted.get(stream.content_id), self._refused_streams.get(stream.content_id)):
+            if not self._streams.due(stream, self.clock()):
                 continue
             status, answer = await request_json(
                 self._session, "POST", self.endpoint.api("streams"), headers=self.endpoint.headers(write=True),
                 body=stream.body(self.schedule.node_id), limit=MAX_RESPONSE_BYTES,
             )  # fmt: skip
             if status in (200, 201):
-                self._posted[stream.content_id] = stream
+                self._streams.accepted(stream)
                 log.info("registered stream %r (%s) with %s", stream.name, stream.content_id, self.endpoint.url)
             elif status == 404:  # the node is gone from the registry: the next heartbeat's 404 registers it again
                 return
             elif 400 <= status < 500:
-                # A name another stream holds, a body it will not take: the same body will not do better.
-                self._refused_streams[stream.content_id] = stream
+                # A name another stream holds, a body it will not take: the same body is tried again only after
+                # STREAM_RETRY (the name's holder may have ended by then), not at every heartbeat.
+                self._streams.refused_at(stream, self.clock())
                 log.warning("registry %s refused stream %r: %s", self.endpoint.url, stream.name,
                             error_text(answer, status))  # fmt: skip
             else:

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("swarmcast.registry.client")
 
 ROLE_OF_KIND = {"source": "source", "support": "support", "startup": "start"}
-NAME_PATTERN = re.compile(r"[a-z0-9._-]{1,64}")
 DELAY_FRESH_SECONDS = 30.0  # an engine's delay figure is its last stamp's; older than this it says nothing
 WILDCARDS = ("", "0.0.0.0", "::")
 

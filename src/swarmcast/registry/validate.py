@@ -285,7 +285,8 @@ def _renditions(value: object) -> list[Any] | None:
             raise RequestError(f"renditions[{i}]: not an object of at most {MAX_RENDITION_KEYS} keys")
         for key, field in item.items():
             if len(key) > MAX_NAME or not (field is None or isinstance(field, (bool, int, float))
-                                           or (isinstance(field, str) and len(field) <= MAX_RENDITION_TEXT)):
+                                           or (isinstance(field, str) and len(field) <= MAX_RENDITION_TEXT
+                                               and field.isprintable())):  # they reach pages and headers
                 raise RequestError(f"renditions[{i}]: {key[:MAX_NAME]!r} is not a number, boolean, null or short "
                               "string")  # fmt: skip
             if isinstance(field, float) and not math.isfinite(field):

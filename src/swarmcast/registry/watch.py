@@ -18,6 +18,7 @@ an engine started with ``--registry`` or that finds the broadcast by its tracker
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,6 +27,7 @@ from swarmcast.transport import Descriptor, TransportError
 DEFAULT_ENGINE = "http://127.0.0.1:6878"
 MAX_URL_CHARS = 2048  # an HLS origin or a node's web interface URL longer than this is not offered to the page
 NODE_PREFERENCE = ("start", "support", "source")  # whose transport file the engine is pointed at, best first
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")  # a host name's label (urlsplit lower-cases hostname)
 
 
 class EngineAddressError(ValueError):
@@ -56,14 +58,40 @@ def engine_origin(text: str | None) -> str:
     return urlunsplit(("http", netloc, "", "", ""))
 
 
+def _origin(scheme: str, netloc: str) -> str | None:
+    """``scheme://host[:port]`` rebuilt from a validated IP address or host name and an integer port, else None.
+    The origin goes into the watch page's Content-Security-Policy header: whatever else a registered URL holds
+    (``;``, spaces, quotes: more directives) must never reach it."""
+    try:
+        parts = urlsplit(f"{scheme}://{netloc}")
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname or ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        labels = host.removesuffix(".").split(".")
+        if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+            return None
+        text = host
+    else:
+        text = f"[{address.compressed}]" if address.version == 6 else address.compressed
+    return f"{scheme}://{text}" + (f":{port}" if port is not None else "")
+
+
 def _http_url(value: object) -> str | None:
-    if not isinstance(value, str) or len(value) > MAX_URL_CHARS:
+    """An http(s) URL for the page: printable ASCII without spaces, no credentials, a valid origin."""
+    if not isinstance(value, str) or len(value) > MAX_URL_CHARS or not value.isascii() or not value.isprintable() \
+            or " " in value:  # fmt: skip
         return None
     try:
         parts = urlsplit(value)
     except ValueError:
         return None
-    return value if parts.scheme in ("http", "https") and parts.hostname else None
+    if parts.scheme not in ("http", "https") or "@" in parts.netloc or _origin(parts.scheme, parts.netloc) is None:
+        return None
+    return value
 
 
 def engine_query(content_id: str, nodes: Iterable[Mapping[str, object]]) -> dict[str, str]:
@@ -97,9 +125,13 @@ def hls_origin(renditions: object, transport: bytes | None) -> str | None:
 
 
 def origin_of(url: str) -> str:
-    """``scheme://host[:port]`` of a URL (for the page's connect-src)."""
+    """``scheme://host[:port]`` of a URL :func:`hls_origin` chose (for the page's connect-src), rebuilt from its
+    validated parts (:func:`_origin`); a URL that has none is refused (ValueError), never copied."""
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+    origin = _origin(parts.scheme, parts.netloc) if parts.scheme in ("http", "https") else None
+    if origin is None:
+        raise ValueError(f"not an http(s) URL with a valid host and port: {url[:80]!r}")
+    return origin
 
 
 def no_play_reason(engine: str, live: bool) -> str:
