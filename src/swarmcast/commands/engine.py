@@ -148,6 +148,7 @@ def run_engine(args: argparse.Namespace) -> int:
                 refresher.cancel()
                 await asyncio.gather(refresher, return_exceptions=True)
                 await runner.cleanup()
+                await directory.close()  # registry lookups still running (each bounded anyway)
                 await engine.close()
 
     with asyncio.Runner(loop_factory=loop_factory(args.event_loop)) as loop_runner:
