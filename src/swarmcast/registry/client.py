@@ -32,9 +32,10 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from swarmcast.tokens import TOKEN_ENV as TOKEN_ENV  # noqa: PLC0414 - re-exported; defined once in tokens.py
+
 log = logging.getLogger("swarmcast.registry.client")
 
-TOKEN_ENV = "SWARMCAST_REGISTRY_TOKEN"  # noqa: S105 - the name of the variable, not a token
 MAX_URL_LENGTH = 1024
 MAX_RESPONSE_BYTES = 64 * 1024  # a JSON answer of the registry; transport files are read by bootstrap.py
 REQUEST_TIMEOUT = 5.0  # one request, connect to last byte
