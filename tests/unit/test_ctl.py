@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import urllib.parse
+import urllib.request
 from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
 
-from swarmcast.commands import ctl
 from swarmcast.commands.ctl import Client, CtlError, _limits, _start_query, target_url
 from swarmcast.commands.ctl_tables import show
 
@@ -75,9 +76,9 @@ class _NotJson:
 
 @pytest.mark.parametrize("token", ["SECRET-t0ken", "a/b c?d"])
 def test_errors_never_show_the_access_token(monkeypatch: pytest.MonkeyPatch, token: str) -> None:
-    monkeypatch.setattr(ctl.urllib.request, "urlopen", lambda *a, **k: _NotJson())
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: _NotJson())
     client = Client("http://127.0.0.1:9", token, 1.0)
-    quoted = ctl.urllib.parse.quote(token, safe="")
+    quoted = urllib.parse.quote(token, safe="")
     for call in (lambda: client.request(client.app("monitor")),
                  lambda: _limits(client, False, argparse.Namespace(upload_slots=None, upload_limit=None,
                                                                    max_peers=None)),
