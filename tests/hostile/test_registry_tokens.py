@@ -52,10 +52,10 @@ def test_the_node_token_registers_but_reads_no_key_and_odd_bytes_are_a_401(tmp_p
         beat = admin("POST", f"{base}/api/nodes/{node_id}/heartbeat", {"content_ids": [], "figures": {}},
                      token=NODE_TOKEN)  # fmt: skip
         assert beat.status == 200, beat
-        for path in ("/api/controller/keys/ch1", "/api/controller/keys", "/controller/source_node?get_metadata",
+        for read in ("/api/controller/keys/ch1", "/api/controller/keys", "/controller/source_node?get_metadata",
                      "/api/controller/lists"):  # fmt: skip
-            refused = admin("GET", base + path, token=NODE_TOKEN)
-            assert refused.status in (401, 403) and b"PRIVATE KEY" not in refused.body, (path, refused)
+            refused = admin("GET", base + read, token=NODE_TOKEN)
+            assert refused.status in (401, 403) and b"PRIVATE KEY" not in refused.body, (read, refused)
         assert b"PRIVATE KEY" in admin("GET", f"{base}/api/controller/keys/ch1").body  # the admin token does
         # Bytes that are not UTF-8 where a token goes: a plain 401 each time.
         node = json.dumps(node_body()).encode()
