@@ -61,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     # The fleet's controller (registry/controller.py, docs/registry.md "Controller for the fleet").
     parser.add_argument("--key-file", type=Path, metavar="FILE",
                         help="the key that seals the broadcast keys (.sauth) the fleet pushes, AES-256-GCM; created "
-                             "mode 0600 when absent (default: registry.key in --state-dir)")  # fmt: skip
+                             "mode 0600 when absent (default: registry.key in --state-dir, warned about: a backup of "
+                             "that directory would hold both the sealed keys and this key; keep it elsewhere)")
     parser.add_argument("--monitor-retention", type=positive_float, default=86_400.0, metavar="SECONDS",
                         help="seconds of the fleet's pushed node monitors kept (default %(default)s)")
     parser.add_argument("--monitor-max-rows", type=positive_int, default=100_000, metavar="N",
@@ -123,15 +124,6 @@ def run_registry(args: argparse.Namespace) -> int:
         except OSError as error:
             return _error(f"--state-dir {state_dir}: cannot keep the token: {error.strerror or error}")
         log.info("admin token in %s (give it only to swarmcast fleet)", state_dir / TOKEN_FILE)
-    if not node_token:
-        try:
-            node_token = load_or_create_token(state_dir, NODE_TOKEN_FILE)
-        except OSError as error:
-            return _error(f"--state-dir {state_dir}: cannot keep the node token: {error.strerror or error}")
-        log.info("node token in %s (give it to nodes as --registry-token)", state_dir / NODE_TOKEN_FILE)
-    if token == node_token:  # a token file copied over the other
-        return _error(f"--node-token: the node token must differ from the admin token (--token; see "
-                      f"{state_dir / TOKEN_FILE} and {state_dir / NODE_TOKEN_FILE})")  # fmt: skip
     url = args.db or sqlite_url(state_dir / "registry.sqlite3")
     try:
         database = Database(url)
@@ -139,6 +131,17 @@ def run_registry(args: argparse.Namespace) -> int:
     except DatabaseError as error:
         return _error(str(error))
     log.info("database %s at schema revision %s", redact_url(database.url), revision)
+    if not node_token:
+        try:
+            node_token = load_or_create_token(state_dir, NODE_TOKEN_FILE)
+        except OSError as error:
+            database.dispose()
+            return _error(f"--state-dir {state_dir}: cannot keep the node token: {error.strerror or error}")
+        log.info("node token in %s (give it to nodes as --registry-token)", state_dir / NODE_TOKEN_FILE)
+    if token == node_token:  # a token file copied over the other
+        database.dispose()
+        return _error(f"--node-token: the node token must differ from the admin token (--token; see "
+                      f"{state_dir / TOKEN_FILE} and {state_dir / NODE_TOKEN_FILE})")  # fmt: skip
     settings = RegistrySettings(state_dir=state_dir, heartbeat_timeout=args.heartbeat_timeout,
                                 retention=args.retention, max_samples=args.max_samples)  # fmt: skip
     state = RegistryState(db=database, token=token, node_token=node_token, settings=settings)
