@@ -17,8 +17,10 @@ from swarmcast.registry.db import Database
 from swarmcast.registry.state import RegistrySettings, RegistryState
 from swarmcast.transport import Descriptor
 
-TOKEN = "registry-test-token"
+TOKEN = "registry-test-token"  # the admin (fleet) token: every route
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+NODE_TOKEN = "registry-test-node-token"  # the nodes' token: /api/nodes* writes and POST /api/streams only
+NODE_AUTH = {"Authorization": f"Bearer {NODE_TOKEN}"}
 
 
 @contextlib.asynccontextmanager
@@ -27,7 +29,8 @@ async def registry_client(db_url: str, state_dir: Path, *, sweep: bool = False,
     """The registry app on a loopback test server; the server and the database engine are closed at exit."""
     database = Database(db_url)
     database.upgrade()
-    state = RegistryState(db=database, token=TOKEN, settings=RegistrySettings(state_dir=state_dir, **settings))
+    state = RegistryState(db=database, token=TOKEN, node_token=NODE_TOKEN,
+                          settings=RegistrySettings(state_dir=state_dir, **settings))
     client = TestClient(TestServer(build_app(state, sweep=sweep)))
     await client.start_server()
     try:

@@ -22,7 +22,7 @@ async def raw_get(local_ip: str, port: int, path: str, headers: dict[str, str] |
     try:
         lines = [f"GET {path} HTTP/1.1", f"Host: {HOST}:{port}", "Connection: close",
                  *(f"{k}: {v}" for k, v in (headers or {}).items())]  # fmt: skip
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))  # "\xff" goes as the byte 0xff
         await writer.drain()
         data = b""
         with contextlib.suppress(ConnectionResetError, TimeoutError):
@@ -48,6 +48,8 @@ async def test_metrics_keep_the_web_interfaces_token_and_address_rules(tmp_path:
         assert answer.startswith(ok) and b"swarmcast_build_info{" in answer
         for path, headers in (("/metrics", None), ("/metrics", {"Authorization": "Bearer wrong"}),
                               ("/metrics", {"Authorization": f"Basic {TOKEN}"}), ("/app/metrics", None),
+                              ("/metrics", {"Authorization": "Bearer \xff\xfe"}),  # not UTF-8: no 500
+                              ("/metrics", {"Authorization": f"Bearer {TOKEN}\xff"}),
                               ("/app/wrong/metrics", None), (f"/app/{TOKEN[:-1]}/metrics", None)):  # fmt: skip
             answer = await raw_get(HOST, port, path, headers)
             assert answer.startswith(b"HTTP/1.1 403"), (path, headers, answer[:200])

@@ -112,7 +112,7 @@ async def test_stopping_the_registry_does_not_interrupt_a_player(tmp_path: Path)
     """The engine plays by registry name, then the registry stops (the nodes' heartbeats fail): the player reads
     on, and a node still stops cleanly."""
     support_port = free_port()
-    env = {**os.environ, "SWARMCAST_REGISTRY_TOKEN": "test-token"}
+    env = {**os.environ, "SWARMCAST_REGISTRY_NODE_TOKEN": "test-token"}
     server = ThreadedRegistry(registry := FakeRegistry())
     server.start()
     flags = ("--registry", registry.url)

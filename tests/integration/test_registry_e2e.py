@@ -23,7 +23,8 @@ from tests.procs import SwarmcastProcess, free_port, swarmcast_process
 # The test signal's rate, given: the source listens at once instead of measuring its input first.
 BITRATE = ("--bitrate", "125000")
 
-TOKEN = "e2e-registry-token"
+TOKEN = "e2e-registry-token"  # the admin token: nobody here is given it
+NODE_TOKEN = "e2e-registry-node-token"  # what the nodes and engines register with
 HEARTBEAT_TIMEOUT = 8.0  # --heartbeat-timeout of the registry under test (heartbeats every 5 s)
 # Every process is on 127.0.0.1: a node takes 4 peers per address by default (a household NAT), fewer than the
 # five peers each node has here.
@@ -33,7 +34,7 @@ PER_IP = ("--max-peers-per-ip", "16")
 @contextlib.contextmanager
 def registry_process(tmp: Path, port: int) -> Iterator[SwarmcastProcess]:
     args = ["registry", "--bind", HOST, "--port", str(port), "--state-dir", str(tmp / "registry"),
-            "--token", TOKEN, "--heartbeat-timeout", str(HEARTBEAT_TIMEOUT)]  # fmt: skip
+            "--token", TOKEN, "--node-token", NODE_TOKEN, "--heartbeat-timeout", str(HEARTBEAT_TIMEOUT)]  # fmt: skip
     with swarmcast_process(args, stderr_path=tmp / "registry.log", wait_port=(HOST, port)) as process:
         yield process
 
@@ -42,7 +43,7 @@ def registry_process(tmp: Path, port: int) -> Iterator[SwarmcastProcess]:
 def support(tmp: Path, url: str, name: str, registry: str) -> Iterator[tuple[SwarmcastProcess, int]]:
     """Started, not waited for (the test starts its processes together, then waits for their ports)."""
     port = free_port()
-    env = {**os.environ, "SWARMCAST_REGISTRY_TOKEN": TOKEN}  # the token by environment: off the command line
+    env = {**os.environ, "SWARMCAST_REGISTRY_NODE_TOKEN": NODE_TOKEN}  # the token by environment: off the command line
     args = ["node", "support", "--bind", HOST, "--port", str(port), "--url", url, "--pid-file-dir", str(tmp),
             "--registry", registry, *PER_IP]  # fmt: skip
     with swarmcast_process(args, env=env, stderr_path=tmp / f"{name}.log") as process:
@@ -53,7 +54,7 @@ def support(tmp: Path, url: str, name: str, registry: str) -> Iterator[tuple[Swa
 def engine(tmp: Path, registry: str, name: str) -> Iterator[tuple[SwarmcastProcess, int]]:
     http_port = free_port()
     args = ["engine", "--http-port", str(http_port), "--port", str(free_port()), "--bind", HOST, "--pid-file-dir",
-            str(tmp), "--startup-timeout", "20", "--registry", registry, "--registry-token", TOKEN,
+            str(tmp), "--startup-timeout", "20", "--registry", registry, "--registry-token", NODE_TOKEN,
             *PER_IP]  # fmt: skip
     with swarmcast_process(args, stderr_path=tmp / f"{name}.log") as process:
         yield process, http_port
@@ -87,7 +88,7 @@ async def until(check: Any, timeout: float = 40.0) -> Any:
 async def test_network_registers_gone_left_play_by_name_and_registry_stop(tmp_path: Path) -> None:
     port = free_port()
     registry = f"http://{HOST}:{port}"
-    flags = ("--registry", registry, "--registry-token", TOKEN)
+    flags = ("--registry", registry, "--registry-token", NODE_TOKEN)
     with (
         registry_process(tmp_path, port) as registry_proc,
         signal_source(tmp_path) as signal_url,

@@ -34,7 +34,7 @@ async def test_nodes_and_engine_register_and_engine_plays_by_name(tmp_path: Path
     with threaded(FakeRegistry()) as registry:
         flags = ("--registry", registry.url, "--registry-token", registry.token)
         support_port = free_port()
-        env = {**os.environ, "SWARMCAST_REGISTRY_TOKEN": registry.token}  # the token by environment, too
+        env = {**os.environ, "SWARMCAST_REGISTRY_NODE_TOKEN": registry.token}  # the token by environment, too
         with (
             signal_source(tmp_path) as signal_url,
             source_node(tmp_path, signal_url, *BITRATE, *flags, "--registry-name", "news-hd") as source,

@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import urllib.parse
+import urllib.request
 from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
 
-from swarmcast.commands.ctl import CtlError, _start_query, target_url
+from swarmcast.commands.ctl import Client, CtlError, _limits, _start_query, target_url
 from swarmcast.commands.ctl_tables import show
 
 HOSTILE = "[link=http://evil.example]click[/link] [bold red]x\x1b[2J\x07"
@@ -57,3 +59,33 @@ def test_url_must_be_a_base_url(url: str) -> None:
 def test_url_keeps_host_and_port() -> None:
     assert target_url("http://127.0.0.1:8621/") == "http://127.0.0.1:8621"
     assert target_url("https://[::1]:6878") == "https://[::1]:6878"
+
+
+class _NotJson:
+    """What urlopen returns for a page that is not JSON (an HTML error page, a proxy's answer)."""
+
+    def __enter__(self) -> _NotJson:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def read(self, limit: int) -> bytes:
+        return b"<html>not json</html>"
+
+
+@pytest.mark.parametrize("token", ["SECRET-t0ken", "a/b c?d"])
+def test_errors_never_show_the_access_token(monkeypatch: pytest.MonkeyPatch, token: str) -> None:
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: _NotJson())
+    client = Client("http://127.0.0.1:9", token, 1.0)
+    quoted = urllib.parse.quote(token, safe="")
+    for call in (lambda: client.request(client.app("monitor")),
+                 lambda: _limits(client, False, argparse.Namespace(upload_slots=None, upload_limit=None,
+                                                                   max_peers=None)),
+                 lambda: _limits(client, False, argparse.Namespace(upload_slots=3, upload_limit=None,
+                                                                   max_peers=None))):  # fmt: skip
+        with pytest.raises(CtlError) as error:
+            call()
+        message = str(error.value)
+        assert token not in message and quoted not in message, message
+        assert "/app/***/" in message and "not JSON" in message, message

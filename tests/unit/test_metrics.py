@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
-from aiohttp.test_utils import make_mocked_request
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client.parser import text_string_to_metric_families
 
 from swarmcast.http.ctl_api import parse_settings
@@ -108,10 +111,14 @@ def test_openmetrics_when_the_scraper_asks_for_it() -> None:
 @pytest.mark.parametrize(("header", "ok"), [
     ("Bearer s3cret", True), ("bearer s3cret", True), ("Bearer s3cre", False), ("Bearer s3cret2", False),
     ("Basic s3cret", False), ("s3cret", False), ("", False),
+    # Bytes that are not UTF-8 reach us as surrogates (aiohttp): a plain no, not a UnicodeEncodeError and a 500.
+    ("Bearer \udcff\udcfe", False), ("Bearer s3cret\udcff", False), ("Bearer " + "s" * 5000, False),
 ])  # fmt: skip
 def test_bearer_token(header: str, ok: bool) -> None:
     headers = {"Authorization": header} if header else {}
-    assert bearer_matches(make_mocked_request("GET", "/metrics", headers=headers), "s3cret") is ok
+    # A request as the server makes it: make_mocked_request cannot carry the surrogates aiohttp's parser gives.
+    request = cast(web.Request, SimpleNamespace(headers=CIMultiDictProxy(CIMultiDict(headers))))
+    assert bearer_matches(request, "s3cret") is ok
 
 
 def test_engine_settings_are_checked_key_by_key() -> None:

@@ -137,11 +137,11 @@ def test_bad_registry_urls(url: str) -> None:
 
 def test_registry_url_and_token() -> None:
     assert check_registry_url("http://127.0.0.1:8620/") == "http://127.0.0.1:8620"
-    endpoint = endpoint_from("http://r", None, environ={"SWARMCAST_REGISTRY_TOKEN": "s3cret"})
+    endpoint = endpoint_from("http://r", None, environ={"SWARMCAST_REGISTRY_NODE_TOKEN": "s3cret"})
     assert endpoint is not None
     assert endpoint.token == "s3cret"
     assert "s3cret" not in repr(endpoint)  # never in logs or tracebacks
-    assert endpoint_from("http://r", "flag", environ={"SWARMCAST_REGISTRY_TOKEN": "env"}) == RegistryEndpoint(
+    assert endpoint_from("http://r", "flag", environ={"SWARMCAST_REGISTRY_NODE_TOKEN": "env"}) == RegistryEndpoint(
         "http://r", "flag"
     )
     assert endpoint_from(None, "t") is None
@@ -297,7 +297,7 @@ def test_broadcaster_takes_the_registry_flags_and_passes_them_to_its_rendition_n
     config = p2p_config_from_args(args, "http://127.0.0.1:8935")
     assert config.extra_args == ("--registry", "http://reg:8620")
     assert "s3cret" not in " ".join(config.extra_args)  # the token goes by environment, not on a command line
-    assert config.extra_env == (("SWARMCAST_REGISTRY_TOKEN", "s3cret"),)
+    assert config.extra_env == (("SWARMCAST_REGISTRY_NODE_TOKEN", "s3cret"),)
 
 
 def test_a_bad_registry_url_is_argparses_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -130,7 +130,15 @@ class Client:
         try:
             return json.loads(raw)
         except ValueError:
-            raise CtlError(f"{self.base}{path} answered something that is not JSON") from None
+            raise CtlError(f"{self.base}{self.shown(path)} answered something that is not JSON") from None
+
+    def shown(self, path: str) -> str:
+        """``path`` fit for a message: the access token's segment as ``***`` (messages end up in logs and
+        terminals that others read)."""
+        if not self.token:
+            return path
+        secret = f"/app/{urllib.parse.quote(self.token, safe='')}/"
+        return path.replace(secret, "/app/***/")
 
     def is_engine(self) -> bool:
         """An engine answers get_version in JSON; a node answers that path with aiohttp's plain-text 404."""

@@ -2,8 +2,9 @@
 
 Each command adds the flags with :func:`add_registry_options` and, when it runs, wraps its main coroutine with
 :func:`with_registry`: the node then registers, heartbeats and deregisters beside its own work (registry/client.py)
-and never waits for the registry. Registering needs the registry's write token (``--registry-token`` or
-``$SWARMCAST_REGISTRY_TOKEN``); without one a node does not register (an engine still looks streams up).
+and never waits for the registry. Registering needs the registry's node token (``--registry-token`` or
+``$SWARMCAST_REGISTRY_NODE_TOKEN``; the admin token works too, but a leak of it reads every key); without one a
+node does not register (an engine still looks streams up).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from swarmcast.registry.client import (
-    TOKEN_ENV,
     Describe,
     Figures,
     RegistryClient,
@@ -26,6 +26,7 @@ from swarmcast.registry.client import (
 )
 from swarmcast.registry.names import NAME_PATTERN, is_content_id
 from swarmcast.registry.reports import HasNodeState, NodeReporter, reachable_host, registry_name
+from swarmcast.tokens import TOKEN_ENV
 
 log = logging.getLogger("swarmcast.registry.client")
 
@@ -53,7 +54,7 @@ def add_registry_options(parser: argparse.ArgumentParser, *, source: bool = Fals
                             "with this node's figures and deregister on a clean stop; the node never waits for it "
                             "(default: none)")  # fmt: skip
     group.add_argument("--registry-token", metavar="TOKEN",
-                       help=f"the registry's write token, needed to register (default: ${TOKEN_ENV})")
+                       help=f"the registry's node token (its --node-token), needed to register (default: ${TOKEN_ENV})")
     group.add_argument("--registry-host", metavar="HOST",
                        help="the host peers reach this node at, as registered (default: --bind, or when that is "
                             "0.0.0.0 the local address of the route to the registry)")  # fmt: skip

@@ -10,7 +10,6 @@ the path, ``/app/TOKEN/metrics`` (as every other /app path), or on ``/metrics`` 
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -19,6 +18,7 @@ from aiohttp import web
 from swarmcast.metrics.collectors import EngineCollector, NodeCollector
 from swarmcast.metrics.exposition import build_info_collector, exposition, new_registry
 from swarmcast.node.shared import app_path
+from swarmcast.tokens import bearer, matches
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector, CollectorRegistry
@@ -43,9 +43,9 @@ def _handler(collectors: Callable[[], list[Collector]]) -> Callable[[web.Request
 
 
 def bearer_matches(request: web.Request, token: str) -> bool:
-    """``Authorization: Bearer <token>``, compared in constant time."""
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    """``Authorization: Bearer <token>``, compared by swarmcast.tokens (constant time, capped, safe on bytes that
+    are not UTF-8)."""
+    return matches(bearer(request.headers), token)
 
 
 def node_metrics_routes(app: web.Application, state: NodeState, token: str | None) -> None:

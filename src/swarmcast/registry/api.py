@@ -3,9 +3,9 @@ broadcasts; anyone reads streams, nodes, peers and series.
 
 How this works. Handlers are thin: read a bounded body, let validate.py turn it into a checked record (or a
 400 naming the field), run one query function in the database's worker thread, answer JSON. Writes need the
-Bearer token (auth.py); reads of public data do not. ``json_errors`` puts every failure under /api/ in the
-``{"error": "<one line>"}`` shape: 4xx for the client's mistakes, 503 when the database cannot be reached,
-500 (logged, no traceback in the answer) for our bugs.
+node token (or the admin token) as a Bearer token (auth.py); reads of public data do not. ``json_errors`` puts
+every failure under /api/ in the ``{"error": "<one line>"}`` shape: 4xx for the client's mistakes, 503 when the
+database cannot be reached, 500 (logged, no traceback in the answer) for our bugs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from swarmcast.registry import queries, series, validate
-from swarmcast.registry.auth import require_token
+from swarmcast.registry.auth import require_node_token
 from swarmcast.registry.db import first_line
 from swarmcast.registry.metrics import METRICS_KEY
 from swarmcast.registry.state import RegistryState
@@ -185,7 +185,7 @@ def add_routes(app: web.Application, state: RegistryState) -> None:
         return request.app.get(METRICS_KEY)
 
     async def register_node(request: web.Request) -> web.Response:
-        require_token(request, state.token)
+        require_node_token(request, state.node_token, state.token)
         info = validate.node_info(await read_json(request), request.remote)
         try:
             node_id = await db.run(lambda c: queries.register_node(c, info, time.time()))
@@ -198,7 +198,7 @@ def add_routes(app: web.Application, state: RegistryState) -> None:
                                   "timeout": settings.heartbeat_timeout}, status=201)  # fmt: skip
 
     async def heartbeat(request: web.Request) -> web.Response:
-        require_token(request, state.token)
+        require_node_token(request, state.node_token, state.token)
         node_id = _node_id(request)
         beat = validate.heartbeat(await read_json(request))
         if not gate.allow(node_id, time.monotonic()):
@@ -211,7 +211,7 @@ def add_routes(app: web.Application, state: RegistryState) -> None:
         return web.json_response({})
 
     async def deregister(request: web.Request) -> web.Response:
-        require_token(request, state.token)
+        require_node_token(request, state.node_token, state.token)
         node_id = _node_id(request)
         if not await db.run(lambda c: queries.deregister(c, node_id, time.time())):
             return error("no such node", 404)
@@ -240,7 +240,7 @@ def add_routes(app: web.Application, state: RegistryState) -> None:
         return error("no such node", 404) if found is None else web.json_response(found)
 
     async def register_stream(request: web.Request) -> web.Response:
-        require_token(request, state.token)
+        require_node_token(request, state.node_token, state.token)
         info = validate.stream_info(await read_json(request, MAX_STREAM_BODY))
         try:
             created = await db.run(lambda c: queries.upsert_stream(c, info, time.time()))

@@ -38,10 +38,10 @@ from swarmcast.registry.http_client import (
     error_text,
     request_json,
 )
+from swarmcast.tokens import TOKEN_ENV as TOKEN_ENV  # noqa: PLC0414 - re-exported; defined once in tokens.py
 
 log = logging.getLogger("swarmcast.registry.client")
 
-TOKEN_ENV = "SWARMCAST_REGISTRY_TOKEN"  # noqa: S105 - the name of the variable, not a token
 MAX_URL_LENGTH = 1024
 DEREGISTER_TIMEOUT = 2.0  # the DELETE on a clean stop: a dead registry must not hold up a node's exit
 BACKOFF_MIN = 1.0
@@ -91,7 +91,7 @@ class RegistryEndpoint:
 
 def endpoint_from(url: str | None, token: str | None,
                   environ: Mapping[str, str] = os.environ) -> RegistryEndpoint | None:  # fmt: skip
-    """The endpoint of ``--registry`` and ``--registry-token`` (else ``$SWARMCAST_REGISTRY_TOKEN``); None without
+    """The endpoint of ``--registry`` and ``--registry-token`` (else ``$SWARMCAST_REGISTRY_NODE_TOKEN``); None without
     a URL."""
     if url is None:
         return None

@@ -12,15 +12,15 @@ How this works. ``swarmcast fleet`` on each server names these URLs in its ``con
 
 streaming-utils' own controller paths (``/source_node/get_config.php``, ``/support_node/get_config.php``,
 ``/monitor/data_receiver.php``, ``/source_node/post_data.php``) answer the same, so a config moves by changing the
-host. Every controller and admin route needs the write token (``Authorization: Bearer T``, ``X-Token: T``, or
-``?token=T`` since a fleet can only put it in its URLs): the lists hold ingest URLs, and keys leave only this way.
+host. Every controller and admin route needs the admin token, ``--token`` (``Authorization: Bearer T``, ``X-Token: T``,
+or ``?token=T`` since a fleet can only put it in its URLs); the node token is refused here (auth.py): the lists hold
+ingest URLs, and keys leave only this way.
 Keys are never logged or put in an error; requests are logged by path, never with their query (the token).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -32,6 +32,7 @@ from aiohttp import web
 from sqlalchemy.engine import Connection
 
 from swarmcast.registry import controller_store as store
+from swarmcast.registry.auth import admin_authorized
 from swarmcast.registry.keys import DEFAULT_KEY_FILE, KeyBox, KeyFileError, SealError, load_or_create
 from swarmcast.registry.state import RegistryState
 
@@ -131,13 +132,6 @@ def prepare(state: RegistryState, settings: ControllerSettings | None = None) ->
     return controller
 
 
-def _given_token(request: web.Request) -> str:
-    auth = request.headers.get("Authorization", "")
-    if auth.startswith("Bearer "):
-        return auth[len("Bearer ") :].strip()
-    return request.headers.get("X-Token") or request.query.get("token") or ""
-
-
 def _error(status: int, message: str, **extra: object) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status, headers=NO_STORE)
 
@@ -201,7 +195,7 @@ def add_routes(app: web.Application, state: RegistryState) -> None:
 
     def guarded(handler: Handler) -> Handler:
         async def check(request: web.Request) -> web.StreamResponse:
-            if not hmac.compare_digest(_given_token(request).encode(), state.token.encode()):
+            if not admin_authorized(request, state.token):
                 refusals.note(request, time.monotonic())
                 return _error(401, "bad or missing token")
             try:

@@ -28,8 +28,9 @@ class RegistrySettings:
 @dataclass
 class RegistryState:
     db: Database
-    token: str
+    token: str  # the admin (fleet) token: controller and admin routes, and the node routes too
     settings: RegistrySettings
+    node_token: str | None = None  # the nodes' token: /api/nodes* writes and POST /api/streams only (auth.py)
     extras: dict[str, object] = field(default_factory=dict)  # per-part state (controller key box, ...)
 
 
