@@ -49,6 +49,7 @@ class Picker:
         self._max_requests = config.max_requests_per_peer
         self._timeout = config.request_timeout
         self._urgent_after = config.urgent_after
+        self._patience = config.viewer_patience
         self._send = send
         self.pending: dict[int, int] = {}  # piece index -> session key it was requested from
         # Index -> when a piece only the broadcaster's nodes hold may be fetched from them (see seeder_grace).
@@ -80,7 +81,13 @@ class Picker:
                 continue
             # Peers that turned a request of ours away in the last second (over their upload limit) are not asked
             # again until then: asking each capped holder in turn cost a REQUEST and a REJECT per piece per peer.
-            holders = [s for s in holders if s.busy_until <= now]
+            ready = [s for s in holders if s.busy_until <= now]
+            if self._patience > 0 and not any(not spared(s) for s in ready) and any(not spared(s) for s in holders) \
+                    and now - self.first_seen.setdefault(index, now) < self._patience:  # fmt: skip
+                # Only viewers that turned us away a moment ago hold it besides the broadcaster's nodes: one of them
+                # will have upload again soon, and the piece is not due yet; the broadcaster's upload is the bill.
+                continue
+            holders = ready
             if not holders:
                 continue
             trusted = [s for s in holders if s.trusted]
