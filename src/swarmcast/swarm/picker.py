@@ -2,7 +2,10 @@
 
 How this works. Every turn the wanted pieces (just ahead of each cursor, earliest first) that nobody is fetching
 yet are asked of a holder: a trusted one if any, the one with the fewest requests outstanding, then the fastest.
-The broadcaster's nodes are spared when someone else has the piece (``seeder_grace``, see core.py).
+The broadcaster's nodes are spared when someone else has the piece (``seeder_grace``, see core.py), and also when
+the only other holders turned a request of ours away a moment ago (REJECT: over their upload limit): they are
+asked again after ``reject_backoff``, and the broadcaster's nodes only once the piece has been known for
+``viewer_patience`` (it is due then).
 
 Withholding. A peer may announce pieces and never deliver them, to stall the players that wait for them. Three
 signals catch it, none of them a timing assertion about honest peers:
