@@ -1,7 +1,8 @@
 """Where the support nodes' upload goes: bench/sim.py's simulator with counting probes (benchmarks.md, "Scheduling").
 
     PYTHONPATH=src python bench/sched_probe.py --peers 100 --duration 40 --supports 2 \\
-        --bandwidth 0:0.2,1:0.2,2:0.2,4:0.2,6:0.2 --latency 5-40 --loss 0 --progress 0 [--loopback]
+        --bandwidth 0:0.2,1:0.2,2:0.2,4:0.2,6:0.2 --latency 5-40 --loss 0 --progress 0 [--loopback] \\
+        [--set viewer_patience=0.4 --set reject_backoff=0.3 ...]
 
 Takes bench/sim.py's arguments and runs its Simulator unchanged, wrapping a few methods to count only: payload
 bytes by role -> role over the measured window (so the broadcaster's total, source + support nodes to engines,
@@ -15,6 +16,7 @@ Simulator.mark/figures/add_node): when those change, this file follows.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -24,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import sim
 from swarmcast.swarm import core, picker
-from swarmcast.swarm.config import Role
+from swarmcast.swarm.config import Role, SwarmConfig
 from swarmcast.swarm.peer import PeerSession
 from swarmcast.swarm.store import StoredPiece
 
@@ -116,9 +118,30 @@ class Probe:
         return out
 
 
+def override(settings: list[str]) -> None:
+    """``--set field=value`` (repeatable): SwarmConfig fields for every node the simulator builds, to try a policy."""
+    fields = {f.name: f.type for f in dataclasses.fields(SwarmConfig)}
+    values: dict[str, Any] = {}
+    for item in settings:
+        name, _, text = item.partition("=")
+        if name not in fields:
+            raise SystemExit(f"--set: no SwarmConfig field {name!r}")
+        values[name] = int(text) if fields[name] in (int, "int") else float(text)
+    build = SwarmConfig
+
+    def configured(**kwargs: Any) -> SwarmConfig:
+        return build(**{**kwargs, **values})
+
+    sim.SwarmConfig = configured  # type: ignore[attr-defined,assignment]
+
+
 def main(argv: list[str]) -> int:
     loopback = "--loopback" in argv
-    args = sim.parse([a for a in argv if a != "--loopback"])
+    argv = [a for a in argv if a != "--loopback"]
+    settings = [argv[i + 1] for i, a in enumerate(argv) if a == "--set" and i + 1 < len(argv)]
+    argv = [a for i, a in enumerate(argv) if a != "--set" and (i == 0 or argv[i - 1] != "--set")]
+    override(settings)
+    args = sim.parse(argv)
     probe = Probe()
     probe.install(loopback=loopback)
     result = sim.Simulator(args, args.peers, args.seed).run()

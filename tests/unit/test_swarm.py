@@ -184,7 +184,7 @@ def test_upload_limit_rejects_requests_beyond_it() -> None:
     net = MemoryNetwork()
     bc = Broadcast()
     capped = bc.make_swarm(Role.ENGINE, upload_limit=1500)  # 1.5 pieces of 1000 bytes a second
-    viewer = bc.make_swarm(Role.ENGINE)
+    viewer = bc.make_swarm(Role.ENGINE, reject_backoff=1.0)
     net.connect(capped, bc.source, 7000, 7764)
     bc.emit(net.now, random_access=True)
     net.pump()

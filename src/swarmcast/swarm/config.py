@@ -30,6 +30,11 @@ class SwarmConfig:
     # the others ``announce_delay`` s later if they still lack it (fanout.py); announce_delay 0 = all at once.
     front_peers: int = 2
     announce_delay: float = 0.5
+    # A viewer whose request another viewer REJECTed (over its upload limit) asks that viewer again only after this
+    # long; meanwhile a fresh piece held by viewers (busy ones included) is asked of the broadcaster's nodes only
+    # once ``viewer_patience`` s have passed since its first announcement (picker.py); 0 = no patience.
+    reject_backoff: float = 0.3
+    viewer_patience: float = 0.4
     max_requests_per_peer: int = 16
     request_timeout: float = 2.0
     urgent_after: float = 0.75  # a piece a reader waits for is asked of another holder after this long

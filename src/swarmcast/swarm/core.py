@@ -348,7 +348,7 @@ class Swarm:
             case Reject(index):
                 if self.picker.answered(session, index, now, delivered=False):
                     # Busy (over its upload limit or slots) or lost it: ask others first for a while.
-                    session.busy_until = now + 1.0
+                    session.busy_until = now + self.config.reject_backoff
                 session.have.discard(index)
                 session.random_access.discard(index)
             case Choke():

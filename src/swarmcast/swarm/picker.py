@@ -2,7 +2,10 @@
 
 How this works. Every turn the wanted pieces (just ahead of each cursor, earliest first) that nobody is fetching
 yet are asked of a holder: a trusted one if any, the one with the fewest requests outstanding, then the fastest.
-The broadcaster's nodes are spared when someone else has the piece (``seeder_grace``, see core.py).
+The broadcaster's nodes are spared when someone else has the piece (``seeder_grace``, see core.py), and also when
+the only other holders turned a request of ours away a moment ago (REJECT: over their upload limit): they are
+asked again after ``reject_backoff``, and the broadcaster's nodes only once the piece has been known for
+``viewer_patience`` (it is due then).
 
 Withholding. A peer may announce pieces and never deliver them, to stall the players that wait for them. Three
 signals catch it, none of them a timing assertion about honest peers:
@@ -49,6 +52,7 @@ class Picker:
         self._max_requests = config.max_requests_per_peer
         self._timeout = config.request_timeout
         self._urgent_after = config.urgent_after
+        self._patience = config.viewer_patience
         self._send = send
         self.pending: dict[int, int] = {}  # piece index -> session key it was requested from
         # Index -> when a piece only the broadcaster's nodes hold may be fetched from them (see seeder_grace).
@@ -80,7 +84,13 @@ class Picker:
                 continue
             # Peers that turned a request of ours away in the last second (over their upload limit) are not asked
             # again until then: asking each capped holder in turn cost a REQUEST and a REJECT per piece per peer.
-            holders = [s for s in holders if s.busy_until <= now]
+            ready = [s for s in holders if s.busy_until <= now]
+            if self._patience > 0 and not any(not spared(s) for s in ready) and any(not spared(s) for s in holders) \
+                    and now - self.first_seen.setdefault(index, now) < self._patience:  # fmt: skip
+                # Only viewers that turned us away a moment ago hold it besides the broadcaster's nodes: one of them
+                # will have upload again soon, and the piece is not due yet; the broadcaster's upload is the bill.
+                continue
+            holders = ready
             if not holders:
                 continue
             trusted = [s for s in holders if s.trusted]
