@@ -147,7 +147,14 @@ async def test_four_servers_restore_after_losing_the_source_server(tmp_path: Pat
             monitored = json.loads((store / "monitor" / f"{SERVER_A}_{p_source}.json").read_text())
             assert monitored["type"] == "source" and monitored["port"] == p_source
             assert (store / "monitor" / f"{SERVER_B}_{p_b}.json").is_file()
-            before = node_monitor(load_app_config(a), p_source)
+            # The monitor is a snapshot refreshed every stats_report_interval (4 s): a source that started a
+            # moment ago may still show the one taken before its first piece.
+            deadline = time.monotonic() + 30
+            while True:
+                before = node_monitor(load_app_config(a), p_source)
+                if isinstance(before["last_piece"], int) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
             content_id, last_piece = before["infohash"], before["last_piece"]
             assert isinstance(last_piece, int)
 
