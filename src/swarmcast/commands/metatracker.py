@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import logging
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from swarmcast.commands.options import port, positive_float
 from swarmcast.discovery.metatracker_server import DEFAULT_POLL_INTERVAL, ConfigError, ConfigFile, make_app
+from swarmcast.http.listen import ListenError, listening
 from swarmcast.logsetup import setup_logging
 from swarmcast.node.lifecycle import run_until_stopped
 
@@ -54,26 +52,18 @@ def run_metatracker(args: argparse.Namespace) -> int:
     failed: list[str] = []
 
     async def main(stop: asyncio.Event) -> None:
-        runner = web.AppRunner(make_app(config), access_log=None)
-        await runner.setup()
         try:
-            site = web.TCPSite(runner, args.bind, args.port)
-            try:
-                await site.start()
-            except OSError as error:
-                why = "already in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
-                failed.append(f"--port {args.port}: cannot listen on {args.bind}:{args.port}: {why}")
-                return
-            log.info("metatracker on http://%s:%d/ serving %s (%d broadcast entries)", args.bind, args.port,
-                     args.config, len(config.config.answers))  # fmt: skip
-            watcher = asyncio.create_task(config.watch(args.poll_interval), name="metatracker-config-watch")
-            try:
-                await stop.wait()
-            finally:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
-        finally:
-            await runner.cleanup()
+            async with listening(make_app(config), args.bind, args.port):
+                log.info("metatracker on http://%s:%d/ serving %s (%d broadcast entries)", args.bind, args.port,
+                         args.config, len(config.config.answers))  # fmt: skip
+                watcher = asyncio.create_task(config.watch(args.poll_interval), name="metatracker-config-watch")
+                try:
+                    await stop.wait()
+                finally:
+                    watcher.cancel()
+                    await asyncio.gather(watcher, return_exceptions=True)
+        except ListenError as error:
+            failed.append(str(error))
 
     asyncio.run(run_until_stopped(main))
     if failed:

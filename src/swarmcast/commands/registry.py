@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import logging
 import os
 import secrets
@@ -100,8 +99,7 @@ def _inside(path: Path, directory: Path) -> bool:
 
 
 def run_registry(args: argparse.Namespace) -> int:
-    from aiohttp import web  # noqa: PLC0415
-
+    from swarmcast.http.listen import ListenError, listening  # noqa: PLC0415
     from swarmcast.registry import controller  # noqa: PLC0415
     from swarmcast.registry.app import build_app  # noqa: PLC0415
     from swarmcast.registry.db import Database, DatabaseError, redact_url, sqlite_url  # noqa: PLC0415
@@ -160,20 +158,13 @@ def run_registry(args: argparse.Namespace) -> int:
     failed: list[str] = []
 
     async def main(stop: asyncio.Event) -> None:
-        runner = web.AppRunner(build_app(state), access_log=None)
-        await runner.setup()
         try:
-            site = web.TCPSite(runner, args.bind, args.port)
-            try:
-                await site.start()
-            except OSError as error:
-                why = "already in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
-                failed.append(f"--port {args.port}: cannot listen on {args.bind}:{args.port}: {why}")
-                return
-            log.info("registry on http://%s:%d/", args.bind, args.port)
-            await stop.wait()
+            async with listening(build_app(state), args.bind, args.port):
+                log.info("registry on http://%s:%d/", args.bind, args.port)
+                await stop.wait()
+        except ListenError as error:
+            failed.append(str(error))
         finally:
-            await runner.cleanup()
             database.dispose()
 
     asyncio.run(run_until_stopped(main))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import hmac
 import ipaddress
 import json
@@ -35,6 +34,7 @@ from aiohttp import web
 from swarmcast.commands.options import port
 from swarmcast.files import write_file_atomically
 from swarmcast.fleet.config import STREAM_UID, ConfigError, parse_text, read_text
+from swarmcast.http.listen import ListenError, listening
 from swarmcast.logsetup import setup_logging
 from swarmcast.node.lifecycle import run_until_stopped
 
@@ -221,20 +221,13 @@ def run_receiver(args: argparse.Namespace) -> int:
     failed: list[str] = []
 
     async def main(stop: asyncio.Event) -> None:
-        runner = web.AppRunner(make_app(store, token, source_config=args.source_config,
-                                        support_config=args.support_config), access_log=None)  # fmt: skip
-        await runner.setup()
+        app = make_app(store, token, source_config=args.source_config, support_config=args.support_config)
         try:
-            try:
-                await web.TCPSite(runner, args.bind, args.port).start()
-            except OSError as error:
-                why = "already in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
-                failed.append(f"--port {args.port}: cannot listen on {args.bind}:{args.port}: {why}")
-                return
-            log.info("fleet receiver on http://%s:%d/ storing in %s", args.bind, args.port, args.dir)
-            await stop.wait()
-        finally:
-            await runner.cleanup()
+            async with listening(app, args.bind, args.port):
+                log.info("fleet receiver on http://%s:%d/ storing in %s", args.bind, args.port, args.dir)
+                await stop.wait()
+        except ListenError as error:
+            failed.append(str(error))
 
     asyncio.run(run_until_stopped(main))
     if failed:
