@@ -20,6 +20,7 @@ from tests.integration.chain import (
     source_node,
     source_pieces,
     support_node,
+    wait_until,
 )
 from tests.procs import free_port
 
@@ -87,6 +88,8 @@ async def test_sigterm_says_goodbye_and_removes_pid_file(tmp_path: Path) -> None
 
     with signal_source(tmp_path) as signal_url, source_node(tmp_path, signal_url) as source:
         pid_file = tmp_path / f"acestream-{source.port}.pid"
+        # The node binds its port, then writes the file: on a loaded machine the test can see the port first.
+        await wait_until(pid_file.exists, 5.0)
         assert pid_file.read_text().strip() == str(source.process.pid)
         peer = await TestPeer.connect(HOST, source.port, source.descriptor().content_id)
         assert await peer.window() is not None
