@@ -113,23 +113,27 @@ class Reading:
         """(agreed edge, newest worth asking for), computed once per change of the claims: asked on every event."""
         view = self._view
         if view is None:
-            claims = [
-                s.newest_have for s in self._sessions.values()
-                if s.newest_have is not None and s.trusted and s.may_download
-            ]  # fmt: skip
+            # One pass over the sessions (this runs after nearly every stored piece and every newer claim).
+            claims: list[int] = []
+            vouched: int | None = None
+            for s in self._sessions.values():
+                claim = s.newest_have
+                if claim is None or not s.may_download:
+                    continue
+                if s.trusted:
+                    claims.append(claim)
+                # The broadcaster's own nodes (source and support nodes, proven by credential) are believed on their
+                # own when they are ahead: a source restarted with its numbering a block further on is ahead of
+                # every viewer, and the median of the viewers' claims would hold the edge behind it for ever. (Not
+                # when they are behind: a support node cut off from the source must not hold back viewers who can
+                # get ahead elsewhere.)
+                if s.is_seeder and (vouched is None or claim > vouched):
+                    vouched = claim
             if not claims:  # nobody trusted (a lone source that was slow once): discounting leaves no one to follow
                 claims = [s.newest_have for s in self.voters() if s.newest_have is not None]
             agreed = self._edge.agreed(claims)
-            # The broadcaster's own nodes (source and support nodes, proven by credential) are believed on their own
-            # when they are ahead: a source restarted with its numbering a block further on is ahead of every viewer,
-            # and the median of the viewers' claims would hold the edge behind it for ever. (Not when they are
-            # behind: a support node cut off from the source must not hold back viewers who can get ahead elsewhere.)
-            vouched = [
-                s.newest_have for s in self._sessions.values()
-                if s.newest_have is not None and s.may_download and s.is_seeder
-            ]  # fmt: skip
-            if vouched and (agreed is None or max(vouched) > agreed):
-                agreed = max(vouched)
+            if vouched is not None and (agreed is None or vouched > agreed):
+                agreed = vouched
             newest = None if agreed is None else max(agreed, min(max(claims, default=agreed), agreed + EDGE_MARGIN))
             view = self._view = (agreed, newest)
         return view
