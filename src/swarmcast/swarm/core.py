@@ -340,7 +340,12 @@ class Swarm:
                 if self._too_old(index):
                     return
                 self.picker.heard(session, index)  # before it is noted: whether the peer had nothing yet
+                changes, before, held = self.reading.changes, session.newest_have, len(session.have)
                 self._note_have(session, index, flags)
+                if session.newest_have != before:
+                    self.reading.raised(session, before, changes)  # one insertion, not a count of every claim
+                if len(session.have) < held:
+                    self.picker.changed()  # its set was trimmed: pieces a pass read left it
                 self.rotation.note_have(session, index, now)
                 if index not in self.store:
                     self.picker.note_have(session, index, now, self._grace_for)
@@ -446,7 +451,7 @@ class Swarm:
         evicted = self.store.add(piece)
         self.rotation.stored(now)
         self.picker.stored(piece.index)
-        self.reading.claims_changed()
+        self.reading.verified_changed()
         if self.edge.note_verified(piece.index, now):
             self._check_claims(now)
         if piece.index in evicted:
