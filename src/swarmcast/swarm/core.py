@@ -491,18 +491,16 @@ class Swarm:
             cursors.append(self._sweeper)
         return cursors
 
-    def _wanted_ranges(self) -> list[tuple[int, int]]:
-        newest = self.reading.newest_known()
-        if newest is None:
-            return []
+    def _wanted_ranges(self, newest: int) -> list[tuple[int, int]]:
         ranges = []
+        lookahead = self.config.lookahead_pieces
         for cursor in self._all_cursors():
             if not cursor.started and cursor is not self._sweeper:
                 # A new player: choose its start as soon as a peer's WINDOW or HAVE names one, not when the player
                 # next polls, so the first requests go out in the same turn as the news.
                 self.reading.choose_start(cursor)
             if cursor.position is not None:
-                ranges.append((cursor.position, min(newest, cursor.position + self.config.lookahead_pieces)))
+                ranges.append((cursor.position, min(newest, cursor.position + lookahead)))
         return ranges
 
     def _fill_requests(self, now: float, *, may_skip: bool = False) -> None:
@@ -510,10 +508,12 @@ class Swarm:
         nothing a pass reads, skip it when the picker says it would ask for nothing (``Picker.quiet``)."""
         if self.descriptor is None or self.config.role is Role.SOURCE:
             return
-        ranges = self._wanted_ranges()
+        agreed, newest = self.reading.edge_view()  # choosing a start (in _wanted_ranges) does not move the edge
+        if newest is None:
+            return
+        ranges = self._wanted_ranges(newest)
         if not ranges:
             return
-        agreed = self.reading.agreed_edge()
         key = (tuple(ranges), agreed, len(self.store), len(self.sessions), len(self._metadata), self.config)
         if may_skip and self.picker.quiet(key, now):
             return

@@ -185,6 +185,10 @@ class Reading:
         self._vouched = vouched
         self._claims_at = self.changes
 
+    def edge_view(self) -> tuple[int | None, int | None]:
+        """(``agreed_edge()``, ``newest_known()``) in one call."""
+        return self._view or self._edge_view()
+
     def agreed_edge(self) -> int | None:
         return self._edge_view()[0]
 
