@@ -48,11 +48,13 @@ from swarmcast.wire.connection import ConnectionClosed, Event, HandshakeReceived
 from swarmcast.wire.errors import ErrorCode, ProtocolError
 from swarmcast.wire.messages import (
     MAX_WINDOW_PIECES,
+    Cancel,
     Choke,
     CredentialMessage,
     GoodbyeReason,
     Have,
     Interested,
+    KeepAlive,
     Message,
     Metadata,
     MetadataRequest,
@@ -73,6 +75,11 @@ __all__ = ["NEWCOMER_GRACE", "PREFERRED_EXTRA_PEERS", "Cursor", "Role", "Swarm",
 HOUSEKEEPING_INTERVAL = 1.0  # seconds between connection timers, back-pressure checks and rechoke checks
 LATE_PIECES = 2  # a piece this far behind the newest known is asked of the broadcaster's nodes without a grace
 STABLE_SESSION = 10.0  # seconds a session must last for its address's failed attempts to be forgiven
+# Messages after which a request pass may be skipped: they change nothing Picker.fill reads (HAVE tells the
+# picker itself whether it matters: Picker.heard). Every other message, and every timer, wakes the next pass up.
+QUIET_MESSAGES: frozenset[type[Message]] = frozenset(
+    {Have, Request, KeepAlive, Cancel, Pex, Interested, NotInterested, MetadataRequest}
+)
 
 
 class Swarm:
@@ -310,6 +317,8 @@ class Swarm:
                         kind = type(event.message).__name__.upper()
                         raise ProtocolError(ErrorCode.FLOOD, f"too many {kind} messages")
                     self._handle_message(session, event.message, now)
+                    if type(event.message) not in QUIET_MESSAGES:
+                        self.picker.changed()
                 except ProtocolError as error:
                     self.ban(session, error, now)
             elif isinstance(event, ConnectionClosed):
@@ -321,7 +330,7 @@ class Swarm:
                     session.link.close()
             elif isinstance(event, HandshakeReceived):  # pragma: no cover - the owner consumes it
                 continue
-        self._fill_requests(now)
+        self._fill_requests(now, may_skip=True)
         self._outbox.flush_dirty()
 
     def _handle_message(self, session: PeerSession, message: Message, now: float) -> None:
@@ -330,7 +339,13 @@ class Swarm:
                 self.edge.check(index, now)
                 if self._too_old(index):
                     return
+                self.picker.heard(session, index)  # before it is noted: whether the peer had nothing yet
+                changes, before, held = self.reading.changes, session.newest_have, len(session.have)
                 self._note_have(session, index, flags)
+                if session.newest_have != before:
+                    self.reading.raised(session, before, changes)  # one insertion, not a count of every claim
+                if len(session.have) < held:
+                    self.picker.changed()  # its set was trimmed: pieces a pass read left it
                 self.rotation.note_have(session, index, now)
                 if index not in self.store:
                     self.picker.note_have(session, index, now, self._grace_for)
@@ -436,7 +451,7 @@ class Swarm:
         evicted = self.store.add(piece)
         self.rotation.stored(now)
         self.picker.stored(piece.index)
-        self.reading.claims_changed()
+        self.reading.verified_changed()
         if self.edge.note_verified(piece.index, now):
             self._check_claims(now)
         if piece.index in evicted:
@@ -476,28 +491,42 @@ class Swarm:
             cursors.append(self._sweeper)
         return cursors
 
-    def _wanted_ranges(self) -> list[tuple[int, int]]:
-        newest = self.reading.newest_known()
-        if newest is None:
-            return []
+    def _wanted_ranges(self, newest: int) -> list[tuple[int, int]]:
         ranges = []
+        lookahead = self.config.lookahead_pieces
         for cursor in self._all_cursors():
             if not cursor.started and cursor is not self._sweeper:
                 # A new player: choose its start as soon as a peer's WINDOW or HAVE names one, not when the player
                 # next polls, so the first requests go out in the same turn as the news.
                 self.reading.choose_start(cursor)
             if cursor.position is not None:
-                ranges.append((cursor.position, min(newest, cursor.position + self.config.lookahead_pieces)))
+                ranges.append((cursor.position, min(newest, cursor.position + lookahead)))
         return ranges
 
-    def _fill_requests(self, now: float) -> None:
+    def _fill_requests(self, now: float, *, may_skip: bool = False) -> None:
+        """Ask for what the readers want next (picker.py). ``may_skip``: after events that may have changed
+        nothing a pass reads, skip it when the picker says it would ask for nothing (``Picker.quiet``)."""
         if self.descriptor is None or self.config.role is Role.SOURCE:
             return
-        wanted = sorted({i for low, high in self._wanted_ranges() for i in range(low, high + 1)})
+        agreed, newest = self.reading.edge_view()  # choosing a start (in _wanted_ranges) does not move the edge
+        if newest is None:
+            return
+        ranges = self._wanted_ranges(newest)
+        if not ranges:
+            return
+        key = (tuple(ranges), agreed, len(self.store), len(self.sessions), len(self._metadata), self.config)
+        if may_skip and self.picker.quiet(key, now):
+            return
+        wanted: list[int] | range
+        if len(ranges) == 1:  # one reader (a player, or a support node's sweeper): in order already
+            wanted = range(ranges[0][0], ranges[0][1] + 1)
+        else:
+            wanted = sorted({i for low, high in ranges for i in range(low, high + 1)})
         if self._metadata:  # HLS segment indexes first: tiny, and what an origin fallback needs (hls_fallback.py)
+            wanted = list(wanted)
             wanted.sort(key=lambda i: i not in self._metadata)
         if wanted:
-            self.picker.fill(now, wanted, self.store.__contains__, self._spared_predicate(), self.reading.agreed_edge())
+            self.picker.fill(now, wanted, self.store.__contains__, self._spared_predicate(), agreed, key)
 
     def _front_size(self, origin: PeerSession | None) -> int:
         """How many viewers a support node tells of a fresh piece at once: ``front_peers`` for its own share of the
@@ -552,7 +581,9 @@ class Swarm:
         waiting = {c.position for c in self._all_cursors() if c.position is not None and c.waiting_since is not None}
         self.picker.expire(now, waiting)
         self._advance_sweeper(now)
-        self._fill_requests(now)
+        if housekeeping:
+            self.picker.changed()  # peers dropped, credentials checked or expired: not worth tracking one by one
+        self._fill_requests(now, may_skip=True)
         if housekeeping:
             self._outbox.flush_all(self.sessions.values())
         else:

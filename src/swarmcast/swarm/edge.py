@@ -61,7 +61,10 @@ class LiveEdge:
 
     def agreed(self, claims: Iterable[int]) -> int | None:
         """The edge a majority of peers reached (lower median of their newest claims), at least what we verified."""
-        ordered = sorted(claims)
+        return self.agreed_sorted(sorted(claims))
+
+    def agreed_sorted(self, ordered: Sequence[int]) -> int | None:
+        """``agreed`` for claims in ascending order."""
         median = ordered[(len(ordered) - 1) // 2] if ordered else None
         if median is None:
             return self.verified

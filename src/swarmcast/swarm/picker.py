@@ -25,7 +25,7 @@ off with delivered pieces and with time (``STRIKE_HALF_LIFE``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from swarmcast.swarm.config import SwarmConfig
 from swarmcast.swarm.peer import PeerSession
@@ -35,6 +35,7 @@ STRIKE_HALF_LIFE = 30.0  # seconds
 MIN_REQUEST_TIMEOUT = 0.5  # seconds, for the most distrusted peers
 MAX_SPARED = 4096  # fresh pieces we remember a grace and a first announcement for
 DISTRUST_DELAY = 0.5  # seconds a piece only distrusted peers announced waits for a trusted holder
+_EPSILON = 1e-6  # seconds: a wait computed as a sum ends this much early for ``quiet`` (float rounding)
 
 
 class Picker:
@@ -62,34 +63,76 @@ class Picker:
         self.withheld = 0  # requests given up on: for status and tests
         # Pieces given up on once (index -> when), asked next of a peer with a record; bounded like first_seen.
         self.retried: dict[int, float] = {}
+        self._quiet: tuple[object, ...] | None = None  # see quiet(): what the last pass that asked nothing read
+        self._quiet_until = 0.0
+        self._candidates: set[int] = set()
 
     # -- asking ------------------------------------------------------------------------------------------
+    def quiet(self, key: tuple[object, ...], now: float) -> bool:
+        """True when a pass now would ask for nothing: the last one asked for nothing, ``key`` (the caller's
+        summary of what the pass reads besides the peers: wanted ranges, agreed edge, store size, config) is the
+        same, nothing the pass reads of the peers changed since (``changed``), and none of its waits has ended."""
+        return self._quiet is not None and now < self._quiet_until and self._quiet == (key, len(self.pending))
+
+    def changed(self) -> None:
+        """Something a pass reads changed (a peer's pieces, choke, trust or status, the store): the next one runs.
+
+        Whoever changes a session's ``have``, ``peer_choking``, ``may_download``, ``busy_until`` or status outside
+        the picker calls this (core.py does for every message but those listed in its ``QUIET_MESSAGES``)."""
+        self._quiet = None
+
+    def heard(self, session: PeerSession, index: int) -> None:
+        """``session`` announces ``index`` (before it is noted): only news that can lead to a request wakes the
+        next pass up: a piece the last pass looked for a holder of, or the peer's first piece."""
+        if self._quiet is not None and (not session.have or index in self._candidates):
+            self._quiet = None
+
     def fill(
         self,
         now: float,
-        wanted: list[int],
+        wanted: Iterable[int],
         have_piece: Callable[[int], bool],
         spared: Callable[[PeerSession], bool],
         agreed: int | None,
+        key: tuple[object, ...] = (),
     ) -> None:
-        sources = [s for s in self._sessions.values() if s.may_download and not s.peer_choking and s.have]
-        if not sources:
-            return
-        could_fetch_first = any(not spared(s) and s.trusted for s in sources)
+        # Most calls find every wanted piece held or on order already: the peers we may ask are listed only once
+        # a piece needs one (the list is the same either way: nothing changes before the first request).
+        sources: list[PeerSession] | None = None
+        could_fetch_first = False
+        pending = self.pending
+        max_requests = self._max_requests
+        # What a pass that asks for nothing depends on, so the next ones can be skipped (``quiet``): the pieces it
+        # looked for a holder of, and the earliest moment one of its waits (a REJECT backoff, the patience, the
+        # distrust delay, a grace) ends. ``_EPSILON`` keeps that moment on the safe side of float rounding.
+        candidates: set[int] = set()
+        due = float("inf")
+        asked = False
         for index in wanted:
-            if index in self.pending or have_piece(index):
+            if index in pending or have_piece(index):
                 continue
-            holders = [s for s in sources if index in s.have and len(s.requests_out) < self._max_requests]
+            candidates.add(index)
+            if sources is None:
+                sources = [s for s in self._sessions.values() if s.may_download and not s.peer_choking and s.have]
+                if not sources:
+                    break
+                could_fetch_first = any(not spared(s) and s.trusted for s in sources)
+            holders = [s for s in sources if index in s.have and len(s.requests_out) < max_requests]
             if not holders:
                 continue
             # Peers that turned a request of ours away in the last second (over their upload limit) are not asked
             # again until then: asking each capped holder in turn cost a REQUEST and a REJECT per piece per peer.
             ready = [s for s in holders if s.busy_until <= now]
-            if self._patience > 0 and not any(not spared(s) for s in ready) and any(not spared(s) for s in holders) \
-                    and now - self.first_seen.setdefault(index, now) < self._patience:  # fmt: skip
-                # Only viewers that turned us away a moment ago hold it besides the broadcaster's nodes: one of them
-                # will have upload again soon, and the piece is not due yet; the broadcaster's upload is the bill.
-                continue
+            if len(ready) < len(holders):
+                due = min(due, *[s.busy_until for s in holders if s.busy_until > now])
+            if self._patience > 0 and not any(not spared(s) for s in ready) and any(not spared(s) for s in holders):
+                seen = self.first_seen.setdefault(index, now)
+                if now - seen < self._patience:
+                    # Only viewers that turned us away a moment ago hold it besides the broadcaster's nodes: one of
+                    # them will have upload again soon, and the piece is not due yet; the broadcaster's upload is the
+                    # bill.
+                    due = min(due, seen + self._patience - _EPSILON)
+                    continue
             holders = ready
             if not holders:
                 continue
@@ -102,21 +145,35 @@ class Picker:
                 if proven:
                     best = min(proven, key=lambda s: (not s.is_seeder, len(s.requests_out)))
                     self._ask(best, index, now)
+                    asked = True
                     continue
             if trusted:
                 holders = trusted
-            elif (agreed is None or index > agreed) and now - self.first_seen.setdefault(index, now) < DISTRUST_DELAY:
-                # Only peers that withheld before claim it, and no majority says it exists yet: give a trusted peer
-                # a moment to announce it. (Never longer: a lone source with a strike must still be asked.)
-                continue
+            elif agreed is None or index > agreed:
+                seen = self.first_seen.setdefault(index, now)
+                if now - seen < DISTRUST_DELAY:
+                    # Only peers that withheld before claim it, and no majority says it exists yet: give a trusted
+                    # peer a moment to announce it. (Never longer: a lone source with a strike must still be asked.)
+                    due = min(due, seen + DISTRUST_DELAY - _EPSILON)
+                    continue
             # Spare the broadcaster's nodes when someone else has the piece: their upload is the broadcaster's bill.
             others = [s for s in holders if not spared(s)]
             if others:
                 holders = others
-            elif could_fetch_first and now < self.spare_until.get(index, 0.0):
-                continue  # fresh, held only by the broadcaster: another peer may fetch it first and pass it on
+            elif could_fetch_first:
+                spare_until = self.spare_until.get(index, 0.0)
+                if now < spare_until:
+                    due = min(due, spare_until)
+                    continue  # fresh, held only by the broadcaster: another peer may fetch it first and pass it on
             best = min(holders, key=lambda s: (len(s.requests_out), -s.down.rate(now)))
             self._ask(best, index, now)
+            asked = True
+        if asked:
+            self._quiet = None
+        else:
+            self._quiet = (key, len(self.pending))
+            self._quiet_until = due
+            self._candidates = candidates
 
     def _ask(self, session: PeerSession, index: int, now: float) -> None:
         session.requests_out[index] = now
@@ -127,6 +184,7 @@ class Picker:
         if index not in self.spare_until:
             # First news of a fresh piece: our moment to let others take it from the broadcaster first.
             if len(self.spare_until) >= MAX_SPARED:
+                self._quiet = None
                 _forget_older_half(self.spare_until)
                 _forget_older_half(self.first_seen)
             self.spare_until[index] = now + grace(index)
@@ -140,6 +198,7 @@ class Picker:
             self._give_up(holder, index, now, strike=0.0)
 
     def stored(self, index: int) -> None:
+        self._quiet = None
         self.spare_until.pop(index, None)
         self.first_seen.pop(index, None)
         self.retried.pop(index, None)
@@ -157,6 +216,7 @@ class Picker:
                 break
             skipped.append(earlier)
         del session.requests_out[index]
+        self._quiet = None
         if self.pending.get(index) == session.key:
             del self.pending[index]
         if delivered:
@@ -166,11 +226,13 @@ class Picker:
         return True
 
     def choked(self, session: PeerSession) -> None:
+        self._quiet = None
         for index in session.requests_out:
             self.pending.pop(index, None)
         session.requests_out.clear()
 
     def forget(self, session: PeerSession) -> None:
+        self._quiet = None  # a peer left (or may no longer be downloaded from)
         for index in list(session.requests_out):
             if self.pending.get(index) == session.key:
                 del self.pending[index]
@@ -202,6 +264,7 @@ class Picker:
         trusted = session.trusted
         session.strikes = value
         if session.trusted != trusted:
+            self._quiet = None
             self._trust_changed()  # its claims join or leave the live-edge vote
 
     def _another_holder(self, session: PeerSession, index: int, now: float) -> bool:
@@ -214,6 +277,7 @@ class Picker:
     def _give_up(self, session: PeerSession, index: int, now: float, *, strike: float) -> None:
         if session.requests_out.pop(index, None) is None:
             return
+        self._quiet = None
         if self.pending.get(index) == session.key:
             del self.pending[index]
         session.have.discard(index)

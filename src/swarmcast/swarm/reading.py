@@ -13,6 +13,7 @@ after ``skip_after``.
 
 from __future__ import annotations
 
+import bisect
 import logging
 from dataclasses import dataclass
 
@@ -47,6 +48,13 @@ class Reading:
         self._max_lag = config.max_lag_pieces
         self.skipped = 0  # pieces skipped by all readers
         self._view: tuple[int | None, int | None] | None = None
+        # The trusted peers' newest claims, sorted, and the broadcaster's nodes' newest: kept between changes of the
+        # claims so that one peer's newer claim (a HAVE, many a second per peer) is one insertion, not a pass over
+        # every session. Valid while ``_claims_at == changes``.
+        self.changes = 0  # claims_changed() calls so far
+        self._claims: list[int] = []
+        self._vouched: int | None = None
+        self._claims_at = -1
 
     def next_piece(self, cursor: Cursor, now: float) -> StoredPiece | None:
         """The next piece for this reader, in order, or None when it must wait; skips holes that time out."""
@@ -103,6 +111,30 @@ class Reading:
     def claims_changed(self) -> None:
         """A peer's newest claim, its trust, the set of peers or our newest verified piece changed."""
         self._view = None
+        self.changes += 1
+
+    def verified_changed(self) -> None:
+        """Our newest verified piece changed (the peers' claims did not)."""
+        self._view = None
+
+    def raised(self, session: PeerSession, before: int | None, changes: int) -> None:
+        """``session``'s newest claim rose from ``before``, and that was the one ``claims_changed`` since
+        ``changes``: the kept claims are updated in place instead of counted again."""
+        if self._claims_at != changes or self.changes != changes + 1 or not session.may_download:
+            return
+        claim = session.newest_have
+        assert claim is not None
+        claims = self._claims
+        if session.trusted:
+            if before is not None:
+                at = bisect.bisect_left(claims, before)
+                if at == len(claims) or claims[at] != before:
+                    return  # not counted as we thought: count again
+                del claims[at]
+            bisect.insort(claims, claim)
+        if session.is_seeder and (self._vouched is None or claim > self._vouched):
+            self._vouched = claim
+        self._claims_at = self.changes
 
     def voters(self) -> list[PeerSession]:
         """The peers whose claims count: the trusted ones, or everyone we may download from if none is."""
@@ -113,26 +145,49 @@ class Reading:
         """(agreed edge, newest worth asking for), computed once per change of the claims: asked on every event."""
         view = self._view
         if view is None:
-            claims = [
-                s.newest_have for s in self._sessions.values()
-                if s.newest_have is not None and s.trusted and s.may_download
-            ]  # fmt: skip
-            if not claims:  # nobody trusted (a lone source that was slow once): discounting leaves no one to follow
-                claims = [s.newest_have for s in self.voters() if s.newest_have is not None]
-            agreed = self._edge.agreed(claims)
+            if self._claims_at != self.changes:
+                self._count_claims()
+            claims = self._claims
+            newest_claim: int | None
+            if claims:
+                agreed = self._edge.agreed_sorted(claims)
+                newest_claim = claims[-1]
+            else:  # nobody trusted (a lone source that was slow once): discounting leaves no one to follow
+                fallback = [s.newest_have for s in self.voters() if s.newest_have is not None]
+                agreed = self._edge.agreed(fallback)
+                newest_claim = max(fallback) if fallback else None
+            vouched = self._vouched
+            if vouched is not None and (agreed is None or vouched > agreed):
+                agreed = vouched
+            newest = None
+            if agreed is not None:
+                newest = agreed if newest_claim is None else max(agreed, min(newest_claim, agreed + EDGE_MARGIN))
+            view = self._view = (agreed, newest)
+        return view
+
+    def _count_claims(self) -> None:
+        claims: list[int] = []
+        vouched: int | None = None
+        for s in self._sessions.values():
+            claim = s.newest_have
+            if claim is None or not s.may_download:
+                continue
+            if s.trusted:
+                claims.append(claim)
             # The broadcaster's own nodes (source and support nodes, proven by credential) are believed on their own
             # when they are ahead: a source restarted with its numbering a block further on is ahead of every viewer,
             # and the median of the viewers' claims would hold the edge behind it for ever. (Not when they are
             # behind: a support node cut off from the source must not hold back viewers who can get ahead elsewhere.)
-            vouched = [
-                s.newest_have for s in self._sessions.values()
-                if s.newest_have is not None and s.may_download and s.is_seeder
-            ]  # fmt: skip
-            if vouched and (agreed is None or max(vouched) > agreed):
-                agreed = max(vouched)
-            newest = None if agreed is None else max(agreed, min(max(claims, default=agreed), agreed + EDGE_MARGIN))
-            view = self._view = (agreed, newest)
-        return view
+            if s.is_seeder and (vouched is None or claim > vouched):
+                vouched = claim
+        claims.sort()
+        self._claims = claims
+        self._vouched = vouched
+        self._claims_at = self.changes
+
+    def edge_view(self) -> tuple[int | None, int | None]:
+        """(``agreed_edge()``, ``newest_known()``) in one call."""
+        return self._view or self._edge_view()
 
     def agreed_edge(self) -> int | None:
         return self._edge_view()[0]
