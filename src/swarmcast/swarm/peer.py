@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -101,7 +100,8 @@ class PeerSession:
         self.last_useful = now  # a piece went either way
         self.pex_addresses: set[Address] = set()  # distinct addresses it named, capped
         # Pieces queued for it and not yet out of our buffers: (value of connection.bytes_sent once queued, index).
-        self.serving: deque[tuple[int, int]] = deque()
+        # A list (at most max_serving long), not a deque: an empty deque takes 600 bytes, an empty list 56.
+        self.serving: list[tuple[int, int]] = []
         self.credential = CredentialState()
 
     # The handshake's SOURCE/SEEDER flags are claims anyone can make: the status comes from a verified credential.
@@ -132,8 +132,13 @@ class PeerSession:
         """Pieces we queued for it that have not left our buffers yet; drops those that have."""
         written = self.connection.bytes_sent - self.queued_bytes()
         serving = self.serving
-        while serving and serving[0][0] <= written:
-            serving.popleft()
+        done = 0
+        for queued_at, _index in serving:
+            if queued_at > written:
+                break
+            done += 1
+        if done:
+            del serving[:done]
         return len(serving)
 
     def flush(self) -> None:
