@@ -399,8 +399,7 @@ class Swarm:
 
     def _knowledge_floor(self) -> int | None:
         positions = [cursor.position for cursor in self._all_cursors()]
-        engine = self.config.role is Role.ENGINE
-        return knowledge_floor(self.store.oldest, positions, self.picker.pending, readers_only=engine)
+        return knowledge_floor(self.store.oldest, positions, self.picker.pending)
 
     def _serve_request(self, session: PeerSession, index: int, now: float) -> None:
         piece = self.uploader.choose(session, index, now)

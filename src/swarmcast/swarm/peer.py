@@ -165,24 +165,19 @@ class PeerSession:
         self.have_trim_at = size + max(HAVE_SLACK, size >> 2)
 
 
-def knowledge_floor(oldest_stored: int | None, positions: list[int | None], pending: Iterable[int], *,
-                    readers_only: bool) -> int | None:
+def knowledge_floor(oldest_stored: int | None, positions: list[int | None], pending: Iterable[int]) -> int | None:
     """The oldest piece a peer's announcement can still matter for, None while that is not known yet.
 
     What a session's ``have`` is read for: whom to ask for a piece we want (a reader's position onwards, or a
-    request still out: ``pending``), and whom to tell of a piece we hold. A viewer engine (``readers_only``) tells
-    its peers only of the piece it has just stored, which it had requested (so it was pending) or was pushed fresh:
-    its readers' positions decide. A support node tells viewers late of any piece in its store (fanout.py): its
-    store's oldest piece decides. Older announcements are dead weight: without this, the sets grew with the stream
-    (170 kB per simulated peer per minute, t = 20 to 40 s at 300 peers), the main cost of a simulated peer
-    (docs/benchmarks.md, part M); bounded by the store alone (150 pieces) they still took 8 kB each (a set's
-    table). None (no trim) while nothing is stored or read, so a newcomer choosing where to start keeps every claim.
+    request still out: ``pending``), and whom to tell of a piece we hold (the store, from its oldest piece). Older
+    announcements are dead weight: without this, the sets grew with the stream (35 kB per peer per minute at
+    2 Mbit/s), the main cost of a simulated peer (docs/benchmarks.md, part M). None (no trim) until the store
+    holds a piece, so that a newcomer still choosing where to start keeps every claim.
     """
-    readers = [position for position in positions if position is not None]
-    if readers_only and readers:
-        floor = min(readers)
-    elif oldest_stored is None:
+    if oldest_stored is None:
         return None
-    else:
-        floor = min([oldest_stored, *readers])
+    floor = oldest_stored
+    for position in positions:
+        if position is not None and position < floor:
+            floor = position
     return min(floor, min(pending, default=floor))
