@@ -36,7 +36,7 @@ from swarmcast.swarm.dialer import PREFERRED_EXTRA_PEERS, Dialer
 from swarmcast.swarm.edge import LiveEdge
 from swarmcast.swarm.fanout import Fanout
 from swarmcast.swarm.outbox import Outbox
-from swarmcast.swarm.peer import Address, PeerSession
+from swarmcast.swarm.peer import Address, PeerSession, knowledge_floor
 from swarmcast.swarm.picker import Picker, support_grace
 from swarmcast.swarm.reading import Cursor, Reading
 from swarmcast.swarm.rotation import Rotation
@@ -74,6 +74,8 @@ __all__ = ["NEWCOMER_GRACE", "PREFERRED_EXTRA_PEERS", "Cursor", "Role", "Swarm",
 
 HOUSEKEEPING_INTERVAL = 1.0  # seconds between connection timers, back-pressure checks and rechoke checks
 LATE_PIECES = 2  # a piece this far behind the newest known is asked of the broadcaster's nodes without a grace
+_METADATA = int(PieceFlags.METADATA)
+_RANDOM_ACCESS = int(PieceFlags.RANDOM_ACCESS)
 STABLE_SESSION = 10.0  # seconds a session must last for its address's failed attempts to be forgiven
 # Messages after which a request pass may be skipped: they change nothing Picker.fill reads (HAVE tells the
 # picker itself whether it matters: Picker.heard). Every other message, and every timer, wakes the next pass up.
@@ -355,6 +357,7 @@ class Swarm:
                 session.have = {first + i for i, bit in enumerate(have) if bit}
                 session.random_access = {first + i for i, bit in enumerate(random_access) if bit and have[i]}
                 session.newest_have = max(session.have) if session.have else None
+                session.trim_knowledge(self._knowledge_floor())
                 self.reading.claims_changed()
             case Request(index):
                 self._serve_request(session, index, now)
@@ -396,17 +399,22 @@ class Swarm:
         return verified is not None and index < verified - MAX_WINDOW_PIECES
 
     def _note_have(self, session: PeerSession, index: int, flags: PieceFlags) -> None:
-        session.have.add(index)
-        if flags & PieceFlags.METADATA and len(self._metadata) < MAX_WINDOW_PIECES:
+        have = session.have
+        have.add(index)
+        bits = int(flags)  # int bits: an IntFlag ``&`` runs enum.py in Python (a microsecond per HAVE)
+        if bits & _METADATA and len(self._metadata) < MAX_WINDOW_PIECES:
             self._metadata.add(index)  # an HLS segment index: asked for first (_fill_requests)
-        if flags & PieceFlags.RANDOM_ACCESS:
+        if bits & _RANDOM_ACCESS:
             session.random_access.add(index)
         if session.newest_have is None or index > session.newest_have:
             session.newest_have = index
             self.reading.claims_changed()
-        if len(session.have) > 2 * MAX_WINDOW_PIECES:
-            # Keep the newest window's worth; a peer cannot make us hold more whatever order it announces in.
-            session.forget_before(sorted(session.have)[-MAX_WINDOW_PIECES])
+        if len(have) > session.have_trim_at:  # bounded by what can still matter, O(1) amortised (peer.py)
+            session.trim_knowledge(self._knowledge_floor())
+
+    def _knowledge_floor(self) -> int | None:
+        positions = [cursor.position for cursor in self._all_cursors()]
+        return knowledge_floor(self.store.oldest, positions, self.picker.pending)
 
     def _serve_request(self, session: PeerSession, index: int, now: float) -> None:
         piece = self.uploader.choose(session, index, now)

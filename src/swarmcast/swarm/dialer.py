@@ -27,7 +27,6 @@ import ipaddress
 import random
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from swarmcast.swarm.config import SwarmConfig
 from swarmcast.swarm.peer import Address
@@ -46,6 +45,11 @@ def plausible_address(address: Address, own: set[Address] | None = None) -> bool
     host, port = address
     if not 0 < port < 65536:
         return False
+    octets = _dotted_quad(host)
+    if octets is not None:  # what ipaddress decides for IPv4, without its parsing (6 % of a 10,000-peer sim)
+        if octets[0] >= 224 or host == "0.0.0.0":  # multicast 224/4, reserved 240/4 (and broadcast), unspecified
+            return False
+        return own is None or address not in own
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -55,13 +59,34 @@ def plausible_address(address: Address, own: set[Address] | None = None) -> bool
     return own is None or address not in own
 
 
-@dataclass
+def _dotted_quad(host: str) -> list[int] | None:
+    """The four octets of a dotted-quad IPv4 address as ``ipaddress`` accepts it (decimal, no leading zeros, each at
+    most 255), else None (another form, or not an address: the caller asks ``ipaddress``)."""
+    parts = host.split(".")
+    if len(parts) != 4:
+        return None
+    octets = []
+    for part in parts:
+        if not (0 < len(part) <= 3 and part.isascii() and part.isdigit()) or (part[0] == "0" and part != "0"):
+            return None
+        value = int(part)
+        if value > 255:
+            return None
+        octets.append(value)
+    return octets
+
+
 class Candidate:
-    failures: int = 0  # attempts since the last session with it attached
-    next_try: float = 0.0
-    pinned: bool = False  # an address we were told to use (source, --download-from): never forgotten
-    preferred: bool = False  # a support node a source pointed us to: dialled first, even with the peer set full
-    startup: bool = False  # a start node: dialled first while starting, last once started (module doc)
+    # A plain class with slots: a node remembers up to max_candidates (500) of these, and a dataclass's instance
+    # dict made each three times as big (a simulated peer's largest item after the ``have`` sets).
+    __slots__ = ("failures", "next_try", "pinned", "preferred", "startup")
+
+    def __init__(self) -> None:
+        self.failures = 0  # attempts since the last session with it attached
+        self.next_try = 0.0
+        self.pinned = False  # an address we were told to use (source, --download-from): never forgotten
+        self.preferred = False  # a support node a source pointed us to: dialled first, even with the peer set full
+        self.startup = False  # a start node: dialled first while starting, last once started (module doc)
 
 
 class Dialer:
