@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 from swarmcast import transport
 
 
@@ -81,3 +83,21 @@ def test_sim_without_wall_limit_runs_to_its_duration() -> None:
     assert result["stopped_early"] is False
     assert result["ended_at_s"] == 3.0
     assert result["window_s"] == 2.0
+
+
+def test_progress_line_shows_memory_and_gc_and_leaves_the_collector_as_it_was(
+        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    import gc
+
+    thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
+    args = sim.parse(["--peers", "20", "--duration", "2", "--ramp", "1", "--progress", "1"])
+    result = sim.simulate(args, 20)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[sim 20] t=")]
+    assert len(lines) == 2  # t = 1 and t = 2
+    assert all(" rss=" in line and " MB" in line and " gc=" in line for line in lines)
+    assert float(lines[-1].split(" rss=")[1].split()[0]) > 10  # MB resident: an interpreter and a swarm at least
+    assert result["gc_s"] >= 0 and result["gc_collections"] >= 0
+    # The run's settings (frozen start-up objects, larger thresholds, the timing callback) end with it.
+    assert gc.get_threshold() == thresholds
+    assert gc.get_freeze_count() == frozen
+    assert not any(isinstance(callback, sim.GcClock) for callback in gc.callbacks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import resource
@@ -74,6 +75,24 @@ async def run_until_stopped_or_done(work: Awaitable[None], stop: asyncio.Event, 
         await asyncio.gather(work_task, stop_task, return_exceptions=True)
 
 
+# Young-generation threshold of a running node (CPython's default is 700 allocations): see tune_gc.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections for a long-running node; called once, when start-up is done.
+
+    ``gc.freeze()`` moves what the imports and the command line created (modules, classes, functions: most of a
+    node's objects, none of them ever garbage) out of the collector's sight, so the full collections that still
+    run as usual only look at what the node made since. The larger young threshold lets a node's per-message
+    objects (messages, events, frames: they live for one event-loop turn) die by reference counting before a
+    collection looks at them, instead of a young collection every 700 allocations.
+    """
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def raise_open_file_limit() -> int:
     """Raise the soft open-file limit to the hard one (a node is a server: 1024 is a desktop default); returns it.
 
@@ -134,9 +153,11 @@ def signal_handler(sig: signal.Signals, callback: Callable[[], None]) -> Iterato
 async def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run ``main(stop)`` where ``stop`` is set on SIGTERM or SIGINT; ``main`` shuts down cleanly when it is.
 
-    Every node role and the engine start here, so this is also where the open-file limit is raised.
+    Every node role and the engine start here, so this is also where the open-file limit is raised and the garbage
+    collector tuned (``tune_gc``).
     """
     raise_open_file_limit()
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(AcceptErrorLog())

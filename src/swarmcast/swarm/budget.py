@@ -73,7 +73,8 @@ class MessageBudget:
 
     def __init__(self, now: float, *, transfer_rate: float = DEFAULT_TRANSFER_RATE) -> None:
         del now  # buckets start full when first used
-        self._levels: dict[type, tuple[float, float]] = {}  # kind -> (tokens, at)
+        # kind -> [tokens, at, burst, rate]: updated in place (one charge per received message, the hot path).
+        self._levels: dict[type, list[float]] = {}
         self._allowances = ALLOWANCES
         if transfer_rate != DEFAULT_TRANSFER_RATE:
             scaled = Allowance(max(ALLOWANCES[Request].burst, 5 * transfer_rate), transfer_rate)
@@ -82,10 +83,17 @@ class MessageBudget:
     def charge(self, message: Message, now: float) -> bool:
         """Take one token for this message; False when the peer has overdrawn that kind's allowance."""
         kind = type(message)
-        allowance = self._allowances.get(kind)
-        if allowance is None:
-            return True
-        tokens, at = self._levels.get(kind, (allowance.burst, now))
-        tokens = min(allowance.burst, tokens + max(0.0, now - at) * allowance.rate) - 1.0
-        self._levels[kind] = (tokens, now)
+        level = self._levels.get(kind)
+        if level is None:
+            allowance = self._allowances.get(kind)
+            if allowance is None:
+                return True
+            level = self._levels[kind] = [allowance.burst, now, allowance.burst, allowance.rate]
+        # min(burst, tokens + max(0, now - at) * rate) - 1, written out (the builtins cost more than the sum).
+        elapsed = now - level[1]
+        tokens = level[0] + (elapsed if elapsed > 0.0 else 0.0) * level[3]
+        burst = level[2]
+        tokens = (tokens if tokens < burst else burst) - 1.0
+        level[0] = tokens
+        level[1] = now
         return tokens >= 0.0

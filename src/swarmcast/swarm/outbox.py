@@ -23,12 +23,14 @@ class Outbox:
         self._scheduled = False
 
     def send(self, session: PeerSession, message: Message, now: float) -> None:
-        before = session.connection.bytes_sent
-        session.connection.send(message, now)
+        connection = session.connection
+        before = connection.bytes_sent
+        connection.send(message, now)
         self._dirty.add(session)
-        self._stats.bytes_sent += session.connection.bytes_sent - before
-        if isinstance(message, Piece):
-            self._stats.payload_sent += len(message.data)
+        stats = self._stats
+        stats.bytes_sent += connection.bytes_sent - before
+        if type(message) is Piece:
+            stats.payload_sent += len(message.data)
 
     def flush_dirty(self) -> None:
         if self.flush_soon is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 import sys
+from typing import cast
 
 from swarmcast.wire.errors import ErrorCode, ProtocolError
 from swarmcast.wire.messages import (
@@ -54,11 +55,16 @@ from swarmcast.wire.messages import (
 
 _HANDSHAKE = struct.Struct(">4sBBH20s20s")
 _FRAME_HEADER = struct.Struct(">IB")
+_FRAME_HEADER_SIZE = _FRAME_HEADER.size
 _INDEX = struct.Struct(">Q")
 _HAVE = struct.Struct(">QB")
 _PIECE_HEADER = struct.Struct(">QB64s")
 _WINDOW_HEADER = struct.Struct(">QI")
 _PORT = struct.Struct(">H")
+# Whole frames of the hot messages in one pack (length, type, payload): no payload bytes built and then copied.
+_HAVE_FRAME = struct.Struct(">IBQB")
+_INDEX_FRAME = struct.Struct(">IBQ")
+_PIECE_FRAME = struct.Struct(">IBQB64s")
 
 _EMPTY_TYPES: dict[MessageType, Message] = {
     MessageType.KEEPALIVE: KeepAlive(),
@@ -75,6 +81,8 @@ _MESSAGE_TYPES: dict[int, MessageType] = {int(kind): kind for kind in MessageTyp
 _PIECE_FLAGS: tuple[PieceFlags, ...] = tuple(PieceFlags(value) for value in range(int(_VALID_PIECE_FLAGS) + 1))
 _TYPE_HAVE = int(MessageType.HAVE)
 _TYPE_PIECE = int(MessageType.PIECE)
+_TYPE_REQUEST = int(MessageType.REQUEST)
+_PIECE_FLAG_MASK = ~int(_VALID_PIECE_FLAGS)
 
 
 def encode_handshake(handshake: Handshake) -> bytes:
@@ -194,8 +202,26 @@ def encode_payload(message: Message) -> tuple[MessageType, bytes]:
 
 
 def encode_message(message: Message) -> bytes:
-    kind, payload = encode_payload(message)
-    return _FRAME_HEADER.pack(len(payload) + 1, int(kind)) + payload
+    # HAVE, PIECE and REQUEST are nearly every frame sent: packed whole here, with the checks of encode_payload
+    # (which also raises the errors: anything unusual is sent its way).
+    kind = type(message)
+    if kind is Have:
+        have = cast(Have, message)
+        index, flags = have.index, int(have.flags)
+        if 0 <= index <= MAX_INDEX and not flags & _PIECE_FLAG_MASK:
+            return _HAVE_FRAME.pack(_HAVE_FRAME.size - 4, _TYPE_HAVE, index, flags)
+    elif kind is Piece:
+        piece = cast(Piece, message)
+        index, flags, signature, data = piece.index, int(piece.flags), piece.signature, piece.data
+        if (0 <= index <= MAX_INDEX and not flags & _PIECE_FLAG_MASK and len(signature) == SIGNATURE_LENGTH
+                and 0 < len(data) <= MAX_PIECE_SIZE):  # fmt: skip
+            return _PIECE_FRAME.pack(_PIECE_FRAME.size - 4 + len(data), _TYPE_PIECE, index, flags, signature) + data
+    elif kind is Request:
+        index = cast(Request, message).index
+        if 0 <= index <= MAX_INDEX:
+            return _INDEX_FRAME.pack(_INDEX_FRAME.size - 4, _TYPE_REQUEST, index)
+    payload_kind, payload = encode_payload(message)
+    return _FRAME_HEADER.pack(len(payload) + 1, int(payload_kind)) + payload
 
 
 def _expect_length(kind: MessageType, payload: bytes, length: int) -> None:
@@ -270,18 +296,25 @@ def _decode_have(buffer: bytes | bytearray, start: int, end: int) -> Have:
     index, flags = _HAVE.unpack_from(buffer, start)
     if index > MAX_INDEX:
         raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"HAVE index {index} out of range")
-    return Have(index, _decode_piece_flags(flags))
+    if flags & _PIECE_FLAG_MASK:
+        raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"unknown piece flags {flags:#x}")
+    return Have(index, _PIECE_FLAGS[flags])
 
 
-def _decode_piece(buffer: bytes | bytearray, view: memoryview, start: int, end: int) -> Piece:
-    """A PIECE from ``buffer[start:end]`` with one copy of its data (out of ``view``, a memoryview of buffer)."""
+def _decode_piece(buffer: bytes | bytearray, start: int, end: int) -> Piece:
+    """A PIECE from ``buffer[start:end]`` with one copy of its data."""
     length = end - start
     if length <= _PIECE_HEADER.size or length > _PIECE_HEADER.size + MAX_PIECE_SIZE:
         raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"PIECE payload of {length} bytes")
     index, flags, signature = _PIECE_HEADER.unpack_from(buffer, start)
     if index > MAX_INDEX:
         raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, f"PIECE index {index} out of range")
-    return Piece(index, _decode_piece_flags(flags), signature, bytes(view[start + _PIECE_HEADER.size : end]))
+    if isinstance(buffer, bytes):
+        data = buffer[start + _PIECE_HEADER.size : end]  # a slice of bytes is the one copy
+    else:
+        with memoryview(buffer) as view:  # a bytearray's slice would be a copy, and bytes() of it another
+            data = bytes(view[start + _PIECE_HEADER.size : end])
+    return Piece(index, _decode_piece_flags(flags), signature, data)
 
 
 def decode_payload(type_byte: int, payload: bytes) -> Message:
@@ -304,8 +337,7 @@ def decode_payload(type_byte: int, payload: bytes) -> Message:
         case MessageType.REJECT:
             return Reject(_decode_index(kind, payload))
         case MessageType.PIECE:
-            with memoryview(payload) as view:
-                return _decode_piece(payload, view, 0, len(payload))
+            return _decode_piece(payload, 0, len(payload))
         case MessageType.PEX:
             return _decode_pex(payload)
         case MessageType.GOODBYE:
@@ -357,25 +389,25 @@ class FrameDecoder:
         messages: list[Message] = []
         size = len(source)
         pos = 0
-        with memoryview(source) as view:  # released before the buffer is resized below
-            while size - pos >= _FRAME_HEADER.size:
-                length, type_byte = _FRAME_HEADER.unpack_from(source, pos)
-                if length < 1 or length > MAX_FRAME_LENGTH:
-                    raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"frame length {length} (max {MAX_FRAME_LENGTH})")
-                end = pos + 4 + length
-                if end > size:
-                    break
-                start = pos + _FRAME_HEADER.size
-                if type_byte == _TYPE_HAVE:
-                    messages.append(_decode_have(source, start, end))
-                elif type_byte == _TYPE_PIECE:
-                    messages.append(_decode_piece(source, view, start, end))
-                else:
-                    messages.append(decode_payload(type_byte, bytes(view[start:end])))
-                pos = end
-            if source is buffer:
-                view.release()
-                del buffer[:pos]
-            elif pos < size:
+        unpack = _FRAME_HEADER.unpack_from
+        while size - pos >= _FRAME_HEADER_SIZE:
+            length, type_byte = unpack(source, pos)
+            if length < 1 or length > MAX_FRAME_LENGTH:
+                raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"frame length {length} (max {MAX_FRAME_LENGTH})")
+            end = pos + 4 + length
+            if end > size:
+                break
+            start = pos + _FRAME_HEADER_SIZE
+            if type_byte == _TYPE_HAVE:
+                messages.append(_decode_have(source, start, end))
+            elif type_byte == _TYPE_PIECE:
+                messages.append(_decode_piece(source, start, end))
+            else:
+                messages.append(decode_payload(type_byte, bytes(source[start:end])))
+            pos = end
+        if source is buffer:
+            del buffer[:pos]
+        elif pos < size:
+            with memoryview(source) as view:
                 buffer += view[pos:]
         return messages
