@@ -637,9 +637,12 @@ class Simulator:
         # growing with the square of the size). Young collections stay automatic; full ones run every GC_INTERVAL.
         # What exists now (modules, the key, the source and support nodes) lives for the whole run: frozen, no
         # collection looks at it again.
+        # Frozen only if nothing is yet: gc.unfreeze() thaws everything, so a run inside a process that froze its own
+        # (a node's tune_gc in the same test worker) leaves the collector as it found it, at some speed.
         frozen_before = gc.get_freeze_count()
         gc.collect()
-        gc.freeze()
+        if not frozen_before:
+            gc.freeze()
         gc.set_threshold(GC_YOUNG, GC_MIDDLE, 1 << 30)
         gc.callbacks.append(self.gc_clock)
         try:
@@ -647,7 +650,7 @@ class Simulator:
         finally:
             gc.callbacks.remove(self.gc_clock)
             gc.set_threshold(*thresholds)
-            if not frozen_before:  # else someone else's frozen objects would thaw with ours
+            if not frozen_before:
                 gc.unfreeze()
         if not self.measuring:
             self.mark(None)

@@ -101,3 +101,16 @@ def test_progress_line_shows_memory_and_gc_and_leaves_the_collector_as_it_was(
     assert gc.get_threshold() == thresholds
     assert gc.get_freeze_count() == frozen
     assert not any(isinstance(callback, sim.GcClock) for callback in gc.callbacks)
+
+
+def test_a_run_in_a_process_that_froze_objects_leaves_the_count_as_it_was() -> None:
+    # As in a test worker where a node's tune_gc ran first: the run must neither thaw those nor add its own.
+    import gc
+
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        sim.simulate(sim.parse(["--peers", "10", "--duration", "1", "--ramp", "0.5", "--progress", "0"]), 10)
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

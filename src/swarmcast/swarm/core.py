@@ -342,12 +342,12 @@ class Swarm:
                 if self._too_old(index):
                     return
                 self.picker.heard(session, index)  # before it is noted: whether the peer had nothing yet
-                changes, before, held = self.reading.changes, session.newest_have, len(session.have)
+                changes, before, known = self.reading.changes, session.newest_have, session.have
                 self._note_have(session, index, flags)
                 if session.newest_have != before:
                     self.reading.raised(session, before, changes)  # one insertion, not a count of every claim
-                if len(session.have) < held:
-                    self.picker.changed()  # its set was trimmed: pieces a pass read left it
+                if session.have is not known:
+                    self.picker.changed()  # trimmed (a trim builds a new set): pieces a pass read may have left it
                 self.rotation.note_have(session, index, now)
                 if index not in self.store:
                     self.picker.note_have(session, index, now, self._grace_for)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-import sys
 from typing import cast
 
 from swarmcast.wire.errors import ErrorCode, ProtocolError
@@ -281,7 +280,9 @@ def _decode_pex(payload: bytes) -> Pex:
         # IPv4Address's own text, without building one (ipaddress was 6 % of a 10,000-peer simulation).
         # Interned: a node keeps the addresses it hears of (dialer candidates, per-peer PEX sets), and the same few
         # hundred come in PEX after PEX.
-        host = sys.intern(f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}" if family == 4 else str(ipaddress.IPv6Address(raw)))
+        # Not interned: hosts come from any peer before any cap applies, and interned strings are immortal on some
+        # CPython versions (3.12.0-3.12.5), so a reconnecting peer naming fresh addresses would grow memory for good.
+        host = f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}" if family == 4 else str(ipaddress.IPv6Address(raw))
         (port,) = _PORT.unpack_from(payload, pos + 1 + size)
         peers.append((host, int(port)))
         pos = end
