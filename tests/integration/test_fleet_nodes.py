@@ -8,12 +8,14 @@ checked in tests/unit/test_fleet_commandline.py (``--create-hls-transport`` is b
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +24,8 @@ import pytest
 
 import swarmcast
 from swarmcast.fleet import jsonc
+from swarmcast.fleet.config import load_app_config
+from swarmcast.fleet.controller import node_monitor
 from swarmcast.fleet.processes import alive
 from tests.integration.chain import HOST, decode_video, engine, read_stream
 from tests.procs import free_port, swarmcast_process
@@ -105,6 +109,17 @@ def status(config: Path) -> dict[int, dict[str, object]]:
     rows = {int(r["port"]): r for r in map(json.loads, result.stdout.splitlines())}
     assert result.returncode == (0 if all(r["state"] == "up" for r in rows.values()) else 1), result.stderr
     return rows
+
+
+async def monitor_with_a_piece(config: Path, port: int, timeout: float = 30.0) -> dict[str, object]:
+    """The node's monitor once it shows a piece. The monitor is a snapshot refreshed every stats_report_interval
+    (4 s): a source that started a moment ago may still show the one taken before its first piece."""
+    deadline = time.monotonic() + timeout
+    while True:
+        monitored = node_monitor(load_app_config(config), port)
+        if isinstance(monitored["last_piece"], int) or time.monotonic() > deadline:
+            return monitored
+        await asyncio.sleep(0.5)
 
 
 @contextlib.contextmanager

@@ -28,7 +28,15 @@ import aiohttp
 from swarmcast.fleet.config import load_app_config
 from swarmcast.fleet.controller import node_monitor
 from tests.integration.chain import HOST, decode_video, engine
-from tests.integration.test_fleet_nodes import fleet, ok, signal_url, source_entry, stopped_at_end, write_root
+from tests.integration.test_fleet_nodes import (
+    fleet,
+    monitor_with_a_piece,
+    ok,
+    signal_url,
+    source_entry,
+    stopped_at_end,
+    write_root,
+)
 from tests.procs import free_port, swarmcast_process
 
 SERVER_A, SERVER_B, SERVER_C, SERVER_D = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"
@@ -147,14 +155,7 @@ async def test_four_servers_restore_after_losing_the_source_server(tmp_path: Pat
             monitored = json.loads((store / "monitor" / f"{SERVER_A}_{p_source}.json").read_text())
             assert monitored["type"] == "source" and monitored["port"] == p_source
             assert (store / "monitor" / f"{SERVER_B}_{p_b}.json").is_file()
-            # The monitor is a snapshot refreshed every stats_report_interval (4 s): a source that started a
-            # moment ago may still show the one taken before its first piece.
-            deadline = time.monotonic() + 30
-            while True:
-                before = node_monitor(load_app_config(a), p_source)
-                if isinstance(before["last_piece"], int) or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.5)
+            before = await monitor_with_a_piece(a, p_source)
             content_id, last_piece = before["infohash"], before["last_piece"]
             assert isinstance(last_piece, int)
 

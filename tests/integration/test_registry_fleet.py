@@ -38,7 +38,16 @@ from swarmcast.registry import controller_store
 from swarmcast.registry.controller import prepare
 from swarmcast.registry.db import Database, sqlite_url
 from swarmcast.registry.state import RegistrySettings, RegistryState
-from tests.integration.test_fleet_nodes import env, fleet, ok, signal_url, source_entry, stopped_at_end, write_root
+from tests.integration.test_fleet_nodes import (
+    env,
+    fleet,
+    monitor_with_a_piece,
+    ok,
+    signal_url,
+    source_entry,
+    stopped_at_end,
+    write_root,
+)
 from tests.procs import free_port, swarmcast_process
 
 HOST = "127.0.0.1"
@@ -177,7 +186,7 @@ async def test_fleet_through_the_registry_restores_on_a_new_server_and_the_key_l
                 run(a, "update-metadata"))  # fmt: skip
             assert "monitor: 1 source node(s) sent" in sent_a and "monitor: 1 support node(s) sent" in sent_b
             assert "update-metadata: sent 1 stream(s)" in pushed and "token=***" in pushed, pushed
-            before = node_monitor(load_app_config(a), p_source)
+            before = await monitor_with_a_piece(a, p_source)  # the 4 s snapshot may predate the first piece
             content_id, last_piece = before["infohash"], before["last_piece"]
             assert isinstance(last_piece, int)
             monitored = json.loads(admin("GET", f"{base}/api/controller/monitor").body)["nodes"]
