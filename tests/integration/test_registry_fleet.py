@@ -180,13 +180,14 @@ async def test_fleet_through_the_registry_restores_on_a_new_server_and_the_key_l
             by_a = request("GET", f"{ctl}/support_node?token={TOKEN}", source=SERVER_A)
             assert json.loads(by_a.body) == {"result": []}
 
+            # The node's snapshot (refreshed every 4 s) may predate its first piece: pushed once it shows one.
+            before = await monitor_with_a_piece(a, p_source)
             # Monitoring and metadata go to the registry (the three pushes at once, as the timers of two servers).
             sent_a, sent_b, pushed = await asyncio.gather(
                 run(a, "monitor", "--node-type", "source"), run(b, "monitor", "--node-type", "support"),
                 run(a, "update-metadata"))  # fmt: skip
             assert "monitor: 1 source node(s) sent" in sent_a and "monitor: 1 support node(s) sent" in sent_b
             assert "update-metadata: sent 1 stream(s)" in pushed and "token=***" in pushed, pushed
-            before = await monitor_with_a_piece(a, p_source)  # the 4 s snapshot may predate the first piece
             content_id, last_piece = before["infohash"], before["last_piece"]
             assert isinstance(last_piece, int)
             monitored = json.loads(admin("GET", f"{base}/api/controller/monitor").body)["nodes"]
