@@ -278,8 +278,6 @@ def _decode_pex(payload: bytes) -> Pex:
             raise ProtocolError(ErrorCode.MALFORMED_MESSAGE, "PEX truncated")
         raw = payload[pos + 1 : pos + 1 + size]
         # IPv4Address's own text, without building one (ipaddress was 6 % of a 10,000-peer simulation).
-        # Interned: a node keeps the addresses it hears of (dialer candidates, per-peer PEX sets), and the same few
-        # hundred come in PEX after PEX.
         # Not interned: hosts come from any peer before any cap applies, and interned strings are immortal on some
         # CPython versions (3.12.0-3.12.5), so a reconnecting peer naming fresh addresses would grow memory for good.
         host = f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}" if family == 4 else str(ipaddress.IPv6Address(raw))
