@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.integration.chain import HOST, engine, signal_source, source_node
+from tests.integration.chain import HOST, engine, exchange, signal_source, source_node
 from tests.integration.test_metrics import promtool_check, samples, scrape, value
 
 TOKEN = "metrics-t0ken"
@@ -18,20 +18,9 @@ TOKEN = "metrics-t0ken"
 
 async def raw_get(local_ip: str, port: int, path: str, headers: dict[str, str] | None = None) -> bytes:
     """What the node answers one GET sent from ``local_ip`` (b"" when it closes the connection without a word)."""
-    reader, writer = await asyncio.open_connection(HOST, port, local_addr=(local_ip, 0))
-    try:
-        lines = [f"GET {path} HTTP/1.1", f"Host: {HOST}:{port}", "Connection: close",
-                 *(f"{k}: {v}" for k, v in (headers or {}).items())]  # fmt: skip
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))  # "\xff" goes as the byte 0xff
-        await writer.drain()
-        data = b""
-        with contextlib.suppress(ConnectionResetError, TimeoutError):
-            async with asyncio.timeout(10):
-                while chunk := await reader.read(65536):
-                    data += chunk
-        return data
-    finally:
-        writer.close()
+    lines = [f"GET {path} HTTP/1.1", f"Host: {HOST}:{port}", "Connection: close",
+             *(f"{k}: {v}" for k, v in (headers or {}).items())]  # fmt: skip
+    return await exchange(local_ip, port, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))  # "\xff" as 0xff
 
 
 async def test_metrics_keep_the_web_interfaces_token_and_address_rules(tmp_path: Path) -> None:

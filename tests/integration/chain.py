@@ -168,6 +168,23 @@ def match_pieces(stream: bytes, pieces: dict[int, Piece], *, allow_jumps: bool =
     return used
 
 
+async def exchange(local_ip: str, port: int, request: bytes) -> bytes:
+    """Everything a server on ``HOST:port`` sends back to the raw ``request`` sent from ``local_ip``, up to its close
+    (b"" when it closes without a word); 10 s at most."""
+    reader, writer = await asyncio.open_connection(HOST, port, local_addr=(local_ip, 0))
+    try:
+        writer.write(request)
+        await writer.drain()
+        data = b""
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            async with asyncio.timeout(10):
+                while chunk := await reader.read(65536):
+                    data += chunk
+        return data
+    finally:
+        writer.close()
+
+
 async def wait_until(predicate: object, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

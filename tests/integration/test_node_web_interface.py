@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.integration.chain import HOST, signal_source, source_node, support_node
+from tests.integration.chain import HOST, exchange, signal_source, source_node, support_node
 from tests.peerclient import TestPeer
 
 TOKEN = "s3cret-token"
@@ -150,20 +150,9 @@ async def http_from(local_ip: str, port: int, path: str = "/app/monitor") -> byt
 async def pipelined_from(local_ip: str, port: int, paths: list[str]) -> bytes:
     """Everything the node sends back to ``paths`` requested one after the other on one kept-alive connection
     (the last request asks for the connection to be closed)."""
-    reader, writer = await asyncio.open_connection(HOST, port, local_addr=(local_ip, 0))
-    try:
-        heads = [f"GET {p} HTTP/1.1\r\nHost: {HOST}:{port}\r\n" for p in paths]
-        heads[-1] += "Connection: close\r\n"
-        writer.write("".join(head + "\r\n" for head in heads).encode())
-        await writer.drain()
-        data = b""
-        with contextlib.suppress(ConnectionResetError, TimeoutError):
-            async with asyncio.timeout(10):
-                while chunk := await reader.read(65536):
-                    data += chunk
-        return data
-    finally:
-        writer.close()
+    heads = [f"GET {p} HTTP/1.1\r\nHost: {HOST}:{port}\r\n" for p in paths]
+    heads[-1] += "Connection: close\r\n"
+    return await exchange(local_ip, port, "".join(head + "\r\n" for head in heads).encode())
 
 
 async def test_remote_addresses_refused_without_service_remote_access(tmp_path: Path) -> None:
