@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,6 +28,8 @@ __all__ = [
 
 LOOPBACK = "127.0.0.1"
 _STDERR_TAIL = 4000
+_PORT_RANGE = (20000, 32768)  # below Linux's default ephemeral range, 32768-60999
+_PORT_TRIES = 50
 
 
 class ProcessExitedError(RuntimeError):
@@ -34,11 +37,28 @@ class ProcessExitedError(RuntimeError):
 
 
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free on ``host`` a moment ago (the kernel's pick; racy by nature, but rarely lost)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port that was free on every IPv4 address a moment ago (racy by nature, but rarely lost).
+
+    Free on the wildcard address, not just on ``host``: a node told ``--bind 0.0.0.0`` fails if any loopback address
+    holds the port, and other tests' clients bind 127.0.0.2 and such. The pick is below the kernel's ephemeral range
+    (32768 and up), where the many outgoing connections of parallel tests take their local ports, so only another
+    pick here can collide, not any connection.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    rng = random.Random()  # seeded from the OS: xdist workers must not walk the same sequence
+    for _ in range(_PORT_TRIES):
+        port = rng.randrange(*_PORT_RANGE)
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((wildcard, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(family, socket.SOCK_STREAM) as sock:  # the range is crowded: the kernel's pick
+        sock.bind((wildcard, 0))
+        picked: int = sock.getsockname()[1]
+        return picked
 
 
 def _tail(path: Path, limit: int = _STDERR_TAIL) -> str:
