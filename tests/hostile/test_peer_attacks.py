@@ -144,6 +144,12 @@ async def test_silent_peers_from_many_addresses_do_not_keep_newcomers_out(chain:
     """A support node full of peers that only send keep-alives (one per address, so no per-address limit applies)
     drops the one idle longest for an honest newcomer, instead of refusing newcomers until the silent ones time out."""
     with support_node(chain.tmp, chain.source.transport_url, "--max-peers", "6", name="support-full") as port:
+        # Pieces flow first: until then the node keeps its last place for its own dial (the unit tests cover that).
+        probe = await TestPeer.connect(HOST, port, chain.content_id, listen_port=7099, local_host="127.0.5.99")
+        try:
+            assert await probe.wait_for(Have, 20.0) is not None, "the new support node announced no piece in 20 s"
+        finally:
+            probe.close()
         silent = []
         for i in range(8):  # more than fit: the node (source + 5 silent) is full
             peer = await TestPeer.connect(HOST, port, chain.content_id, listen_port=7000 + i,

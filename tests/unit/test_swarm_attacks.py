@@ -15,6 +15,8 @@ from swarmcast.swarm.dialer import MAX_PEX_ADDRESSES_PER_PEER
 from swarmcast.wire.errors import ErrorCode, ProtocolError
 from swarmcast.wire.messages import (
     MAX_INDEX,
+    Goodbye,
+    GoodbyeReason,
     HandshakeFlags,
     Have,
     Interested,
@@ -34,6 +36,16 @@ from tests.unit.memswarm import Broadcast, MemoryNetwork, ScriptedPeer
 
 def _emit(bc: Broadcast, net: MemoryNetwork) -> None:
     bc.emit(net.now, random_access=(bc.next_index % 10 == 0))
+
+
+def _until_pieces_flow(bc: Broadcast, net: MemoryNetwork, node: Swarm) -> None:
+    """Emit a piece every 0.2 s until ``node`` has verified one (2 s at most)."""
+    for _ in range(10):
+        _emit(bc, net)
+        net.advance(0.2, [bc.source, node])
+        if node.store.indices():
+            return
+    raise AssertionError("no piece reached the node in 2 s")
 
 
 def _banned_with(swarm: Swarm, caplog: pytest.LogCaptureFixture, code: ErrorCode) -> bool:
@@ -449,6 +461,7 @@ def test_a_full_swarm_makes_room_for_a_newcomer_by_dropping_the_peer_idle_longes
     bc = Broadcast()
     support = bc.make_swarm(Role.SUPPORT, max_peers=3)
     net.connect(support, bc.source, 8621, 7764)
+    _until_pieces_flow(bc, net, support)  # then every place is open to peers that dial us
     silent = [ScriptedPeer(net, support, ip=f"127.0.0.{10 + i}") for i in range(2)]
     assert all(peer.attached for peer in silent)
     for step in range(75):  # 15 s of stream; the silent peers only send keep-alives
@@ -470,6 +483,7 @@ def test_a_full_swarm_refuses_newcomers_when_nobody_is_idle_or_nothing_flows() -
     bc = Broadcast()
     support = bc.make_swarm(Role.SUPPORT, max_peers=2)
     net.connect(support, bc.source, 8621, 7764)
+    _until_pieces_flow(bc, net, support)
     first = ScriptedPeer(net, support, ip="127.0.0.10")
     assert first.attached
     assert not ScriptedPeer(net, support, ip="127.0.0.11").attached  # first has not been idle long: it stays
@@ -478,6 +492,38 @@ def test_a_full_swarm_refuses_newcomers_when_nobody_is_idle_or_nothing_flows() -
         first.send(KeepAlive())
     assert not ScriptedPeer(net, support, ip="127.0.0.12").attached
     assert not first.dropped
+
+
+def test_peers_that_connect_before_the_source_is_reached_leave_a_place_to_dial_it() -> None:
+    """Silent peers that connect the moment a support node starts (before it reached its source) fill all but one
+    place; the node still dials its source, and once pieces flow the last place is open to peers that dial us."""
+    net = MemoryNetwork()
+    bc = Broadcast()
+    support = bc.make_swarm(Role.SUPPORT, max_peers=3)
+    support.add_candidates([("127.0.0.1", 7764)])  # the source, as the tracker names it
+    silent = [ScriptedPeer(net, support, ip=f"127.0.0.{10 + i}") for i in range(3)]
+    assert [peer.attached for peer in silent] == [True, True, False]
+    assert support.addresses_to_dial(net.now, set()) == [("127.0.0.1", 7764)]
+    net.connect(support, bc.source, 8621, 7764)
+    assert len(support.sessions) == 3
+    _until_pieces_flow(bc, net, support)  # the silent peers keep nothing from it
+    assert not ScriptedPeer(net, support, ip="127.0.0.20").attached  # full now, and nobody idle 10 s yet
+
+
+def test_the_place_kept_to_dial_opens_once_pieces_flow_and_closes_in_an_outage() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    support = bc.make_swarm(Role.SUPPORT, max_peers=3)
+    net.connect(support, bc.source, 8621, 7764)
+    assert ScriptedPeer(net, support, ip="127.0.0.10").attached
+    assert not ScriptedPeer(net, support, ip="127.0.0.11").attached  # no piece yet: the last place is kept
+    _until_pieces_flow(bc, net, support)
+    late = ScriptedPeer(net, support, ip="127.0.0.12")
+    assert late.attached  # pieces flow: all three places taken
+    late.send(Goodbye(GoodbyeReason.SHUTDOWN))
+    assert late.dropped
+    net.advance(11.0, [bc.source, support])  # no newer piece for longer than REPLACE_IDLE_AFTER: an outage
+    assert not ScriptedPeer(net, support, ip="127.0.0.13").attached
 
 
 def test_sybils_that_announce_every_piece_first_do_not_make_the_reader_skip() -> None:

@@ -149,8 +149,17 @@ class Swarm:
     def is_banned(self, peer_id: bytes, address: Address) -> bool:
         return self.dialer.is_banned(peer_id, address)
 
-    def can_accept(self) -> bool:
-        return not self._closed and len(self.sessions) < self.config.max_peers
+    def can_accept(self, *, outbound: bool = False) -> bool:
+        """Room for one more peer; ``outbound``: one we dialled ourselves."""
+        if self._closed:
+            return False
+        limit = self.config.max_peers
+        if (not outbound and limit > 1 and self.config.role is not Role.SOURCE
+                and not liveness.pieces_flowing(self.edge, self._now)):  # fmt: skip
+            # Until pieces flow, the last place is for a peer we dial: peers that connect first (silent ones,
+            # say, the moment a node starts) must not fill every place before it reaches its source.
+            limit -= 1
+        return len(self.sessions) < limit
 
     def attach(self, session: PeerSession, now: float) -> bool:
         """Take a peer whose handshake matched; False (and a goodbye) when it may not join."""
@@ -164,7 +173,9 @@ class Swarm:
             reason = GoodbyeReason.BANNED
         elif any(s.handshake.peer_id == handshake.peer_id for s in self.sessions.values()):
             reason = GoodbyeReason.DUPLICATE
-        elif self.rotation.refuses(session, now) or (not self.can_accept() and not self._make_room(now)):
+        elif self.rotation.refuses(session, now) or (
+            not self.can_accept(outbound=session.outbound) and not self._make_room(now)
+        ):
             reason = GoodbyeReason.TOO_MANY_PEERS
         if reason is not None:
             session.connection.close(reason, now)
@@ -572,7 +583,7 @@ class Swarm:
                     self.handle_events(session, [event], now)
             self._check_backlog(now)
             self._drop_useless(now)
-            if self.rotation.enabled and not self.can_accept():
+            if self.rotation.enabled and not self._closed and len(self.sessions) >= self.config.max_peers:
                 self._make_room(now)  # a start node keeps a place ready for the next newcomer (rotation.py)
             self._housekeep_credentials(now)
             if now - self.choker.last_rechoke >= self.config.rechoke_interval:

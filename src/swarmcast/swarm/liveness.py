@@ -65,6 +65,11 @@ def useless(
 REPLACE_IDLE_AFTER = 10.0
 
 
+def pieces_flowing(edge: LiveEdge, now: float) -> bool:
+    """A newer piece than any before was verified in the last REPLACE_IDLE_AFTER seconds."""
+    return edge.verified is not None and now - edge.verified_at < REPLACE_IDLE_AFTER
+
+
 def replaceable(
     sessions: dict[int, PeerSession], now: float, edge: LiveEdge, pinned: set[Address]
 ) -> PeerSession | None:
@@ -72,7 +77,7 @@ def replaceable(
 
     Only while pieces flow (during an outage every peer is idle and none is worse than a newcomer), never the
     broadcaster's nodes nor the addresses we were told to use."""
-    if edge.verified is None or now - edge.verified_at >= REPLACE_IDLE_AFTER:
+    if not pieces_flowing(edge, now):
         return None
     idle = [
         s for s in sessions.values()
