@@ -371,7 +371,8 @@ class Simulator:
         self.warmup: float = args.warmup if args.warmup is not None else args.ramp
         self.measuring = False
         self.wall_limit: float = args.wall_limit
-        self.ended_at: float = args.duration  # virtual time the run stopped at (earlier only with --wall-limit)
+        self.rss_limit: float = args.rss_limit
+        self.ended_at: float = args.duration  # virtual time the run stopped at (earlier only with a limit)
         self.marks: dict[str, Any] = {}
         self.gc_clock = GcClock()
         self._ip = itertools.count(1)
@@ -686,11 +687,20 @@ class Simulator:
                 gc.collect()  # what left with churn (swarms, links: reference cycles)
             if progress_steps and step % progress_steps == 0 and step:
                 self._progress(started, cpu)
-            if self.wall_limit and step % WALL_CHECK_STEPS == 0 and time.perf_counter() - started > self.wall_limit:
-                self.ended_at = now  # out of wall time: the figures cover the virtual time run so far
-                print(f"[sim {self.target_peers}] --wall-limit {self.wall_limit:g} s reached at t={now:.1f} s",
-                      file=sys.stderr, flush=True)  # fmt: skip
-                return
+            if step % WALL_CHECK_STEPS == 0 and (self.wall_limit or self.rss_limit):
+                reached = self._limit_reached(started)
+                if reached:
+                    self.ended_at = now  # out of wall time or memory: the figures cover the virtual time run so far
+                    print(f"[sim {self.target_peers}] {reached} reached at t={now:.1f} s", file=sys.stderr, flush=True)
+                    return
+
+    def _limit_reached(self, started: float) -> str:
+        """Which of --wall-limit and --rss-limit the run has reached ("" for neither)."""
+        if self.wall_limit and time.perf_counter() - started > self.wall_limit:
+            return f"--wall-limit {self.wall_limit:g} s"
+        if self.rss_limit and rss_mb() > self.rss_limit:
+            return f"--rss-limit {self.rss_limit:g} MB"
+        return ""
 
     def figures(self, wall: float, cpu: float) -> dict[str, Any]:
         delays = sorted(self.delays)
@@ -737,7 +747,7 @@ class Simulator:
 
 def params(args: argparse.Namespace) -> dict[str, Any]:
     """What a result depends on besides the swarm size (``--reuse`` matches on it)."""
-    skip = {"peers", "scale", "out", "reuse", "progress", "mypyc", "plot_from", "wall_limit"}
+    skip = {"peers", "scale", "out", "reuse", "progress", "mypyc", "plot_from", "wall_limit", "rss_limit"}
     return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
 
 
@@ -770,6 +780,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wall-limit", type=float, default=0.0,
                         help="stop after so many wall seconds and report the figures of the virtual time run so far "
                              "(stopped_early, ended_at_s in the result); 0 = run to --duration")  # fmt: skip
+    parser.add_argument("--rss-limit", type=float, default=0.0,
+                        help="stop once the process's resident memory exceeds so many MB, reporting the figures "
+                             "so far as --wall-limit does (a large run that would not fit stops with figures "
+                             "instead of swapping or being killed); 0 = no limit")  # fmt: skip
     parser.add_argument("--out", default="", help="directory for sim-results.json (and sim-scaling.png)")
     parser.add_argument("--plot-from", default="",
                         help="no run: table and sim-scaling.png (into --out) of the results in these JSON files")
