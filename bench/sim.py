@@ -26,6 +26,10 @@ Model (what is simulated, what is approximate):
   real 50 kB pieces would not fit); links charge the full virtual size of every PIECE frame, the upload limit is
   scaled the same way, and reported bytes (source upload, peer share) are virtual. Control overhead counts the real
   control bytes against the virtual payload.
+- Memory: every address a PEX names is decoded by the real codec into a new tuple, string and port; the simulator
+  swaps each for the one tuple it keeps per address before the swarm sees it (same values: the swarm's behaviour,
+  and so every figure, is unchanged), as 100,000 engines' copies of each other's addresses would not fit. A real
+  engine's memory is its own process's: bench/engine_cost.py measures that.
 - Signatures: verification is replaced by a lookup of the real signature by index (the simulator ONLY), because
   10,000 peers x pieces of Ed25519 verification in Python is too slow.
 - Discovery: a simulated tracker returns a random subset (40) of live nodes (source and supports included) at join
@@ -71,8 +75,8 @@ from swarmcast.swarm import peer as peer_module
 from swarmcast.swarm.core import Cursor, Role, Swarm, SwarmConfig
 from swarmcast.swarm.peer import Address, PeerSession
 from swarmcast.swarm.store import PieceStore, StoredPiece
-from swarmcast.wire.connection import Connection, HandshakeReceived
-from swarmcast.wire.messages import MAX_WINDOW_PIECES, Handshake, HandshakeFlags, PieceFlags
+from swarmcast.wire.connection import Connection, HandshakeReceived, MessageReceived
+from swarmcast.wire.messages import MAX_WINDOW_PIECES, Handshake, HandshakeFlags, Pex, PieceFlags
 
 TRACKER_SAMPLE = 40
 TRACKER_INTERVAL = 30.0
@@ -179,7 +183,9 @@ class SimLink:
         self.peer: SimLink | None = None
         self.closed = False
         self.latency = src.access_latency + dst.access_latency
-        self.queue: deque[tuple[float, int]] = deque()  # (leaves the uplink at, bytes) still on src's uplink
+        # (leaves the uplink at, real bytes) still on src's uplink. Real, not virtual: the swarm subtracts this from
+        # its connection's real byte counts (PeerSession.pieces_in_flight, liveness.stalled).
+        self.queue: deque[tuple[float, int]] = deque()
         self.queued = 0
         self.last_delivery = 0.0
         self.tail: list[bytes] = []
@@ -204,8 +210,8 @@ class SimLink:
         finish = start + size / src.cap
         src.uplink_free_at = finish
         src.uploaded_virtual += size
-        self.queue.append((finish, size))
-        self.queued += size
+        self.queue.append((finish, real))
+        self.queued += real
         deliver = finish + self.latency
         if sim.loss and sim.rng.random() < sim.loss:
             deliver += 2 * self.latency + RETRANSMIT
@@ -232,7 +238,11 @@ class SimLink:
         if session.key in swarm.sessions:
             now = self.sim.now
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            swarm.handle_events(session, session.connection.receive_data(data, now), now)
+            events = session.connection.receive_data(data, now)
+            for i, event in enumerate(events):
+                if type(event) is MessageReceived and type(event.message) is Pex:
+                    events[i] = self.sim.shared_pex(event.message)
+            swarm.handle_events(session, events, now)
 
     def write_buffer_size(self) -> int:
         queue = self.queue
@@ -338,6 +348,7 @@ class Simulator:
     def __init__(self, args: argparse.Namespace, peers: int, seed: int) -> None:
         self.args = args
         self.rng = random.Random(seed)
+        self.payload_rng = random.Random(seed + 1_000_003)  # piece data only (emit)
         self.now = 0.0
         self.step = -1
         self.grid: float = args.grid
@@ -355,6 +366,7 @@ class Simulator:
         self.piece_virtual = int(self.bitrate * self.piece_interval)
         self.piece_real = max(1, self.piece_virtual // self.scale)
         self.nodes: dict[Address, Node] = {}
+        self.addresses: dict[Address, Address] = {}  # each address PEX named, once (shared_pex)
         self.live = LiveSet()
         self.live_engines = LiveSet()
         self.engines_total = 0
@@ -400,6 +412,11 @@ class Simulator:
         for support in self.supports:
             support.swarm.add_candidates([self.source.address], pinned=True)
         self.next_index = 0
+
+    def shared_pex(self, pex: Pex) -> MessageReceived:
+        """The same PEX with each address the one tuple the run keeps for it (see "Memory" in the module doc)."""
+        addresses = self.addresses
+        return MessageReceived(Pex(tuple([addresses.setdefault(a, a) for a in pex.peers])))
 
     # -- plumbing ----------------------------------------------------------------------------------------
     def schedule(self, when: float, fn: Callable[[Any], None], arg: Any) -> None:
@@ -529,7 +546,9 @@ class Simulator:
         index = self.next_index
         self.next_index += 1
         flags = PieceFlags.RANDOM_ACCESS if index % self.random_access_every == 0 else PieceFlags.NONE
-        data = self.rng.randbytes(self.piece_real)
+        # Its own generator: drawn from self.rng, the payload's size (--payload-scale) would move every later draw
+        # and so the whole run, as another seed would.
+        data = self.payload_rng.randbytes(self.piece_real)
         signature = transport.sign_piece(self.key, self.content_id, index, flags, data)
         self.signatures[index] = signature
         self.emitted.append(self.now)
