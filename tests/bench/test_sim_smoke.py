@@ -121,6 +121,9 @@ def test_a_run_in_a_process_that_froze_objects_leaves_the_count_as_it_was() -> N
     try:
         frozen = gc.get_freeze_count()
         sim.simulate(sim.parse(["--peers", "10", "--duration", "1", "--ramp", "0.5", "--progress", "0"]), 10)
-        assert gc.get_freeze_count() == frozen
+        # Not equal: a frozen object that the run lets go of (a cache entry, say) leaves the count when it is freed.
+        # The faults are a freeze of its own (the count grows by the run's objects) or a thaw (it falls to 0).
+        after = gc.get_freeze_count()
+        assert frozen * 0.9 <= after <= frozen, (frozen, after)
     finally:
         gc.unfreeze()
