@@ -25,7 +25,11 @@ Model (what is simulated, what is approximate):
 - Payload scaling: piece data is ``--payload-scale`` times smaller in memory than the bitrate says (10,000 stores of
   real 50 kB pieces would not fit); links charge the full virtual size of every PIECE frame, the upload limit is
   scaled the same way, and reported bytes (source upload, peer share) are virtual. Control overhead counts the real
-  control bytes against the virtual payload.
+  control bytes against the virtual payload. A link's send buffer (``write_buffer_size``) counts real bytes, as the
+  swarm subtracts it from its connection's real byte counts; so ``send_buffer_limit`` (4 MiB) stands for 100-1000x
+  more of the stream than in a real engine and never binds here, where at 2 Mbit/s ``max_serving`` (32 pieces,
+  1.6 MB) binds first in a real engine too. With the piece data drawn from a generator of its own, --payload-scale
+  100 and 1000 give identical figures (docs/benchmarks.md, "100,000 peers").
 - Memory: every address a PEX names is decoded by the real codec into a new tuple, string and port; the simulator
   swaps each for the one tuple it keeps per address before the swarm sees it (same values: the swarm's behaviour,
   and so every figure, is unchanged), as 100,000 engines' copies of each other's addresses would not fit. A real
@@ -83,7 +87,7 @@ TRACKER_INTERVAL = 30.0
 RETRANSMIT = 0.2  # extra delay of a lost write, on top of an RTT
 POLL_INTERVAL = 0.25  # the engine's player polls this often while it waits (node/engine.py)
 DIAL_SCAN_INTERVAL = 1.0  # the host scans candidates once a second when not short of peers (node/host.py)
-WALL_CHECK_STEPS = 50  # steps (0.1 virtual s) between looks at the wall clock for --wall-limit
+WALL_CHECK_STEPS = 50  # steps (0.1 virtual s) between looks at the wall clock and RSS (--wall-limit, --rss-limit)
 GC_INTERVAL = 10.0  # virtual seconds between full garbage collections (see run)
 ZERO_UPLINK = 0.5e6 / 8  # bytes/s of control traffic for an engine that uploads no pieces
 # The collector during a run (see Simulator.run): young generation every GC_YOUNG allocations, the middle one every
@@ -140,6 +144,9 @@ def code_version() -> str:
     return f"{head}{' dirty' if dirty else ''} core.py {digest}"
 
 
+# The harness's own version: raised when a change here moves the figures for the same arguments (2: the piece
+# data drawn from its own generator), so --reuse never takes a result of another model for this one.
+MODEL = 2
 CODE_VERSION = code_version()  # at import: the code this process runs, even if the files change meanwhile
 ENGINE = engine_kind()
 
@@ -767,7 +774,7 @@ class Simulator:
 def params(args: argparse.Namespace) -> dict[str, Any]:
     """What a result depends on besides the swarm size (``--reuse`` matches on it)."""
     skip = {"peers", "scale", "out", "reuse", "progress", "mypyc", "plot_from", "wall_limit", "rss_limit"}
-    return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
+    return {"model": MODEL, **{k: v for k, v in sorted(vars(args).items()) if k not in skip}}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,8 +15,6 @@ from swarmcast.swarm.dialer import MAX_PEX_ADDRESSES_PER_PEER
 from swarmcast.wire.errors import ErrorCode, ProtocolError
 from swarmcast.wire.messages import (
     MAX_INDEX,
-    Goodbye,
-    GoodbyeReason,
     HandshakeFlags,
     Have,
     Interested,
@@ -461,7 +459,6 @@ def test_a_full_swarm_makes_room_for_a_newcomer_by_dropping_the_peer_idle_longes
     bc = Broadcast()
     support = bc.make_swarm(Role.SUPPORT, max_peers=3)
     net.connect(support, bc.source, 8621, 7764)
-    _until_pieces_flow(bc, net, support)  # then every place is open to peers that dial us
     silent = [ScriptedPeer(net, support, ip=f"127.0.0.{10 + i}") for i in range(2)]
     assert all(peer.attached for peer in silent)
     for step in range(75):  # 15 s of stream; the silent peers only send keep-alives
@@ -483,7 +480,6 @@ def test_a_full_swarm_refuses_newcomers_when_nobody_is_idle_or_nothing_flows() -
     bc = Broadcast()
     support = bc.make_swarm(Role.SUPPORT, max_peers=2)
     net.connect(support, bc.source, 8621, 7764)
-    _until_pieces_flow(bc, net, support)
     first = ScriptedPeer(net, support, ip="127.0.0.10")
     assert first.attached
     assert not ScriptedPeer(net, support, ip="127.0.0.11").attached  # first has not been idle long: it stays
@@ -494,36 +490,66 @@ def test_a_full_swarm_refuses_newcomers_when_nobody_is_idle_or_nothing_flows() -
     assert not first.dropped
 
 
-def test_peers_that_connect_before_the_source_is_reached_leave_a_place_to_dial_it() -> None:
-    """Silent peers that connect the moment a support node starts (before it reached its source) fill all but one
-    place; the node still dials its source, and once pieces flow the last place is open to peers that dial us."""
-    net = MemoryNetwork()
-    bc = Broadcast()
-    support = bc.make_swarm(Role.SUPPORT, max_peers=3)
-    support.add_candidates([("127.0.0.1", 7764)])  # the source, as the tracker names it
-    silent = [ScriptedPeer(net, support, ip=f"127.0.0.{10 + i}") for i in range(3)]
-    assert [peer.attached for peer in silent] == [True, True, False]
-    assert support.addresses_to_dial(net.now, set()) == [("127.0.0.1", 7764)]
-    net.connect(support, bc.source, 8621, 7764)
-    assert len(support.sessions) == 3
-    _until_pieces_flow(bc, net, support)  # the silent peers keep nothing from it
-    assert not ScriptedPeer(net, support, ip="127.0.0.20").attached  # full now, and nobody idle 10 s yet
+SOURCE = ("127.0.0.1", 7764)  # the source's address, as net.connect(support, bc.source, 8621, 7764) dials it
 
 
-def test_the_place_kept_to_dial_opens_once_pieces_flow_and_closes_in_an_outage() -> None:
+def _full_of_silent_peers(bc: Broadcast, net: MemoryNetwork, max_peers: int) -> tuple[Swarm, list[ScriptedPeer]]:
+    """A support node whose every place went to silent peers before it reached its (pinned) source."""
+    support = bc.make_swarm(Role.SUPPORT, max_peers=max_peers)
+    support.add_candidates([SOURCE], pinned=True)  # as node/support.py pins the node its transport file came from
+    silent = [ScriptedPeer(net, support, ip=f"127.0.0.{10 + i}") for i in range(max_peers)]
+    assert all(peer.attached for peer in silent)
+    assert not ScriptedPeer(net, support, ip="127.0.0.30").attached  # full
+    return support, silent
+
+
+def test_silent_peers_that_filled_a_new_node_give_a_place_to_its_source() -> None:
     net = MemoryNetwork()
     bc = Broadcast()
-    support = bc.make_swarm(Role.SUPPORT, max_peers=3)
+    support, silent = _full_of_silent_peers(bc, net, 3)
+    assert support.addresses_to_dial(net.now, set()) == [SOURCE]  # pinned: dialled even when full
     net.connect(support, bc.source, 8621, 7764)
-    assert ScriptedPeer(net, support, ip="127.0.0.10").attached
-    assert not ScriptedPeer(net, support, ip="127.0.0.11").attached  # no piece yet: the last place is kept
+    assert SOURCE in {s.address for s in support.sessions.values()}, "the node refused its own source"
+    assert sum(peer.dropped for peer in silent) == 1 and len(support.sessions) == 3
     _until_pieces_flow(bc, net, support)
-    late = ScriptedPeer(net, support, ip="127.0.0.12")
-    assert late.attached  # pieces flow: all three places taken
-    late.send(Goodbye(GoodbyeReason.SHUTDOWN))
-    assert late.dropped
-    net.advance(11.0, [bc.source, support])  # no newer piece for longer than REPLACE_IDLE_AFTER: an outage
-    assert not ScriptedPeer(net, support, ip="127.0.0.13").attached
+
+
+def test_a_node_with_one_place_gives_it_to_its_source() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    support, (silent,) = _full_of_silent_peers(bc, net, 1)
+    net.connect(support, bc.source, 8621, 7764)
+    assert silent.dropped and [s.address for s in support.sessions.values()] == [SOURCE]
+
+
+def test_viewers_that_took_the_place_of_a_restarting_source_give_it_back() -> None:
+    """The source goes and viewers fill its place within the 10 s in which pieces still count as flowing (so no
+    one is replaced for them); the source comes back: the node dials it, and a viewer makes room."""
+    net = MemoryNetwork()
+    bc = Broadcast()
+    support = bc.make_swarm(Role.SUPPORT, max_peers=3)
+    support.add_candidates([SOURCE], pinned=True)
+    at_support, _ = net.connect(support, bc.source, 8621, 7764)
+    _until_pieces_flow(bc, net, support)
+    first = ScriptedPeer(net, support, ip="127.0.0.10")
+    assert first.attached
+    support.detach(at_support, net.now, "the source restarts")
+    second, third = ScriptedPeer(net, support, ip="127.0.0.11"), ScriptedPeer(net, support, ip="127.0.0.12")
+    assert second.attached and third.attached
+    net.advance(11.0, [support])  # no piece since: an outage
+    bc.source = bc.make_swarm(Role.SOURCE)
+    net.connect(support, bc.source, 8621, 7764)
+    assert SOURCE in {s.address for s in support.sessions.values()}, "the node refused its restarted source"
+    assert sum(peer.dropped for peer in (first, second, third)) == 1
+
+
+def test_a_full_node_with_nothing_flowing_still_refuses_peers_it_was_not_told_to_use() -> None:
+    net = MemoryNetwork()
+    bc = Broadcast()
+    support, silent = _full_of_silent_peers(bc, net, 2)
+    other = bc.make_swarm(Role.ENGINE)
+    net.connect(support, other, 8621, 7000)  # we dialled it, but nobody pinned it: no one goes for it
+    assert not any(peer.dropped for peer in silent) and len(support.sessions) == 2
 
 
 def test_sybils_that_announce_every_piece_first_do_not_make_the_reader_skip() -> None:

@@ -149,17 +149,8 @@ class Swarm:
     def is_banned(self, peer_id: bytes, address: Address) -> bool:
         return self.dialer.is_banned(peer_id, address)
 
-    def can_accept(self, *, outbound: bool = False) -> bool:
-        """Room for one more peer; ``outbound``: one we dialled ourselves."""
-        if self._closed:
-            return False
-        limit = self.config.max_peers
-        if (not outbound and limit > 1 and self.config.role is not Role.SOURCE
-                and not liveness.pieces_flowing(self.edge, self._now)):  # fmt: skip
-            # Until pieces flow, the last place is for a peer we dial: peers that connect first (silent ones,
-            # say, the moment a node starts) must not fill every place before it reaches its source.
-            limit -= 1
-        return len(self.sessions) < limit
+    def can_accept(self) -> bool:
+        return not self._closed and len(self.sessions) < self.config.max_peers
 
     def attach(self, session: PeerSession, now: float) -> bool:
         """Take a peer whose handshake matched; False (and a goodbye) when it may not join."""
@@ -173,9 +164,7 @@ class Swarm:
             reason = GoodbyeReason.BANNED
         elif any(s.handshake.peer_id == handshake.peer_id for s in self.sessions.values()):
             reason = GoodbyeReason.DUPLICATE
-        elif self.rotation.refuses(session, now) or (
-            not self.can_accept(outbound=session.outbound) and not self._make_room(now)
-        ):
+        elif self.rotation.refuses(session, now) or (not self.can_accept() and not self._make_room(now, session)):
             reason = GoodbyeReason.TOO_MANY_PEERS
         if reason is not None:
             session.connection.close(reason, now)
@@ -583,7 +572,7 @@ class Swarm:
                     self.handle_events(session, [event], now)
             self._check_backlog(now)
             self._drop_useless(now)
-            if self.rotation.enabled and not self._closed and len(self.sessions) >= self.config.max_peers:
+            if self.rotation.enabled and not self.can_accept():
                 self._make_room(now)  # a start node keeps a place ready for the next newcomer (rotation.py)
             self._housekeep_credentials(now)
             if now - self.choker.last_rechoke >= self.config.rechoke_interval:
@@ -641,8 +630,12 @@ class Swarm:
         for session in liveness.stalled(self.sessions.values(), now, self.config):
             self.ban(session, ProtocolError(ErrorCode.TOO_SLOW, "peer stopped reading"), now)
 
-    def _make_room(self, now: float) -> bool:
-        """Full: drop the peer idle longest (liveness.replaceable) for a newcomer; False when none may go."""
+    def _make_room(self, now: float, newcomer: PeerSession | None = None) -> bool:
+        """Full: drop the peer idle longest (liveness.replaceable) for a newcomer; False when none may go.
+
+        A peer we dialled at an address we were told to use (our source, ``--download-from``) always gets a place:
+        else peers that filled ours first (the moment we started, or while our source restarted) would keep us
+        from it, and with no pieces flowing nobody would ever be replaced."""
         if self._closed:
             return False
         pinned = {a for a, c in self.dialer.candidates.items() if c.pinned}
@@ -652,6 +645,11 @@ class Swarm:
             idle = now - victim.last_useful
             self._drop(victim, GoodbyeReason.TOO_MANY_PEERS, now, f"made room for a newcomer (idle {idle:.0f} s)")
             return True
+        if newcomer is not None and newcomer.outbound and newcomer.address in pinned:
+            victim = liveness.displaced_by_upstream(self.sessions, pinned)
+            if victim is not None:
+                self._drop(victim, GoodbyeReason.TOO_MANY_PEERS, now, "made room for an address we were told to use")
+                return True
         victim = self.rotation.victim(self.sessions, now, pinned)  # a start node hands off a peer it started
         if victim is None:
             return False

@@ -65,11 +65,6 @@ def useless(
 REPLACE_IDLE_AFTER = 10.0
 
 
-def pieces_flowing(edge: LiveEdge, now: float) -> bool:
-    """A newer piece than any before was verified in the last REPLACE_IDLE_AFTER seconds."""
-    return edge.verified is not None and now - edge.verified_at < REPLACE_IDLE_AFTER
-
-
 def replaceable(
     sessions: dict[int, PeerSession], now: float, edge: LiveEdge, pinned: set[Address]
 ) -> PeerSession | None:
@@ -77,10 +72,17 @@ def replaceable(
 
     Only while pieces flow (during an outage every peer is idle and none is worse than a newcomer), never the
     broadcaster's nodes nor the addresses we were told to use."""
-    if not pieces_flowing(edge, now):
+    if edge.verified is None or now - edge.verified_at >= REPLACE_IDLE_AFTER:
         return None
     idle = [
         s for s in sessions.values()
         if now - s.last_useful >= REPLACE_IDLE_AFTER and not s.is_seeder and s.address not in pinned
     ]  # fmt: skip
     return min(idle, key=lambda s: s.last_useful, default=None)
+
+
+def displaced_by_upstream(sessions: dict[int, PeerSession], pinned: set[Address]) -> PeerSession | None:
+    """The peer that gives its place to one we dialled at a pinned address: of the peers that dialled us (never the
+    broadcaster's nodes nor pinned addresses), the one that moved no piece for longest; None if there is none."""
+    inbound = [s for s in sessions.values() if not s.outbound and not s.is_seeder and s.address not in pinned]
+    return min(inbound, key=lambda s: s.last_useful, default=None)
