@@ -90,12 +90,12 @@ DIAL_SCAN_INTERVAL = 1.0  # the host scans candidates once a second when not sho
 WALL_CHECK_STEPS = 50  # steps (0.1 virtual s) between looks at the wall clock and RSS (--wall-limit, --rss-limit)
 GC_INTERVAL = 10.0  # virtual seconds between full garbage collections (see run)
 ZERO_UPLINK = 0.5e6 / 8  # bytes/s of control traffic for an engine that uploads no pieces
-# The collector during a run (see Simulator.run): young generation every GC_YOUNG allocations, the middle one every
-# GC_MIDDLE young collections; the oldest never automatically, but every GC_INTERVAL virtual seconds. 100,000
-# rather than 10,000: at 1,000 peers the young collections to t = 10 s took 0.5 instead of 1.0 s of CPU (more of
-# the messages and arrivals die by reference count before one looks at them), RSS the same.
-GC_YOUNG = 100_000
-GC_MIDDLE = 10
+# The collector during a run (see Simulator.run): no automatic collection at all, a full one every GC_INTERVAL
+# virtual seconds. Young collections cost in proportion to what outlives them, and the more peers, the more of the
+# messages and arrivals are still in flight when one runs: 8 % of the CPU at 10,000 peers in the ramp, 20 % at
+# 100,000; off, 3,000 peers x 11 s took 3.9 instead of 7.7 s of GC (the one full collection), RSS the same.
+# Reference counting frees all but cyclic garbage (swarms and links that left with churn), which waits for the
+# next full collection.
 KIND = {Role.SOURCE: 0, Role.SUPPORT: 1, Role.ENGINE: 2}  # index into per-role counters
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _session_keys = itertools.count(1)
@@ -658,10 +658,8 @@ class Simulator:
         progress_steps = round(args.progress * self.inv_grid) if args.progress > 0 else 0
         collect_steps = round(GC_INTERVAL * self.inv_grid)
         last = math.floor(args.duration * self.inv_grid + 1e-9)
-        thresholds = gc.get_threshold()
-        # Messages, queue entries and arrivals live about a second: long enough to reach the oldest generation, whose
-        # automatic full collections then came more often the bigger the heap (15 % of the CPU time at 3000 peers and
-        # growing with the square of the size). Young collections stay automatic; full ones run every GC_INTERVAL.
+        # Messages, queue entries and arrivals live about a second: automatic collections look at them again and
+        # again (see GC_INTERVAL). None runs by itself; full ones run every GC_INTERVAL.
         # What exists now (modules, the key, the source and support nodes) lives for the whole run: frozen, no
         # collection looks at it again.
         # Frozen only if nothing is yet: gc.unfreeze() thaws everything, so a run inside a process that froze its own
@@ -670,13 +668,15 @@ class Simulator:
         gc.collect()
         if not frozen_before:
             gc.freeze()
-        gc.set_threshold(GC_YOUNG, GC_MIDDLE, 1 << 30)
+        enabled = gc.isenabled()
+        gc.disable()
         gc.callbacks.append(self.gc_clock)
         try:
             self._loop(last, progress_steps, collect_steps, started, cpu)
         finally:
             gc.callbacks.remove(self.gc_clock)
-            gc.set_threshold(*thresholds)
+            if enabled:
+                gc.enable()
             if not frozen_before:
                 gc.unfreeze()
         if not self.measuring:

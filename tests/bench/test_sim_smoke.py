@@ -100,6 +100,7 @@ def test_progress_line_shows_memory_and_gc_and_leaves_the_collector_as_it_was(
     import gc
 
     thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
+    assert gc.isenabled()
     args = sim.parse(["--peers", "20", "--duration", "2", "--ramp", "1", "--progress", "1"])
     result = sim.simulate(args, 20)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[sim 20] t=")]
@@ -107,8 +108,8 @@ def test_progress_line_shows_memory_and_gc_and_leaves_the_collector_as_it_was(
     assert all(" rss=" in line and " MB" in line and " gc=" in line for line in lines)
     assert float(lines[-1].split(" rss=")[1].split()[0]) > 10  # MB resident: an interpreter and a swarm at least
     assert result["gc_s"] >= 0 and result["gc_collections"] >= 0
-    # The run's settings (frozen start-up objects, larger thresholds, the timing callback) end with it.
-    assert gc.get_threshold() == thresholds
+    # The run's settings (frozen start-up objects, automatic collection off, the timing callback) end with it.
+    assert gc.isenabled() and gc.get_threshold() == thresholds
     assert gc.get_freeze_count() == frozen
     assert not any(isinstance(callback, sim.GcClock) for callback in gc.callbacks)
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,13 +45,6 @@ def _rss(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for {pid}")
-
-
-def _dropped_useless(port: int) -> int:
-    """The node's count of peers dropped for idling or to make room (``/app/stat``)."""
-    with urllib.request.urlopen(f"http://{HOST}:{port}/app/stat", timeout=5) as response:
-        figures: int = json.load(response)["result"]["dropped_useless"]
-        return figures
 
 
 def _support_pid(chain: Chain) -> int:
@@ -172,11 +163,10 @@ async def test_silent_peers_from_many_addresses_do_not_keep_newcomers_out(chain:
         for peer in silent:
             peer.send(KeepAlive())
             peer.flush()
-        dropped_before = _dropped_useless(port)
         newcomer = await TestPeer.connect(HOST, port, chain.content_id, listen_port=7100, local_host="127.0.5.100")
         window = await newcomer.window(5.0)
         assert window is not None and window.have, "the honest newcomer was refused: silent peers hold every place"
-        # The one idle longest went for it: a silent peer, or one of the chain's own that has been as quiet here.
-        assert _dropped_useless(port) > dropped_before, "the newcomer got in, but nobody made room for it"
+        # Not asserted: who made room. The idle longest goes (unit tests: test_swarm_attacks.py), which here may be
+        # one of the chain's own peers, and the chain's engine may also leave by itself (an idle broadcast).
         for peer in [*silent, newcomer]:
             peer.close()
